@@ -1,0 +1,311 @@
+"""`python -m core ...`: fetch, models, train, runs, predict, sweep, bench."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+import threading
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from core.config import RECIPE_FIELDS, ConfigError, TrainConfig
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per TrainConfig field, so the CLI and the saved config use the same words."""
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.name in RECIPE_FIELDS:
+            help_text += " (default: the architecture's recipe, see `python -m core models`)"
+        elif f.default is not MISSING:
+            help_text += f" (default: {f.default})"
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if "bool" in kind:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif "int" in kind:
+            parser.add_argument(flag, type=_positive_int, default=None, help=help_text, metavar="N")
+        elif "float" in kind:
+            parser.add_argument(flag, type=_float, default=None, help=help_text, metavar="X")
+        else:
+            parser.add_argument(flag, default=None, help=help_text, choices=f.metadata.get("choices"))
+
+
+def config_from_args(args: argparse.Namespace, **override) -> TrainConfig:
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    given.update(override)
+    return TrainConfig(**given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m core", description="MNIST Lab: train, compare and probe digit classifiers.")
+    parser.add_argument("--checkpoints", help="runs folder (default: $MNIST_LAB_CHECKPOINTS or ./checkpoints)")
+    parser.add_argument("--data", help="MNIST folder (default: $MNIST_LAB_DATA or ./data)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    sub.add_parser("fetch", help="download and verify MNIST into the data folder")
+    sub.add_parser("models", help="list architectures with parameter counts and recipes")
+
+    train = sub.add_parser("train", help="train one model; Ctrl-C or SIGTERM cancels cleanly")
+    add_config_options(train)
+    train.add_argument("--resume", metavar="RUN", help="continue RUN from its last finished epoch")
+    train.add_argument("--run-id", help="train a run already prepared (by the dashboard) under this id")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sub.add_parser("runs", help="list runs")
+
+    predict = sub.add_parser("predict", help="classify image files with a saved run")
+    predict.add_argument("run", help="run id (see `python -m core runs`)")
+    predict.add_argument("images", nargs="+", help="image files of any size")
+    predict.add_argument("--json", action="store_true", help="one JSON line per image")
+
+    sweep = sub.add_parser("sweep", help="train a learning-rate x batch-size grid")
+    sweep.add_argument("--lr", required=True, help="comma-separated learning rates, e.g. 0.01,0.1")
+    sweep.add_argument("--batch-size", required=True, help="comma-separated batch sizes, e.g. 32,128")
+    add_config_options(sweep, skip=("lr", "batch_size", "sweep", "name"))
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = sub.add_parser("bench", help="time the seed-style pipeline against MNIST Lab's")
+    bench.add_argument("--arch", default="lenet", help="architecture (default: lenet)")
+    bench.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
+    bench.add_argument("--lr", type=_float, default=1e-3, help="Adam learning rate (default: 0.001)")
+    bench.add_argument("--epochs", type=_positive_int, default=1, help="epochs timed per pipeline (default: 1)")
+    bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)")
+    bench.add_argument("--train-limit", type=_positive_int, default=None, help="images per epoch (default: all 60,000)")
+    bench.add_argument("--sketch-repeats", type=_positive_int, default=50, help="timed sketch predictions per model (default: 50)")
+    bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ConfigError, ValueError, RuntimeError, KeyError, OSError) as exc:
+        from core.runs import describe_os_error
+        message = describe_os_error(exc, Path(getattr(exc, "filename", None) or ".")) \
+            if isinstance(exc, OSError) and not str(exc).startswith("error") else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def cmd_fetch(args) -> int:
+    from core.data import fetch
+    fetch(args.data, report=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from core.models import count_parameters, create_model, get_spec, list_models
+    print(f"{'name':<8} {'params':>9}  {'from':<10} {'target':>6}  recipe")
+    for name in list_models():
+        spec = get_spec(name)
+        r = spec.recipe
+        recipe = (f"{r.optimizer} lr={r.lr:g} batch={r.batch_size} epochs={r.epochs}"
+                  + (f" momentum={r.momentum:g}" if r.momentum else "")
+                  + (f" wd={r.weight_decay:g}" if r.weight_decay else "")
+                  + (f" schedule={r.schedule}" if r.schedule != "none" else "")
+                  + (f" step={r.step_size}x{r.gamma:g}" if r.schedule == "step" else "")
+                  + (f" augment={r.augment}" if r.augment != "none" else "")
+                  + (f" smoothing={r.label_smoothing:g}" if r.label_smoothing else "")
+                  + (" ema" if r.ema else ""))
+        print(f"{name:<8} {count_parameters(create_model(name)):>9,}  {spec.source:<10} "
+              f"{spec.target:>5.1f}%  {recipe}")
+        print(f"{'':<8} {'':>9}  {spec.summary}")
+    return 0
+
+
+class ProgressPrinter:
+    """tqdm progress bar over the trainer's events (one bar per epoch)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            if event.kind in ("epoch", "end", "start"):
+                print(self.line(event), file=sys.stderr, flush=True)
+            return
+        from tqdm import tqdm
+        if event.kind == "start":
+            print(f"{event.run_id}: {event.message}", file=sys.stderr)
+        elif event.kind == "step":
+            if self.bar is None:
+                self.bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}/{event.epochs}",
+                                unit="step", leave=False, file=sys.stderr)
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.train_loss:.4f}", acc=f"{event.train_acc:.2f}")
+        else:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            print(self.line(event), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def line(e) -> str:
+        if e.kind == "start":
+            return f"{e.run_id}: {e.message}"
+        if e.kind == "end":
+            return f"{e.run_id}: finished, {e.message}"
+        return (f"epoch {e.epoch}/{e.epochs}  train loss {e.train_loss:.4f} acc {e.train_acc:.2f}%  "
+                f"val loss {e.val_loss:.4f} acc {e.val_acc:.2f}%  lr {e.lr:.3g}  {e.elapsed:.1f}s")
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGTERM (the dashboard's Cancel) and Ctrl-C set a flag the loop checks at every step."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def cmd_train(args) -> int:
+    from core.train import prepare_run, train
+    from core.runs import load_run
+    if args.resume or args.run_id:
+        run_id, resume = args.resume or args.run_id, bool(args.resume)
+        load_run(run_id, args.checkpoints)  # a clear error if it does not exist
+    else:
+        if args.arch is None:
+            print("error: --arch is required (one of: "
+                  + ", ".join(__import__("core.models", fromlist=["x"]).list_models()) + ")", file=sys.stderr)
+            return 2
+        try:
+            cfg = config_from_args(args)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        _check_data(args)
+        run_id, resume = prepare_run(cfg, root=args.checkpoints), False
+    status = train(run_id, root=args.checkpoints, data_root=args.data,
+                   callback=ProgressPrinter(args.quiet), stop=stop_on_signals(), resume=resume)
+    print(run_id)
+    return 0 if status == "finished" else 3
+
+
+def _check_data(args) -> None:
+    from core.data import DataError, is_available, raw_dir
+    if not is_available(args.data):
+        raise DataError(f"MNIST is missing or partial in {raw_dir(args.data)}: run `python -m core fetch`")
+
+
+def cmd_runs(args) -> int:
+    from core.runs import list_runs
+    runs = list_runs(args.checkpoints)
+    if not runs:
+        print("no runs yet: start one with `python -m core train --arch lenet`")
+        return 0
+
+    def pct(v):
+        return f"{v:.2f}" if v is not None else "-"
+    print(f"{'run id':<44} {'arch':<7} {'status':<11} {'epochs':>6} {'best val':>8} {'test':>6}")
+    for r in runs:
+        epochs = f"{r.epochs_done}/{r.config.get('epochs', '?')}"
+        warn = "  ! " + "; ".join(r.warnings) if r.warnings else ""
+        print(f"{r.run_id:<44} {r.arch:<7} {r.status:<11} {epochs:>6} {pct(r.best_val_acc):>8} "
+              f"{pct(r.test_acc):>6}{warn}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from core.predict import Predictor
+    from core.preprocess import ImageError
+    predictor = Predictor.from_run(args.run, args.checkpoints)
+    failed = 0
+    for image in args.images:
+        try:
+            probs = predictor.predict_file(image)
+        except ImageError as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": image, "error": str(exc)}))
+            else:
+                print(f"{image}: error: {exc}", file=sys.stderr)
+            continue
+        digit = int(probs.argmax())
+        if args.json:
+            print(json.dumps({"file": image, "digit": digit,
+                              "probabilities": [round(float(p), 6) for p in probs]}))
+        else:
+            print(f"{image}: {digit} ({probs[digit] * 100:.1f}%)")
+    return 1 if failed else 0
+
+
+def _parse_list(text: str, kind, name: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--{name} must be a comma-separated list of numbers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"--{name} needs at least one value")
+    return values
+
+
+def cmd_sweep(args) -> int:
+    from core.sweep import grid_table, prepare_sweep, run_sweep
+    try:
+        lrs = _parse_list(args.lr, float, "lr")
+        sizes = _parse_list(args.batch_size, int, "batch-size")
+        if args.arch is None:
+            raise ConfigError("--arch is required")
+        base = config_from_args(args)
+        sweep_id, run_ids = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _check_data(args)
+    print(f"sweep {sweep_id}: {len(run_ids)} runs", file=sys.stderr)
+    run_sweep(run_ids, root=args.checkpoints, data_root=args.data, stop=stop_on_signals(),
+              callback_factory=lambda: ProgressPrinter(args.quiet))
+    print(grid_table(sweep_id, args.checkpoints).to_string())
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from core.bench import run_bench
+    result = run_bench(arch=args.arch, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                       device=args.device, train_limit=args.train_limit,
+                       sketch_repeats=args.sketch_repeats, data_root=args.data,
+                       report=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
+            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench}

@@ -1,0 +1,260 @@
+"""The model registry: every architecture by name, each with its seed's recipe as default.
+
+`create_model(name)` builds one, `list_models()` names them, `get_spec(name)` gives the
+recipe. Every model takes normalised (N, 1, 28, 28) input and returns logits (N, 10).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Default hyperparameters of an architecture (the recipe of the project it comes from)."""
+    optimizer: str = "sgd"          # sgd | adam | adamw
+    lr: float = 0.01                # peak learning rate
+    batch_size: int = 64
+    epochs: int = 10
+    momentum: float = 0.0           # SGD only
+    weight_decay: float = 0.0
+    schedule: str = "none"          # none | step | cosine | onecycle
+    step_size: int = 5              # epochs between LR drops (schedule=step)
+    gamma: float = 0.1              # LR factor at each drop (schedule=step)
+    label_smoothing: float = 0.0
+    augment: str = "none"           # none | rotate | affine (done on the device, in batches)
+    ema: bool = False               # evaluate an exponential moving average of the weights
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[], nn.Module]
+    recipe: Recipe
+    source: str
+    summary: str
+    target: float = field(default=0.0)  # test accuracy (%) the recipe must reach
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def register(name: str, recipe: Recipe, source: str, summary: str, target: float):
+    def decorator(build: Callable[[], nn.Module]):
+        _REGISTRY[name] = ModelSpec(name, build, recipe, source, summary, target)
+        return build
+    return decorator
+
+
+def list_models() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown architecture {name!r}; known: {', '.join(list_models())}") from None
+
+
+def create_model(name: str) -> nn.Module:
+    return get_spec(name).build()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- seed 004: a plain MLP ---------------------------------------------------------------
+
+@register("mlp", Recipe(optimizer="sgd", lr=0.1, batch_size=64, epochs=20),
+          source="seed 004", target=97.0,
+          summary="MLP 784-64-32-10, ReLU (the seed trained 100 epochs; 20 suffice here)")
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(),
+                         nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+# --- seed 003: MLP with LayerNorm, dropout and He initialisation ----------------------------
+
+class MLPLayerNorm(nn.Module):
+    def __init__(self, hidden: tuple[int, ...] = (512, 256), dropout: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = 28 * 28
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.LayerNorm(h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 10))
+        self.net = nn.Sequential(*layers)
+        for m in self.modules():  # He initialisation, as in the seed, for the ReLU layers
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@register("mlp_ln", Recipe(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64, epochs=15,
+                           schedule="cosine"),
+          source="seed 003", target=98.0,
+          summary="MLP 784-512-256-10 with LayerNorm, dropout 0.2, He initialisation")
+def mlp_ln() -> nn.Module:
+    return MLPLayerNorm()
+
+
+# --- seed 001: the PyTorch-example LeNet ------------------------------------------------
+
+class LeNet(nn.Module):
+    """conv 1->10 5x5, conv 10->20 5x5 with dropout, fc 320->50->10 (seed 001)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d(0.5)
+        self.fc1 = nn.Linear(20 * 4 * 4, 50)  # 28 -> 24 -> 12 -> 8 -> 4 after two conv+pool
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.dropout(x, 0.5, training=self.training)
+        return self.fc2(x)
+
+
+@register("lenet", Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=10),
+          source="seed 001", target=98.5,
+          summary="LeNet-style CNN: conv 10 and 20 5x5, dropout, fc 320-50-10")
+def lenet() -> nn.Module:
+    return LeNet()
+
+
+# --- seed 002: the 16.5k-parameter Net, exactly as printed --------------------------------
+
+class Net16k(nn.Module):
+    """Seed 002's `Net`, layer for layer; it returns logits instead of log_softmax and
+    flattens with `flatten(1)` instead of `squeeze()` so a batch of one keeps its shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 128, kernel_size=3), nn.ReLU(), nn.BatchNorm2d(128))
+        self.onecross1 = nn.Sequential(nn.Conv2d(128, 4, kernel_size=3))
+        self.conv2 = nn.Sequential(nn.Conv2d(4, 16, kernel_size=3), nn.ReLU(), nn.BatchNorm2d(16),
+                                   nn.MaxPool2d(2))
+        self.conv3 = nn.Sequential(nn.Conv2d(16, 16, kernel_size=3), nn.ReLU(), nn.BatchNorm2d(16),
+                                   nn.Dropout2d(0.1))
+        self.onecross1_2 = nn.Sequential(nn.Conv2d(16, 16, kernel_size=3))
+        self.conv4 = nn.Sequential(nn.Conv2d(16, 32, kernel_size=3), nn.ReLU(), nn.BatchNorm2d(32),
+                                   nn.MaxPool2d(2))
+        self.conv5 = nn.Sequential(nn.Conv2d(32, 10, kernel_size=1))
+        self.gap1 = nn.Sequential(nn.AvgPool2d(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.onecross1(x)
+        x = F.relu(self.conv2(x))
+        x = self.conv3(x)
+        x = self.onecross1_2(x)
+        x = self.conv4(x)
+        x = self.conv5(x)
+        x = self.gap1(x)
+        return x.flatten(1)
+
+
+@register("cnn16k", Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=128, epochs=15,
+                           schedule="step", step_size=6, gamma=0.1, augment="rotate"),
+          source="seed 002", target=99.4,
+          summary="seed 002's Net: 7 convs, 2 max-pools, 1x1 convs, GAP (16,478 parameters)")
+def cnn16k() -> nn.Module:
+    return Net16k()
+
+
+# --- seed 000: a residual CNN -------------------------------------------------------------
+
+def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class Residual(nn.Module):
+    """x + f(x), with f two 3x3 conv-BN-ReLU layers."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResidualClassifier(nn.Module):
+    """Seed 000's shape: conv blocks with skip connections and max pooling, adaptive
+    average pooling and a linear head. Widths are a parameter; sizes are computed."""
+
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.features = nn.Sequential(
+            conv_bn(1, w1), Residual(w1), nn.MaxPool2d(2),      # 28 -> 14
+            conv_bn(w1, w2), Residual(w2), nn.MaxPool2d(2),     # 14 -> 7
+            conv_bn(w2, w3), Residual(w3),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(w3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register("resnet", Recipe(optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128,
+                           epochs=8, schedule="onecycle", augment="affine"),
+          source="seed 000", target=99.5,
+          summary="residual CNN 16-32-64: conv blocks + skips, max-pool, adaptive avg-pool, linear")
+def resnet() -> nn.Module:
+    return ResidualClassifier()
+
+
+# --- ours: the strongest model we can train in minutes on one GPU ----------------------------
+
+class LabNet(nn.Module):
+    """VGG-ish: (conv-BN-ReLU x2, max-pool) x2, conv-BN-ReLU, global pooling, linear.
+    BatchNorm and augmentation carry it; trained with OneCycle, label smoothing and an EMA
+    of the weights (see its recipe)."""
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.features = nn.Sequential(
+            conv_bn(1, w1), conv_bn(w1, w1), nn.MaxPool2d(2),    # 28 -> 14
+            conv_bn(w1, w2), conv_bn(w2, w2), nn.MaxPool2d(2),   # 14 -> 7
+            conv_bn(w2, w3), nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.head = nn.Linear(w3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+@register("labnet", Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                           batch_size=256, epochs=12, schedule="onecycle", augment="affine",
+                           label_smoothing=0.1, ema=True),
+          source="MNIST Lab", target=99.7,
+          summary="our design: VGG-style BN CNN 32-64-128, device augmentation, OneCycle, "
+                  "label smoothing, EMA weights")
+def labnet() -> nn.Module:
+    return LabNet()

@@ -1,0 +1,46 @@
+"""Learning-rate x batch-size grids (seed 003's exploration) as ordinary tagged runs."""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import pandas as pd
+
+from core.config import TrainConfig
+from core.runs import list_runs
+from core.train import prepare_run, train
+
+
+def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
+                  root=None) -> tuple[str, list[str]]:
+    """Validate every cell, then create one queued run per (lr, batch size)."""
+    sweep_id = "sweep-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    configs = [base.replace(lr=lr, batch_size=bs, sweep=sweep_id, name=f"{sweep_id} lr={lr:g} bs={bs}")
+               for lr, bs in itertools.product(lrs, batch_sizes)]  # replace() validates each
+    return sweep_id, [prepare_run(c, root=root) for c in configs]
+
+
+def run_sweep(run_ids: list[str], root=None, data_root=None, stop=None, callback_factory=None) -> None:
+    for run_id in run_ids:
+        if stop is not None and stop.is_set():
+            break
+        train(run_id, root=root, data_root=data_root, stop=stop,
+              callback=callback_factory() if callback_factory else None)
+
+
+def sweep_runs(sweep_id: str, root=None) -> pd.DataFrame:
+    """One row per run of the sweep: run_id, lr, batch_size, status, best val accuracy."""
+    rows = [{"run_id": r.run_id, "lr": r.config.get("lr"), "batch_size": r.config.get("batch_size"),
+             "status": r.status, "val_acc": r.best_val_acc, "test_acc": r.test_acc}
+            for r in list_runs(root) if r.config.get("sweep") == sweep_id]
+    return pd.DataFrame(rows, columns=["run_id", "lr", "batch_size", "status", "val_acc", "test_acc"])
+
+
+def grid_table(sweep_id: str, root=None) -> pd.DataFrame:
+    """Best validation accuracy (%) with learning rates as rows and batch sizes as columns."""
+    runs = sweep_runs(sweep_id, root)
+    return runs.pivot_table(index="lr", columns="batch_size", values="val_acc", aggfunc="max")
+
+
+def list_sweeps(root=None) -> list[str]:
+    return sorted({r.config["sweep"] for r in list_runs(root) if r.config.get("sweep")}, reverse=True)
