@@ -188,9 +188,15 @@ class ProgressPrinter:
 
 def stop_on_signals() -> threading.Event:
     """SIGTERM (the dashboard's Cancel) and Ctrl-C set a flag the loop checks at every step."""
+    from core.jobs import Cancelled, waiting_for_slot
     stop = threading.Event()
+
+    def handler(*_):
+        stop.set()
+        if waiting_for_slot():  # still queued: leave the blocking wait at once
+            raise Cancelled()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, handler)
     return stop
 
 
@@ -283,7 +289,7 @@ def cmd_sweep(args) -> int:
         sizes = _parse_list(args.batch_size, int, "batch-size")
         if args.arch is None:
             raise ConfigError("--arch is required")
-        base = config_from_args(args)
+        base = config_from_args(args, lr=lrs[0], batch_size=sizes[0])
         sweep_id, run_ids = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

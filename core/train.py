@@ -21,7 +21,7 @@ from torch import nn
 
 from core import data as data_mod
 from core.config import TrainConfig
-from core.jobs import device_slot
+from core.jobs import Cancelled, device_slot
 from core.metrics import confusion_matrix, per_class
 from core.models import count_parameters, create_model
 from core.runs import RunError, RunWriter, load_run, load_train_state, now_iso, describe_os_error
@@ -48,10 +48,6 @@ class Event:
 
 
 Callback = Callable[[Event], None]
-
-
-class Cancelled(Exception):
-    pass
 
 
 def resolve_device(name: str) -> torch.device:
@@ -149,7 +145,13 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         raise RunError(f"run {run_id!r} is {run.status} in another process")
     device = resolve_device(cfg.device)
     writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
-    with device_slot(device.type, root):
+    try:
+        slot = device_slot(device.type, root)
+        slot.__enter__()
+    except Cancelled:
+        writer.set_status("cancelled", "cancelled while queued")
+        return "cancelled"
+    try:
         writer.set_status("running")
         try:
             _fit(cfg, writer, device, data_root, callback or (lambda e: None),
@@ -167,6 +169,8 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         except BaseException as exc:
             writer.set_status("failed", f"{type(exc).__name__}: {exc}"[:500])
             raise
+    finally:
+        slot.__exit__(None, None, None)
     writer.set_status("finished")
     return "finished"
 

@@ -1,0 +1,50 @@
+# MNIST Lab. `make run` starts the dashboard, `make test` runs the tests; each installs what
+# is missing first. VENV may point at a shared folder (CI reuses one per requirements hash).
+PYTHON ?= python3
+VENV ?= .venv
+PORT ?= 8501
+ADDRESS ?= 127.0.0.1
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-12)
+DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+
+.PHONY: run test install install-dev data browser bench screenshots clean-venv
+
+run: install data
+	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
+		--browser.gatherUsageStats false
+
+test: install-dev data browser
+	$(PY) -m pytest -q -p no:cacheprovider
+
+install: $(VENV)/.installed-$(REQ_HASH)
+install-dev: $(VENV)/.installed-dev-$(DEV_HASH)
+
+$(VENV)/.installed-$(REQ_HASH): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev-$(DEV_HASH): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-$(REQ_HASH)
+
+# MNIST into ./data (or $MNIST_LAB_DATA); quick when the verified files are already there.
+data:
+	@$(PY) -m core fetch
+
+# Chromium from Debian's packages, for the end-to-end browser tests.
+browser:
+	@command -v chromium >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+bench: install data
+	$(PY) -m core bench
+
+screenshots: install-dev data browser
+	$(PY) scripts/screenshots.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""Shared helpers for the core tests: the real MNIST files and tiny real runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MNIST_LAB_DATA") or REPO / "data").resolve()
+
+
+def require_mnist() -> Path:
+    from core.data import is_available
+    if not is_available(DATA):
+        pytest.fail(f"MNIST is not in {DATA}: run `python -m core fetch` first (make test does)")
+    return DATA
+
+
+def train_tiny(root: Path, arch: str = "lenet", **overrides) -> str:
+    """Really train a small run on real MNIST into `root`; return its id."""
+    from core.config import TrainConfig
+    from core.train import prepare_run, train
+    settings = dict(arch=arch, epochs=2, train_limit=5000, device="cpu", seed=0)
+    settings.update(overrides)
+    run_id = prepare_run(TrainConfig(**settings), root=root)
+    assert train(run_id, root=root, data_root=require_mnist()) == "finished"
+    return run_id

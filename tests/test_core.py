@@ -1,0 +1,258 @@
+"""The core library: registry, data, training, saved runs, CLI."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.cli import main
+from core.config import ConfigError, TrainConfig
+from core.data import load_mnist, make_split, split_indices
+from core.models import UnknownModelError, count_parameters, create_model, get_spec, list_models
+from core.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
+from core.train import evaluate
+from tests.helpers import DATA, REPO, require_mnist, train_tiny
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real lenet run on 5,000 real training images, shared by this module's tests."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return root, train_tiny(root, "lenet")
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+# --- models -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_forward_and_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(3, 1, 28, 28)
+    logits = model(x)
+    assert logits.shape == (3, 10)
+    F.cross_entropy(logits, torch.tensor([0, 1, 2])).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+    model.eval()
+    assert model(x[:1]).shape == (1, 10)  # a batch of one keeps its shape (seed 002's squeeze bug)
+
+
+def test_cnn16k_is_seed_002s_net():
+    assert count_parameters(create_model("cnn16k")) == 16_478  # "16.5k parameters"
+
+
+def test_lenet_matches_seed_001_layers():
+    m = create_model("lenet")
+    assert (m.conv1.in_channels, m.conv1.out_channels, m.conv1.kernel_size) == (1, 10, (5, 5))
+    assert (m.conv2.out_channels, m.fc1.in_features, m.fc1.out_features, m.fc2.out_features) == (20, 320, 50, 10)
+
+
+def test_recipes_match_the_seeds():
+    assert (get_spec("mlp").recipe.optimizer, get_spec("mlp").recipe.lr, get_spec("mlp").recipe.batch_size) == ("sgd", 0.1, 64)
+    assert (get_spec("lenet").recipe.optimizer, get_spec("lenet").recipe.lr, get_spec("lenet").recipe.batch_size) == ("adam", 1e-3, 64)
+    r = get_spec("cnn16k").recipe
+    assert (r.optimizer, r.lr, r.momentum, r.schedule) == ("sgd", 0.01, 0.9, "step")
+
+
+def test_unknown_architecture_names_the_known_ones():
+    with pytest.raises(UnknownModelError) as err:
+        create_model("vgg99")
+    assert "lenet" in str(err.value) and "vgg99" in str(err.value)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def test_real_mnist_is_genuine():
+    mnist = load_mnist(require_mnist())
+    assert mnist.train_images.shape == (60_000, 28, 28) and mnist.test_images.shape == (10_000, 28, 28)
+    pixels = mnist.train_images.float() / 255
+    assert abs(pixels.mean().item() - 0.1307) < 1e-3 and abs(pixels.std().item() - 0.3081) < 1e-3
+    assert torch.bincount(mnist.train_labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_one_seed_fixes_the_split():
+    a_train, a_val = split_indices(60_000, 5_000, seed=3)
+    b_train, b_val = split_indices(60_000, 5_000, seed=3)
+    c_train, c_val = split_indices(60_000, 5_000, seed=4)
+    assert torch.equal(a_val, b_val) and torch.equal(a_train, b_train)
+    assert not torch.equal(a_val, c_val)
+    assert len(a_train) == 55_000 and len(a_val) == 5_000
+    assert len(set(a_train.tolist()) & set(a_val.tolist())) == 0
+
+
+def test_split_keeps_the_test_set_whole_and_apart():
+    mnist = load_mnist(require_mnist())
+    split = make_split(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels,
+                       val_size=5000, seed=0, train_limit=1000)
+    assert len(split.x_train) == 1000 and len(split.x_val) == 5000 and len(split.x_test) == 10_000
+    assert torch.equal(split.y_test, mnist.test_labels)
+    # normalised as the preprocessing module says
+    assert abs(split.x_test.mean().item()) < 0.05 and abs(split.x_test.std().item() - 1) < 0.05
+
+
+# --- training and the run folder ------------------------------------------------------------
+
+def test_short_training_learns(trained):
+    root, run_id = trained
+    run = load_run(run_id, root)
+    assert run.status == "finished"
+    assert list(run.history["epoch"]) == [1, 2]
+    assert run.best_val_acc > 90.0          # chance is 10%
+    assert run.test_acc > 90.0
+
+
+def test_run_folder_format(trained):
+    root, run_id = trained
+    path = root / run_id
+    history = pd.read_csv(path / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS
+    metrics = json.loads((path / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 10_000
+    assert metrics["test_accuracy"] == pytest.approx(np.trace(cm) / 100, abs=1e-6)
+    for key in ("test_loss", "precision", "recall", "parameters", "device", "seconds"):
+        assert key in metrics
+    assert len(metrics["precision"]) == 10 and metrics["parameters"] == 21_840
+    config = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    assert config.arch == "lenet" and config.train_limit == 5000 and config.lr == 1e-3
+    assert json.loads((path / "status.json").read_text())["status"] == "finished"
+
+
+def test_saved_run_reloads_and_gives_the_same_predictions(trained):
+    root, run_id = trained
+    model = load_model(run_id, root)
+    mnist = load_mnist(DATA)
+    split = make_split(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels,
+                       val_size=5000, seed=0, train_limit=10)
+    _, acc, probs = evaluate(model, split.x_test, split.y_test)
+    saved = load_predictions(run_id, root)
+    assert np.array_equal(saved["labels"], mnist.test_labels.numpy())
+    assert np.allclose(saved["probabilities"], probs.numpy(), atol=1e-5)
+    assert np.array_equal(saved["predicted"], probs.argmax(1).numpy())
+    assert acc == pytest.approx(load_run(run_id, root).test_acc, abs=1e-6)
+
+
+def test_same_seed_same_run(tmp_path):
+    a = train_tiny(tmp_path, "mlp", epochs=1, train_limit=2000)
+    b = train_tiny(tmp_path, "mlp", epochs=1, train_limit=2000)
+    ha, hb = load_run(a, tmp_path).history, load_run(b, tmp_path).history
+    assert ha["val_acc"].tolist() == hb["val_acc"].tolist()
+    assert ha["train_loss"].tolist() == hb["train_loss"].tolist()
+
+
+def test_progress_callback_reports_within_and_after_epochs(tmp_path):
+    from core.train import prepare_run, train
+    events = []
+    run_id = prepare_run(TrainConfig(arch="mlp", epochs=2, train_limit=3000, device="cpu"), root=tmp_path)
+    train(run_id, root=tmp_path, data_root=DATA, callback=events.append)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
+    steps = [e for e in events if e.kind == "step" and e.epoch == 1]
+    assert len(steps) >= 5 and steps[-1].step == steps[-1].steps  # a progress bar can be drawn
+    assert all(0 <= e.train_acc <= 100 for e in steps)
+
+
+# --- configuration and the CLI's refusals ---------------------------------------------------
+
+@pytest.mark.parametrize("override, word", [
+    ({"epochs": 0}, "epochs"), ({"epochs": 2.5}, "epochs"), ({"batch_size": 0}, "batch_size"),
+    ({"lr": -0.1}, "lr"), ({"lr": float("nan")}, "lr"), ({"momentum": 1.0}, "momentum"),
+    ({"optimizer": "rmsprop"}, "optimizer"), ({"schedule": "poly"}, "schedule"),
+    ({"device": "tpu"}, "device"), ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"arch": "nope"}, "nope"), ({"train_limit": 0}, "train_limit"),
+])
+def test_config_refuses_bad_values(override, word):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(**{"arch": "lenet", **override})
+    assert word in str(err.value) and "\n" not in str(err.value)
+
+
+def test_config_fills_the_recipe_and_round_trips():
+    cfg = TrainConfig(arch="cnn16k", epochs=3)
+    assert (cfg.epochs, cfg.lr, cfg.momentum, cfg.schedule) == (3, 0.01, 0.9, "step")
+    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["--epochs", "0"], "epochs"), (["--epochs", "abc"], "abc"), (["--lr", "-1"], "lr"),
+    (["--lr", "nan"], "nan"), (["--batch-size", "0"], "batch_size"), (["--optimizer", "foo"], "foo"),
+    (["--momentum", "1.5"], "momentum"), (["--device", "tpu"], "tpu"), (["--seed", "-3"], "seed"),
+])
+def test_cli_refuses_bad_options_in_one_line(argv, word, tmp_path):
+    code, out, err = run_cli("--checkpoints", str(tmp_path), "train", "--arch", "lenet", *argv)
+    assert code == 2
+    assert err.startswith("error:") and word in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_cli_unknown_arch_lists_the_known(tmp_path):
+    code, _, err = run_cli("--checkpoints", str(tmp_path), "train", "--arch", "alexnet")
+    assert code == 2 and "lenet" in err and "alexnet" in err
+
+
+def test_cli_help_states_every_default():
+    code, out, _ = run_cli("train", "--help")
+    assert code == 0
+    options = [line.split()[0] for line in out.splitlines() if line.strip().startswith("--")]
+    text = " ".join(out.split())
+    for option in ("--epochs", "--lr", "--batch-size", "--seed", "--device", "--val-size"):
+        assert option in options
+    assert text.count("default") >= 15
+
+
+def test_cli_is_a_real_program(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path), "train",
+                           "--arch", "lenet", "--lr", "zero"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "zero" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_models_lists_names_parameters_and_recipes():
+    code, out, _ = run_cli("models")
+    assert code == 0
+    for name in list_models():
+        assert name in out
+    assert "16,478" in out and "adam lr=0.001 batch=64" in out
+
+
+def test_cli_runs_lists_a_run(trained):
+    root, run_id = trained
+    code, out, _ = run_cli("--checkpoints", str(root), "runs")
+    line = next(l for l in out.splitlines() if l.startswith(run_id))
+    run = load_run(run_id, root)
+    assert "lenet" in line and "finished" in line and f"{run.test_acc:.2f}" in line
+
+
+def test_cli_sweep_runs_the_grid(tmp_path):
+    code, out, err = run_cli("--checkpoints", str(tmp_path), "--data", str(require_mnist()), "sweep",
+                             "--arch", "mlp", "--lr", "0.05,0.2", "--batch-size", "64,256",
+                             "--epochs", "1", "--train-limit", "1500", "--quiet")
+    assert code == 0, err
+    from core.runs import list_runs
+    runs = list_runs(tmp_path)
+    assert len(runs) == 4 and len({r.config["sweep"] for r in runs}) == 1
+    assert {(r.config["lr"], r.config["batch_size"]) for r in runs} == {(0.05, 64), (0.05, 256), (0.2, 64), (0.2, 256)}
+    assert all(r.status == "finished" for r in runs)
+    assert "0.05" in out and "256" in out  # the grid of validation accuracies
+
+
+def test_cli_sweep_refuses_a_bad_list(tmp_path):
+    code, _, err = run_cli("--checkpoints", str(tmp_path), "sweep", "--arch", "mlp", "--lr", "0.1,x", "--batch-size", "64")
+    assert code == 2 and "--lr" in err
