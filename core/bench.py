@@ -1,0 +1,135 @@
+"""`python -m core bench`: the seed-style data pipeline against MNIST Lab's, in one process.
+
+Both train the same architecture with the same optimizer, learning rate and batch size on the
+same 55,000 training images (one seeded split), for the same number of epochs:
+  - reference: torchvision `MNIST` + `ToTensor` + `Normalize` + a shuffled `DataLoader`,
+    written plainly as the seed projects do (num_workers=0, their default);
+  - MNIST Lab: the trainer itself (`core.train`), data resident on the device, batches as
+    index slices; its epoch time also includes the validation pass, the reference's does not.
+Then the sketch path: preprocess one 280x280 drawing and run one model of each registered
+architecture on it (weights from the best saved run of that architecture when there is one),
+timed per prediction, p50 and p95.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.config import TrainConfig
+from core.data import data_dir, split_indices
+from core.models import create_model, list_models
+from core.preprocess import MNIST_MEAN, MNIST_STD, to_mnist
+from core.train import prepare_run, resolve_device, train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reference_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch.device,
+                     train_idx: torch.Tensor, data_root) -> list[float]:
+    """Seconds per epoch of the seed-style pipeline (torchvision dataset + DataLoader)."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    dataset = datasets.MNIST(str(data_dir(data_root)), train=True, download=False, transform=transform)
+    loader = DataLoader(Subset(dataset, train_idx.tolist()), batch_size=batch_size, shuffle=True)
+    torch.manual_seed(0)
+    model = create_model(arch).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    times = []
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        for data, target in loader:
+            data, target = data.to(device), target.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(data), target)
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def lab_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch.device,
+               train_limit: int | None, data_root) -> list[float]:
+    """Seconds per epoch of MNIST Lab's own trainer (from the run's history.csv)."""
+    from core.runs import load_run
+    with tempfile.TemporaryDirectory() as root:
+        cfg = TrainConfig(arch=arch, batch_size=batch_size, lr=lr, optimizer="adam", epochs=epochs,
+                          schedule="none", momentum=0.0, weight_decay=0.0, augment="none",
+                          label_smoothing=0.0, ema=False, device=device.type, train_limit=train_limit)
+        run_id = prepare_run(cfg, root=root)
+        train(run_id, root=root, data_root=data_root)
+        return load_run(run_id, root).history["seconds"].tolist()
+
+
+def sample_drawing(size: int = 280) -> np.ndarray:
+    """An RGBA canvas image like the Sketch page's: a '7' in black strokes on transparency."""
+    from PIL import Image, ImageDraw
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    s = size / 280
+    draw.line([(70 * s, 60 * s), (210 * s, 60 * s), (120 * s, 230 * s)], fill=(0, 0, 0, 255), width=int(18 * s))
+    return np.asarray(image)
+
+
+def sketch_latency(repeats: int, root=None) -> dict[str, dict[str, float]]:
+    """Milliseconds per (preprocess + one model's forward pass), p50/p95, per architecture."""
+    from core.predict import Predictor
+    from core.runs import list_runs
+    best: dict[str, str] = {}
+    for run in list_runs(root):
+        if run.status == "finished" and run.has_weights and run.arch not in best:
+            best[run.arch] = run.run_id
+    drawing = sample_drawing()
+    results = {}
+    for arch in list_models():
+        if arch in best:
+            predictor, source = Predictor.from_run(best[arch], root), best[arch]
+        else:
+            predictor, source = Predictor("untrained", arch, create_model(arch).eval()), "untrained weights"
+        times = []
+        for i in range(repeats + 3):
+            start = time.perf_counter()
+            predictor.probabilities(to_mnist(drawing))
+            if i >= 3:  # the first calls warm up allocators and kernels
+                times.append((time.perf_counter() - start) * 1000)
+        results[arch] = {"p50_ms": statistics.median(times),
+                         "p95_ms": float(np.percentile(times, 95)), "weights": source}
+    return results
+
+
+def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epochs: int = 1,
+              device: str = "auto", train_limit: int | None = None, sketch_repeats: int = 50,
+              data_root=None, report: Callable[[str], None] = print) -> dict:
+    dev = resolve_device(device)
+    train_idx, _ = split_indices(60_000, 5_000, seed=0)  # the trainer's own split (seed 0)
+    if train_limit:
+        train_idx = train_idx[:train_limit]
+    report(f"bench: {arch}, batch {batch_size}, Adam lr {lr:g}, {epochs} epoch(s) of {len(train_idx):,} "
+           f"images on {dev} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    ref = reference_epochs(arch, batch_size, lr, epochs, dev, train_idx, data_root)
+    report(f"  seed-style pipeline (torchvision MNIST + DataLoader): {statistics.mean(ref):.2f} s/epoch")
+    lab = lab_epochs(arch, batch_size, lr, epochs, dev, train_limit, data_root)
+    report(f"  MNIST Lab trainer (tensors on {dev.type}, index slices): {statistics.mean(lab):.2f} s/epoch")
+    ratio = statistics.mean(ref) / statistics.mean(lab)
+    report(f"  ratio: {ratio:.2f}x")
+    sketch = sketch_latency(sketch_repeats)
+    report("sketch path (preprocess a 280x280 drawing + one model), CPU:")
+    for name, t in sketch.items():
+        report(f"  {name:<8} p50 {t['p50_ms']:6.2f} ms   p95 {t['p95_ms']:6.2f} ms   ({t['weights']})")
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return {"arch": arch, "batch_size": batch_size, "lr": lr, "epochs": epochs, "images": len(train_idx),
+            "device": device_name, "torch": torch.__version__, "reference_s_per_epoch": ref,
+            "lab_s_per_epoch": lab, "ratio": ratio, "sketch_ms": sketch}
