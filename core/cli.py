@@ -251,12 +251,16 @@ def cmd_runs(args) -> int:
 def cmd_predict(args) -> int:
     from core.predict import Predictor
     from core.preprocess import ImageError
+    from core.csvdata import CSVFormatError
     predictor = Predictor.from_run(args.run, args.checkpoints)
     failed = 0
     for image in args.images:
         try:
+            if image.lower().endswith(".csv"):  # Kaggle-format rows (seed 003): one result per row
+                failed += _predict_csv(predictor, image, args.json)
+                continue
             probs = predictor.predict_file(image)
-        except ImageError as exc:
+        except (ImageError, CSVFormatError) as exc:
             failed += 1
             if args.json:
                 print(json.dumps({"file": image, "error": str(exc)}))
@@ -270,6 +274,19 @@ def cmd_predict(args) -> int:
         else:
             print(f"{image}: {digit} ({probs[digit] * 100:.1f}%)")
     return 1 if failed else 0
+
+
+def _predict_csv(predictor, path: str, as_json: bool) -> int:
+    from core.csvdata import read_digits_csv
+    table = read_digits_csv(path)
+    probs = predictor.probabilities(table.images.numpy().astype("float32") / 255.0)
+    for row, p in enumerate(probs, start=1):
+        digit = int(p.argmax())
+        record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p]}
+        if table.has_labels:
+            record["label"] = int(table.labels[row - 1])
+        print(json.dumps(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%)")
+    return 0
 
 
 def _parse_list(text: str, kind, name: str) -> list:

@@ -33,6 +33,8 @@ DIGIT_BOX = 20  # px, longer side of the ink's bounding box in MNIST
 DIGIT_CENTRE = 14.0
 # On the [0, 1] ink scale: fainter values are paper texture or sensor noise, not ink.
 INK_THRESHOLD = 0.1
+# px: larger images are first shrunk by an integer factor to at most this side.
+MAX_WORKING_SIDE = 1024
 # A border brighter than this (median, [0, 1]) means dark ink on light paper.
 LIGHT_BACKGROUND = 0.5
 
@@ -73,7 +75,8 @@ def load_image(
             image.load()
             image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name} is too large; images may have at most {max_pixels:,} pixels.") from error
+        message = f"{name} is too large; images may have at most {max_pixels:,} pixels."
+        raise ImageError(message) from error
     except UnidentifiedImageError as error:
         raise ImageError(f"{name} is not an image PIL can read.") from error
     except ImageError:
@@ -96,15 +99,18 @@ def _read_source(source: ImageSource, max_bytes: int) -> tuple[str, bytes]:
             raise ImageError(f"{name} is too large; {limit_text}")
         return name, path.read_bytes()
     if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        name = "The uploaded data"
+        name, data = "The uploaded data", bytes(source)
     elif hasattr(source, "read"):
-        # Read one byte past the limit: enough to know it is over without reading it all.
-        data = source.read(max_bytes + 1)
+        if hasattr(source, "getvalue"):
+            data = source.getvalue()  # the whole buffer even if already read (Streamlit reruns)
+        else:
+            # One byte past the limit is enough to know it is over without reading it all.
+            data = source.read(max_bytes + 1)
         if not isinstance(data, bytes):
             raise ImageError("The image must be opened in binary mode, not as text.")
         file_name = getattr(source, "name", None)
-        name = f"The file '{Path(file_name).name}'" if isinstance(file_name, str) else "The uploaded file"
+        has_name = isinstance(file_name, str)
+        name = f"The file '{Path(file_name).name}'" if has_name else "The uploaded file"
     else:
         raise TypeError(f"cannot read an image from {type(source).__name__}")
     if len(data) > max_bytes:
@@ -133,7 +139,7 @@ def _ink_map(image: ImageLike) -> np.ndarray:
     if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         alpha = pixels[:, :, -1]
         colour = pixels[:, :, :-1]
-        if alpha.min() < 1.0:
+        if alpha.min() < 1.0 and np.median(_border(alpha)) < LIGHT_BACKGROUND:
             # Drawn on a transparent background (e.g. the drawable canvas): strokes may be
             # any colour, even black, so only the alpha channel says where the ink is.
             return _stretch_from_background(alpha)
@@ -169,15 +175,23 @@ def _to_unit_array(image: ImageLike) -> np.ndarray:
 def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, float | None]:
     """Return the image as an array plus its full-scale value (None: infer from values)."""
     mode = image.mode
-    if mode.startswith("I;16"):
-        return np.asarray(image), 65535.0
-    if mode in ("I", "F"):
+    if mode.startswith("I") or mode == "F":
+        # 16/32-bit and float images carry no declared range (PIL's own conversion from L
+        # keeps 0..255), so infer it from the values.
         return np.asarray(image), None
     has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+    if mode == "La":
+        image = image.convert("LA")  # PIL converts premultiplied La only to LA
     try:
         converted = image.convert("RGBA" if has_alpha else "RGB")
     except ValueError as error:
-        raise ImageError(f"Images in PIL mode '{mode}' are not supported; save it as PNG or JPEG.") from error
+        message = f"Images in PIL mode '{mode}' are not supported; save it as PNG or JPEG."
+        raise ImageError(message) from error
+    # A photo has far more pixels than a 20 px digit needs; shrinking it first (area
+    # average, C speed) keeps the float work below about 1 megapixel.
+    factor = -(-max(converted.size) // MAX_WORKING_SIDE)
+    if factor > 1:
+        converted = converted.reduce(factor)
     return np.asarray(converted), 255.0
 
 
@@ -187,11 +201,11 @@ def _full_scale(dtype: np.dtype, values: np.ndarray) -> float:
         return 1.0
     if dtype == np.uint8:
         return 255.0
-    if dtype == np.uint16:
-        return 65535.0
     peak = float(values.max()) if values.size else 0.0
-    if np.issubdtype(dtype, np.floating) and peak <= 1.0:
-        return 1.0  # floats already on [0, 1]
+    if np.issubdtype(dtype, np.floating) and peak <= 1.5:
+        # Floats on [0, 1], allowing some overshoot from noise or resampling (clipped later);
+        # on a 0..255 scale a peak this low would be an invisible drawing anyway.
+        return 1.0
     if peak <= 255.0:
         return 255.0
     if peak <= 65535.0:
@@ -276,7 +290,8 @@ def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         raise TypeError(f"expected [0, 1] floats or uint8, got {tensor.dtype}")
     tensor = tensor.to(torch.float32)
     if tensor.shape[-2:] != (DIGIT_SIZE, DIGIT_SIZE) or tensor.dim() not in (2, 3, 4):
-        raise ValueError(f"expected (28, 28), (N, 28, 28) or (N, 1, 28, 28), got {tuple(tensor.shape)}")
+        shape = tuple(tensor.shape)
+        raise ValueError(f"expected (28, 28), (N, 28, 28) or (N, 1, 28, 28), got {shape}")
     if tensor.dim() == 4 and tensor.shape[1] != 1:
         raise ValueError(f"expected one channel, got {tuple(tensor.shape)}")
     if tensor.numel() and (tensor.min() < -1e-6 or tensor.max() > 1 + 1e-6):
