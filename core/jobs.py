@@ -77,7 +77,7 @@ def launch_prepared(run_id: str, root=None, data_root=None) -> subprocess.Popen:
 
 def launch(config, root=None, data_root=None) -> str:
     """Create a run for `config` (a TrainConfig) and start training it; return its id."""
-    run_id = RunWriter.create(config.to_dict(), None, root).run_id
+    run_id = RunWriter.create(config.to_dict(), None, root, owner_pid=None).run_id
     launch_prepared(run_id, root, data_root)
     return run_id
 
@@ -96,6 +96,9 @@ def cancel(run_id: str, root=None) -> bool:
     'cancelled'). Returns False if the run has no live process here."""
     run = load_run(run_id, root)
     pid = run.status_info.get("pid")
+    if run.status == "queued" and pid is None:  # its job process has not started yet
+        RunWriter(run_id, root).set_status("cancelled", "cancelled before it started", pid=None)
+        return True
     if run.status not in ACTIVE or run.status_info.get("host") != socket.gethostname() or not pid_alive(pid):
         return False
     os.kill(pid, signal.SIGTERM)

@@ -42,6 +42,8 @@ FORMAT_VERSION = 1
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
+LAUNCH_GRACE_S = 120  # a run created for a job process that has not claimed it after this is dead
+_OWN_PID = object()   # default: the process writing the status owns the run
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -165,7 +167,10 @@ class RunWriter:
 
     @classmethod
     def create(cls, config_dict: dict, run_id: str | None = None,
-               root: str | os.PathLike | None = None) -> "RunWriter":
+               root: str | os.PathLike | None = None, owner_pid: Any = _OWN_PID) -> "RunWriter":
+        """Create the folder with config.json and status 'queued'. `owner_pid=None` when another
+        process (a job the dashboard is about to start) will train it: until that process
+        claims the run, no pid is on record, so nobody signals the creator by mistake."""
         base = checkpoints_dir(root)
         try:
             base.mkdir(parents=True, exist_ok=True)
@@ -173,7 +178,7 @@ class RunWriter:
             writer = cls(run_id, root)
             writer.path.mkdir(exist_ok=False)
             writer.write_config(config_dict)
-            writer.set_status("queued")
+            writer.set_status("queued", pid=owner_pid)
         except FileExistsError:
             raise RunError(f"run {run_id!r} already exists") from None
         except OSError as exc:
@@ -183,11 +188,11 @@ class RunWriter:
     def write_config(self, config_dict: dict) -> None:
         atomic_write_json(self.path / "config.json", {"format": FORMAT_VERSION, **config_dict})
 
-    def set_status(self, status: str, message: str = "", **extra: Any) -> None:
+    def set_status(self, status: str, message: str = "", pid: Any = _OWN_PID, **extra: Any) -> None:
         assert status in STATUSES, status
         previous = read_json(self.path / "status.json") or {}
         atomic_write_json(self.path / "status.json", {
-            "status": status, "pid": os.getpid(), "host": socket.gethostname(),
+            "status": status, "pid": os.getpid() if pid is _OWN_PID else pid, "host": socket.gethostname(),
             "created": previous.get("created", now_iso()), "updated": now_iso(),
             "message": message, **extra})
 
@@ -248,20 +253,34 @@ def effective_status(status: dict | None) -> str:
     if not status or status.get("status") not in STATUSES:
         return "unknown"
     state = status["status"]
-    if state in ACTIVE and status.get("host") == socket.gethostname() and not pid_alive(status.get("pid")):
-        return "interrupted"
-    return state
+    if state not in ACTIVE or status.get("host") != socket.gethostname():
+        return state
+    if status.get("pid") is None:  # created for a job process that has not claimed it yet
+        try:
+            age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(status["created"])).total_seconds()
+        except (KeyError, TypeError, ValueError):
+            return "interrupted"
+        return state if age < LAUNCH_GRACE_S else "interrupted"
+    return state if pid_alive(status["pid"]) else "interrupted"
 
 
 def read_history(path: Path) -> pd.DataFrame:
     """history.csv as a DataFrame (empty with the right columns if absent or unreadable)."""
+    return _read_history(path)[0]
+
+
+def _read_history(path: Path) -> tuple[pd.DataFrame, bool]:
+    """(history, readable): a missing file or a header-only one is readable and empty."""
+    empty = pd.DataFrame(columns=HISTORY_COLUMNS)
+    if not path.exists():
+        return empty, True
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.EmptyDataError):
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
+        return empty, False
     if not set(HISTORY_COLUMNS) <= set(frame.columns):
-        return pd.DataFrame(columns=HISTORY_COLUMNS)
-    return frame
+        return empty, False
+    return frame, True
 
 
 @dataclass
@@ -325,8 +344,8 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     if not status_info:
         warnings.append("status.json is missing or unreadable")
     status = effective_status(status_info)
-    history = read_history(path / "history.csv")
-    if (path / "history.csv").exists() and history.empty and status not in ACTIVE:
+    history, readable = _read_history(path / "history.csv")
+    if not readable:
         warnings.append("history.csv is unreadable")
     metrics = read_json(path / "metrics.json") or {}
     if status == "finished" and not metrics:

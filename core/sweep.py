@@ -12,12 +12,13 @@ from core.train import prepare_run, train
 
 
 def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
-                  root=None) -> tuple[str, list[str]]:
-    """Validate every cell, then create one queued run per (lr, batch size)."""
+                  root=None, detached: bool = False) -> tuple[str, list[str]]:
+    """Validate every cell, then create one queued run per (lr, batch size).
+    `detached`: each run will be trained by its own job process (the dashboard's way)."""
     sweep_id = "sweep-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     configs = [base.replace(lr=lr, batch_size=bs, sweep=sweep_id, name=f"{sweep_id} lr={lr:g} bs={bs}")
                for lr, bs in itertools.product(lrs, batch_sizes)]  # replace() validates each
-    return sweep_id, [prepare_run(c, root=root) for c in configs]
+    return sweep_id, [prepare_run(c, root=root, detached=detached) for c in configs]
 
 
 def run_sweep(run_ids: list[str], root=None, data_root=None, stop=None, callback_factory=None) -> None:

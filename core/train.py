@@ -126,9 +126,11 @@ def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> data_m
                                train_limit=cfg.train_limit, device=device)
 
 
-def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None) -> str:
-    """Create the run folder with its config and status 'queued'; return its id."""
-    return RunWriter.create(cfg.to_dict(), run_id, root).run_id
+def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None, detached: bool = False) -> str:
+    """Create the run folder with its config and status 'queued'; return its id.
+    `detached`: another process will train it (see RunWriter.create)."""
+    kwargs = {"owner_pid": None} if detached else {}
+    return RunWriter.create(cfg.to_dict(), run_id, root, **kwargs).run_id
 
 
 def train(run_id: str, *, root=None, data_root=None, callback: Callback | None = None,
@@ -143,6 +145,10 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         raise RunError(f"run {run_id!r} is already finished")
     if run.status in ("running", "queued") and resume:
         raise RunError(f"run {run_id!r} is {run.status} in another process")
+    if not resume and run.status_info.get("status") != "queued":
+        if run.status_info.get("status") == "cancelled":  # cancelled before its job started
+            return "cancelled"
+        raise RunError(f"run {run_id!r} is {run.status}: use --resume to continue it")
     device = resolve_device(cfg.device)
     writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
     try:

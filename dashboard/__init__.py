@@ -1,0 +1,1 @@
+"""MNIST Lab dashboard: Streamlit views over `core` (entry: dashboard/app.py)."""

@@ -1,0 +1,43 @@
+"""MNIST Lab dashboard: `streamlit run dashboard/app.py` from the repository root.
+
+This file only routes: every page is a thin view in dashboard/views/ over the `core` library.
+(The folder is not called pages/: Streamlit would treat that as its older multipage layout.)
+The app root redirects to Train, so each page, Train included, has its own URL path.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # streamlit runs this file as a script, not as a package module
+    sys.path.insert(0, str(REPO))
+
+import streamlit as st  # noqa: E402
+
+PAGES = [  # (file, title, url path, icon)
+    ("views/train.py", "Train", "train", ":material/model_training:"),
+    ("views/compare.py", "Compare", "compare", ":material/stacked_line_chart:"),
+    ("views/evaluate.py", "Evaluate", "evaluate", ":material/grid_on:"),
+    ("views/mistakes.py", "Mistakes", "mistakes", ":material/error_outline:"),
+    ("views/sketch.py", "Sketch", "sketch", ":material/draw:"),
+    ("views/data.py", "Data", "data", ":material/dataset:"),
+    ("views/sweep.py", "Sweep", "sweep", ":material/grid_view:"),
+]
+
+
+def main() -> None:
+    st.set_page_config(page_title="MNIST Lab", page_icon=":material/draw:", layout="wide")
+    pages = [st.Page(path, title=title, url_path=url, icon=icon) for path, title, url, icon in PAGES]
+
+    def home() -> None:  # "/" opens Train at its own path, /train
+        st.switch_page(pages[0])
+
+    root = st.Page(home, title="MNIST Lab", url_path="home", default=True, visibility="hidden")
+    page = st.navigation([root, *pages])
+    with st.sidebar:
+        st.caption(":material/draw: **MNIST Lab** · train, compare and probe digit classifiers")
+    page.run()
+
+
+main()

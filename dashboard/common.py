@@ -1,0 +1,316 @@
+"""Widgets and cached readers shared by every page (the pages stay thin views over core).
+
+Caching: a run is re-read only when one of its small files changes (the cache key holds
+their mtimes and sizes), predictions likewise, models live in st.cache_resource. Every call
+into core passes root=None so $MNIST_LAB_CHECKPOINTS / $MNIST_LAB_DATA steer it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import data as data_mod
+from core import explore, handwriting
+from core.runs import (Run, RunError, checkpoints_dir, effective_status, list_run_ids, load_predictions,
+                       load_run)
+
+RUN_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json",
+             "model.safetensors")
+STATUS_COLOURS = {"running": "blue", "queued": "violet", "finished": "green", "failed": "red",
+                  "cancelled": "gray", "interrupted": "orange", "unknown": "gray"}
+STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/schedule:",
+                "finished": ":material/check_circle:", "failed": ":material/error:",
+                "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:",
+                "unknown": ":material/help:"}
+
+
+# --- cached readers ---------------------------------------------------------------------------
+
+def _base() -> str:
+    return str(checkpoints_dir(None).resolve())
+
+
+def _signature(folder: str) -> tuple:
+    out = []
+    for name in RUN_FILES:
+        try:
+            stat = os.stat(os.path.join(folder, name))
+            out.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@st.cache_data(ttl=600, max_entries=4000, show_spinner=False)
+def _read_run(base: str, run_id: str, signature: tuple) -> Run | None:
+    try:
+        return load_run(run_id, base)
+    except RunError:
+        return None
+
+
+def load_runs() -> list[Run]:
+    """Every run, newest first; each re-read only when its files changed."""
+    base = _base()
+    runs = []
+    for run_id in list_run_ids(base):
+        run = _read_run(base, run_id, _signature(os.path.join(base, run_id)))
+        if run is not None:
+            # Liveness of the job's process is not in any file: check it on every render.
+            run.status = effective_status(run.status_info)
+            runs.append(run)
+    return runs
+
+
+def finished_with_predictions(runs: Sequence[Run]) -> list[Run]:
+    return [r for r in runs if r.status == "finished" and r.has_predictions]
+
+
+def _mtime(path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(ttl=600, max_entries=24, show_spinner=False)
+def _read_predictions(base: str, run_id: str, mtime: int) -> dict[str, np.ndarray]:
+    return load_predictions(run_id, base)
+
+
+def predictions(run: Run) -> dict[str, np.ndarray] | None:
+    """The run's saved test predictions, or None after showing a warning."""
+    try:
+        preds = _read_predictions(_base(), run.run_id, _mtime(run.path / "predictions.safetensors"))
+    except RunError as exc:
+        st.warning(f"**{run.name}**: {exc}", icon=":material/warning:")
+        return None
+    problem = explore.check_predictions(preds)
+    if problem:
+        st.warning(f"**{run.name}**: {problem}", icon=":material/warning:")
+        return None
+    return preds
+
+
+@st.cache_resource(max_entries=16, show_spinner="Loading model…")
+def _predictor(base: str, run_id: str, mtime: int):
+    from core.predict import Predictor
+    return Predictor.from_run(run_id, base)
+
+
+def predictor(run: Run):
+    """A loaded model for the run (cached), or None after showing a warning."""
+    try:
+        return _predictor(_base(), run.run_id, _mtime(run.path / "model.safetensors"))
+    except (RunError, KeyError, RuntimeError, OSError) as exc:
+        st.warning(f"**{run.name}**: cannot load its model ({exc})", icon=":material/warning:")
+        return None
+
+
+@st.cache_data(ttl=600, max_entries=64, show_spinner=False)
+def _handwriting_score(base: str, run_id: str, weights_mtime: int, folder: str, set_mtime: int) -> dict:
+    hw = handwriting.load_set(folder)
+    model = _predictor(base, run_id, weights_mtime)
+    return handwriting.score(model.probabilities(hw.unit_images), hw.labels)
+
+
+def handwriting_scores(runs: Sequence[Run], hw: handwriting.HandwritingSet) -> pd.DataFrame:
+    """Each run's accuracy on the personal handwriting set (re-scored when either changes)."""
+    folder = str(handwriting.handwriting_dir().resolve())
+    set_mtime = _mtime(handwriting.set_path())
+    rows = []
+    for run in runs:
+        try:
+            result = _handwriting_score(_base(), run.run_id, _mtime(run.path / "model.safetensors"),
+                                        folder, set_mtime)
+        except (RunError, handwriting.HandwritingError, RuntimeError, KeyError, OSError) as exc:
+            st.warning(f"**{run.name}**: cannot score it ({exc})", icon=":material/warning:")
+            continue
+        rows.append({"model": run.name, "arch": run.arch, **result, "test_acc": run.test_acc})
+    return pd.DataFrame(rows, columns=["model", "arch", "correct", "total", "accuracy", "test_acc"])
+
+
+@st.cache_resource(max_entries=2, show_spinner="Reading MNIST…")
+def _mnist(raw: str) -> dict[str, np.ndarray]:
+    mnist = data_mod.load_mnist(None)
+    return {"train_images": mnist.train_images.numpy(), "train_labels": mnist.train_labels.numpy(),
+            "test_images": mnist.test_images.numpy(), "test_labels": mnist.test_labels.numpy()}
+
+
+def mnist() -> dict[str, np.ndarray] | None:
+    """MNIST as numpy arrays (cached), or None after showing why it is unusable."""
+    try:
+        return _mnist(str(data_mod.raw_dir(None).resolve()))
+    except data_mod.DataError as exc:
+        st.error(str(exc))
+        return None
+
+
+def test_images() -> np.ndarray | None:
+    arrays = mnist()
+    return None if arrays is None else arrays["test_images"]
+
+
+# --- notices ----------------------------------------------------------------------------------
+
+def require_mnist(purpose: str = "This page") -> bool:
+    """True if MNIST is on disk; otherwise say so and offer a "Fetch MNIST" button."""
+    if data_mod.is_available(None):
+        return True
+    with st.container(border=True):
+        st.warning(f"**MNIST is not on this machine yet.** {purpose} needs it "
+                   f"(expected in `{data_mod.raw_dir(None)}`).", icon=":material/cloud_download:")
+        st.caption("Fetching copies the four original files (about 55 MB) and checks their MD5 sums. "
+                   "From a terminal: `python -m core fetch`.")
+        if st.button("Fetch MNIST", type="primary", icon=":material/download:", key="fetch_mnist"):
+            with st.status("Fetching MNIST…", expanded=True) as status:
+                try:
+                    data_mod.fetch(None, report=status.write)
+                except data_mod.DataError as exc:
+                    status.update(label="Could not fetch MNIST", state="error")
+                    st.error(str(exc))
+                    return False
+                status.update(label="MNIST is ready", state="complete")
+            _mnist.clear()
+            st.rerun()
+    return False
+
+
+def no_runs_notice(what_next: str, link_to_train: bool = True) -> None:
+    """Say what to do when there is nothing to show yet."""
+    st.info(what_next, icon=":material/lightbulb:")
+    if link_to_train:
+        st.page_link("views/train.py", label="Go to Train", icon=":material/model_training:")
+
+
+def show_run_warnings(runs: Sequence[Run]) -> None:
+    """One warning listing every run whose folder is damaged, half-written or old."""
+    damaged = [(r, r.warnings) for r in runs if r.warnings]
+    if not damaged:
+        return
+    lines = "\n".join(f"- `{r.run_id}`: {'; '.join(p)}" for r, p in damaged[:20])
+    more = f"\n- … and {len(damaged) - 20} more" if len(damaged) > 20 else ""
+    st.warning(f"**{len(damaged)} run folder{'s' if len(damaged) != 1 else ''} "
+               f"{'have' if len(damaged) != 1 else 'has'} problems** (shown as far as readable):\n"
+               f"{lines}{more}", icon=":material/warning:")
+
+
+# --- small widgets ---------------------------------------------------------------------------
+
+def status_badge(status: str) -> None:
+    st.badge(status, icon=STATUS_ICONS.get(status), color=STATUS_COLOURS.get(status, "gray"))
+
+
+def status_text(status: str) -> str:
+    """A status as inline markdown badge (for use inside st.markdown)."""
+    return f":{STATUS_COLOURS.get(status, 'gray')}-badge[{STATUS_ICONS.get(status, '')} {status}]"
+
+
+def unique_names(runs: Sequence[Run]) -> dict[str, str]:
+    """run id -> a short name that tells runs apart: the name, then its architecture where
+    names repeat, then the start time (from the id) where both do."""
+    def count(keys):
+        return {k: keys.count(k) for k in keys}
+    names = count([r.name for r in runs])
+    out = {r.run_id: (r.name if names[r.name] == 1 else f"{r.name} · {r.arch}") for r in runs}
+    again = count(list(out.values()))
+    return {rid: (label if again[label] == 1 else f"{label} · {rid[:15]}") for rid, label in out.items()}
+
+
+def run_label(run: Run) -> str:
+    acc = f" · {run.test_acc:.2f}%" if run.test_acc is not None else ""
+    return f"{run.name} · {run.arch}{acc}"
+
+
+def pick_run(label: str, runs: Sequence[Run], key: str, *, query_param: str | None = None,
+             default: str | None = None, help: str | None = None) -> Run | None:
+    """A selectbox of runs. With `query_param`, `?<param>=<run id>` preselects a run and the
+    URL follows the choice (so a link can open a page on a given run)."""
+    if not runs:
+        return None
+    by_id = {r.run_id: r for r in runs}
+    ids = list(by_id)
+    wanted = st.query_params.get(query_param) if query_param else None
+    if wanted in by_id and st.session_state.get(f"{key}__from_url") != wanted:
+        st.session_state[key] = wanted          # a link asked for this run
+        st.session_state[f"{key}__from_url"] = wanted
+    if st.session_state.get(key) not in by_id:
+        st.session_state[key] = default if default in by_id else ids[0]
+    run_id = st.selectbox(label, ids, key=key, format_func=lambda i: run_label(by_id[i]), help=help)
+    if query_param and st.query_params.get(query_param) != run_id:
+        st.query_params[query_param] = run_id
+        st.session_state[f"{key}__from_url"] = run_id
+    return by_id[run_id]
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or not np.isfinite(seconds):
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
+def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling, so a 28x28 digit stays crisp in the browser."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(np.nan_to_num(image) * 255, 0, 255).astype(np.uint8)
+    return np.kron(image, np.ones((scale, scale), dtype=np.uint8))
+
+
+def digit_image(image: np.ndarray, width: int = 140, caption: str | None = None) -> None:
+    """One digit (uint8 0..255 or floats on [0, 1]) shown large and crisp."""
+    scale = max(1, width // image.shape[-1])
+    st.image(_enlarge(image, scale), caption=caption, width=width)
+
+
+def digit_grid(images: np.ndarray, captions: Sequence[str] | None = None, *, size: int = 84,
+               empty: str = "No images to show.") -> None:
+    """A wrapping grid of digits with a caption under each."""
+    if len(images) == 0:
+        st.caption(empty)
+        return
+    scale = max(1, size // images.shape[-1])
+    st.image([_enlarge(im, scale) for im in images], caption=list(captions) if captions is not None else None,
+             width=size)
+
+
+# --- charts ----------------------------------------------------------------------------------
+
+def show_history(curves: pd.DataFrame, height: int = 220) -> None:
+    """One run's loss and accuracy (explore.live_curves), train and validation, side by side."""
+    colours = alt.Scale(domain=["train", "validation"], range=["#4c78a8", "#f58518"])
+    integer_epochs = bool((curves["epoch"] % 1 == 0).all())
+    for column, metric in zip(st.columns(2), ("loss", "accuracy")):
+        frame = curves[curves["metric"] == metric]
+        chart = alt.Chart(frame).mark_line(point=True, strokeWidth=2).encode(
+            x=alt.X("epoch:Q", title="epoch",
+                    axis=alt.Axis(tickMinStep=1, format="d" if integer_epochs else ".1~f")),
+            y=alt.Y("value:Q", title=metric if metric == "loss" else "accuracy (%)",
+                    scale=alt.Scale(zero=False), axis=alt.Axis(format=".3~f" if metric == "loss" else ".1~f")),
+            color=alt.Color("split:N", title=None, scale=colours, legend=alt.Legend(orient="top")),
+            tooltip=[alt.Tooltip("split:N"), alt.Tooltip("epoch:Q", format=".2f"),
+                     alt.Tooltip("value:Q", title=metric, format=".4f")],
+        ).properties(height=height)
+        column.altair_chart(chart, width="stretch")
+
+
+def probability_chart(probabilities: np.ndarray, height: int = 180) -> alt.Chart:
+    """Bars of the ten class probabilities, the predicted class highlighted."""
+    frame = pd.DataFrame({"digit": [str(d) for d in range(10)], "probability": probabilities.astype(float)})
+    top = str(int(np.argmax(probabilities)))
+    return alt.Chart(frame).mark_bar(cornerRadiusEnd=3).encode(
+        x=alt.X("digit:N", title=None, sort=None, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("probability:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        color=alt.condition(alt.datum.digit == top, alt.value("#f58518"), alt.value("#4c78a8")),
+        tooltip=[alt.Tooltip("digit:N"), alt.Tooltip("probability:Q", format=".2%")],
+    ).properties(height=height)

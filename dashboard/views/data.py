@@ -1,0 +1,117 @@
+"""Data: MNIST as training sees it (train / validation / test), class counts, each class's mean
+image, and a Kaggle-format CSV import shown as images (or its errors)."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import streamlit as st
+
+from core import explore
+from core.csvdata import CSVFormatError, read_digits_csv
+from dashboard import common
+
+PER_PAGE = 30  # seed 004 looked at the first 30 images first
+SPLIT_COLOURS = alt.Scale(domain=list(explore.SPLITS), range=["#4c78a8", "#f58518", "#54a24b"])
+
+
+@st.cache_data(max_entries=4, show_spinner="Averaging images…")
+def mean_images(raw: str, val_size: int, seed: int) -> np.ndarray:
+    arrays = common.mnist()
+    positions = explore.split_positions("train", len(arrays["train_labels"]), val_size, seed)
+    return explore.mean_images(arrays["train_images"][positions], arrays["train_labels"][positions])
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading the CSV…")
+def read_csv(content: bytes):
+    return read_digits_csv(content)
+
+
+def split_view(arrays: dict, split: str):
+    """(images of the split's file, positions in it, labels) without copying the images."""
+    positions = explore.split_positions(split, len(arrays["train_labels"]))
+    if positions is None:
+        return arrays["test_images"], np.arange(len(arrays["test_labels"])), arrays["test_labels"]
+    return arrays["train_images"], positions, arrays["train_labels"][positions]
+
+
+def samples(arrays: dict) -> None:
+    st.subheader("Samples", divider="gray")
+    c = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+    split = c[0].selectbox("Split", explore.SPLITS, key="data_split")
+    digit = c[1].selectbox("Class", ["all", *range(10)], key="data_class")
+    images, positions, labels = split_view(arrays, split)
+    chosen_digit = None if digit == "all" else int(digit)
+    available = len(labels) if chosen_digit is None else int((labels == chosen_digit).sum())
+    pages = max(1, -(-available // PER_PAGE))
+    page = c[2].number_input("Page", min_value=1, max_value=pages, step=1, key="data_page")
+    page = min(page, pages)
+    c[3].caption(f"{available:,} images · page {page} of {pages:,} · validation: the "
+                 f"{explore.VAL_SIZE:,} training images that runs hold out (seed {explore.SPLIT_SEED})")
+    chosen = explore.select_samples(labels, chosen_digit, (page - 1) * PER_PAGE, PER_PAGE)
+    file_index = positions[chosen]
+    common.digit_grid(images[file_index], [f"{labels[i]} · #{j}" for i, j in zip(chosen, file_index)],
+                      size=84)
+
+
+def counts(arrays: dict) -> None:
+    st.subheader("Class counts", divider="gray")
+    labels = {split: split_view(arrays, split)[2] for split in explore.SPLITS}
+    frame = explore.class_counts(labels)
+    chart_col, table_col = st.columns([2, 1], gap="large")
+    chart = alt.Chart(frame).mark_bar().encode(
+        x=alt.X("digit:O", title="digit", axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("split:N", sort=list(explore.SPLITS)),
+        y=alt.Y("count:Q", title="images"),
+        color=alt.Color("split:N", scale=SPLIT_COLOURS, sort=list(explore.SPLITS),
+                        legend=alt.Legend(orient="top", title=None)),
+        tooltip=["split:N", "digit:O", alt.Tooltip("count:Q", format=",")],
+    ).properties(height=300)
+    chart_col.altair_chart(chart, width="stretch")
+    table_col.dataframe(explore.counts_table(frame), width="stretch", height=38 + 35 * 11,
+                        key="data_counts")
+
+
+def means(arrays: dict) -> None:
+    st.subheader("Mean image of each class", divider="gray")
+    st.caption("The average of every training-split image of a digit: how much the writing varies.")
+    from core.data import raw_dir
+    averages = mean_images(str(raw_dir(None).resolve()), explore.VAL_SIZE, explore.SPLIT_SEED)
+    scaled = averages / np.maximum(averages.max(axis=(1, 2), keepdims=True), 1e-6)  # full contrast
+    common.digit_grid(scaled, [str(d) for d in range(10)], size=84)
+
+
+def csv_import() -> None:
+    st.subheader("Import a CSV", divider="gray")
+    st.caption("Kaggle digit-recognizer format: a header, an optional `label` column and 784 columns "
+               "`pixel0`…`pixel783` (values 0..255, row by row).")
+    upload = st.file_uploader("CSV file (Kaggle digit-recognizer format)", type=["csv"], key="data_csv")
+    if upload is None:
+        return
+    try:
+        table = read_csv(upload.getvalue())
+    except CSVFormatError as exc:
+        st.error(f"**{upload.name}** is not in the digits format: {exc}", icon=":material/error:")
+        return
+    n = len(table)
+    labelled = table.has_labels
+    st.success(f"**{upload.name}**: {n:,} digit{'s' if n != 1 else ''}, "
+               f"{'with' if labelled else 'without'} labels.", icon=":material/check_circle:")
+    pages = max(1, -(-n // PER_PAGE))
+    page = st.number_input("CSV page", min_value=1, max_value=pages, step=1, key="data_csv_page")
+    rows = np.arange((min(page, pages) - 1) * PER_PAGE, min(n, min(page, pages) * PER_PAGE))
+    images = table.images[rows].numpy()
+    captions = ([f"row {r + 1} · {int(table.labels[r])}" for r in rows] if labelled
+                else [f"row {r + 1}" for r in rows])
+    common.digit_grid(images, captions, size=84)
+
+
+st.title("Data")
+st.caption("MNIST as the models see it: 60,000 training images (55,000 train + 5,000 validation) "
+           "and 10,000 test images, 28x28, white on black.")
+if common.require_mnist("Browsing MNIST"):
+    arrays = common.mnist()
+    if arrays is not None:
+        samples(arrays)
+        counts(arrays)
+        means(arrays)
+csv_import()

@@ -1,0 +1,123 @@
+"""Evaluate: one finished run's confusion matrix (click a cell to see its test images) and
+per-class precision, recall and F1, all from the run's saved test predictions."""
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+from core import explore
+from dashboard import common
+
+CELL_IMAGES = 48  # images shown for a selected cell
+
+
+def sync_from_chart() -> None:
+    """A click on the heatmap sets the true/predicted selectboxes (one source of truth)."""
+    state = st.session_state.get("eval_heatmap")
+    points = (state or {}).get("selection", {}).get("cell") or []
+    if points:
+        st.session_state["eval_true"] = int(points[0]["true"])
+        st.session_state["eval_predicted"] = int(points[0]["predicted"])
+
+
+def heatmap(cm, normalised: bool) -> None:
+    frame = explore.confusion_table(cm)
+    frame["shown"] = frame["share"] * 100 if normalised else frame["count"]
+    frame["text"] = [f"{v:.1f}" if normalised else f"{int(v)}" for v in frame["shown"]]
+    frame["selected"] = ((frame["true"] == st.session_state["eval_true"])
+                         & (frame["predicted"] == st.session_state["eval_predicted"]))
+    cell = alt.selection_point(fields=["true", "predicted"], name="cell", on="click", clear=False)
+    # Colour on a log-like scale: the diagonal (~1000) would otherwise wash out every mistake.
+    colour = alt.Color("shown:Q", title="% of row" if normalised else "images",
+                       scale=alt.Scale(type="symlog", scheme="blues"), legend=alt.Legend(orient="right"))
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:O", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("true:O", title="true"))
+    rects = base.mark_rect(stroke="#f58518").encode(
+        color=colour,
+        strokeWidth=alt.condition(alt.datum.selected, alt.value(3), alt.value(0)),
+        tooltip=[alt.Tooltip("true:O"), alt.Tooltip("predicted:O"), alt.Tooltip("count:Q", title="images"),
+                 alt.Tooltip("share:Q", title="share of true class", format=".2%")],
+    ).add_params(cell)
+    threshold = float(frame["shown"].max()) * 0.3
+    text = base.mark_text(fontSize=12).encode(
+        text="text:N",
+        color=alt.condition(alt.datum.shown > threshold, alt.value("white"), alt.value("#333")))
+    chart = (rects + text).properties(width=460, height=460)
+    st.altair_chart(chart, key="eval_heatmap", on_select=sync_from_chart, selection_mode="cell")
+
+
+def cell_images(preds, true: int, predicted: int) -> None:
+    examples = explore.cell_examples(preds, true, predicted)
+    kind = "correct" if true == predicted else "mistaken"
+    st.markdown(f"**{len(examples):,}** test images of a **{true}** predicted as **{predicted}** "
+                f"({kind}); {'least' if true == predicted else 'most'} confident first.")
+    if true == predicted:
+        examples = explore.cell_examples(preds, true, predicted, order="unsure")
+    shown = examples.head(CELL_IMAGES)
+    images = common.test_images()
+    if images is None:
+        return
+    common.digit_grid(images[shown["index"].to_numpy()],
+                      [f"#{i} · {c:.0%}" for i, c in zip(shown["index"], shown["confidence"])],
+                      size=64, empty="No test image falls in this cell.")
+    if len(examples) > CELL_IMAGES:
+        st.caption(f"Showing {CELL_IMAGES} of {len(examples):,}; the Mistakes page pages through all.")
+
+
+st.title("Evaluate")
+st.caption("The test set through one finished run: where it goes wrong and for which digits.")
+runs = common.load_runs()
+finished = common.finished_with_predictions(runs)
+if not finished:
+    common.no_runs_notice("No finished run to evaluate yet: train a model on the **Train** page; "
+                          "when it finishes, its confusion matrix and per-class scores appear here.")
+    st.stop()
+common.show_run_warnings(runs)
+run = common.pick_run("Run", finished, key="eval_run", query_param="run")
+preds = common.predictions(run)
+if preds is None:
+    st.stop()
+cm = explore.prediction_confusion(preds)
+correct = int(cm.trace())
+total = int(cm.sum())
+m = st.columns(4)
+m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%")
+m[1].metric("Test images", f"{total:,}")
+m[2].metric("Mistakes", f"{total - correct:,}")
+parameters = run.metrics.get("parameters")
+m[3].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
+
+if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
+    st.session_state["eval_true"], st.session_state["eval_predicted"] = explore.top_confusion(cm)
+    st.session_state["eval_cell_run"] = run.run_id
+st.session_state.setdefault("eval_true", 0)
+st.session_state.setdefault("eval_predicted", 0)
+
+matrix_col, detail_col = st.columns([1.1, 1], gap="large")
+with matrix_col:
+    st.subheader("Confusion matrix", divider="gray")
+    normalised = st.toggle("Row-normalised (% of each true digit)", key="eval_normalised")
+    heatmap(cm, normalised)
+    with st.expander("As a table"):
+        table = explore.confusion_table(cm).pivot(index="true", columns="predicted", values="count")
+        table.index.name, table.columns.name = "true \\ predicted", None
+        table.columns = [str(c) for c in table.columns]
+        st.dataframe(table, key="eval_cm_table")
+        st.caption(f"{total:,} test images in all.")
+with detail_col:
+    st.subheader("Images behind a cell", divider="gray")
+    st.caption("Click a cell of the matrix, or choose one here.")
+    a, b = st.columns(2)
+    true = a.selectbox("True digit", range(10), key="eval_true")
+    predicted = b.selectbox("Predicted digit", range(10), key="eval_predicted")
+    cell_images(preds, int(true), int(predicted))
+
+st.subheader("Per-class scores", divider="gray")
+scores = explore.per_class_table(cm)
+st.dataframe(scores, hide_index=True, width="stretch", key="eval_scores", column_config={
+    "digit": st.column_config.NumberColumn("Digit"),
+    "precision": st.column_config.ProgressColumn("Precision", format="percent", min_value=0, max_value=1),
+    "recall": st.column_config.ProgressColumn("Recall", format="percent", min_value=0, max_value=1),
+    "f1": st.column_config.ProgressColumn("F1", format="percent", min_value=0, max_value=1),
+    "support": st.column_config.NumberColumn("Support (test images)")})

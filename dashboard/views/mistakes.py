@@ -1,0 +1,96 @@
+"""Mistakes: a run's wrong test predictions as a gallery (filter, sort, page), and for two runs
+the images one gets wrong and the other right."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core import explore
+from dashboard import common
+
+PER_PAGE = 40
+ORDER_LABELS = {"confident": "Most confident first", "unsure": "Least confident first",
+                "index": "Test-set order"}
+ANY = "any"
+
+
+def gallery(frame, images, key: str, caption) -> None:
+    """One page of a mistakes table as images, with a page picker under it."""
+    if frame.empty:
+        st.info("No test image matches.", icon=":material/check_circle:")
+        return
+    page_key = f"{key}_page"
+    _, pages = explore.page_slice(len(frame), 1, PER_PAGE)
+    if st.session_state.get(page_key, 1) > pages:
+        st.session_state[page_key] = 1
+    window, _ = explore.page_slice(len(frame), st.session_state.get(page_key, 1), PER_PAGE)
+    shown = frame.iloc[window]
+    common.digit_grid(images[shown["index"].to_numpy()], [caption(row) for row in shown.itertuples()])
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    left.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
+    right.caption(f"Images {window.start + 1}–{window.stop} of {len(frame):,} · {pages} page"
+                  f"{'s' if pages != 1 else ''} of {PER_PAGE}")
+
+
+def one_run(run, preds, images) -> None:
+    wrong = int((preds["labels"] != preds["predicted"]).sum())
+    m = st.columns(3)
+    m[0].metric("Mistakes", f"{wrong:,}")
+    m[1].metric("Test images", f"{len(preds['labels']):,}")
+    m[2].metric("Error rate", f"{100 * wrong / max(1, len(preds['labels'])):.2f}%")
+    f = st.columns(3)
+    true = f[0].selectbox("True class", [ANY, *range(10)], key="mis_true")
+    predicted = f[1].selectbox("Predicted class", [ANY, *range(10)], key="mis_predicted")
+    order = f[2].selectbox("Sort", list(ORDER_LABELS), format_func=ORDER_LABELS.get, key="mis_order")
+    frame = explore.mistakes(preds, true=None if true == ANY else int(true),
+                             predicted=None if predicted == ANY else int(predicted), order=order)
+    if true != ANY or predicted != ANY:
+        st.caption(f"{len(frame):,} mistakes match the filter.")
+    gallery(frame, images, "mis", lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}")
+
+
+def two_runs(run_a, preds_a, finished, images) -> None:
+    st.subheader("Against another run", divider="gray")
+    others = [r for r in finished if r.run_id != run_a.run_id]
+    if not others:
+        st.info("Train a second model to see which images one run gets wrong and the other right.",
+                icon=":material/lightbulb:")
+        return
+    run_b = common.pick_run("Compare with", others, key="mis_other")
+    preds_b = common.predictions(run_b)
+    if preds_b is None:
+        return
+    try:
+        a_only, b_only = explore.disagreements(preds_a, preds_b)
+    except ValueError as exc:
+        st.warning(str(exc))
+        return
+    names = common.unique_names([run_a, run_b])
+    name_a, name_b = names[run_a.run_id], names[run_b.run_id]
+    tabs = st.tabs([f"{name_a} wrong, {name_b} right ({len(a_only):,})",
+                    f"{name_b} wrong, {name_a} right ({len(b_only):,})"])
+    for tab, indices, wrong, key in ((tabs[0], a_only, preds_a, "mis_a"), (tabs[1], b_only, preds_b, "mis_b")):
+        with tab:
+            frame = explore.mistakes(wrong, order="confident")
+            frame = frame[frame["index"].isin(indices)].reset_index(drop=True)
+            gallery(frame, images, key,
+                    lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}")
+
+
+st.title("Mistakes")
+st.caption("Every test image a run gets wrong, with what it said and how sure it was.")
+runs = common.load_runs()
+finished = common.finished_with_predictions(runs)
+if not finished:
+    common.no_runs_notice("No finished run yet, so no mistakes to look at: train a model on the "
+                          "**Train** page and its wrong test predictions appear here.")
+    st.stop()
+if not common.require_mnist("The gallery"):
+    st.stop()
+common.show_run_warnings(runs)
+run = common.pick_run("Run", finished, key="mis_run", query_param="run")
+preds = common.predictions(run)
+images = common.test_images()
+if preds is None or images is None:
+    st.stop()
+one_run(run, preds, images)
+two_runs(run, preds, finished, images)

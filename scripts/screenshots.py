@@ -1,0 +1,72 @@
+"""Take the README's screenshots: every dashboard page in a real Chromium, 1400 px wide.
+
+    python scripts/screenshots.py [--checkpoints ./checkpoints] [--out docs] [--page sketch ...]
+
+Starts `streamlit run dashboard/app.py` on a free local port against the given runs folder
+(its real runs are what the pictures show), draws a digit on the Sketch page first, and
+writes OUT/screenshot-<page>.png. Needs Debian's Chromium at /usr/bin/chromium (`make browser`).
+The server and browser start exactly as in the browser tests (tests/e2e/harness.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.e2e import harness  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoints", default="checkpoints", help="runs folder (default: ./checkpoints)")
+    parser.add_argument("--data", default=None, help="MNIST folder (default: the repository's data/)")
+    parser.add_argument("--out", default=str(REPO / "docs"), help="where the PNGs go (default: docs/)")
+    parser.add_argument("--page", action="append", choices=list(harness.PAGES),
+                        help="only this page (repeatable; default: all seven)")
+    parser.add_argument("--digit", default="7", choices=sorted(harness.DIGIT_STROKES),
+                        help="digit drawn on the Sketch page (default: 7)")
+    args = parser.parse_args(argv)
+
+    checkpoints = Path(args.checkpoints).resolve()
+    if not checkpoints.is_dir():
+        print(f"error: no runs folder at {checkpoints}", file=sys.stderr)
+        return 1
+    from playwright.sync_api import sync_playwright
+
+    started = time.monotonic()
+    try:
+        server = harness.start_server(checkpoints, data=args.data)
+    except harness.HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failed = False
+    try:
+        with sync_playwright() as playwright:
+            browser = harness.launch_browser(playwright)
+            try:
+                shots = harness.take_screenshots(browser, server.url, args.out,
+                                                 pages=args.page or tuple(harness.PAGES), sketch_digit=args.digit)
+            finally:
+                browser.close()
+    except Exception as exc:  # keep the server's log for the post-mortem
+        print(f"error: {exc}\nstreamlit's output: {server.log}", file=sys.stderr)
+        return 1
+    finally:
+        server.stop()  # also on Ctrl-C
+    server.log.unlink(missing_ok=True)
+    for png, problems in shots:
+        print(f"{png}  ({png.stat().st_size // 1024} KiB)")
+        for problem in problems:
+            failed = True
+            print(f"  PROBLEM: {problem}", file=sys.stderr)
+    print(f"{len(shots)} screenshots in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real MNIST files, a few tiny real runs, and an environment that points
+the dashboard at temporary folders."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The repository's data/ folder, which must hold the real MNIST files."""
+    from core.data import is_available
+    if not is_available(DATA):
+        pytest.fail(f"MNIST is not in {DATA}: run `python -m core fetch` first (CI fetches it before the tests)")
+    return DATA
+
+
+@dataclass(frozen=True)
+class TrainedRuns:
+    root: Path               # checkpoints folder holding the runs
+    ids: dict[str, str]      # architecture -> run id
+
+    def copy_to(self, dest: Path) -> Path:
+        """A private copy, for tests that change or damage runs."""
+        shutil.copytree(self.root, dest, ignore=shutil.ignore_patterns(".locks"))
+        return dest
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, mnist_root) -> TrainedRuns:
+    """Two really trained tiny runs (mlp and lenet, a few seconds each on a CPU)."""
+    from core.config import TrainConfig
+    from core.train import prepare_run, train
+    root = tmp_path_factory.mktemp("checkpoints")
+    ids = {}
+    for arch, epochs, limit in (("mlp", 2, 2000), ("lenet", 1, 1000)):
+        config = TrainConfig(arch=arch, epochs=epochs, train_limit=limit, device="cpu", seed=0,
+                             name=f"tiny {arch}")
+        run_id = prepare_run(config, root=root)
+        assert train(run_id, root=root, data_root=mnist_root) == "finished"
+        ids[arch] = run_id
+    return TrainedRuns(root, ids)
+
+
+@pytest.fixture
+def lab_env(monkeypatch, tmp_path, mnist_root):
+    """Point the app at the real MNIST, an empty handwriting folder and (by default) an empty
+    checkpoints folder; call the returned function to use another checkpoints folder."""
+    monkeypatch.setenv("MNIST_LAB_DATA", str(mnist_root))
+    monkeypatch.setenv("MNIST_LAB_HANDWRITING", str(tmp_path / "handwriting"))
+    empty = tmp_path / "checkpoints"
+    empty.mkdir()
+    monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(empty))
+
+    def use(checkpoints: Path) -> Path:
+        monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(checkpoints))
+        return checkpoints
+    use.empty = empty
+    return use

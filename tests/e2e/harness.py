@@ -1,0 +1,326 @@
+"""Start the real dashboard and a real Chromium; draw on the sketch canvas; take screenshots.
+
+Shared by tests/e2e/conftest.py and scripts/screenshots.py, so the script that makes the
+README's pictures and the browser tests start the app the same way.
+
+Facts this relies on (streamlit 1.67, streamlit-drawable-canvas 0.13):
+- the canvas is a components-v2 element: no iframe; it sits in an open shadow root under
+  `[data-testid="stBidiComponentIsolated"]`, which Playwright's CSS locators pierce. Fabric.js
+  stacks three <canvas>: a background, the drawing ("lower-canvas") and, on top, the one
+  that takes the mouse ("upper-canvas").
+- `[data-testid="stApp"]` carries `data-test-script-state` ("initial", "running",
+  "notRunning", ...) and `data-test-connection-state`; Streamlit's own browser tests wait on
+  them.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+APP = "dashboard/app.py"
+CHROMIUM = "/usr/bin/chromium"
+# Flags that work as root, with no GPU and no network (see /work/shared/ENVIRONMENT.md).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+VIEWPORT = {"width": 1400, "height": 1000}  # px; screenshots are this wide
+# url path -> title the page shows, in the sidebar's order
+PAGES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
+         "sketch": "Sketch", "data": "Data", "sweep": "Sweep"}
+
+# Strokes in canvas fractions (0..1 of width, height): each a polyline drawn with the mouse held.
+DIGIT_STROKES = {
+    "1": [[(0.50, 0.15), (0.50, 0.85)]],
+    "7": [[(0.25, 0.20), (0.75, 0.20), (0.42, 0.85)]],
+}
+
+
+class HarnessError(RuntimeError):
+    """The app or the browser could not be started; the message says why."""
+
+
+# --- the Streamlit server ----------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A `streamlit run dashboard/app.py` in its own process group; output goes to `log`."""
+    process: subprocess.Popen
+    url: str
+    log: Path
+    checkpoints: Path
+    _log_file: object = field(repr=False, default=None)
+    # End the training jobs started in `checkpoints` on stop() (a throwaway folder only: never
+    # for a real runs folder, whose jobs belong to someone else).
+    stop_jobs: bool = False
+
+    def output(self, last_chars: int = 6000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-last_chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self._log_file:
+            self._log_file.close()
+        if self.stop_jobs:
+            stop_training_jobs(self.checkpoints)
+
+
+def start_server(checkpoints: str | os.PathLike, data: str | os.PathLike | None = None,
+                 python: str = sys.executable, timeout: float = 60.0, log: Path | None = None,
+                 stop_jobs: bool = False) -> Server:
+    """Start the dashboard on a free port of 127.0.0.1 and wait until its health check answers.
+
+    `checkpoints` becomes $MNIST_LAB_CHECKPOINTS, `data` (default: the repository's data/)
+    $MNIST_LAB_DATA. With `stop_jobs`, stop() also ends training jobs left running in
+    `checkpoints` (for throwaway folders). Raises HarnessError with the server's output if it does not come up.
+    """
+    checkpoints = Path(checkpoints).resolve()
+    data = Path(data).resolve() if data else REPO / "data"
+    port = free_port()
+    if log is None:
+        log = Path(tempfile.mkstemp(prefix="mnist-lab-streamlit-", suffix=".log")[1])
+    log_file = open(log, "wb")
+    env = {**os.environ, "MNIST_LAB_CHECKPOINTS": str(checkpoints), "MNIST_LAB_DATA": str(data),
+           "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [python, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True)  # its own process group, so stop() ends it and its children
+    server = Server(process, f"http://127.0.0.1:{port}", log, checkpoints, log_file, stop_jobs)
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            server.stop()
+            raise HarnessError(f"streamlit exited with code {process.returncode} before answering:\n"
+                               + server.output())
+        try:
+            with urllib.request.urlopen(server.url + "/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return server
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise HarnessError(f"streamlit did not answer /_stcore/health within {timeout:.0f} s:\n"
+                               + server.output())
+        time.sleep(0.3)
+
+
+def stop_training_jobs(checkpoints: Path) -> None:
+    """SIGTERM training jobs the dashboard started in `checkpoints` that still run.
+
+    Jobs run in their own sessions (they survive the server by design), so stopping the
+    server's process group does not end them. Only processes whose command line names this
+    checkpoints folder are signalled.
+    """
+    for status_file in Path(checkpoints).glob("*/status.json"):
+        try:
+            status = json.loads(status_file.read_text())
+            pid = int(status.get("pid") or 0)
+            if status.get("status") not in ("queued", "running") or pid <= 0:
+                continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if str(checkpoints) in cmdline and " core " in f" {cmdline} ":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def seed_runs(checkpoints: str | os.PathLike, runs: list[list[str]], data: str | os.PathLike | None = None,
+              python: str = sys.executable, timeout: float = 300.0) -> None:
+    """Train `runs` (each a list of `python -m core train` options) into `checkpoints`, in parallel."""
+    env = {**os.environ, "MNIST_LAB_CHECKPOINTS": str(Path(checkpoints).resolve()),
+           "MNIST_LAB_DATA": str(Path(data).resolve() if data else REPO / "data")}
+    procs = [subprocess.Popen([python, "-m", "core", "train", *options, "--quiet"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+             for options in runs]
+    failures = []
+    for options, proc in zip(runs, procs):
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if proc.returncode != 0:
+            failures.append(f"`python -m core train {' '.join(options)}` exited {proc.returncode}:\n"
+                            + out.decode(errors="replace")[-3000:])
+    if failures:
+        raise HarnessError("\n".join(failures))
+
+
+# --- the browser -------------------------------------------------------------------------------
+
+def launch_browser(playwright, headless: bool = True):
+    """Debian's Chromium under Playwright (Playwright's own browser download does not work here)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        raise HarnessError(f"{CHROMIUM} is missing: the browser tests need Debian's Chromium. Install it "
+                           "with `apt-get install -y chromium chromium-driver` (or `make browser`).")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=headless)
+
+
+def new_page(browser):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(30_000)  # ms
+    return page
+
+
+def wait_for_app(page, timeout: float = 60.0) -> None:
+    """Wait until Streamlit is connected and no script run is under way (no "Running..." widget)."""
+    ms = int(timeout * 1000)
+    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=ms)
+    # A settled state must hold for a moment: a button click or a fragment schedules a rerun
+    # a few milliseconds after the previous run ended.
+    deadline = time.monotonic() + timeout
+    settled_since = None
+    while time.monotonic() < deadline:
+        state = page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state")
+        running = page.locator('[data-testid="stStatusWidgetRunningIcon"]').count() > 0
+        if state == "notRunning" and not running:
+            settled_since = settled_since or time.monotonic()
+            if time.monotonic() - settled_since >= 0.5:
+                return
+        else:
+            settled_since = None
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the app was still running after {timeout:.0f} s (script state {state!r})")
+
+
+def open_page(page, base_url: str, path: str, timeout: float = 60.0) -> None:
+    page.goto(f"{base_url}/{path}", wait_until="domcontentloaded")
+    wait_for_app(page, timeout)
+
+
+def problems(page) -> list[str]:
+    """Visible breakage: exception boxes, a Traceback in the text, the "Page not found" dialog."""
+    found = []
+    for element in page.locator('[data-testid="stException"]').all():
+        found.append("exception: " + element.inner_text()[:2000])
+    main_text = page.locator('[data-testid="stApp"]').inner_text()
+    if "Traceback" in main_text:
+        found.append("a Traceback is shown:\n" + main_text[main_text.index("Traceback"):][:2000])
+    for dialog in page.locator('[data-testid="stDialog"]').all():
+        text = dialog.inner_text()
+        if "page not found" in text.lower():
+            found.append("dialog: " + text[:500])
+    return found
+
+
+def assert_no_exception(page) -> None:
+    found = problems(page)
+    assert not found, f"{page.url} shows:\n" + "\n".join(found)
+
+
+def canvas(page):
+    """The sketch canvas's top layer (the one Fabric.js listens to)."""
+    layer = page.locator("canvas.upper-canvas")
+    layer.first.wait_for(state="visible")
+    return layer.first
+
+
+def draw(page, strokes, steps: int = 12) -> None:
+    """Draw polylines given in canvas fractions with the mouse, one press per stroke."""
+    target = canvas(page)
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    assert box and box["width"] > 50 and box["height"] > 50, f"the canvas has no usable size: {box}"
+
+    def at(point):
+        return box["x"] + point[0] * box["width"], box["y"] + point[1] * box["height"]
+
+    for stroke in strokes:
+        page.mouse.move(*at(stroke[0]))
+        page.mouse.down()
+        for start, end in zip(stroke, stroke[1:]):
+            (x0, y0), (x1, y1) = at(start), at(end)
+            for k in range(1, steps + 1):
+                page.mouse.move(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps)
+        page.mouse.up()
+
+
+def draw_digit(page, digit: str = "1") -> None:
+    draw(page, DIGIT_STROKES[digit])
+
+
+# --- screenshots -------------------------------------------------------------------------------
+
+def content_height(page) -> int:
+    """px: the app's full height. Streamlit scrolls inside its main block, not the document,
+    so a plain full-page screenshot would stop at the viewport."""
+    return int(page.evaluate("""() => Math.max(document.documentElement.scrollHeight,
+        ...[...document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"],'
+            + ' [data-testid="stSidebarContent"]')].map(e => e.scrollHeight))"""))
+
+
+def full_screenshot(page, path: Path, max_height: int = 12_000) -> None:
+    """Grow the viewport to the content's height, shoot, and restore it."""
+    height = VIEWPORT["height"]
+    for _ in range(3):  # charts may reflow once the viewport grows
+        wanted = min(max(content_height(page), VIEWPORT["height"]), max_height)
+        if wanted == height:
+            break
+        height = wanted
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+        page.wait_for_timeout(600)  # ms: Vega charts and images repaint at the new size
+    try:
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(VIEWPORT)
+
+
+def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=tuple(PAGES),
+                     sketch_digit: str = "7", timeout: float = 90.0) -> list[tuple[Path, list[str]]]:
+    """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it.
+
+    Returns (out_dir/screenshot-<page>.png, problems seen on that page) per page; the PNGs are
+    1400 px wide and as tall as the page.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shots = []
+    page = new_page(browser)
+    try:
+        for path in pages:
+            open_page(page, base_url, path, timeout)
+            if path == "sketch" and page.locator("canvas.upper-canvas").count():
+                page.wait_for_timeout(500)  # ms: Fabric.js binds its mouse handlers after the first paint
+                draw_digit(page, sketch_digit)
+                page.wait_for_timeout(300)
+                wait_for_app(page, timeout)
+            # Park the mouse right of the content: no tooltip, hover highlight or sidebar button.
+            page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)
+            page.wait_for_timeout(800)  # ms: charts (Vega) and images finish painting after the run
+            target = out_dir / f"screenshot-{path}.png"
+            full_screenshot(page, target)
+            shots.append((target, problems(page)))
+    finally:
+        page.close()
+    return shots

@@ -1,0 +1,143 @@
+"""The dashboard in a real Chromium: what only a browser shows (drawing, live progress, pages
+that render without an error). Run: `python -m pytest tests/e2e -q -p no:cacheprovider`.
+
+The server is the real `streamlit run dashboard/app.py` on a temporary runs folder holding two
+tiny real runs (conftest.SEED_RUNS); these tests add one more (e2e-run) through the Train page.
+"""
+from __future__ import annotations
+
+import re
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.e2e import harness
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+TRAIN_LIMIT_S = 90  # seconds for the 2-epoch, 2000-image mlp started from the Train page
+
+
+def nav_titles(page) -> list[str]:
+    return page.locator('[data-testid="stSidebarNavLink"] span[label]').evaluate_all(
+        "spans => spans.map(s => s.getAttribute('label'))")
+
+
+@pytest.mark.parametrize("path", list(harness.PAGES))
+def test_page_opens(page, base_url, path):
+    harness.open_page(page, base_url, path)
+    harness.assert_no_exception(page)
+    title = harness.PAGES[path]
+    heading = page.locator('[data-testid="stMain"] h1')
+    assert heading.first.inner_text().strip() == title, \
+        f"/{path} shows the heading {heading.all_inner_texts()}, expected {title!r}"
+    # The app's own navigation, not Streamlit's pages/ folder fallback (which lists file names).
+    assert nav_titles(page) == list(harness.PAGES.values()), \
+        f"/{path}: the sidebar lists {nav_titles(page)}, expected the dashboard's seven pages"
+    assert urlparse(page.url).path == f"/{path}", f"/{path} ended up at {page.url}"
+
+
+def predictions_shown(page) -> list[str]:
+    """Every "Predicted: N" heading on the Sketch page, as text."""
+    texts = page.locator('[data-testid="stMain"]').get_by_text(re.compile(r"^Predicted:")).all_inner_texts()
+    return [t.strip() for t in texts]
+
+
+def test_sketch_a_one(page, base_url):
+    """A vertical stroke drawn with the mouse reaches the models, and one of them reads it as 1."""
+    harness.open_page(page, base_url, "sketch")
+    harness.assert_no_exception(page)
+    assert predictions_shown(page) == [], "predictions were shown before anything was drawn"
+    page.wait_for_timeout(500)  # ms: Fabric.js binds its mouse handlers after the first paint
+    harness.draw_digit(page, "1")
+
+    deadline = time.monotonic() + 30
+    while not predictions_shown(page) and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    harness.wait_for_app(page)
+    harness.assert_no_exception(page)
+    shown = predictions_shown(page)
+    # The seeded runs: both are finished, so both are picked by default (best run per arch).
+    assert len(shown) == 2, f"expected one prediction per seeded model, got {shown}"
+    digits = []
+    for text in shown:
+        match = re.fullmatch(r"Predicted:\s*(\d)", text)
+        assert match, f"not a digit prediction: {text!r}"
+        digits.append(int(match.group(1)))
+    # Both seeded models reach about 87-89% on MNIST's test set and 98% recall on its ones;
+    # a clean, centred vertical stroke is the easiest digit there is. Demanding that every
+    # model says 1 would test the tiny models, not the app; one reading it is the honest bar.
+    assert 1 in digits, f"no model read the vertical stroke as a 1: {shown}"
+    # The 28x28 image the models see is shown next to the canvas.
+    assert page.get_by_text("What the models see").count() == 1
+
+
+def latest_run_section(text: str) -> str:
+    """The Train page's "Latest run" card, as text (it sits between "Latest run" and "Queue")."""
+    if "Latest run" not in text:
+        return ""
+    return text.split("Latest run", 1)[1].split("Queue", 1)[0]
+
+
+def test_train_from_the_browser(page, base_url):
+    """Start a tiny run from the Train page, watch its progress, see it finish and listed."""
+    harness.open_page(page, base_url, "train")
+    harness.assert_no_exception(page)
+
+    page.get_by_role("combobox", name="Architecture").click()
+    page.get_by_role("option", name="mlp", exact=True).click()
+    harness.wait_for_app(page)  # the architecture's recipe fills the form; set our values after it
+    for label, value in [("Epochs", "2"), ("Training-set limit (0 = all)", "2000"), ("Run name", "e2e-run")]:
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        harness.wait_for_app(page)
+    assert page.get_by_role("combobox", name="Architecture").input_value() == "mlp"
+    assert page.get_by_label("Epochs", exact=True).input_value() == "2"
+    assert page.get_by_label("Training-set limit (0 = all)", exact=True).input_value() == "2000"
+
+    page.get_by_role("button", name="Start training").click()
+    main = page.locator('[data-testid="stMain"]')
+    started = time.monotonic()
+    seen_progress = []
+    finished = None
+    while time.monotonic() - started < TRAIN_LIMIT_S:
+        latest = latest_run_section(main.inner_text())
+        epoch = re.search(r"Epoch \d+/2", latest)
+        if epoch or page.locator('[data-testid="stProgress"]').count():
+            seen_progress.append(epoch.group(0) if epoch else "progress bar")
+        finished = re.search(r"Run finished with ([\d.]+)% test accuracy", latest)
+        if "e2e-run" in latest and finished:
+            break
+        assert not ("e2e-run" in latest and "failed" in latest), f"the run failed:\n{latest}"
+        page.wait_for_timeout(250)
+    else:
+        pytest.fail(f"e2e-run did not finish within {TRAIN_LIMIT_S} s; the page shows:\n"
+                    + main.inner_text()[:3000])
+    harness.assert_no_exception(page)
+    assert seen_progress, "the run finished but no progress (bar or 'Epoch n/2') was ever shown"
+    assert re.search(r"\bfinished\b", latest.split("Test accuracy")[0]), \
+        f"the latest-run card shows no 'finished' status badge:\n{latest}"
+    accuracy = float(finished.group(1))
+    assert 10 < accuracy <= 100, f"implausible test accuracy {accuracy}%"
+
+    harness.open_page(page, base_url, "compare")
+    harness.assert_no_exception(page)
+    # The runs table is a canvas grid; its cells are mirrored in an accessible <table>.
+    names = page.locator('[data-testid="stDataFrame"] td[role="gridcell"]').all_inner_texts()
+    assert "e2e-run" in [n.strip() for n in names], f"e2e-run is not in the Compare table: {names[:40]}"
+
+
+def test_screenshots(browser, base_url, tmp_path):
+    """scripts/screenshots.py's function writes one non-empty PNG per page."""
+    shots = harness.take_screenshots(browser, base_url, tmp_path)
+    written = [png for png, _ in shots]
+    assert not [p for _, p in shots if p], f"pages with errors: {[(png.name, p) for png, p in shots if p]}"
+    expected = {tmp_path / f"screenshot-{path}.png" for path in harness.PAGES}
+    assert set(written) == expected
+    for png in expected:
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, f"{png.name} is empty or not a PNG"
+        width = int.from_bytes(data[16:20], "big")
+        assert width == harness.VIEWPORT["width"], f"{png.name} is {width} px wide"

@@ -1,0 +1,294 @@
+"""Page tests with streamlit.testing.v1.AppTest: every page with no runs, with real tiny runs,
+and with a damaged run folder beside them."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+PAGES = ("train", "compare", "evaluate", "mistakes", "sketch", "data", "sweep")
+TIMEOUT = 60  # s per script run: generous, the CI machine shares 2 cores with training jobs
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # "/" lands on Train
+    if page != "train":
+        at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Everything a user reads on the page, as one string."""
+    parts = []
+    for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
+        parts += [str(element.value) for element in getattr(at, kind)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    return "\n".join(parts)
+
+
+def frame_with(at: AppTest, column: str):
+    frames = [d.value for d in at.dataframe if column in d.value.columns]
+    assert frames, f"no table with a {column!r} column"
+    return frames[0]
+
+
+# --- no runs yet --------------------------------------------------------------------------
+
+NEXT_STEP = {
+    "train": "No runs yet",
+    "compare": "No runs to compare yet",
+    "evaluate": "No finished run to evaluate yet",
+    "mistakes": "No finished run yet",
+    "sketch": "No trained model yet",
+    "sweep": "No sweep yet",
+}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_without_runs_says_what_to_do(lab_env, page):
+    at = open_page(page)
+    assert at.title[0].value == page.capitalize()
+    if page == "data":  # needs MNIST, not runs
+        assert frame_with(at, "validation").loc["total"].tolist() == [55_000, 5_000, 10_000]
+    else:
+        assert NEXT_STEP[page] in texts(at)
+
+
+def test_missing_mnist_offers_fetch(lab_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("MNIST_LAB_DATA", str(tmp_path / "no-data"))
+    at = open_page("data")
+    assert "MNIST is not on this machine yet" in texts(at)
+    assert [b.label for b in at.button] == ["Fetch MNIST"]
+
+
+# --- with real runs -------------------------------------------------------------------------
+
+def test_train_shows_newest_run_status_and_test_accuracy(lab_env, trained_runs):
+    from core.runs import load_run
+    lab_env(trained_runs.root)
+    newest = load_run(trained_runs.ids["lenet"], trained_runs.root)
+    at = open_page("train")
+    shown = texts(at)
+    assert newest.name in shown
+    assert "finished" in shown
+    assert f"Test accuracy {newest.test_acc:.2f}%" in shown
+    assert not [b for b in at.button if b.label == "Cancel"]  # nothing is active
+
+
+def test_train_bad_value_shows_config_error(lab_env):
+    at = open_page("train")
+    at.number_input(key="train_lr").set_value(0.0)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert [e.value for e in at.error] == ["lr must be > 0 and <= 10, got 0.0"]
+    assert not any(lab_env.empty.iterdir())  # no run was created
+
+
+def test_train_start_launches_a_job_with_the_form_values(lab_env, monkeypatch):
+    from core import jobs
+    launched = []
+    monkeypatch.setattr(jobs, "launch", lambda config, **_: launched.append(config) or "fake-run-id")
+    at = open_page("train")
+    at.selectbox(key="train_arch").set_value("mlp").run()
+    assert at.number_input(key="train_epochs").value == 20  # the mlp recipe filled the form
+    at.number_input(key="train_epochs").set_value(3)
+    at.number_input(key="train_limit").set_value(500)
+    at.text_input(key="train_name").set_value("from the test")
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error
+    (config,) = launched
+    assert (config.arch, config.epochs, config.train_limit, config.name, config.lr) == \
+        ("mlp", 3, 500, "from the test", 0.1)
+    assert "fake-run-id" in texts(at)
+
+
+def test_compare_lists_runs_with_test_accuracy(lab_env, trained_runs):
+    from core.runs import load_run
+    lab_env(trained_runs.root)
+    at = open_page("compare")
+    table = frame_with(at, "test_acc").set_index("name")
+    for run_id in trained_runs.ids.values():
+        run = load_run(run_id, trained_runs.root)
+        assert table.loc[run.name, "test_acc"] == pytest.approx(run.test_acc)
+        assert table.loc[run.name, "arch"] == run.arch
+    assert len(at.get("vega_lite_chart")) == 1  # the 2x2 grid of curves
+
+
+def test_compare_rename_and_delete(lab_env, trained_runs, tmp_path):
+    from core.runs import list_run_ids, load_run
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    mlp = trained_runs.ids["mlp"]
+    at = open_page("compare")
+    at.selectbox(key="compare_manage_run").set_value(mlp).run()
+    at.text_input(key=f"compare_name_{mlp}").set_value("renamed mlp")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    assert load_run(mlp, root).name == "renamed mlp"
+    next(b for b in at.button if b.label == "Delete…").click().run()
+    assert mlp in list_run_ids(root)  # not before the confirmation
+    next(b for b in at.button if b.label == "Yes, delete it").click().run()
+    assert not at.exception
+    assert list_run_ids(root) == [trained_runs.ids["lenet"]]
+
+
+def test_evaluate_confusion_matrix_and_cell_images(lab_env, trained_runs):
+    from core.runs import load_predictions
+    lab_env(trained_runs.root)
+    at = open_page("evaluate")
+    at.selectbox(key="eval_run").set_value(trained_runs.ids["mlp"]).run()
+    matrix = frame_with(at, "9")
+    assert matrix.shape == (10, 10) and int(matrix.to_numpy().sum()) == 10_000
+    preds = load_predictions(trained_runs.ids["mlp"], trained_runs.root)
+    assert np.array_equal(matrix.to_numpy(), np.bincount(preds["labels"] * 10 + preds["predicted"],
+                                                         minlength=100).reshape(10, 10))
+    scores = frame_with(at, "precision")
+    assert scores["support"].sum() == 10_000
+    at.selectbox(key="eval_true").set_value(4)
+    at.selectbox(key="eval_predicted").set_value(9).run()
+    count = int(((preds["labels"] == 4) & (preds["predicted"] == 9)).sum())
+    assert f"**{count:,}** test images of a **4** predicted as **9**" in texts(at)
+
+
+def test_evaluate_opens_the_run_in_the_link(lab_env, trained_runs):
+    """Sweep's "Open in Evaluate" links to evaluate?run=<id>; the page follows it, and the URL
+    follows the picker."""
+    lab_env(trained_runs.root)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.query_params["run"] = trained_runs.ids["lenet"]
+    at.switch_page("views/evaluate.py").run()
+    assert at.selectbox(key="eval_run").value == trained_runs.ids["lenet"]
+    at.selectbox(key="eval_run").set_value(trained_runs.ids["mlp"]).run()
+    assert at.query_params["run"] == trained_runs.ids["mlp"]
+
+
+def test_mistakes_counts_and_disagreements(lab_env, trained_runs):
+    from core.explore import disagreements
+    from core.runs import load_predictions
+    lab_env(trained_runs.root)
+    at = open_page("mistakes")
+    at.selectbox(key="mis_run").set_value(trained_runs.ids["mlp"]).run()
+    preds = load_predictions(trained_runs.ids["mlp"], trained_runs.root)
+    wrong = int((preds["labels"] != preds["predicted"]).sum())
+    assert f"Mistakes {wrong:,}" in texts(at)
+    other = load_predictions(trained_runs.ids["lenet"], trained_runs.root)
+    a_only, b_only = disagreements(preds, other)
+    labels = [t.label for t in at.tabs]
+    assert labels[0].endswith(f"({len(a_only):,})") and labels[1].endswith(f"({len(b_only):,})")
+    at.selectbox(key="mis_true").set_value(7).run()
+    expected = int(((preds["labels"] != preds["predicted"]) & (preds["labels"] == 7)).sum())
+    assert f"{expected:,} mistakes match the filter" in texts(at)
+
+
+def test_sketch_empty_drawing_models_and_handwriting_scores(lab_env, trained_runs, mnist_root):
+    from core import handwriting
+    from core.data import load_mnist
+    from core.predict import Predictor
+    lab_env(trained_runs.root)
+    mnist = load_mnist(mnist_root)
+    for index in range(5):  # five real test digits stand in for a person's drawings
+        handwriting.add_drawing(mnist.test_images[index].numpy(), int(mnist.test_labels[index]))
+    at = open_page("sketch")
+    assert "Draw a digit" in texts(at)
+    assert sorted(frame_with(at, "test accuracy")["arch"]) == ["lenet", "mlp"]
+    scores = frame_with(at, "accuracy").set_index("arch")
+    hw = handwriting.load_set()
+    for arch, run_id in trained_runs.ids.items():
+        expected = handwriting.score(Predictor.from_run(run_id, trained_runs.root).probabilities(hw.unit_images),
+                                     hw.labels)
+        assert scores.loc[arch, "correct"] == expected["correct"] and scores.loc[arch, "total"] == 5
+    save = next(b for b in at.button if b.label == "Save to my handwriting")
+    assert save.disabled  # nothing drawn
+
+
+def test_data_csv_import_shows_rows_or_errors(lab_env):
+    at = open_page("data")
+    header = "label," + ",".join(f"pixel{i}" for i in range(784))
+    good = "\n".join([header] + [f"{d}," + ",".join(["0"] * 300 + ["255"] * 184 + ["0"] * 300)
+                                 for d in (3, 1, 4)]) + "\n"
+    at.file_uploader(key="data_csv").upload("digits.csv", good.encode(), "text/csv")
+    at.run()
+    assert "**digits.csv**: 3 digits, with labels." in texts(at)
+    bad = header + "\n7," + ",".join(["0"] * 783 + ["300"]) + "\n"
+    at.file_uploader(key="data_csv").upload("bad.csv", bad.encode(), "text/csv")
+    at.run()
+    (error,) = at.error
+    assert "bad.csv" in error.value and "pixel783" in error.value
+
+
+def test_sweep_shows_the_grid_of_a_prepared_sweep(lab_env, tmp_path):
+    from core.config import TrainConfig
+    from core.sweep import prepare_sweep
+    root = lab_env(tmp_path / "sweep-runs")
+    sweep_id, run_ids = prepare_sweep(TrainConfig(arch="mlp", epochs=1, train_limit=100),
+                                      [0.01, 0.1], [32, 64], root=root)
+    at = open_page("sweep")
+    assert at.selectbox(key="sweep_pick").value == sweep_id
+    grid = frame_with(at, "64")
+    assert list(grid.columns) == ["32", "64"] and list(grid.index) == ["0.01", "0.1"]
+    assert "4 queued" in texts(at)
+    assert len(at.get("vega_lite_chart")) == 1  # the heatmap
+    assert at.selectbox(key="sweep_cell").value in run_ids
+
+
+# --- damaged run folders ---------------------------------------------------------------------
+
+@pytest.fixture
+def damaged_runs(lab_env, trained_runs, tmp_path):
+    """The tiny runs plus one folder with a garbage config.json and a truncated history.csv,
+    and one 'finished' run whose predictions file is garbage (newest, so pages pick it)."""
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    broken = root / "20990101-000000-broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{ this is not json")
+    (broken / "status.json").write_text(json.dumps({"status": "finished", "created": "2099-01-01T00:00:00"}))
+    (broken / "history.csv").write_text("epoch,train_loss,train_acc,val_lo")
+    torn = root / "20990101-000001-mlp-torn"
+    source = root / trained_runs.ids["mlp"]
+    for name in ("config.json", "status.json", "history.csv", "metrics.json", "model.safetensors"):
+        (torn / name).parent.mkdir(exist_ok=True)
+        (torn / name).write_bytes((source / name).read_bytes())
+    (torn / "predictions.safetensors").write_bytes(b"\x00garbage")
+    return root
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_damaged_run_warns_and_page_renders(damaged_runs, page):
+    at = open_page(page)
+    warnings = "\n".join(w.value for w in at.warning)
+    if page != "data":  # the Data page does not read runs
+        assert "20990101-000000-broken" in warnings
+    if page in ("evaluate", "mistakes"):
+        assert "predictions" in warnings and "unreadable" in warnings
+
+
+def test_train_shows_a_running_job_live_and_cancels_it(lab_env, tmp_path):
+    """A run folder naming a live process (a stand-in `sleep`) is shown live; Cancel signals it."""
+    from core.config import TrainConfig
+    from core.runs import RunWriter
+    root = lab_env(tmp_path / "live")
+    job = subprocess.Popen(["sleep", "60"])
+    try:
+        writer = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
+        writer.set_status("running", pid=job.pid)
+        writer.write_history([{"epoch": 1, "train_loss": 0.5, "train_acc": 85.0, "val_loss": 0.4,
+                               "val_acc": 88.0, "lr": 0.1, "seconds": 10.0}])
+        writer.write_progress(epoch=2, epochs=5, step=50, steps=100, train_loss=0.3, train_acc=90.0,
+                              epoch_seconds=5.0)
+        at = open_page("train")
+        bars = [p.proto.text for p in at.get("progress")]
+        # half of epoch 2 left plus 3 epochs, at 10 s each
+        assert bars and all(text == "Epoch 2/5 · step 50/100 · about 35s left" for text in bars)
+        assert "running" in texts(at) and "live one" in texts(at)
+        cancel = [b for b in at.button if b.label == "Cancel"]
+        assert len(cancel) == 2  # in the latest-run card and in the queue
+        cancel[0].click().run()
+        assert not at.exception
+        assert job.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        job.kill()
+        job.wait()

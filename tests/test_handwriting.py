@@ -1,0 +1,90 @@
+"""core.handwriting: saving, listing and deleting drawings, and scoring models on them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import handwriting
+from core.handwriting import HandwritingError
+
+
+def digit(value: int = 200) -> np.ndarray:
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[6:22, 12:16] = value
+    return image
+
+
+def test_empty_set_when_nothing_was_saved(tmp_path):
+    hw = handwriting.load_set(tmp_path / "none")
+    assert len(hw) == 0 and hw.images.shape == (0, 28, 28)
+    assert handwriting.label_counts(hw) == [0] * 10
+
+
+def test_add_list_delete_roundtrip(tmp_path):
+    first = handwriting.add_drawing(digit(), 1, tmp_path)
+    second = handwriting.add_drawing(digit(100).astype(np.float32) / 255.0, 7, tmp_path)
+    hw = handwriting.load_set(tmp_path)
+    assert hw.ids.tolist() == [first, second] and hw.labels.tolist() == [1, 7]
+    assert np.array_equal(hw.images[0], digit()) and np.array_equal(hw.images[1], digit(100))
+    assert hw.unit_images.max() == pytest.approx(200 / 255)
+    assert handwriting.label_counts(hw)[7] == 1
+    assert handwriting.delete_drawings([first, 999], tmp_path) == 1
+    third = handwriting.add_drawing(digit(), 3, tmp_path)
+    assert third not in (first, second)  # ids are never reused
+    assert handwriting.load_set(tmp_path).ids.tolist() == [second, third]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "handwriting.npz"]  # no temp files left
+    with np.load(tmp_path / "handwriting.npz", allow_pickle=False) as data:  # plain arrays only
+        assert set(data.files) == {"images", "labels", "ids", "created"}
+
+
+def test_folder_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(handwriting.HANDWRITING_ENV, str(tmp_path / "mine"))
+    handwriting.add_drawing(digit(), 4)
+    assert (tmp_path / "mine" / "handwriting.npz").is_file()
+    assert len(handwriting.load_set()) == 1
+
+
+@pytest.mark.parametrize("image, label, message", [
+    (np.zeros((28, 28), np.uint8), 1, "empty"),
+    (np.zeros((20, 20), np.uint8), 1, "28x28"),
+    (digit().astype(np.float32), 1, "floats on \\[0, 1\\]"),  # 0..255 floats by mistake
+    (digit(), 10, "digit 0..9"),
+    (digit(), True, "digit 0..9"),
+])
+def test_unusable_drawings_are_refused(tmp_path, image, label, message):
+    with pytest.raises(HandwritingError, match=message):
+        handwriting.add_drawing(image, label, tmp_path)
+    assert not (tmp_path / "handwriting.npz").exists()
+
+
+def test_corrupt_file_is_reported(tmp_path):
+    (tmp_path / "handwriting.npz").write_bytes(b"not a zip file")
+    with pytest.raises(HandwritingError, match="unreadable"):
+        handwriting.load_set(tmp_path)
+
+
+def test_scores_against_counting(tmp_path):
+    for label in (0, 1, 1, 2):
+        handwriting.add_drawing(digit(), label, tmp_path)
+    hw = handwriting.load_set(tmp_path)
+
+    def always(d):
+        return lambda images: np.eye(10)[np.full(len(images), d)]
+
+    table = handwriting.accuracy_table({"says 1": always(1), "says 5": always(5)}, hw).set_index("model")
+    assert table.loc["says 1", "correct"] == 2 and table.loc["says 1", "accuracy"] == pytest.approx(50.0)
+    assert table.loc["says 5", "correct"] == 0 and table.loc["says 5", "total"] == 4
+    assert handwriting.score(np.zeros((0, 10)), np.zeros(0))["accuracy"] is None
+
+
+def test_evaluate_runs_with_a_trained_model(tmp_path, trained_runs, mnist_root):
+    from core.data import load_mnist
+    from core.predict import Predictor
+    mnist = load_mnist(mnist_root)
+    for i in range(8):
+        handwriting.add_drawing(mnist.test_images[i].numpy(), int(mnist.test_labels[i]), tmp_path)
+    run_id = trained_runs.ids["mlp"]
+    table = handwriting.evaluate_runs([run_id], trained_runs.root, tmp_path)
+    probs = Predictor.from_run(run_id, trained_runs.root).probabilities(mnist.test_images[:8].numpy() / 255.0)
+    expected = int((probs.argmax(1) == mnist.test_labels[:8].numpy()).sum())
+    assert table.loc[0, "correct"] == expected and table.loc[0, "total"] == 8
