@@ -169,13 +169,13 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
 
 
 def best_run_per_arch(runs: Iterable[Run]) -> list[Run]:
-    """The finished run with weights and the highest test accuracy of each architecture,
-    in registry order (unknown architectures last)."""
+    """The finished run with weights and the best validation accuracy of each architecture,
+    in registry order (unknown architectures last). Chosen on validation, never on the test set."""
     best: dict[str, Run] = {}
     for run in runs:
-        if run.status != "finished" or not run.has_weights or run.test_acc is None:
+        if run.status != "finished" or not run.has_weights or run.best_val_acc is None:
             continue
-        if run.arch not in best or run.test_acc > best[run.arch].test_acc:
+        if run.arch not in best or run.best_val_acc > best[run.arch].best_val_acc:
             best[run.arch] = run
     order = {name: i for i, name in enumerate(list_models())}
     return sorted(best.values(), key=lambda r: (order.get(r.arch, len(order)), r.arch))

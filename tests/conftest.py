@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data"
+from tests.helpers import DATA
 
 
 @pytest.fixture(scope="session")

@@ -90,22 +90,27 @@ def test_train_bad_value_shows_config_error(lab_env):
     assert not any(lab_env.empty.iterdir())  # no run was created
 
 
-def test_train_start_launches_a_job_with_the_form_values(lab_env, monkeypatch):
-    from core import jobs
-    launched = []
-    monkeypatch.setattr(jobs, "launch", lambda config, **_: launched.append(config) or "fake-run-id")
+def test_train_start_launches_a_real_job_with_the_form_values(lab_env):
+    import time
+    from core.runs import list_runs
     at = open_page("train")
     at.selectbox(key="train_arch").set_value("mlp").run()
     assert at.number_input(key="train_epochs").value == 20  # the mlp recipe filled the form
-    at.number_input(key="train_epochs").set_value(3)
+    at.number_input(key="train_epochs").set_value(2)
     at.number_input(key="train_limit").set_value(500)
     at.text_input(key="train_name").set_value("from the test")
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception and not at.error
-    (config,) = launched
-    assert (config.arch, config.epochs, config.train_limit, config.name, config.lr) == \
-        ("mlp", 3, 500, "from the test", 0.1)
-    assert "fake-run-id" in texts(at)
+    (run,) = list_runs(lab_env.empty)
+    assert (run.arch, run.config["epochs"], run.config["train_limit"], run.name, run.config["lr"]) == \
+        ("mlp", 2, 500, "from the test", 0.1)
+    assert run.run_id in texts(at) or "from the test" in texts(at)
+    deadline = time.monotonic() + 120  # its own process trains it, whatever the page does
+    while list_runs(lab_env.empty)[0].status != "finished" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list_runs(lab_env.empty)[0].status == "finished"
+    at.run()
+    assert "Run **finished** with" in texts(at)
 
 
 def test_compare_lists_runs_with_test_accuracy(lab_env, trained_runs):

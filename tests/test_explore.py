@@ -119,10 +119,11 @@ def test_run_table_keeps_numbers_sortable():
 
 def test_best_run_per_arch(monkeypatch):
     monkeypatch.setattr(Run, "has_weights", property(lambda self: True))
-    runs = [make_run("1", arch="lenet", metrics={"test_accuracy": 98.0}),
-            make_run("2", arch="lenet", metrics={"test_accuracy": 98.9}),
-            make_run("3", arch="mlp", metrics={"test_accuracy": 97.0}),
-            make_run("4", arch="mlp", status="failed", metrics={"test_accuracy": 99.9})]
+    # chosen on validation accuracy: run 1 has the better test score but the worse validation
+    runs = [make_run("1", arch="lenet", history=history_rows(val_acc=(90.0, 98.0)), metrics={"test_accuracy": 99.0}),
+            make_run("2", arch="lenet", history=history_rows(val_acc=(90.0, 98.5)), metrics={"test_accuracy": 98.9}),
+            make_run("3", arch="mlp", history=history_rows(), metrics={"test_accuracy": 97.0}),
+            make_run("4", arch="mlp", status="failed", history=history_rows(val_acc=(99, 99.9)))]
     assert [r.run_id for r in explore.best_run_per_arch(runs)] == ["3", "2"]  # registry order
 
 

@@ -252,8 +252,9 @@ def live_panel() -> None:
                               "training-set limit for a quicker first look.", link_to_train=False)
         return
     common.show_run_warnings(runs)
-    latest = explore.newest(runs)
-    st.subheader("Latest run", divider="gray")
+    running = [r for r in active if r.status == "running"]
+    latest = running[0] if running else explore.newest(runs)  # the job training now, else the newest
+    st.subheader("Training now" if running else "Latest run", divider="gray")
     latest_run_card(latest)
     queue_section(active)
     recent_section(runs)

@@ -74,10 +74,12 @@ def test_sketch_a_one(page, base_url):
 
 
 def latest_run_section(text: str) -> str:
-    """The Train page's "Latest run" card, as text (it sits between "Latest run" and "Queue")."""
-    if "Latest run" not in text:
+    """The Train page's card for the job training now ("Training now") or, when none is, the
+    newest run ("Latest run"), as text: it sits between its heading and "Queue"."""
+    match = re.search(r"(Training now|Latest run)\n", text)
+    if not match:
         return ""
-    return text.split("Latest run", 1)[1].split("Queue", 1)[0]
+    return text[match.end():].split("Queue", 1)[0]
 
 
 def test_train_from_the_browser(page, base_url):
