@@ -297,3 +297,31 @@ def test_train_shows_a_running_job_live_and_cancels_it(lab_env, tmp_path):
     finally:
         job.kill()
         job.wait()
+
+
+def test_train_start_with_an_unusable_checkpoints_folder_says_so(lab_env, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the runs folder should be")
+    lab_env(blocker)
+    at = open_page("train")
+    at.selectbox(key="train_arch").set_value("mlp").run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception
+    (error,) = at.error
+    assert error.value.startswith("Could not start the run")
+    assert blocker.read_text() == "a file where the runs folder should be"  # nothing lost
+
+
+@pytest.mark.parametrize("page", ("train", "compare", "evaluate", "mistakes", "sketch", "sweep"))
+def test_pages_render_with_a_hundred_runs(lab_env, trained_runs, tmp_path_factory, page):
+    import shutil
+    root = tmp_path_factory.getbasetemp() / "hundred-runs"
+    if not root.exists():
+        source = trained_runs.root / trained_runs.ids["mlp"]
+        for i in range(100):
+            shutil.copytree(source, root / f"20260101-{i:06d}-mlp-copy")
+    lab_env(root)
+    at = open_page(page)
+    assert not at.exception
+    if page == "compare":
+        assert len(frame_with(at, "test_acc")) == 100
