@@ -314,3 +314,23 @@ def probability_chart(probabilities: np.ndarray, height: int = 180) -> alt.Chart
         color=alt.condition(alt.datum.digit == top, alt.value("#f58518"), alt.value("#4c78a8")),
         tooltip=[alt.Tooltip("digit:N"), alt.Tooltip("probability:Q", format=".2%")],
     ).properties(height=height)
+
+
+def finished_run_or_stop(what_next: str, key: str, needs_mnist: str | None = None):
+    """The opening of a page about one finished run: say what to do when there is none,
+    warn about damaged runs, let the user pick one (its id follows the URL's ?run=), and
+    load its saved predictions. Returns (runs with predictions, picked run, predictions);
+    stops the page when any of them is missing."""
+    runs = load_runs()
+    finished = finished_with_predictions(runs)
+    if not finished:
+        no_runs_notice(what_next)
+        st.stop()
+    if needs_mnist and not require_mnist(needs_mnist):
+        st.stop()
+    show_run_warnings(runs)
+    run = pick_run("Run", finished, key=key, query_param="run")
+    preds = predictions(run)
+    if preds is None:
+        st.stop()
+    return finished, run, preds

@@ -136,6 +136,7 @@ class Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=1000)
     marker = tmp_path / "pwned"

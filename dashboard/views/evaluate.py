@@ -67,17 +67,9 @@ def cell_images(preds, true: int, predicted: int) -> None:
 
 st.title("Evaluate")
 st.caption("The test set through one finished run: where it goes wrong and for which digits.")
-runs = common.load_runs()
-finished = common.finished_with_predictions(runs)
-if not finished:
-    common.no_runs_notice("No finished run to evaluate yet: train a model on the **Train** page; "
-                          "when it finishes, its confusion matrix and per-class scores appear here.")
-    st.stop()
-common.show_run_warnings(runs)
-run = common.pick_run("Run", finished, key="eval_run", query_param="run")
-preds = common.predictions(run)
-if preds is None:
-    st.stop()
+_, run, preds = common.finished_run_or_stop(
+    "No finished run to evaluate yet: train a model on the **Train** page; "
+    "when it finishes, its confusion matrix and per-class scores appear here.", key="eval_run")
 cm = explore.prediction_confusion(preds)
 correct = int(cm.trace())
 total = int(cm.sum())

@@ -78,19 +78,11 @@ def two_runs(run_a, preds_a, finished, images) -> None:
 
 st.title("Mistakes")
 st.caption("Every test image a run gets wrong, with what it said and how sure it was.")
-runs = common.load_runs()
-finished = common.finished_with_predictions(runs)
-if not finished:
-    common.no_runs_notice("No finished run yet, so no mistakes to look at: train a model on the "
-                          "**Train** page and its wrong test predictions appear here.")
-    st.stop()
-if not common.require_mnist("The gallery"):
-    st.stop()
-common.show_run_warnings(runs)
-run = common.pick_run("Run", finished, key="mis_run", query_param="run")
-preds = common.predictions(run)
+finished, run, preds = common.finished_run_or_stop(
+    "No finished run yet, so no mistakes to look at: train a model on the **Train** page and its "
+    "wrong test predictions appear here.", key="mis_run", needs_mnist="The gallery")
 images = common.test_images()
-if preds is None or images is None:
+if images is None:
     st.stop()
 one_run(run, preds, images)
 two_runs(run, preds, finished, images)

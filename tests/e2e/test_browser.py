@@ -104,11 +104,18 @@ def test_train_from_the_browser(page, base_url):
     started = time.monotonic()
     seen_progress = []
     finished = None
+    reloaded = False
     while time.monotonic() - started < TRAIN_LIMIT_S:
         latest = latest_run_section(main.inner_text())
         epoch = re.search(r"Epoch \d+/2", latest)
         if epoch or page.locator('[data-testid="stProgress"]').count():
             seen_progress.append(epoch.group(0) if epoch else "progress bar")
+            if not reloaded and "e2e-run" in latest:
+                # The job is its own process: a page reload (a closed tab) must not stop it.
+                page.reload()
+                harness.wait_for_app(page)
+                main = page.locator('[data-testid="stMain"]')
+                reloaded = True
         finished = re.search(r"Run finished with ([\d.]+)% test accuracy", latest)
         if "e2e-run" in latest and finished:
             break
@@ -119,6 +126,7 @@ def test_train_from_the_browser(page, base_url):
                     + main.inner_text()[:3000])
     harness.assert_no_exception(page)
     assert seen_progress, "the run finished but no progress (bar or 'Epoch n/2') was ever shown"
+    assert reloaded, "the page was never reloaded while the run trained"
     assert re.search(r"\bfinished\b", latest.split("Test accuracy")[0]), \
         f"the latest-run card shows no 'finished' status badge:\n{latest}"
     accuracy = float(finished.group(1))
