@@ -265,10 +265,10 @@ def test_ema_warms_up_then_averages():
     ema = EMA(model, decay=0.9)
     model.weight.data.fill_(1.0)
     ema.update(model)  # warm-up: decay (1+1)/(10+1) = 0.1818..., not 0.9
-    assert ema.module.weight.tolist() == pytest.approx([[1 - 2 / 11] * 2])
+    assert ema.module.weight.flatten().tolist() == pytest.approx([1 - 2 / 11] * 2)
     for _ in range(200):
         ema.update(model)
-    assert ema.module.weight.tolist() == pytest.approx([[1.0, 1.0]], abs=1e-6)
+    assert ema.module.weight.flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
     restored = EMA(model)
     restored.load_state_dict(ema.state_dict())
     assert restored.updates == 201 and torch.equal(restored.module.weight, ema.module.weight)
