@@ -16,7 +16,7 @@ def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
     """Validate every cell, then create one queued run per (lr, batch size).
     `detached`: each run will be trained by its own job process (the dashboard's way)."""
     sweep_id = "sweep-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    configs = [base.replace(lr=lr, batch_size=bs, sweep=sweep_id, name=f"{sweep_id} lr={lr:g} bs={bs}")
+    configs = [base.replace(lr=lr, batch_size=bs, sweep=sweep_id, name=f"lr={lr:g} bs={bs}")
                for lr, bs in itertools.product(lrs, batch_sizes)]  # replace() validates each
     return sweep_id, [prepare_run(c, root=root, detached=detached) for c in configs]
 
