@@ -118,10 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `python -m core runs | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ConfigError, ValueError, RuntimeError, KeyError, OSError) as exc:
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:  # ConfigError is a ValueError
         from core.runs import describe_os_error
-        message = describe_os_error(exc, Path(getattr(exc, "filename", None) or ".")) \
-            if isinstance(exc, OSError) and not str(exc).startswith("error") else str(exc)
+        message = describe_os_error(exc, Path(exc.filename or ".")) if isinstance(exc, OSError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 1
 
@@ -212,8 +211,8 @@ def cmd_train(args) -> int:
         load_run(run_id, args.checkpoints)  # a clear error if it does not exist
     else:
         if args.arch is None:
-            print("error: --arch is required (one of: "
-                  + ", ".join(__import__("core.models", fromlist=["x"]).list_models()) + ")", file=sys.stderr)
+            from core.models import list_models
+            print(f"error: --arch is required (one of: {', '.join(list_models())})", file=sys.stderr)
             return 2
         try:
             cfg = config_from_args(args)

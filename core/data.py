@@ -148,7 +148,7 @@ def fetch(root: str | os.PathLike | None = None,
                 for name in MD5:
                     os.replace(tmp / name, raw / name)
             report(f"MNIST ready in {raw} (from {label})")
-            load_mnist.cache_clear()
+            _load_mnist_cached.cache_clear()
             return raw
     raise DataError("could not obtain MNIST; tried:\n  " + "\n  ".join(failures))
 
@@ -196,8 +196,6 @@ def load_mnist(root: str | os.PathLike | None = None) -> MNIST:
     return _load_mnist_cached(str(raw_dir(root).resolve()))
 
 
-load_mnist.cache_clear = _load_mnist_cached.cache_clear  # type: ignore[attr-defined]
-
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), normalised as every model expects."""
@@ -227,7 +225,8 @@ def make_split(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Te
                test_labels: torch.Tensor, *, val_size: int, seed: int,
                train_limit: int | None = None, device: torch.device | str = "cpu") -> Split:
     """Split `images` into train/validation with `seed`; the test set is kept whole."""
-    val_size = min(val_size, max(1, len(images) // 10)) if len(images) <= val_size else val_size
+    if val_size >= len(images):  # a small CSV: hold out a tenth of it instead
+        val_size = max(1, len(images) // 10)
     train_idx, val_idx = split_indices(len(images), val_size, seed)
     if train_limit is not None:
         train_idx = train_idx[:train_limit]

@@ -17,6 +17,7 @@ checkpoints folder.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import io
@@ -94,17 +95,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with _ignore_missing():
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-class _ignore_missing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        return kind is not None and issubclass(kind, FileNotFoundError)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -133,7 +126,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
         save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
-        with _ignore_missing():
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
