@@ -79,9 +79,10 @@ def is_available(root: str | os.PathLike | None = None) -> bool:
 # --- fetch routes: each fills `dest` (a temporary folder) with the four uncompressed files ---
 
 def _route_existing(dest: Path, root: Path) -> None:
+    """Complete a partial copy: good files in place, gzipped ones (torchvision's) beside them."""
     raw = raw_dir(root)
     for name in MD5:
-        if (raw / name).is_file():
+        if (raw / name).is_file() and md5sum(raw / name) == MD5[name]:
             shutil.copyfile(raw / name, dest / name)
         elif (raw / f"{name}.gz").is_file():
             with gzip.open(raw / f"{name}.gz") as src, open(dest / name, "wb") as out:
@@ -129,6 +130,9 @@ def fetch(root: str | os.PathLike | None = None,
     root = data_dir(root)
     raw = raw_dir(root)
     report = report or (lambda message: None)
+    if not missing_files(root):
+        report(f"MNIST ready in {raw} (copy already there, MD5 verified)")
+        return raw
     failures = []
     for label, route in ROUTES:
         report(f"trying {label}")
@@ -144,9 +148,8 @@ def fetch(root: str | os.PathLike | None = None,
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 failures.append(f"{label}: {reason[:200]}")
                 continue
-            if route is not _route_existing:
-                for name in MD5:
-                    os.replace(tmp / name, raw / name)
+            for name in MD5:
+                os.replace(tmp / name, raw / name)
             report(f"MNIST ready in {raw} (from {label})")
             _load_mnist_cached.cache_clear()
             return raw

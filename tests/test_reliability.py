@@ -337,3 +337,19 @@ def test_a_prepared_run_never_claimed_is_shown_interrupted(tmp_path):
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=LAUNCH_GRACE_S + 5)
     atomic_write_json(tmp_path / run_id / "status.json", {**status, "created": old.isoformat()})
     assert load_run(run_id, tmp_path).status == "interrupted"
+
+
+def test_fetch_completes_a_gzipped_copy_and_verifies_it(tmp_path):
+    import gzip
+    import shutil
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for p in (require_mnist() / "MNIST" / "raw").iterdir():
+        if p.is_file():
+            with open(p, "rb") as src, gzip.open(raw / f"{p.name}.gz", "wb", compresslevel=1) as dst:
+                shutil.copyfileobj(src, dst)
+    proc = cli("--data", str(tmp_path), "fetch", env={**os.environ, "PATH": "/nonexistent"})
+    assert proc.returncode == 0, proc.stderr
+    assert "from copy already there" in proc.stderr
+    from core.data import missing_files
+    assert missing_files(tmp_path) == []
