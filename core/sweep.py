@@ -6,6 +6,7 @@ import itertools
 
 import pandas as pd
 
+from core import explore
 from core.config import TrainConfig
 from core.runs import list_runs
 from core.train import prepare_run, train
@@ -30,11 +31,8 @@ def run_sweep(run_ids: list[str], root=None, data_root=None, stop=None, callback
 
 
 def sweep_runs(sweep_id: str, root=None) -> pd.DataFrame:
-    """One row per run of the sweep: run_id, lr, batch_size, status, best val accuracy."""
-    rows = [{"run_id": r.run_id, "lr": r.config.get("lr"), "batch_size": r.config.get("batch_size"),
-             "status": r.status, "val_acc": r.best_val_acc, "test_acc": r.test_acc}
-            for r in list_runs(root) if r.config.get("sweep") == sweep_id]
-    return pd.DataFrame(rows, columns=["run_id", "lr", "batch_size", "status", "val_acc", "test_acc"])
+    """One row per run of the sweep: run_id, name, lr, batch_size, status, best val accuracy."""
+    return explore.sweep_table(list_runs(root), sweep_id)
 
 
 def grid_table(sweep_id: str, root=None) -> pd.DataFrame:
@@ -44,4 +42,5 @@ def grid_table(sweep_id: str, root=None) -> pd.DataFrame:
 
 
 def list_sweeps(root=None) -> list[str]:
-    return sorted({r.config["sweep"] for r in list_runs(root) if r.config.get("sweep")}, reverse=True)
+    """Sweep ids on disk, newest first."""
+    return explore.sweep_ids(list_runs(root))
