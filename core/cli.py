@@ -138,15 +138,7 @@ def cmd_models(args) -> int:
     print(f"{'name':<8} {'params':>9}  {'from':<10} {'target':>6}  recipe")
     for name in list_models():
         spec = get_spec(name)
-        r = spec.recipe
-        recipe = (f"{r.optimizer} lr={r.lr:g} batch={r.batch_size} epochs={r.epochs}"
-                  + (f" momentum={r.momentum:g}" if r.momentum else "")
-                  + (f" wd={r.weight_decay:g}" if r.weight_decay else "")
-                  + (f" schedule={r.schedule}" if r.schedule != "none" else "")
-                  + (f" step={r.step_size}x{r.gamma:g}" if r.schedule == "step" else "")
-                  + (f" augment={r.augment}" if r.augment != "none" else "")
-                  + (f" smoothing={r.label_smoothing:g}" if r.label_smoothing else "")
-                  + (" ema" if r.ema else ""))
+        recipe = spec.recipe.describe()
         print(f"{name:<8} {count_parameters(create_model(name)):>9,}  {spec.source:<10} "
               f"{spec.target:>5.1f}%  {recipe}")
         print(f"{'':<8} {'':>9}  {spec.summary}")

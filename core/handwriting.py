@@ -17,7 +17,6 @@ import datetime as dt
 import fcntl
 import io
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+
+from core.runs import atomic_write_bytes
 
 HANDWRITING_ENV = "MNIST_LAB_HANDWRITING"
 DEFAULT_DIR = Path("data") / "handwriting"
@@ -88,17 +89,7 @@ def _write(hw: HandwritingSet, root: str | os.PathLike | None) -> None:
     path = set_path(root)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, images=hw.images, labels=hw.labels, ids=hw.ids, created=hw.created)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @contextlib.contextmanager

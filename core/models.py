@@ -33,6 +33,23 @@ class Recipe:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def describe(self, sep: str = ", ") -> str:
+        """One line, e.g. 'sgd lr 0.01, batch 128, 15 epochs, momentum 0.9, step (x0.1 every 6)'."""
+        parts = [f"{self.optimizer} lr {self.lr:g}", f"batch {self.batch_size}", f"{self.epochs} epochs"]
+        if self.momentum:
+            parts.append(f"momentum {self.momentum:g}")
+        if self.weight_decay:
+            parts.append(f"weight decay {self.weight_decay:g}")
+        if self.schedule != "none":
+            parts.append(self.schedule + (f" (x{self.gamma:g} every {self.step_size})" if self.schedule == "step" else ""))
+        if self.augment != "none":
+            parts.append(f"{self.augment} augmentation")
+        if self.label_smoothing:
+            parts.append(f"label smoothing {self.label_smoothing:g}")
+        if self.ema:
+            parts.append("EMA weights")
+        return sep.join(parts)
+
 
 @dataclass(frozen=True)
 class ModelSpec:

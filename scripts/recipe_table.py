@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | from | parameters | default recipe | target | test accuracy | best val | epochs | s/epoch (median) | device | date |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|")
     for arch in list_models():
-        spec, r = get_spec(arch), spec_recipe(get_spec(arch))
+        spec = get_spec(arch)
+        r = spec.recipe.describe()
         mine = sorted((x for x in runs if x.arch == arch), key=lambda x: x.best_val_acc or 0, reverse=True)
         if not mine:
             print(f"| `{arch}` | {spec.source} | {count_parameters(create_model(arch)):,} | {r} | ≥ {spec.target}% "
@@ -42,24 +43,6 @@ def main(argv: list[str] | None = None) -> int:
               f"**{run.test_acc:.2f}%** {met} | {run.best_val_acc:.2f}% | {run.epochs_done} | {seconds:.1f} | "
               f"{run.metrics.get('device', '?')} | {str(run.metrics.get('finished', ''))[:10]} |")
     return 0
-
-
-def spec_recipe(spec) -> str:
-    r = spec.recipe
-    parts = [f"{r.optimizer} lr {r.lr:g}", f"batch {r.batch_size}", f"{r.epochs} epochs"]
-    if r.momentum:
-        parts.append(f"momentum {r.momentum:g}")
-    if r.weight_decay:
-        parts.append(f"wd {r.weight_decay:g}")
-    if r.schedule != "none":
-        parts.append(r.schedule + (f" (x{r.gamma:g} every {r.step_size})" if r.schedule == "step" else ""))
-    if r.augment != "none":
-        parts.append(f"{r.augment} augmentation")
-    if r.label_smoothing:
-        parts.append(f"label smoothing {r.label_smoothing:g}")
-    if r.ema:
-        parts.append("EMA")
-    return ", ".join(parts)
 
 
 if __name__ == "__main__":

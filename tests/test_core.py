@@ -229,7 +229,7 @@ def test_cli_models_lists_names_parameters_and_recipes():
     assert code == 0
     for name in list_models():
         assert name in out
-    assert "16,478" in out and "adam lr=0.001 batch=64" in out
+    assert "16,478" in out and "adam lr 0.001, batch 64, 10 epochs" in out
 
 
 def test_cli_runs_lists_a_run(trained):

@@ -29,22 +29,7 @@ def apply_recipe(only_missing: bool = False) -> None:
 
 
 def recipe_line(arch: str) -> str:
-    r = get_spec(arch).recipe
-    parts = [f"{r.optimizer}", f"lr {r.lr:g}", f"batch {r.batch_size}", f"{r.epochs} epochs"]
-    if r.momentum:
-        parts.append(f"momentum {r.momentum:g}")
-    if r.weight_decay:
-        parts.append(f"weight decay {r.weight_decay:g}")
-    if r.schedule != "none":
-        parts.append(f"{r.schedule} schedule" + (f" (every {r.step_size}, ×{r.gamma:g})"
-                                                  if r.schedule == "step" else ""))
-    if r.augment != "none":
-        parts.append(f"{r.augment} augmentation")
-    if r.label_smoothing:
-        parts.append(f"label smoothing {r.label_smoothing:g}")
-    if r.ema:
-        parts.append("EMA weights")
-    return " · ".join(parts)
+    return get_spec(arch).recipe.describe(" · ")
 
 
 def settings_form(mnist_ok: bool) -> None:
