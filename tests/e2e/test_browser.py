@@ -112,8 +112,11 @@ def test_train_from_the_browser(page, base_url):
             seen_progress.append(epoch.group(0) if epoch else "progress bar")
             if not reloaded and "e2e-run" in latest:
                 # The job is its own process: a page reload (a closed tab) must not stop it.
-                page.reload()
-                harness.wait_for_app(page)
+                # While a job runs, the page's fragment reruns every second, so the app is never
+                # idle for long: wait for the reconnection, not for quiet (wait_for_app).
+                page.reload(wait_until="domcontentloaded")
+                page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]',
+                                       timeout=60_000)
                 main = page.locator('[data-testid="stMain"]')
                 reloaded = True
         finished = re.search(r"Run finished with ([\d.]+)% test accuracy", latest)
