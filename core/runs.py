@@ -148,7 +148,7 @@ def describe_os_error(exc: OSError, where: Path) -> str:
 # --- writing a run ------------------------------------------------------------------------
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")  # orders runs made in one second
 
 
 class RunWriter:
@@ -255,11 +255,6 @@ def effective_status(status: dict | None) -> str:
             return "interrupted"
         return state if age < LAUNCH_GRACE_S else "interrupted"
     return state if pid_alive(status["pid"]) else "interrupted"
-
-
-def read_history(path: Path) -> pd.DataFrame:
-    """history.csv as a DataFrame (empty with the right columns if absent or unreadable)."""
-    return _read_history(path)[0]
 
 
 def _read_history(path: Path) -> tuple[pd.DataFrame, bool]:
