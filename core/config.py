@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 
-from core.models import get_spec, list_models
+from core.models import get_spec
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -119,6 +119,3 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
-
-def known_architectures() -> list[str]:
-    return list_models()

@@ -68,11 +68,16 @@ def _root_args(root) -> list[str]:
     return ["--checkpoints", str(checkpoints_dir(root).resolve())]
 
 
+def _spawn_trainer(run_id: str, flag: str, root, data_root) -> subprocess.Popen:
+    """`python -m core train <flag> RUN`, its output appended to the run's train.log."""
+    data_args = ["--data", str(Path(data_root).resolve())] if data_root else []
+    return spawn([*_root_args(root), *data_args, "train", flag, run_id, "--quiet"],
+                 log_path=run_dir(run_id, root) / LOG_NAME)
+
+
 def launch_prepared(run_id: str, root=None, data_root=None) -> subprocess.Popen:
     """Start the trainer for a run already created with status 'queued'."""
-    data_args = ["--data", str(Path(data_root).resolve())] if data_root else []
-    return spawn([*_root_args(root), *data_args, "train", "--run-id", run_id, "--quiet"],
-                 log_path=run_dir(run_id, root) / LOG_NAME)
+    return _spawn_trainer(run_id, "--run-id", root, data_root)
 
 
 def launch(config, root=None, data_root=None) -> str:
@@ -86,9 +91,7 @@ def resume(run_id: str, root=None, data_root=None) -> subprocess.Popen:
     run = load_run(run_id, root)
     if run.status in ACTIVE or run.status == "finished":
         raise RunError(f"run {run_id!r} is {run.status}; only an interrupted, cancelled or failed run resumes")
-    data_args = ["--data", str(Path(data_root).resolve())] if data_root else []
-    return spawn([*_root_args(root), *data_args, "train", "--resume", run_id, "--quiet"],
-                 log_path=run_dir(run_id, root) / LOG_NAME)
+    return _spawn_trainer(run_id, "--resume", root, data_root)
 
 
 def cancel(run_id: str, root=None) -> bool:
