@@ -5,6 +5,8 @@
 For each registered architecture it takes the finished run named --name (the full recipe, as
 `python -m core train --arch NAME --name recipe` makes it) with the best validation accuracy,
 and prints its measured test accuracy, epochs, median seconds per epoch, device and date.
+Only runs of the current recipe count: a run whose hyperparameters or parameter count differ
+from today's registry (a recipe or architecture changed since) is left out.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ from core.models import count_parameters, create_model, get_spec, list_models  #
 from core.runs import list_runs  # noqa: E402
 
 
+def is_current_recipe(run, spec) -> bool:
+    """The run used the architecture's default recipe and today's architecture."""
+    recipe = spec.recipe.as_dict()
+    same_recipe = all(run.config.get(k) == v for k, v in recipe.items())
+    return same_recipe and run.metrics.get("parameters") == count_parameters(spec.build())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default="checkpoints", help="runs folder (default: ./checkpoints)")
@@ -31,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     for arch in list_models():
         spec = get_spec(arch)
         r = spec.recipe.describe()
-        mine = sorted((x for x in runs if x.arch == arch), key=lambda x: x.best_val_acc or 0, reverse=True)
+        mine = sorted((x for x in runs if x.arch == arch and is_current_recipe(x, spec)),
+                      key=lambda x: x.best_val_acc or 0, reverse=True)
         if not mine:
             print(f"| `{arch}` | {spec.source} | {count_parameters(create_model(arch)):,} | {r} | ≥ {spec.target}% "
                   "| not measured | | | | | |")
