@@ -23,10 +23,12 @@ from core.runs import list_runs  # noqa: E402
 
 
 def is_current_recipe(run, spec) -> bool:
-    """The run used the architecture's default recipe and today's architecture."""
+    """The run trained today's architecture with its default recipe on the full MNIST split."""
     recipe = spec.recipe.as_dict()
     same_recipe = all(run.config.get(k) == v for k, v in recipe.items())
-    return same_recipe and run.metrics.get("parameters") == count_parameters(spec.build())
+    full_data = run.config.get("train_limit") is None and run.config.get("csv") is None
+    same_model = run.metrics.get("parameters") == count_parameters(spec.build())
+    return same_recipe and full_data and same_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,40 @@
+"""The README's accuracy table counts only runs of today's recipe and architecture."""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+from core.models import get_spec
+from core.runs import load_run
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_table.py"
+spec_ = importlib.util.spec_from_file_location("recipe_table", SCRIPT)
+recipe_table = importlib.util.module_from_spec(spec_)
+spec_.loader.exec_module(recipe_table)
+
+
+def test_only_full_runs_of_the_current_recipe_and_architecture_count(trained_runs):
+    run = load_run(trained_runs.ids["mlp"], trained_runs.root)
+    spec = get_spec("mlp")
+    # The tiny fixture run: 2 epochs on 2,000 images, not the recipe.
+    assert not recipe_table.is_current_recipe(run, spec)
+
+    as_recipe = dataclasses.replace(run, config={**run.config, **spec.recipe.as_dict(), "train_limit": None})
+    assert recipe_table.is_current_recipe(as_recipe, spec)
+
+    older_recipe = dataclasses.replace(as_recipe, config={**as_recipe.config, "lr": spec.recipe.lr * 2})
+    assert not recipe_table.is_current_recipe(older_recipe, spec)
+
+    on_a_subset = dataclasses.replace(as_recipe, config={**as_recipe.config, "train_limit": 5000})
+    assert not recipe_table.is_current_recipe(on_a_subset, spec)
+
+    older_model = dataclasses.replace(as_recipe, metrics={**run.metrics, "parameters": run.metrics["parameters"] + 1})
+    assert not recipe_table.is_current_recipe(older_model, spec)
+
+
+def test_table_lists_every_architecture_and_marks_missing_runs(tmp_path, capsys):
+    assert recipe_table.main(["--checkpoints", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(recipe_table.list_models())
+    assert all("not measured" in row for row in rows)
