@@ -23,7 +23,7 @@ from core import data as data_mod
 from core.config import TrainConfig
 from core.jobs import Cancelled, device_slot
 from core.metrics import confusion_matrix, per_class
-from core.models import count_parameters, create_model
+from core.models import combine_members, count_parameters, create_model
 from core.runs import RunError, RunWriter, load_run, load_train_state, now_iso, describe_os_error
 
 REPORTS_PER_EPOCH = 20  # progress events per epoch (each one syncs with the device once)
@@ -115,6 +115,22 @@ class EMA:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
+
+
+def training_loss(out: torch.Tensor, y: torch.Tensor,
+                  label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to minimise, loss to report, logits to score) for one batch.
+
+    A model's (N, 10) logits give plain cross-entropy. An ensemble's (N, K, 10) member logits
+    give the sum of the members' own losses, so each member gets the gradient it would get
+    alone; the reported loss is the members' mean and the scored logits are the ensemble's.
+    """
+    if out.dim() == 2:
+        loss = F.cross_entropy(out, y, label_smoothing=label_smoothing)
+        return loss, loss.detach(), out
+    k = out.shape[1]
+    mean = F.cross_entropy(out.flatten(0, 1), y.repeat_interleave(k), label_smoothing=label_smoothing)
+    return mean * k, mean.detach(), combine_members(out.detach())
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
@@ -235,7 +251,8 @@ def _fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
     steps = math.ceil(len(split.x_train) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
     ema = EMA(model) if cfg.ema else None
-    step_fn = torch.compile(model) if cfg.compile else model
+    train_forward = getattr(model, "member_logits", model)  # an ensemble trains member by member
+    step_fn = torch.compile(train_forward) if cfg.compile else train_forward
 
     history: list[dict] = []
     start_epoch = 1
@@ -278,15 +295,14 @@ def _fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
             if cuda and convolutional:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = step_fn(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
+                loss, reported, logits = training_loss(step_fn(xb).float(), yb, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             if ema is not None:
                 ema.update(model)
-            loss_sum += loss.detach() * len(yb)
+            loss_sum += reported * len(yb)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
             if step % report_every == 0 or step == steps:

@@ -1,6 +1,7 @@
 """The core library: registry, data, training, saved runs, CLI."""
 from __future__ import annotations
 
+import copy
 import io
 import json
 import subprocess
@@ -16,9 +17,10 @@ import torch.nn.functional as F
 from core.cli import main
 from core.config import ConfigError, TrainConfig
 from core.data import load_mnist, make_split, split_indices
-from core.models import UnknownModelError, count_parameters, create_model, get_spec, list_models
+from core.models import (Ensemble, LabNet, UnknownModelError, count_parameters, create_model, get_spec,
+                         list_models)
 from core.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
-from core.train import evaluate
+from core.train import evaluate, training_loss
 from tests.helpers import DATA, REPO, require_mnist, train_tiny
 
 
@@ -53,6 +55,33 @@ def test_every_model_forward_and_backward(name):
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
     model.eval()
     assert model(x[:1]).shape == (1, 10)  # a batch of one keeps its shape (seed 002's squeeze bug)
+
+
+def test_ensemble_members_train_as_if_each_were_alone():
+    """labnet's members each get the gradient of their own loss, not a share of a joint one."""
+    torch.manual_seed(0)
+    ensemble = Ensemble([LabNet() for _ in range(3)])
+    solo = copy.deepcopy(ensemble.members[1])
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    loss, reported, _ = training_loss(ensemble.member_logits(x), y, label_smoothing=0.1)
+    loss.backward()
+    alone = F.cross_entropy(solo(x), y, label_smoothing=0.1)
+    alone.backward()
+    theirs = dict(solo.named_parameters())
+    for name, p in ensemble.members[1].named_parameters():
+        torch.testing.assert_close(p.grad, theirs[name].grad, rtol=1e-4, atol=1e-6)
+    members = [F.cross_entropy(m(x), y, label_smoothing=0.1) for m in ensemble.members]
+    torch.testing.assert_close(reported, torch.stack(members).mean().detach())
+
+
+def test_ensemble_predicts_the_members_mean_probability():
+    torch.manual_seed(0)
+    ensemble = create_model("labnet").eval()
+    assert isinstance(ensemble, Ensemble) and len(ensemble.members) == 3
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        mean = torch.stack([m(x).softmax(1) for m in ensemble.members]).mean(0)
+        torch.testing.assert_close(ensemble(x).softmax(1), mean)
 
 
 def test_cnn16k_is_seed_002s_net():
@@ -148,6 +177,20 @@ def test_saved_run_reloads_and_gives_the_same_predictions(trained):
     assert np.allclose(saved["probabilities"], probs.numpy(), atol=1e-5)
     assert np.array_equal(saved["predicted"], probs.argmax(1).numpy())
     assert acc == pytest.approx(load_run(run_id, root).test_acc, abs=1e-6)
+
+
+def test_an_ensemble_trains_saves_and_reloads_through_the_real_loop(tmp_path):
+    run_id = train_tiny(tmp_path, "labnet", epochs=1, train_limit=1000, schedule="none", lr=0.02)
+    run = load_run(run_id, tmp_path)
+    assert np.isfinite(run.history["train_loss"]).all()
+    assert run.metrics["parameters"] == count_parameters(create_model("labnet"))
+    model = load_model(run_id, tmp_path)
+    mnist = load_mnist(DATA)
+    split = make_split(mnist.train_images, mnist.train_labels, mnist.test_images, mnist.test_labels,
+                       val_size=5000, seed=0, train_limit=10)
+    _, _, probs = evaluate(model, split.x_test[:512], split.y_test[:512])
+    saved = load_predictions(run_id, tmp_path)
+    assert np.allclose(saved["probabilities"][:512], probs.numpy(), atol=1e-5)
 
 
 def test_same_seed_same_run(tmp_path):
