@@ -154,7 +154,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         probs.append(logits.softmax(1))
     p = torch.cat(probs) if probs else torch.zeros(0, 10, device=x.device)
-    acc = (p.argmax(1) == y).float().mean().item() * 100 if len(y) else math.nan
+    # From the integer count: a float32 mean turns 9,970 of 10,000 into 99.6999979, below 99.7.
+    acc = (p.argmax(1) == y).sum().item() * 100 / len(y) if len(y) else math.nan
     return loss_sum.item() / max(1, len(y)), acc, p.cpu()
 
 
