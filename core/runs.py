@@ -378,12 +378,17 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
     run = load_run(run_id, root)
     if "arch" not in run.config:
         raise RunError(f"run {run_id!r} has no readable config.json")
-    model = create_model(run.config["arch"])
+    arch = run.config["arch"]
+    model = create_model(arch)
+    state = load_state_dict(run_id, root)
     try:
-        model.load_state_dict(load_state_dict(run_id, root))
+        model.load_state_dict(state)
     except RuntimeError as exc:
-        raise RunError(f"the weights of run {run_id!r} do not fit {run.config['arch']}: "
-                       f"{str(exc).splitlines()[0]}") from None
+        saved, today = (sum(t.numel() for t in d.values()) for d in (state, model.state_dict()))
+        why = (f"they hold {saved:,} values and today's {arch} has {today:,}: the run was trained "
+               f"with an earlier version of {arch}; train it again" if saved != today
+               else str(exc).splitlines()[0])
+        raise RunError(f"the weights of run {run_id!r} do not fit {arch}: {why}") from None
     return model.to(device).eval()
 
 

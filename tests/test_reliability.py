@@ -353,3 +353,15 @@ def test_fetch_completes_a_gzipped_copy_and_verifies_it(tmp_path):
     assert "from copy already there" in proc.stderr
     from core.data import missing_files
     assert missing_files(tmp_path) == []
+
+
+def test_weights_from_an_earlier_version_of_the_architecture_get_a_message(tmp_path):
+    """A run saved before its architecture changed (as labnet did) is named, not a traceback."""
+    run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500)
+    config = run_dir(run_id, tmp_path) / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "arch": "mlp_ln"}))
+    with pytest.raises(RunError, match=r"earlier version of mlp_ln; train it again"):
+        load_model(run_id, tmp_path)
+    out = subprocess.run([sys.executable, "-m", "core", "predict", run_id, str(REPO / "docs" / "screenshot-sketch.png")],
+                         cwd=REPO, capture_output=True, text=True, env={**os.environ, "MNIST_LAB_CHECKPOINTS": str(tmp_path)})
+    assert out.returncode != 0 and "earlier version of mlp_ln" in out.stderr and "Traceback" not in out.stderr
