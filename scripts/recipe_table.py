@@ -18,17 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from core.models import count_parameters, create_model, get_spec, list_models  # noqa: E402
+from core.models import count_parameters, get_spec, list_models  # noqa: E402
 from core.runs import list_runs  # noqa: E402
 
 
-def is_current_recipe(run, spec) -> bool:
-    """The run trained today's architecture with its default recipe on the full MNIST split."""
-    recipe = spec.recipe.as_dict()
-    same_recipe = all(run.config.get(k) == v for k, v in recipe.items())
+def is_current_recipe(run, spec, parameters: int) -> bool:
+    """The run trained today's architecture (`parameters` of them) with its default recipe on
+    the full MNIST split."""
+    same_recipe = all(run.config.get(k) == v for k, v in spec.recipe.as_dict().items())
     full_data = run.config.get("train_limit") is None and run.config.get("csv") is None
-    same_model = run.metrics.get("parameters") == count_parameters(spec.build())
-    return same_recipe and full_data and same_model
+    return same_recipe and full_data and run.metrics.get("parameters") == parameters
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,16 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     for arch in list_models():
         spec = get_spec(arch)
         r = spec.recipe.describe()
-        mine = sorted((x for x in runs if x.arch == arch and is_current_recipe(x, spec)),
+        parameters = count_parameters(spec.build())
+        mine = sorted((x for x in runs if x.arch == arch and is_current_recipe(x, spec, parameters)),
                       key=lambda x: x.best_val_acc or 0, reverse=True)
         if not mine:
-            print(f"| `{arch}` | {spec.source} | {count_parameters(create_model(arch)):,} | {r} | ≥ {spec.target}% "
+            print(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% "
                   "| not measured | | | | | |")
             continue
         run = mine[0]
         seconds = run.history["seconds"].median()
         met = "✓" if run.test_acc >= spec.target else "✗ below target"
-        print(f"| `{arch}` | {spec.source} | {run.metrics.get('parameters', 0):,} | {r} | ≥ {spec.target}% | "
+        print(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% | "
               f"**{run.test_acc:.2f}%** {met} | {run.best_val_acc:.2f}% | {run.epochs_done} | {seconds:.1f} | "
               f"{run.metrics.get('device', '?')} | {str(run.metrics.get('finished', ''))[:10]} |")
     return 0

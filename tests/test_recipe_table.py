@@ -5,7 +5,7 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
-from core.models import get_spec
+from core.models import count_parameters, create_model, get_spec
 from core.runs import load_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_table.py"
@@ -17,20 +17,21 @@ spec_.loader.exec_module(recipe_table)
 def test_only_full_runs_of_the_current_recipe_and_architecture_count(trained_runs):
     run = load_run(trained_runs.ids["mlp"], trained_runs.root)
     spec = get_spec("mlp")
+    parameters = count_parameters(create_model("mlp"))  # today's mlp, as the script counts it
     # The tiny fixture run: 2 epochs on 2,000 images, not the recipe.
-    assert not recipe_table.is_current_recipe(run, spec)
+    assert not recipe_table.is_current_recipe(run, spec, parameters)
 
     as_recipe = dataclasses.replace(run, config={**run.config, **spec.recipe.as_dict(), "train_limit": None})
-    assert recipe_table.is_current_recipe(as_recipe, spec)
+    assert recipe_table.is_current_recipe(as_recipe, spec, parameters)
 
     older_recipe = dataclasses.replace(as_recipe, config={**as_recipe.config, "lr": spec.recipe.lr * 2})
-    assert not recipe_table.is_current_recipe(older_recipe, spec)
+    assert not recipe_table.is_current_recipe(older_recipe, spec, parameters)
 
     on_a_subset = dataclasses.replace(as_recipe, config={**as_recipe.config, "train_limit": 5000})
-    assert not recipe_table.is_current_recipe(on_a_subset, spec)
+    assert not recipe_table.is_current_recipe(on_a_subset, spec, parameters)
 
     older_model = dataclasses.replace(as_recipe, metrics={**run.metrics, "parameters": run.metrics["parameters"] + 1})
-    assert not recipe_table.is_current_recipe(older_model, spec)
+    assert not recipe_table.is_current_recipe(older_model, spec, parameters)
 
 
 def test_table_lists_every_architecture_and_marks_missing_runs(tmp_path, capsys):
