@@ -238,7 +238,7 @@ def cmd_runs(args) -> int:
     for r in runs:
         epochs = f"{r.epochs_done}/{r.config.get('epochs', '?')}"
         warn = "  ! " + "; ".join(r.warnings) if r.warnings else ""
-        print(f"{r.run_id:<44} {r.arch:<7} {r.status:<11} {epochs:>6} {pct(r.best_val_acc):>8} "
+        print(f"{r.run_id:<44} {r.arch:<7} {r.status:<11} {epochs:>6} {pct(r.val_acc):>8} "
               f"{pct(r.test_acc):>6}{warn}")
     return 0
 

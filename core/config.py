@@ -10,7 +10,8 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 
-from core.models import get_spec
+from core.errors import BadInput
+from core.models import Recipe, get_spec
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")
@@ -20,38 +21,62 @@ MAX_EPOCHS = 1000
 MAX_BATCH = 60_000
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput, ValueError):
     """A hyperparameter is out of range; the message is one line naming it."""
 
 
-# Fields whose default comes from the architecture's recipe (None means "use the recipe").
-RECIPE_FIELDS = ("optimizer", "lr", "batch_size", "epochs", "momentum", "weight_decay",
-                 "schedule", "step_size", "gamma", "label_smoothing", "augment", "ema")
+# Fields whose default comes from the architecture's recipe (None means "use the recipe"):
+# exactly the fields of `Recipe`, the one list of them.
+RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot be a run's display name, or None if it can."""
+    if not isinstance(name, str) or not 0 < len(name) <= 80 or not name.isprintable():
+        return f"a run name must be 1..80 printable characters, got {name!r}"
+    return None
+
+
+def _recipe(help_text: str, **extra):
+    return field(default=None, metadata={"help": help_text, "recipe": True, **extra})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = field(metadata={"help": "architecture (see `python -m core models`)"})
-    epochs: int = field(default=None, metadata={"help": "passes over the training set"})
-    batch_size: int = field(default=None, metadata={"help": "images per step"})
-    lr: float = field(default=None, metadata={"help": "(peak) learning rate"})
-    optimizer: str = field(default=None, metadata={"help": "|".join(OPTIMIZERS), "choices": OPTIMIZERS})
-    momentum: float = field(default=None, metadata={"help": "SGD momentum, 0..<1"})
-    weight_decay: float = field(default=None, metadata={"help": "L2 weight decay, >= 0"})
-    schedule: str = field(default=None, metadata={"help": "learning-rate schedule: " + "|".join(SCHEDULES),
-                                                  "choices": SCHEDULES})
-    step_size: int = field(default=None, metadata={"help": "epochs between LR drops (schedule=step)"})
-    gamma: float = field(default=None, metadata={"help": "LR factor at each drop (schedule=step)"})
-    label_smoothing: float = field(default=None, metadata={"help": "label smoothing, 0..<1"})
-    augment: str = field(default=None, metadata={"help": "on-device augmentation: " + "|".join(AUGMENTS),
-                                                 "choices": AUGMENTS})
-    ema: bool = field(default=None, metadata={"help": "evaluate an EMA of the weights"})
+    # --- the recipe: None takes the architecture's value (core.models.Recipe) ---
+    epochs: int = _recipe("passes over the training set")
+    batch_size: int = _recipe("images per step")
+    lr: float = _recipe("(peak) learning rate")
+    optimizer: str = _recipe("|".join(OPTIMIZERS), choices=OPTIMIZERS)
+    momentum: float = _recipe("SGD momentum, 0..<1")
+    nesterov: bool = _recipe("SGD with momentum > 0: Nesterov momentum instead of plain momentum", advanced=True)
+    weight_decay: float = _recipe("L2 weight decay, >= 0")
+    schedule: str = _recipe("learning-rate schedule: " + "|".join(SCHEDULES), choices=SCHEDULES)
+    step_size: int = _recipe("epochs between LR drops (schedule=step)")
+    gamma: float = _recipe("LR factor at each drop (schedule=step)")
+    warmup: float = _recipe("onecycle: share of the steps spent warming up, 0..<1", advanced=True)
+    start_factor: float = _recipe("onecycle: LR at the first step, as a share of the peak", advanced=True)
+    final_factor: float = _recipe("onecycle: LR at the last step, as a share of the peak", advanced=True)
+    label_smoothing: float = _recipe("label smoothing, 0..<1")
+    augment: str = _recipe("on-device augmentation: " + "|".join(AUGMENTS), choices=AUGMENTS)
+    aug_degrees: float = _recipe("rotate/affine: rotations within +- this many degrees", advanced=True)
+    aug_shift: float = _recipe("affine: shifts within +- this many pixels", advanced=True)
+    aug_zoom: float = _recipe("affine: zoom within 1 +- this", advanced=True)
+    ema: bool = _recipe("keep and evaluate an exponential moving average of the weights")
+    ema_decay: float = _recipe("EMA decay per step, 0..<1", advanced=True)
+    # --- the run ---
     seed: int = field(default=0, metadata={"help": "one seed for weights, shuffling and the split"})
     device: str = field(default="auto", metadata={"help": "|".join(DEVICES), "choices": DEVICES})
     val_size: int = field(default=5000, metadata={"help": "validation images held out of training"})
     train_limit: int | None = field(default=None, metadata={"help": "use only this many training images (quick runs)"})
     csv: str | None = field(default=None, metadata={"help": "train on a Kaggle-format CSV instead of MNIST's training set"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model (CUDA)"})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 autocast (default: on CUDA, off on the CPU)", "advanced": True})
+    channels_last: bool | None = field(default=None, metadata={
+        "help": "channels_last memory format for convolutional models (default: on CUDA, off on the CPU)",
+        "advanced": True})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (CUDA)", "advanced": True})
     name: str | None = field(default=None, metadata={"help": "a readable run name"})
     sweep: str | None = field(default=None, metadata={"help": "sweep id this run belongs to"})
 
@@ -81,27 +106,46 @@ class TrainConfig:
                      and math.isfinite(value), f"{name} must be a finite number, got {value!r}")
             return value
 
+        def flag(name: str, optional: bool = False) -> None:
+            value = getattr(self, name)
+            need(isinstance(value, bool) or (optional and value is None),
+                 f"{name} must be true or false, got {value!r}")
+
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            need(getattr(self, name) in allowed,
+                 f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
         need(1 <= number("epochs", int) <= MAX_EPOCHS, f"epochs must be 1..{MAX_EPOCHS}, got {self.epochs}")
         need(1 <= number("batch_size", int) <= MAX_BATCH, f"batch_size must be 1..{MAX_BATCH}, got {self.batch_size}")
         need(0 < number("lr", float) <= 10, f"lr must be > 0 and <= 10, got {self.lr}")
-        need(self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        choice("optimizer", OPTIMIZERS)
         need(0 <= number("momentum", float) < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        flag("nesterov")
         need(0 <= number("weight_decay", float) <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay}")
-        need(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        choice("schedule", SCHEDULES)
         need(number("step_size", int) >= 1, f"step_size must be >= 1, got {self.step_size}")
         need(0 < number("gamma", float) <= 1, f"gamma must be in (0, 1], got {self.gamma}")
+        need(0 <= number("warmup", float) < 1, f"warmup must be in [0, 1), got {self.warmup}")
+        need(0 < number("start_factor", float) <= 1, f"start_factor must be in (0, 1], got {self.start_factor}")
+        need(0 < number("final_factor", float) <= 1, f"final_factor must be in (0, 1], got {self.final_factor}")
         need(0 <= number("label_smoothing", float) < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        need(self.augment in AUGMENTS, f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
-        need(isinstance(self.ema, bool), f"ema must be true or false, got {self.ema!r}")
-        need(isinstance(self.compile, bool), f"compile must be true or false, got {self.compile!r}")
-        need(isinstance(self.seed, int) and 0 <= self.seed < 2**63, f"seed must be a whole number >= 0, got {self.seed!r}")
-        need(self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        choice("augment", AUGMENTS)
+        need(0 <= number("aug_degrees", float) <= 180, f"aug_degrees must be in [0, 180], got {self.aug_degrees}")
+        need(0 <= number("aug_shift", float) <= 14, f"aug_shift must be in [0, 14] pixels, got {self.aug_shift}")
+        need(0 <= number("aug_zoom", float) < 1, f"aug_zoom must be in [0, 1), got {self.aug_zoom}")
+        flag("ema")
+        need(0 < number("ema_decay", float) < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63,
+             f"seed must be a whole number >= 0, got {self.seed!r}")
+        choice("device", DEVICES)
         need(1 <= number("val_size", int) < 60_000, f"val_size must be 1..59999, got {self.val_size}")
         if self.train_limit is not None:
             need(1 <= number("train_limit", int), f"train_limit must be >= 1, got {self.train_limit}")
+        flag("bf16", optional=True)
+        flag("channels_last", optional=True)
+        flag("compile")
         if self.name is not None:
-            need(isinstance(self.name, str) and 0 < len(self.name) <= 80 and self.name.isprintable(),
-                 f"name must be 1..80 printable characters, got {self.name!r}")
+            need(name_problem(self.name) is None, name_problem(self.name) or "")
 
     # --- conversions ---
     def to_dict(self) -> dict:
@@ -112,9 +156,14 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        """Rebuild from a saved config; unknown keys (a newer format) are ignored."""
+        """Rebuild from a saved config; unknown keys (a newer format) are ignored. A config of
+        format 1 predates the explicit knobs: it gets the values format 1 used without saying."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        given = {k: v for k, v in data.items() if k in known}
+        if data.get("format", 1) == 1:
+            given.setdefault("nesterov", given.get("optimizer") == "sgd" and (given.get("momentum") or 0) > 0)
+            given.setdefault("aug_degrees", 7.0 if given.get("augment") == "rotate" else 10.0)
+        return cls(**given)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

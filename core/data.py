@@ -224,6 +224,16 @@ class Split:
     y_test: torch.Tensor
 
 
+def test_duplicates(images: torch.Tensor, test_images: torch.Tensor) -> torch.Tensor:
+    """Boolean mask over `images` (N, 28, 28) uint8: True where the image is pixel for pixel
+    one of `test_images`. Kaggle's digit CSVs re-split MNIST's 70,000 images, so a training
+    CSV holds many of MNIST's test images; training on them would score the test set on
+    images the model has seen."""
+    seen = {row.tobytes() for row in test_images.reshape(len(test_images), -1).numpy()}
+    rows = images.reshape(len(images), -1).numpy()
+    return torch.tensor([row.tobytes() in seen for row in rows], dtype=torch.bool)
+
+
 def make_split(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor,
                test_labels: torch.Tensor, *, val_size: int, seed: int,
                train_limit: int | None = None, device: torch.device | str = "cpu") -> Split:

@@ -144,7 +144,7 @@ def is_resumable(run: Run) -> bool:
 
 
 RUN_TABLE_COLUMNS = ["run_id", "name", "arch", "status", "parameters", "epochs", "epochs_planned",
-                     "best_val_acc", "test_acc", "sec_per_epoch", "device", "created", "warnings"]
+                     "val_acc", "test_acc", "sec_per_epoch", "device", "created", "warnings"]
 
 
 def run_table(runs: Iterable[Run]) -> pd.DataFrame:
@@ -156,14 +156,14 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
             "run_id": run.run_id, "name": run.name, "arch": run.arch, "status": run.status,
             "parameters": params if isinstance(params, int) else None,
             "epochs": run.epochs_done, "epochs_planned": planned_epochs(run),
-            "best_val_acc": run.best_val_acc, "test_acc": run.test_acc,
+            "val_acc": run.val_acc, "test_acc": run.test_acc,
             "sec_per_epoch": seconds_per_epoch(run),
             "device": run.metrics.get("device") or run.config.get("device"),
             "created": run.status_info.get("created"), "warnings": "; ".join(run.warnings)})
     frame = pd.DataFrame(rows, columns=RUN_TABLE_COLUMNS)
     for column in ("parameters", "epochs_planned"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("best_val_acc", "test_acc", "sec_per_epoch"):
+    for column in ("val_acc", "test_acc", "sec_per_epoch"):
         frame[column] = frame[column].astype("float64")
     return frame
 
@@ -173,9 +173,9 @@ def best_run_per_arch(runs: Iterable[Run]) -> list[Run]:
     in registry order (unknown architectures last). Chosen on validation, never on the test set."""
     best: dict[str, Run] = {}
     for run in runs:
-        if run.status != "finished" or not run.has_weights or run.best_val_acc is None:
+        if run.status != "finished" or not run.has_weights or run.val_acc is None:
             continue
-        if run.arch not in best or run.best_val_acc > best[run.arch].best_val_acc:
+        if run.arch not in best or run.val_acc > best[run.arch].val_acc:
             best[run.arch] = run
     order = {name: i for i, name in enumerate(list_models())}
     return sorted(best.values(), key=lambda r: (order.get(r.arch, len(order)), r.arch))
@@ -393,7 +393,7 @@ def sweep_table(runs: Iterable[Run], sweep_id: str) -> pd.DataFrame:
     """One row per run of `sweep_id` (as core.sweep.sweep_runs, plus the run's name)."""
     rows = [{"run_id": r.run_id, "name": r.name, "lr": r.config.get("lr"),
              "batch_size": r.config.get("batch_size"), "status": r.status,
-             "val_acc": r.best_val_acc, "test_acc": r.test_acc}
+             "val_acc": r.val_acc, "test_acc": r.test_acc}
             for r in runs if r.config.get("sweep") == sweep_id]
     frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
     return frame.sort_values(["lr", "batch_size"], kind="stable").reset_index(drop=True)

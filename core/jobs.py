@@ -2,7 +2,9 @@
 
 A job holds an exclusive `flock` on checkpoints/.locks/<device>.lock while it trains; the
 next job blocks on the lock (its run shows as 'queued') and starts when the holder ends.
-The kernel drops the lock when a process dies, so a crashed job frees its slot by itself.
+Each job also holds its run's own lock (core.runs.RunLock) for as long as it lives, from
+before the run is queued: the kernel drops both when the process dies, so a crashed job frees
+its slot and its run shows as 'interrupted' by itself, and nothing guesses from pids.
 
 The dashboard calls `launch` (new run), `launch_prepared` (runs made by `prepare_sweep`),
 `resume` and `cancel`; they only start or signal `python -m core train` processes, so a job
@@ -11,15 +13,15 @@ survives a page reload, a closed tab and every Streamlit rerun.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from core.runs import ACTIVE, RunError, RunWriter, checkpoints_dir, load_run, pid_alive, run_dir
+from core.runs import (ACTIVE, LOCK_NAME, RunError, RunLock, RunWriter, checkpoints_dir, file_lock, load_run,
+                       lock_held, read_owner, run_dir)
 
 LOG_NAME = "train.log"
 
@@ -37,75 +39,102 @@ def waiting_for_slot() -> bool:
 
 @contextlib.contextmanager
 def device_slot(device_type: str, root: str | os.PathLike | None = None):
+    """Hold the device's slot for the block, waiting (as 'queued') while another job has it."""
     global _waiting_for_slot
     locks = checkpoints_dir(root) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{device_type}.lock", "a") as handle:
-        _waiting_for_slot = True
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # blocks while another job trains on this device
-        finally:
-            _waiting_for_slot = False
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    _waiting_for_slot = True
+    try:
+        lock = file_lock(locks / f"{device_type}.lock")
+        lock.__enter__()  # blocks while another job trains on this device
+    finally:
+        _waiting_for_slot = False
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def spawn(args: list[str], log_path: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+def spawn(args: list[str], log_path: Path | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
     """Start `python -m core <args>` in its own session, detached from the caller."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen([sys.executable, "-m", "core", *args], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                cwd=os.getcwd(), env={**os.environ, **(env or {})})
+                                stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=pass_fds,
+                                cwd=os.getcwd())
     finally:
         if log_path:
             out.close()
 
 
-def _root_args(root) -> list[str]:
-    return ["--checkpoints", str(checkpoints_dir(root).resolve())]
-
-
-def _spawn_trainer(run_id: str, flag: str, root, data_root) -> subprocess.Popen:
-    """`python -m core train <flag> RUN`, its output appended to the run's train.log."""
+def _spawn_trainer(writer: RunWriter, flag: str, root, data_root) -> subprocess.Popen:
+    """`python -m core train <flag> RUN`, its output appended to the run's train.log. The
+    run's lock passes to the child: its descriptor is inherited, the child's pid is written
+    into it, and this process lets go of it."""
     data_args = ["--data", str(Path(data_root).resolve())] if data_root else []
-    return spawn([*_root_args(root), *data_args, "train", flag, run_id, "--quiet"],
-                 log_path=run_dir(run_id, root) / LOG_NAME)
+    lock = writer.lock
+    try:
+        process = spawn(["--checkpoints", str(checkpoints_dir(root).resolve()), *data_args, "train", flag,
+                         writer.run_id, "--quiet", "--lock-fd", str(lock.fileno())],
+                        log_path=writer.path / LOG_NAME, pass_fds=(lock.fileno(),))
+        lock.set_owner(process.pid)
+    finally:
+        writer.release()
+    return process
 
 
-def launch_prepared(run_id: str, root=None, data_root=None) -> subprocess.Popen:
-    """Start the trainer for a run already created with status 'queued'."""
-    return _spawn_trainer(run_id, "--run-id", root, data_root)
+def launch_prepared(writer: RunWriter, root=None, data_root=None) -> subprocess.Popen:
+    """Start the trainer for a run created by `prepare_run` (its writer holds the lock)."""
+    return _spawn_trainer(writer, "--run-id", root, data_root)
 
 
 def launch(config, root=None, data_root=None) -> str:
     """Create a run for `config` (a TrainConfig) and start training it; return its id."""
-    run_id = RunWriter.create(config.to_dict(), None, root, owner_pid=None).run_id
-    launch_prepared(run_id, root, data_root)
-    return run_id
+    writer = RunWriter.create(config.to_dict(), None, root)
+    launch_prepared(writer, root, data_root)
+    return writer.run_id
 
 
 def resume(run_id: str, root=None, data_root=None) -> subprocess.Popen:
     run = load_run(run_id, root)
     if run.status in ACTIVE or run.status == "finished":
         raise RunError(f"run {run_id!r} is {run.status}; only an interrupted, cancelled or failed run resumes")
-    return _spawn_trainer(run_id, "--resume", root, data_root)
+    return _spawn_trainer(RunWriter(run_id, root, RunLock.claim(run.path)), "--resume", root, data_root)
 
 
-def cancel(run_id: str, root=None) -> bool:
-    """Ask a queued or running job to stop (SIGTERM: it saves what it has and marks the run
-    'cancelled'). Returns False if the run has no live process here."""
-    run = load_run(run_id, root)
-    pid = run.status_info.get("pid")
-    if run.status == "queued" and pid is None:  # its job process has not started yet
-        RunWriter(run_id, root).set_status("cancelled", "cancelled before it started", pid=None)
-        return True
-    if run.status not in ACTIVE or run.status_info.get("host") != socket.gethostname() or not pid_alive(pid):
+def cancel(run_id: str, root=None, wait_s: float = 2.0) -> bool:
+    """Ask the process that owns a queued or running run to stop (SIGTERM: it saves what it
+    has and marks the run 'cancelled'). Only the holder of the run's lock is signalled, through
+    a pidfd, so a recycled pid is never hit. Returns False if no live process owns the run."""
+    path = run_dir(run_id, root)
+    deadline = time.monotonic() + wait_s
+    while lock_held(path):
+        pid = read_owner(path / LOCK_NAME)
+        if pid is None:  # the lock is being handed to a job that is starting: wait for its pid
+            if time.monotonic() > deadline:
+                raise RunError(f"run {run_id!r} is starting; try again in a moment")
+            time.sleep(0.05)
+            continue
+        return _signal_owner(path, pid)
+    return False
+
+
+def _signal_owner(path: Path, pid: int) -> bool:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
         return False
-    os.kill(pid, signal.SIGTERM)
-    return True
+    try:
+        # The pidfd pins the process it was opened on: if the lock is still held and still
+        # names this pid, the process behind the pidfd is the owner, and only it is signalled.
+        if not lock_held(path) or read_owner(path / LOCK_NAME) != pid:
+            return False
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)
 
 
 def queue(root=None) -> list:

@@ -16,19 +16,31 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Recipe:
-    """Default hyperparameters of an architecture (the recipe of the project it comes from)."""
+    """Default hyperparameters of an architecture (the recipe of the project it comes from).
+
+    Every knob that changes training is here, so a run's config.json is its whole recipe;
+    `TrainConfig` has one field for each, filled from here when not given.
+    """
     optimizer: str = "sgd"          # sgd | adam | adamw
     lr: float = 0.01                # peak learning rate
     batch_size: int = 64
     epochs: int = 10
     momentum: float = 0.0           # SGD only
+    nesterov: bool = False          # SGD only: Nesterov momentum instead of plain momentum
     weight_decay: float = 0.0
     schedule: str = "none"          # none | step | cosine | onecycle
     step_size: int = 5              # epochs between LR drops (schedule=step)
     gamma: float = 0.1              # LR factor at each drop (schedule=step)
+    warmup: float = 0.25            # onecycle: share of all steps spent warming up
+    start_factor: float = 0.04      # onecycle: LR at step 0, as a share of the peak (1/25)
+    final_factor: float = 1e-4      # onecycle: LR at the last step, as a share of the peak
     label_smoothing: float = 0.0
     augment: str = "none"           # none | rotate | affine (done on the device, in batches)
-    ema: bool = False               # evaluate an exponential moving average of the weights
+    aug_degrees: float = 10.0       # rotate/affine: rotations drawn from +-this many degrees
+    aug_shift: float = 2.0          # affine: shifts drawn from +-this many pixels
+    aug_zoom: float = 0.1           # affine: zoom drawn from 1 +- this
+    ema: bool = False               # keep and evaluate an exponential moving average of the weights
+    ema_decay: float = 0.999        # EMA: decay per step (after a warm-up, see core.train.EMA)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,13 +50,14 @@ class Recipe:
         epochs = f"{self.epochs} epoch" + ("" if self.epochs == 1 else "s")
         parts = [f"{self.optimizer} lr {self.lr:g}", f"batch {self.batch_size}", epochs]
         if self.momentum:
-            parts.append(f"momentum {self.momentum:g}")
+            parts.append(("nesterov " if self.nesterov else "") + f"momentum {self.momentum:g}")
         if self.weight_decay:
             parts.append(f"weight decay {self.weight_decay:g}")
         if self.schedule != "none":
             parts.append(self.schedule + (f" (x{self.gamma:g} every {self.step_size})" if self.schedule == "step" else ""))
         if self.augment != "none":
-            parts.append(f"{self.augment} augmentation")
+            parts.append(f"{self.augment} augmentation (+-{self.aug_degrees:g} deg"
+                         + (f", +-{self.aug_shift:g} px, zoom +-{self.aug_zoom:g})" if self.augment == "affine" else ")"))
         if self.label_smoothing:
             parts.append(f"label smoothing {self.label_smoothing:g}")
         if self.ema:
@@ -128,7 +141,7 @@ class MLPLayerNorm(nn.Module):
         return self.net(x)
 
 
-@register("mlp_ln", Recipe(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=64, epochs=15,
+@register("mlp_ln", Recipe(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, batch_size=64, epochs=15,
                            schedule="cosine"),
           source="seed 003", target=98.0,
           summary="MLP 784-512-256-10 with LayerNorm, dropout 0.2, He initialisation")
@@ -197,7 +210,8 @@ class Net16k(nn.Module):
 
 
 @register("cnn16k", Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, epochs=20,
-                           schedule="step", step_size=13, gamma=0.1, augment="rotate", ema=True),
+                           schedule="step", step_size=13, gamma=0.1, augment="rotate", aug_degrees=7.0,
+                           ema=True),
           source="seed 002", target=99.4,
           summary="seed 002's Net: 7 convs, 2 max-pools, 1x1 convs, GAP (16,478 parameters)")
 def cnn16k() -> nn.Module:
@@ -289,7 +303,7 @@ class Ensemble(nn.Module):
         return combine_members(self.member_logits(x))
 
 
-@register("labnet", Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+@register("labnet", Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                            batch_size=256, epochs=10, schedule="onecycle", augment="affine",
                            label_smoothing=0.1, ema=True),
           source="MNIST Lab", target=99.7,

@@ -2,14 +2,19 @@
 
 checkpoints/<run id>/
   config.json           TrainConfig, everything needed to rebuild and re-run
-  status.json           {"status", "pid", "host", "created", "updated", "message"}
+  status.json           {"status", "pid", "host", "created", "updated", "message"}; an active
+                        status counts only while a process holds `lock` (else 'interrupted')
   progress.json         position inside the current epoch (for progress bars)
   history.csv           one row per finished epoch (HISTORY_COLUMNS), rewritten each epoch
   metrics.json          test accuracy/loss, per-class precision/recall, confusion matrix, ...
-  model.safetensors     final weights (safetensors: loading never unpickles)
+  model.safetensors     the kept weights: the last epoch's (the EMA's with `ema`), the ones
+                        the last validation figure and the test figures describe
+                        (safetensors: loading never unpickles)
   predictions.safetensors  test set: labels, predicted, probabilities (10000 x 10)
   train_state.pt        optimizer/scheduler/RNG state at the last finished epoch (for --resume;
                         read with torch.load(weights_only=True))
+  dataset.json          what the run trained on: source, rows, test duplicates left out, split sizes
+  lock                  flock'ed by the process that owns the run; holds its pid
 
 Every write goes to a temporary name in the same folder and is renamed into place, so a
 reader never sees a torn file. Run ids are checked so none can name a path outside the
@@ -20,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import fcntl
 import io
 import json
 import os
@@ -27,6 +33,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,20 +42,22 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
+
+from core.errors import LabError
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every training knob in config.json (1 left nesterov and aug_degrees implicit)
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
-LAUNCH_GRACE_S = 120  # a run created for a job process that has not claimed it after this is dead
-_OWN_PID = object()   # default: the process writing the status owns the run
+LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its pid
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-class RunError(RuntimeError):
+class RunError(LabError, RuntimeError):
     """A run is missing, unreadable or its id is not allowed; the message says which."""
 
 
@@ -85,14 +94,16 @@ def new_run_id(arch: str, name: str | None = None, root: str | os.PathLike | Non
 
 # --- atomic writes ------------------------------------------------------------------------
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """The one way files are written: to a temporary file beside `path`, fsync, then rename
+    over it, so a reader sees the old file or the new one, never a torn one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes 0600; run files are for every reader
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -100,12 +111,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
 
 
 def _json_default(obj: Any) -> Any:
@@ -118,23 +125,109 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def tensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    return save_tensors({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
 
 
-def atomic_torch_save(path: Path, obj: Any) -> None:
+def torch_bytes(obj: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+# --- locks ----------------------------------------------------------------------------------
+
+class Busy(LabError):
+    """Another process holds the lock (it owns the run)."""
+
+
+def flock(handle, *, wait: bool = True, shared: bool = False) -> bool:
+    """Take an flock on an open file; with wait=False return False at once if it is held.
+    The kernel drops it when the process dies, so a dead process never holds a lock."""
+    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(handle, flags)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it."""
+    with open(path, "a") as handle:
+        flock(handle)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class RunLock:
+    """The exclusive lock a process holds on a run for as long as it owns it (creates, waits
+    for a device, trains). Liveness is 'is the lock held'; the file holds the owner's pid,
+    so Cancel signals the process that holds the lock and no other."""
+
+    def __init__(self, path: Path, handle):
+        self.path, self.handle = path, handle
+
+    @classmethod
+    def claim(cls, run_path: Path, fd: int | None = None) -> "RunLock":
+        """Take the run's lock, or adopt `fd`, a descriptor of it inherited from the launcher."""
+        path = run_path / LOCK_NAME
+        if fd is not None:
+            handle = os.fdopen(fd, "r+")
+            if not flock(handle, wait=False):  # an inherited descriptor already holds it
+                handle.close()
+                raise Busy(f"the lock handed to this process for {run_path.name} is not held")
+            lock = cls(path, handle)
+            lock.set_owner(os.getpid())
+            return lock
+        handle = open(path, "a+")
+        for _ in range(50):  # a reader's liveness probe holds it for microseconds
+            if flock(handle, wait=False):
+                lock = cls(path, handle)
+                lock.set_owner(os.getpid())
+                return lock
+            time.sleep(0.02)
+        owner = read_owner(path)
+        handle.close()
+        raise Busy(f"run {run_path.name!r} is owned by another process"
+                   + (f" (pid {owner})" if owner else "") + ": wait for it, or cancel it first")
+
+    def set_owner(self, pid: int | None) -> None:
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{pid}\n" if pid else "")
+        self.handle.flush()
+
+    def fileno(self) -> int:
+        return self.handle.fileno()
+
+    def release(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()  # closing the last descriptor drops the lock
+
+
+def read_owner(lock_path: Path) -> int | None:
+    try:
+        text = lock_path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def lock_held(run_path: Path) -> bool:
+    """True while some live process owns the run (holds its lock)."""
+    try:
+        handle = open(run_path / LOCK_NAME, "r")
+    except OSError:
+        return False
+    with handle:
+        if flock(handle, wait=False, shared=True):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+        return True
 
 
 def describe_os_error(exc: OSError, where: Path) -> str:
@@ -152,26 +245,28 @@ def now_iso() -> str:
 
 
 class RunWriter:
-    """Writes one run's files; used by the trainer (and nothing else writes a run)."""
+    """Writes one run's files. Only the process that owns the run (holds `lock`) writes it."""
 
-    def __init__(self, run_id: str, root: str | os.PathLike | None = None):
+    def __init__(self, run_id: str, root: str | os.PathLike | None = None, lock: RunLock | None = None):
         self.run_id = run_id
         self.path = run_dir(run_id, root)
+        self.lock = lock
 
     @classmethod
     def create(cls, config_dict: dict, run_id: str | None = None,
-               root: str | os.PathLike | None = None, owner_pid: Any = _OWN_PID) -> "RunWriter":
-        """Create the folder with config.json and status 'queued'. `owner_pid=None` when another
-        process (a job the dashboard is about to start) will train it: until that process
-        claims the run, no pid is on record, so nobody signals the creator by mistake."""
+               root: str | os.PathLike | None = None) -> "RunWriter":
+        """Create the folder, take its lock, then write config.json and status 'queued'.
+        The lock is held from before the status exists, so a queued run always has a live
+        owner: this process, or the job process it hands the lock to (core.jobs)."""
         base = checkpoints_dir(root)
         try:
             base.mkdir(parents=True, exist_ok=True)
             run_id = run_id or new_run_id(config_dict["arch"], config_dict.get("name"), root)
-            writer = cls(run_id, root)
-            writer.path.mkdir(exist_ok=False)
+            path = run_dir(run_id, root)
+            path.mkdir(exist_ok=False)
+            writer = cls(run_id, root, RunLock.claim(path))
             writer.write_config(config_dict)
-            writer.set_status("queued", pid=owner_pid)
+            writer.set_status("queued")
         except FileExistsError:
             raise RunError(f"run {run_id!r} already exists") from None
         except OSError as exc:
@@ -181,11 +276,11 @@ class RunWriter:
     def write_config(self, config_dict: dict) -> None:
         atomic_write_json(self.path / "config.json", {"format": FORMAT_VERSION, **config_dict})
 
-    def set_status(self, status: str, message: str = "", pid: Any = _OWN_PID, **extra: Any) -> None:
+    def set_status(self, status: str, message: str = "", **extra: Any) -> None:
         assert status in STATUSES, status
         previous = read_json(self.path / "status.json") or {}
         atomic_write_json(self.path / "status.json", {
-            "status": status, "pid": os.getpid() if pid is _OWN_PID else pid, "host": socket.gethostname(),
+            "status": status, "pid": os.getpid(), "host": socket.gethostname(),
             "created": previous.get("created", now_iso()), "updated": now_iso(),
             "message": message, **extra})
 
@@ -194,22 +289,29 @@ class RunWriter:
 
     def write_history(self, rows: list[dict]) -> None:
         frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        atomic_write_text(self.path / "history.csv", frame.to_csv(index=False))
+        atomic_write_bytes(self.path / "history.csv", frame.to_csv(index=False).encode())
 
     def write_metrics(self, metrics: dict) -> None:
         atomic_write_json(self.path / "metrics.json", metrics)
 
+    def write_dataset(self, info: dict) -> None:
+        atomic_write_json(self.path / "dataset.json", info)
+
     def save_weights(self, state_dict: dict[str, torch.Tensor], arch: str) -> None:
-        atomic_save_tensors(self.path / "model.safetensors", state_dict,
-                            metadata={"arch": arch, "format": str(FORMAT_VERSION)})
+        atomic_write_bytes(self.path / "model.safetensors", tensors_bytes(
+            state_dict, metadata={"arch": arch, "format": str(FORMAT_VERSION)}))
 
     def save_predictions(self, labels: torch.Tensor, probabilities: torch.Tensor) -> None:
-        atomic_save_tensors(self.path / "predictions.safetensors", {
+        atomic_write_bytes(self.path / "predictions.safetensors", tensors_bytes({
             "labels": labels.to(torch.int64), "predicted": probabilities.argmax(1),
-            "probabilities": probabilities.float()})
+            "probabilities": probabilities.float()}))
 
     def save_train_state(self, state: dict) -> None:
-        atomic_torch_save(self.path / "train_state.pt", state)
+        atomic_write_bytes(self.path / "train_state.pt", torch_bytes(state))
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
 # --- reading runs ---------------------------------------------------------------------------
@@ -223,38 +325,15 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def effective_status(status: dict | None) -> str:
-    """The status as a user should see it: an active run whose process is gone (killed,
+def effective_status(status: dict | None, run_path: Path) -> str:
+    """The status as a user should see it: an active run that no live process owns (killed,
     crashed, machine rebooted) is 'interrupted', not 'running' forever."""
     if not status or status.get("status") not in STATUSES:
         return "unknown"
     state = status["status"]
-    if state not in ACTIVE or status.get("host") != socket.gethostname():
-        return state
-    if status.get("pid") is None:  # created for a job process that has not claimed it yet
-        try:
-            age = (dt.datetime.now(dt.timezone.utc) - dt.datetime.fromisoformat(status["created"])).total_seconds()
-        except (KeyError, TypeError, ValueError):
-            return "interrupted"
-        return state if age < LAUNCH_GRACE_S else "interrupted"
-    return state if pid_alive(status["pid"]) else "interrupted"
+    if state in ACTIVE and not lock_held(run_path):
+        return "interrupted"
+    return state
 
 
 def _read_history(path: Path) -> tuple[pd.DataFrame, bool]:
@@ -297,8 +376,14 @@ class Run:
         return len(self.history)
 
     @property
-    def best_val_acc(self) -> float | None:
-        return float(self.history["val_acc"].max()) if len(self.history) else None
+    def val_acc(self) -> float | None:
+        """Validation accuracy of the weights the run keeps: those of its last finished epoch
+        (the EMA's, with --ema), the same weights the test figures and model.safetensors hold.
+        Runs are compared and chosen by this figure, never by the test set."""
+        if not len(self.history):
+            return None
+        value = pd.to_numeric(self.history["val_acc"], errors="coerce").iloc[-1]
+        return None if pd.isna(value) else float(value)
 
     @property
     def test_acc(self) -> float | None:
@@ -331,7 +416,7 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     status_info = read_json(path / "status.json") or {}
     if not status_info:
         warnings.append("status.json is missing or unreadable")
-    status = effective_status(status_info)
+    status = effective_status(status_info, path)
     history, readable = _read_history(path / "history.csv")
     if not readable:
         warnings.append("history.csv is unreadable")
@@ -401,6 +486,11 @@ def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict
         return {k: v.numpy() for k, v in load_file(str(path)).items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(f"the predictions of run {run_id!r} are unreadable ({exc})") from None
+
+
+def train_state_exists(run_path: Path) -> bool:
+    """Whether the run finished an epoch that a resume can start from."""
+    return (run_path / "train_state.pt").exists()
 
 
 def load_train_state(run_id: str, root: str | os.PathLike | None = None) -> dict:

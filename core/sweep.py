@@ -8,25 +8,28 @@ import pandas as pd
 
 from core import explore
 from core.config import TrainConfig
-from core.runs import list_runs
+from core.runs import RunWriter, list_runs
 from core.train import prepare_run, train
 
 
 def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
-                  root=None, detached: bool = False) -> tuple[str, list[str]]:
-    """Validate every cell, then create one queued run per (lr, batch size).
-    `detached`: each run will be trained by its own job process (the dashboard's way)."""
+                  root=None) -> tuple[str, list[RunWriter]]:
+    """Validate every cell, then create one queued run per (lr, batch size). Each writer holds
+    its run's lock: train them here (`run_sweep`) or hand each to a job (core.jobs)."""
     sweep_id = "sweep-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     configs = [base.replace(lr=lr, batch_size=bs, sweep=sweep_id, name=f"lr={lr:g} bs={bs}")
                for lr, bs in itertools.product(lrs, batch_sizes)]  # replace() validates each
-    return sweep_id, [prepare_run(c, root=root, detached=detached) for c in configs]
+    return sweep_id, [prepare_run(c, root=root) for c in configs]
 
 
-def run_sweep(run_ids: list[str], root=None, data_root=None, stop=None, callback_factory=None) -> None:
-    for run_id in run_ids:
+def run_sweep(writers: list[RunWriter], root=None, data_root=None, stop=None, callback_factory=None) -> None:
+    """Train the sweep's runs one after another in this process; runs left when `stop` is set
+    are let go (they show as interrupted and can be resumed)."""
+    for writer in writers:
         if stop is not None and stop.is_set():
-            break
-        train(run_id, root=root, data_root=data_root, stop=stop,
+            writer.release()
+            continue
+        train(writer.run_id, root=root, data_root=data_root, stop=stop, writer=writer,
               callback=callback_factory() if callback_factory else None)
 
 
@@ -36,7 +39,7 @@ def sweep_runs(sweep_id: str, root=None) -> pd.DataFrame:
 
 
 def grid_table(sweep_id: str, root=None) -> pd.DataFrame:
-    """Best validation accuracy (%) with learning rates as rows and batch sizes as columns."""
+    """Validation accuracy (%) of the kept weights, with learning rates as rows and batch sizes as columns."""
     runs = sweep_runs(sweep_id, root)
     return runs.pivot_table(index="lr", columns="batch_size", values="val_acc", aggfunc="max")
 

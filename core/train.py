@@ -5,9 +5,16 @@ the device's slot, trains, evaluates on the test set once at the end, and saves 
 `train(run_id, resume=True)` continues an interrupted or cancelled run from its last
 finished epoch. The loop never prints: it reports `Event`s to one callback and checks a
 stop flag at every step.
+
+Read it top-down like pytorch/examples' mnist: `train_epoch` is one pass over the training
+set, `evaluate` scores a split, `finish_run` tests the kept weights and saves the run, and
+`fit` ties them together. The weights a run keeps are those of its last epoch (the EMA's
+with `ema`): the validation figure of that epoch, the test figures and model.safetensors
+all describe the same weights.
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import threading
@@ -20,11 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core import data as data_mod
-from core.config import TrainConfig
+from core.config import ConfigError, TrainConfig
 from core.jobs import Cancelled, device_slot
 from core.metrics import confusion_matrix, per_class
 from core.models import combine_members, count_parameters, create_model
-from core.runs import RunError, RunWriter, load_run, load_train_state, now_iso, describe_os_error
+from core.runs import (RunError, RunLock, RunWriter, describe_os_error, load_run,
+                       load_train_state, now_iso, train_state_exists)
 
 REPORTS_PER_EPOCH = 20  # progress events per epoch (each one syncs with the device once)
 EVAL_BATCH = 1000
@@ -50,9 +58,11 @@ class Event:
 Callback = Callable[[Event], None]
 
 
+# --- the parts a recipe names -------------------------------------------------------------
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but no CUDA GPU is available here")
+        raise ConfigError("device 'cuda' was asked for, but no CUDA GPU is available here")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -61,29 +71,45 @@ def resolve_device(name: str) -> torch.device:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """LR multiplier by global step. Every schedule is a plain function of the step, so the
-    scheduler's state is one integer and resumes exactly."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "step":
-        return lambda s: cfg.gamma ** (s // (cfg.step_size * steps_per_epoch))
-    if cfg.schedule == "cosine":
-        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    if cfg.schedule == "onecycle":  # linear warm-up over 25% of steps from lr/25, cosine to ~0
-        warm = max(1, int(0.25 * total))
+# Schedules: the LR multiplier at global step `s` of `total`, a plain function of the step, so
+# the scheduler's state is one integer and a resumed run continues exactly.
 
-        def onecycle(s: int) -> float:
-            if s < warm:
-                return 0.04 + 0.96 * s / warm
-            return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(s - warm, total - warm) / max(1, total - warm)))
-        return onecycle
-    return lambda s: 1.0
+def constant(s: int, total: int, cfg: TrainConfig) -> float:
+    return 1.0
+
+
+def step_decay(s: int, total: int, cfg: TrainConfig) -> float:
+    """x gamma every step_size epochs."""
+    return cfg.gamma ** (s // (cfg.step_size * (total // cfg.epochs)))
+
+
+def cosine(s: int, total: int, cfg: TrainConfig) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+
+
+def onecycle(s: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up from start_factor over the first `warmup` of the steps, then a cosine
+    down to final_factor."""
+    warm = max(1, int(cfg.warmup * total))
+    if s < warm:
+        return cfg.start_factor + (1 - cfg.start_factor) * s / warm
+    done = min(s - warm, total - warm) / max(1, total - warm)
+    return cfg.final_factor + (1 - cfg.final_factor) * 0.5 * (1 + math.cos(math.pi * done))
+
+
+SCHEDULES = {"none": constant, "step": step_decay, "cosine": cosine, "onecycle": onecycle}
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The config's schedule as a function of the global step (for LambdaLR)."""
+    schedule, total = SCHEDULES[cfg.schedule], cfg.epochs * steps_per_epoch
+    return lambda s: schedule(s, total, cfg)
 
 
 class EMA:
@@ -91,8 +117,7 @@ class EMA:
     is min(decay, (1 + n) / (10 + n)) after n updates, so early averages are not dominated
     by the random initial weights (a fixed 0.999 keeps 80% of them after 215 steps)."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        import copy
+    def __init__(self, model: nn.Module, decay: float):
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -133,12 +158,109 @@ def training_loss(out: torch.Tensor, y: torch.Tensor,
     return mean * k, mean.detach(), combine_members(out.detach())
 
 
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    if kind == "rotate":    # seed 002's RandomRotation(+-7 degrees)
-        return data_mod.random_affine(x, generator, degrees=7)
-    if kind == "affine":    # small rotations, shifts of up to 2 px and +-10% zoom
-        return data_mod.random_affine(x, generator, degrees=10, translate=2 / 28, scale=0.1)
+def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    if cfg.augment == "rotate":
+        return data_mod.random_affine(x, generator, degrees=cfg.aug_degrees)
+    if cfg.augment == "affine":
+        return data_mod.random_affine(x, generator, degrees=cfg.aug_degrees,
+                                      translate=cfg.aug_shift / 28, scale=cfg.aug_zoom)
     return x
+
+
+# --- the state of a run in training ---------------------------------------------------------
+
+@dataclass
+class Trainee:
+    """Everything that changes while a run trains, and what a resume restores."""
+    model: nn.Module
+    forward: Callable          # the training forward pass (an ensemble's member by member)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    ema: EMA | None
+    shuffle: torch.Generator   # batch order
+    aug: torch.Generator       # augmentation draws
+    device: torch.device
+    bf16: bool
+    channels_last: bool
+
+    @property
+    def kept(self) -> nn.Module:
+        """The weights the run keeps, validates and tests: the EMA's, else the model's."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state_dict(self, epoch: int, history: list[dict]) -> dict:
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle.get_state(), "aug": self.aug.get_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "history": history, "rng": rng,
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+
+    def load_state_dict(self, state: dict) -> list[dict]:
+        """Restore a saved epoch; return the history up to it."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.shuffle.set_state(state["rng"]["shuffle"])
+        self.aug.set_state(state["rng"]["aug"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        return [dict(row) for row in state["history"]]
+
+
+def build_trainee(cfg: TrainConfig, device: torch.device, steps_per_epoch: int) -> Trainee:
+    model = create_model(cfg.arch).to(device)
+    cuda = device.type == "cuda"
+    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    channels_last = convolutional and (cfg.channels_last if cfg.channels_last is not None else cuda)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg)
+    forward = getattr(model, "member_logits", model)  # an ensemble trains member by member
+    return Trainee(
+        model=model, forward=torch.compile(forward) if cfg.compile else forward, optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch)),
+        ema=EMA(model, cfg.ema_decay) if cfg.ema else None,
+        shuffle=torch.Generator().manual_seed(cfg.seed + 1), aug=torch.Generator().manual_seed(cfg.seed + 2),
+        device=device, bf16=cfg.bf16 if cfg.bf16 is not None else cuda, channels_last=channels_last)
+
+
+# --- one epoch, one evaluation, the end of a run ------------------------------------------------
+
+def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Callable[[int, float, float], None],
+                stop: threading.Event) -> tuple[float, float]:
+    """One pass over the training set; return (mean loss, accuracy in %). Calls
+    report(step, loss so far, accuracy so far) REPORTS_PER_EPOCH times; raises Cancelled
+    when `stop` is set."""
+    t.model.train()
+    steps = math.ceil(len(split.x_train) / cfg.batch_size)
+    report_every = max(1, steps // REPORTS_PER_EPOCH)
+    loss_sum = torch.zeros((), device=t.device)
+    correct = torch.zeros((), device=t.device, dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(data_mod.batches(split.x_train, split.y_train, cfg.batch_size, t.shuffle), 1):
+        if stop.is_set():
+            raise Cancelled()
+        x = augment(x, cfg, t.aug)
+        if t.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.bf16):
+            loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+        t.scheduler.step()
+        if t.ema is not None:
+            t.ema.update(t.model)
+        loss_sum += reported * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if step % report_every == 0 or step == steps:
+            report(step, loss_sum.item() / seen, correct.item() / seen * 100)
+    return loss_sum.item() / max(1, seen), correct.item() / max(1, seen) * 100
 
 
 @torch.no_grad()
@@ -159,189 +281,151 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return loss_sum.item() / max(1, len(y)), acc, p.cpu()
 
 
-def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> data_mod.Split:
+def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: RunWriter,
+               cfg: TrainConfig) -> float:
+    """Test the kept weights once, save them with the predictions and metrics; return the
+    test accuracy."""
+    kept = t.kept
+    test_loss, test_acc, probs = evaluate(kept, split.x_test, split.y_test, amp=t.bf16)
+    labels = split.y_test.cpu()
+    cm = confusion_matrix(labels.numpy(), probs.argmax(1).numpy())
+    writer.save_weights({k: v.contiguous() for k, v in kept.state_dict().items()}, cfg.arch)
+    writer.save_predictions(labels, probs)
+    cuda = t.device.type == "cuda"
+    writer.write_metrics({
+        "test_accuracy": test_acc, "test_loss": test_loss,
+        "val_accuracy": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
+        "kept_weights": f"epoch {history[-1]['epoch']}" + (" (EMA)" if t.ema is not None else ""),
+        **per_class(cm), "confusion_matrix": cm.tolist(), "parameters": count_parameters(kept),
+        "device": torch.cuda.get_device_name(t.device) if cuda else f"cpu ({os.cpu_count()} threads)",
+        "bf16": t.bf16, "channels_last": t.channels_last,
+        "torch": torch.__version__, "seconds": round(sum(r["seconds"] for r in history), 3),
+        "epochs": len(history), "finished": now_iso()})
+    return test_acc
+
+
+def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> tuple[data_mod.Split, dict]:
+    """The run's train/validation/test tensors on `device`, and what went into them."""
     mnist = data_mod.load_mnist(data_root)
     if cfg.csv:
         from core.csvdata import read_digits_csv
         table = read_digits_csv(cfg.csv)
         if not table.has_labels:
-            raise ValueError(f"{cfg.csv} has no 'label' column: it can be predicted, not trained on")
-        images, labels = table.images, table.labels
+            raise ConfigError(f"{cfg.csv} has no 'label' column: it can be predicted, not trained on")
+        leaked = data_mod.test_duplicates(table.images, mnist.test_images)
+        images, labels = table.images[~leaked], table.labels[~leaked]
+        if not len(images):
+            raise ConfigError(f"every image of {cfg.csv} is one of MNIST's test images: nothing to train on")
+        info = {"source": cfg.csv, "rows": len(table.images), "test_duplicates_left_out": int(leaked.sum())}
     else:
         images, labels = mnist.train_images, mnist.train_labels
-    return data_mod.make_split(images, labels, mnist.test_images, mnist.test_labels,
-                               val_size=cfg.val_size, seed=cfg.seed,
-                               train_limit=cfg.train_limit, device=device)
+        info = {"source": "MNIST train", "rows": len(images), "test_duplicates_left_out": 0}
+    split = data_mod.make_split(images, labels, mnist.test_images, mnist.test_labels,
+                                val_size=cfg.val_size, seed=cfg.seed, train_limit=cfg.train_limit, device=device)
+    return split, {**info, "train": len(split.x_train), "validation": len(split.x_val), "test": len(split.x_test)}
 
 
-def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None, detached: bool = False) -> str:
-    """Create the run folder with its config and status 'queued'; return its id.
-    `detached`: another process will train it (see RunWriter.create)."""
-    kwargs = {"owner_pid": None} if detached else {}
-    return RunWriter.create(cfg.to_dict(), run_id, root, **kwargs).run_id
-
-
-def train(run_id: str, *, root=None, data_root=None, callback: Callback | None = None,
-          stop: threading.Event | None = None, resume: bool = False) -> str:
-    """Train the prepared run `run_id` to its end; return the final status."""
-    run = load_run(run_id, root)
-    if not run.config:
-        raise RunError(f"run {run_id!r} has no readable config.json")
-    cfg = TrainConfig.from_dict(run.config)
-    writer = RunWriter(run_id, root)
-    if resume and run.status == "finished":
-        raise RunError(f"run {run_id!r} is already finished")
-    if run.status in ("running", "queued") and resume:
-        raise RunError(f"run {run_id!r} is {run.status} in another process")
-    if not resume and run.status_info.get("status") != "queued":
-        if run.status_info.get("status") == "cancelled":  # cancelled before its job started
-            return "cancelled"
-        raise RunError(f"run {run_id!r} is {run.status}: use --resume to continue it")
-    device = resolve_device(cfg.device)
-    writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
-    try:
-        slot = device_slot(device.type, root)
-        slot.__enter__()
-    except Cancelled:
-        writer.set_status("cancelled", "cancelled while queued")
-        return "cancelled"
-    try:
-        writer.set_status("running")
-        try:
-            _fit(cfg, writer, device, data_root, callback or (lambda e: None),
-                 stop or threading.Event(), resume)
-        except Cancelled:
-            writer.set_status("cancelled", "stopped by the user")
-            return "cancelled"
-        except OSError as exc:
-            writer_message = describe_os_error(exc, writer.path)
-            try:
-                writer.set_status("failed", writer_message)
-            except OSError:
-                pass
-            raise RunError(writer_message) from None
-        except BaseException as exc:
-            writer.set_status("failed", f"{type(exc).__name__}: {exc}"[:500])
-            raise
-    finally:
-        slot.__exit__(None, None, None)
-    writer.set_status("finished")
-    return "finished"
-
-
-def _rng_state(shuffle: torch.Generator, aug: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state(), "aug": aug.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
-         callback: Callback, stop: threading.Event, resume: bool) -> None:
+def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
+        callback: Callback, stop: threading.Event, resume: bool) -> None:
+    """Train the run from its first unfinished epoch to the end, then finish it."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    split = load_split(cfg, device, data_root)
-    cuda = device.type == "cuda"
-    model = create_model(cfg.arch).to(device)
-    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if cuda and convolutional:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
+    split, dataset = load_split(cfg, device, data_root)
+    writer.write_dataset(dataset)
     steps = math.ceil(len(split.x_train) / cfg.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps))
-    ema = EMA(model) if cfg.ema else None
-    train_forward = getattr(model, "member_logits", model)  # an ensemble trains member by member
-    step_fn = torch.compile(train_forward) if cfg.compile else train_forward
-
-    history: list[dict] = []
-    start_epoch = 1
-    if resume:
-        try:
-            state = load_train_state(writer.run_id, writer.path.parent)
-        except RunError:
-            state = None  # killed before its first epoch ended: start again from scratch
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if ema is not None and "ema" in state:
-                ema.load_state_dict(state["ema"])
-            torch.set_rng_state(state["rng"]["torch"])
-            shuffle_gen.set_state(state["rng"]["shuffle"])
-            aug_gen.set_state(state["rng"]["aug"])
-            if cuda and "cuda" in state["rng"]:
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
-            history = [dict(row) for row in state["history"]]
-            start_epoch = int(state["epoch"]) + 1
+    t = build_trainee(cfg, device, steps)
+    history = t.load_state_dict(load_train_state(writer.run_id, writer.path.parent)) \
+        if resume and train_state_exists(writer.path) else []
     writer.write_history(history)
-    parameters = count_parameters(model)
-    callback(Event("start", writer.run_id, start_epoch, cfg.epochs, 0, steps,
-                   message=f"{cfg.arch} ({parameters:,} parameters) on {device}"))
-    report_every = max(1, steps // REPORTS_PER_EPOCH)
+    left_out = dataset["test_duplicates_left_out"]
+    callback(Event("start", writer.run_id, len(history) + 1, cfg.epochs, 0, steps, message=(
+        f"{cfg.arch} ({count_parameters(t.model):,} parameters) on {device}"
+        + (f"; left out {left_out:,} training images identical to MNIST test images" if left_out else ""))))
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for step, (xb, yb) in enumerate(data_mod.batches(split.x_train, split.y_train,
-                                                         cfg.batch_size, shuffle_gen), start=1):
-            if stop.is_set():
-                writer.save_weights((ema.module if ema else model).state_dict(), cfg.arch)
-                raise Cancelled()
-            xb = augment(xb, cfg.augment, aug_gen)
-            if cuda and convolutional:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss, reported, logits = training_loss(step_fn(xb).float(), yb, cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            loss_sum += reported * len(yb)
-            correct += (logits.argmax(1) == yb).sum()
-            seen += len(yb)
-            if step % report_every == 0 or step == steps:
-                train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen * 100
-                elapsed = time.perf_counter() - started
-                writer.write_progress(epoch=epoch, epochs=cfg.epochs, step=step, steps=steps,
-                                      train_loss=train_loss, train_acc=train_acc,
-                                      epoch_seconds=time.perf_counter() - epoch_start)
-                callback(Event("step", writer.run_id, epoch, cfg.epochs, step, steps,
-                               train_loss, train_acc, lr=scheduler.get_last_lr()[0], elapsed=elapsed))
 
-        eval_model = ema.module if ema is not None else model
-        val_loss, val_acc, _ = evaluate(eval_model, split.x_val, split.y_val, amp=cuda)
+        def report(step: int, loss: float, acc: float) -> None:
+            writer.write_progress(epoch=epoch, epochs=cfg.epochs, step=step, steps=steps, train_loss=loss,
+                                  train_acc=acc, epoch_seconds=time.perf_counter() - epoch_start)
+            callback(Event("step", writer.run_id, epoch, cfg.epochs, step, steps, loss, acc,
+                           lr=t.scheduler.get_last_lr()[0], elapsed=time.perf_counter() - started))
+        try:
+            train_loss, train_acc = train_epoch(t, cfg, split, report, stop)
+        except Cancelled:
+            writer.save_weights(t.kept.state_dict(), cfg.arch)
+            raise
+        val_loss, val_acc, _ = evaluate(t.kept, split.x_val, split.y_val, amp=t.bf16)
         history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4),
                         "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 4),
-                        "lr": optimizer.param_groups[0]["lr"],
+                        "lr": t.optimizer.param_groups[0]["lr"],
                         "seconds": round(time.perf_counter() - epoch_start, 4)})
-        writer.save_train_state({
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "history": history,
-            "rng": _rng_state(shuffle_gen, aug_gen),
-            **({"ema": ema.state_dict()} if ema is not None else {})})
+        writer.save_train_state(t.state_dict(epoch, history))
         writer.write_history(history)  # after the state: a listed epoch can always be resumed
         callback(Event("epoch", writer.run_id, epoch, cfg.epochs, steps, steps, train_loss, train_acc,
                        val_loss, val_acc, history[-1]["lr"], time.perf_counter() - started))
 
-    final = ema.module if ema is not None else model
-    test_loss, test_acc, probs = evaluate(final, split.x_test, split.y_test, amp=cuda)
-    labels = split.y_test.cpu()
-    cm = confusion_matrix(labels.numpy(), probs.argmax(1).numpy())
-    writer.save_weights({k: v.contiguous() for k, v in final.state_dict().items()}, cfg.arch)
-    writer.save_predictions(labels, probs)
-    writer.write_metrics({
-        "test_accuracy": test_acc, "test_loss": test_loss, **per_class(cm),
-        "confusion_matrix": cm.tolist(), "parameters": count_parameters(final),
-        "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} threads)",
-        "torch": torch.__version__, "seconds": round(sum(r["seconds"] for r in history), 3),
-        "epochs": len(history), "finished": now_iso()})
-    callback(Event("end", writer.run_id, cfg.epochs, cfg.epochs, steps, steps, train_loss, train_acc,
-                   history[-1]["val_loss"], history[-1]["val_acc"], history[-1]["lr"],
+    test_acc = finish_run(t, split, history, writer, cfg)
+    last = history[-1]
+    callback(Event("end", writer.run_id, cfg.epochs, cfg.epochs, steps, steps, last["train_loss"],
+                   last["train_acc"], last["val_loss"], last["val_acc"], last["lr"],
                    time.perf_counter() - started, message=f"test accuracy {test_acc:.2f}%"))
+
+
+# --- the run's life: claim, queue, train, record ------------------------------------------------
+
+def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None) -> RunWriter:
+    """Create the run folder with its config and status 'queued'. The returned writer holds
+    the run's lock: train it here (`train(..., writer=...)`) or hand it to a job process
+    (`core.jobs.launch_prepared`)."""
+    return RunWriter.create(cfg.to_dict(), run_id, root)
+
+
+def train(run_id: str, *, root=None, data_root=None, callback: Callback | None = None,
+          stop: threading.Event | None = None, resume: bool = False,
+          writer: RunWriter | None = None, lock_fd: int | None = None) -> str:
+    """Train the prepared run `run_id` to its end; return the final status. The run is owned
+    by this process throughout: `writer` already holds its lock, or `lock_fd` is the lock
+    handed over by a launcher, or the lock is taken here (refused if another process has it)."""
+    stop = stop or threading.Event()
+    if writer is None:
+        path = load_run(run_id, root).path  # a clear error if there is no such run
+        writer = RunWriter(run_id, root, RunLock.claim(path, lock_fd))
+    try:
+        run = load_run(run_id, root)  # read under the lock: nobody else changes it now
+        if not run.config:
+            raise RunError(f"run {run_id!r} has no readable config.json")
+        state = run.status_info.get("status")
+        if resume and state == "finished":
+            raise RunError(f"run {run_id!r} is already finished")
+        if not resume and state != "queued":
+            if state == "cancelled":  # cancelled before its job started
+                return "cancelled"
+            raise RunError(f"run {run_id!r} is {run.status}: use --resume to continue it")
+        cfg = TrainConfig.from_dict(run.config)
+        device = resolve_device(cfg.device)
+        if stop.is_set():
+            writer.set_status("cancelled", "cancelled before it started")
+            return "cancelled"
+        writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
+        try:
+            with device_slot(device.type, root):
+                writer.set_status("running")
+                fit(cfg, writer, device, data_root, callback or (lambda e: None), stop, resume)
+        except Cancelled:
+            writer.set_status("cancelled", "stopped by the user")
+            return "cancelled"
+        except OSError as exc:
+            message = describe_os_error(exc, writer.path)
+            try:
+                writer.set_status("failed", message)
+            except OSError:
+                pass
+            raise RunError(message) from None
+        except BaseException as exc:
+            writer.set_status("failed", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        writer.set_status("finished")
+        return "finished"
+    finally:
+        writer.release()

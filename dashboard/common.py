@@ -61,8 +61,8 @@ def load_runs() -> list[Run]:
     for run_id in list_run_ids(base):
         run = _read_run(base, run_id, _signature(os.path.join(base, run_id)))
         if run is not None:
-            # Liveness of the job's process is not in any file: check it on every render.
-            run.status = effective_status(run.status_info)
+            # Liveness is whether a process holds the run's lock, not in any file: check it every render.
+            run.status = effective_status(run.status_info, run.path)
             runs.append(run)
     return runs
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         r = spec.recipe.describe()
         parameters = count_parameters(spec.build())
         mine = sorted((x for x in runs if x.arch == arch and is_current_recipe(x, spec, parameters)),
-                      key=lambda x: x.best_val_acc or 0, reverse=True)
+                      key=lambda x: x.val_acc or 0, reverse=True)
         if not mine:
             print(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% "
                   "| not measured | | | | | |")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = run.history["seconds"].median()
         met = "✓" if run.test_acc >= spec.target else "✗ below target"
         print(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% | "
-              f"**{run.test_acc:.2f}%** {met} | {run.best_val_acc:.2f}% | {run.epochs_done} | {seconds:.1f} | "
+              f"**{run.test_acc:.2f}%** {met} | {run.val_acc:.2f}% | {run.epochs_done} | {seconds:.1f} | "
               f"{run.metrics.get('device', '?')} | {str(run.metrics.get('finished', ''))[:10]} |")
     return 0
 

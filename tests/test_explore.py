@@ -112,8 +112,8 @@ def test_run_table_keeps_numbers_sortable():
     table = explore.run_table(runs)
     assert list(table.columns) == explore.RUN_TABLE_COLUMNS
     assert table["test_acc"].dtype == np.float64 and table["parameters"].dtype == "Int64"
-    assert table.sort_values("best_val_acc")["run_id"].tolist() == ["b", "a"]
-    assert table.loc[0, "best_val_acc"] == 95.0 and table.loc[0, "epochs"] == 2
+    assert table.sort_values("val_acc")["run_id"].tolist() == ["b", "a"]
+    assert table.loc[0, "val_acc"] == 95.0 and table.loc[0, "epochs"] == 2
     assert pd.isna(table.loc[1, "test_acc"])
 
 

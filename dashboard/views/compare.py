@@ -19,7 +19,7 @@ def runs_table(runs: list) -> list:
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
         width="stretch", height=min(420, 38 + 35 * len(table)),
-        column_order=["name", "arch", "status", "parameters", "epochs", "best_val_acc", "test_acc",
+        column_order=["name", "arch", "status", "parameters", "epochs", "val_acc", "test_acc",
                       "sec_per_epoch", "device", "created", "run_id"],
         column_config={
             "name": st.column_config.TextColumn("Name"),
@@ -27,7 +27,7 @@ def runs_table(runs: list) -> list:
             "status": st.column_config.TextColumn("Status"),
             "parameters": st.column_config.NumberColumn("Parameters", format="localized"),
             "epochs": st.column_config.NumberColumn("Epochs"),
-            "best_val_acc": st.column_config.NumberColumn("Best val acc", format="%.2f%%"),
+            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help="validation accuracy of the kept weights (last epoch; EMA if on)"),
             "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
             "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
             "device": st.column_config.TextColumn("Device"),

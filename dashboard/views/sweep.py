@@ -44,14 +44,14 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device) -> None:
             raise ValueError(f"{len(lrs)} x {len(batch_sizes)} = {len(lrs) * len(batch_sizes)} runs; "
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
-        sweep_id, run_ids = prepare_sweep(base, lrs, batch_sizes, detached=True)
+        sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
     except (ValueError, RunError) as exc:  # ConfigError is a ValueError
         st.error(str(exc), icon=":material/error:")
         return
-    for run_id in run_ids:
-        jobs.launch_prepared(run_id)
+    for writer in writers:
+        jobs.launch_prepared(writer)
     st.session_state["sweep_pick"] = sweep_id
-    st.session_state["sweep_launched"] = f"Queued {len(run_ids)} runs as `{sweep_id}`."
+    st.session_state["sweep_launched"] = f"Queued {len(writers)} runs as `{sweep_id}`."
     st.rerun()
 
 
@@ -68,12 +68,12 @@ def heatmap(cells) -> None:
         x=alt.X("batch_size:O", title="batch size", axis=alt.Axis(labelAngle=0, orient="top")),
         y=alt.Y("lr_text:O", title="learning rate", sort=alt.EncodingSortField("lr", order="descending")))
     tooltip = [alt.Tooltip("lr:Q", format="g"), "batch_size:O", "status:N",
-               alt.Tooltip("val_acc:Q", title="best val acc", format=".2f"),
+               alt.Tooltip("val_acc:Q", title="val acc", format=".2f"),
                alt.Tooltip("test_acc:Q", title="test acc", format=".2f"), "run_id:N"]
     # Cells without a result yet (queued, running) stay grey with their status as text.
     rects = base.mark_rect(stroke="#f58518").encode(
         color=alt.condition("isValid(datum.val_acc)",
-                            alt.Color("val_acc:Q", title="best val acc (%)", scale=alt.Scale(scheme="viridis")),
+                            alt.Color("val_acc:Q", title="val acc (%)", scale=alt.Scale(scheme="viridis")),
                             alt.value("#9e9e9e")),
         strokeWidth=alt.condition(alt.datum.selected, alt.value(4), alt.value(0)),
         tooltip=tooltip,
@@ -106,7 +106,7 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
         with badge:
             common.status_badge(run.status)
         m = st.columns(3)
-        m[0].metric("Best val accuracy", f"{run.best_val_acc:.2f}%" if run.best_val_acc is not None else "–")
+        m[0].metric("Val accuracy (kept weights)", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–")
         m[1].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
         m[2].metric("Epochs", f"{run.epochs_done}/{explore.planned_epochs(run) or '?'}")
         curves = explore.live_curves(run.history, run.progress if run.status == "running" else None)
@@ -145,7 +145,7 @@ def sweep_view() -> None:
         grid.index = [f"{lr:g}" for lr in grid.index]
         grid.index.name = "lr \\ batch size"
         grid.columns = [str(c) for c in grid.columns]
-        with st.expander("Best validation accuracy (%) as a table"):
+        with st.expander("Validation accuracy (%, kept weights) as a table"):
             st.dataframe(grid, key="sweep_grid", column_config={
                 c: st.column_config.NumberColumn(c, format="%.2f") for c in grid.columns})
     with detail_col:

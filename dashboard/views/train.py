@@ -164,7 +164,7 @@ def latest_run_card(run) -> None:
         epochs = explore.planned_epochs(run)
         m = st.columns(4)
         m[0].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
-        m[1].metric("Best val accuracy", f"{run.best_val_acc:.2f}%" if run.best_val_acc is not None else "–")
+        m[1].metric("Val accuracy (kept weights)", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–")
         m[2].metric("Epochs", f"{run.epochs_done}/{epochs if epochs else '?'}")
         m[3].metric("Seconds / epoch", common.format_seconds(explore.seconds_per_epoch(run)))
         if run.status in ("running", "queued"):
@@ -208,14 +208,14 @@ def recent_section(runs: list) -> None:
     st.subheader("Recent runs", divider="gray")
     recent = runs[:12]
     table = explore.run_table(recent)
-    st.dataframe(table[["name", "arch", "status", "epochs", "best_val_acc", "test_acc", "sec_per_epoch"]],
+    st.dataframe(table[["name", "arch", "status", "epochs", "val_acc", "test_acc", "sec_per_epoch"]],
                  hide_index=True, width="stretch", height=38 + 35 * len(table), placeholder="–",
                  key="train_recent", column_config={
                      "name": st.column_config.TextColumn("Name", width="large"),
                      "arch": st.column_config.TextColumn("Arch", width="small"),
                      "status": st.column_config.TextColumn("Status", width="small"),
                      "epochs": st.column_config.NumberColumn("Epochs", width="small"),
-                     "best_val_acc": st.column_config.NumberColumn("Best val", format="%.2f%%", width="small"),
+                     "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help="validation accuracy of the kept weights"),
                      "test_acc": st.column_config.NumberColumn("Test", format="%.2f%%", width="small"),
                      "sec_per_epoch": st.column_config.NumberColumn("s/epoch", format="%.1f", width="small")})
     for run in [r for r in recent if explore.is_resumable(r)]:
