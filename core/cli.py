@@ -12,6 +12,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from core.config import RECIPE_FIELDS, ConfigError, TrainConfig
+from core.errors import LabError
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m core", description="MNIST Lab: train, compare and probe digit classifiers.")
     parser.add_argument("--checkpoints", help="runs folder (default: $MNIST_LAB_CHECKPOINTS or ./checkpoints)")
     parser.add_argument("--data", help="MNIST folder (default: $MNIST_LAB_DATA or ./data)")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     sub.add_parser("fetch", help="download and verify MNIST into the data folder")
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its last finished epoch")
     train.add_argument("--run-id", help="train a run already prepared (by the dashboard) under this id")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the run's lock, from core.jobs
 
     sub.add_parser("runs", help="list runs")
 
@@ -118,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `python -m core runs | head`: the reader left, nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ValueError, RuntimeError, KeyError, OSError) as exc:  # ConfigError is a ValueError
-        from core.runs import describe_os_error
-        message = describe_os_error(exc, Path(exc.filename or ".")) if isinstance(exc, OSError) else str(exc)
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    except LabError as exc:  # ours: the message says what to do; anything else keeps its traceback
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -183,11 +186,11 @@ class ProgressPrinter:
 
 def stop_on_signals() -> threading.Event:
     """SIGTERM (the dashboard's Cancel) and Ctrl-C set a flag the loop checks at every step."""
-    from core.jobs import Cancelled, waiting_for_slot
     stop = threading.Event()
 
     def handler(*_):
         stop.set()
+        from core.jobs import Cancelled, waiting_for_slot
         if waiting_for_slot():  # still queued: leave the blocking wait at once
             raise Cancelled()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -196,25 +199,22 @@ def stop_on_signals() -> threading.Event:
 
 
 def cmd_train(args) -> int:
-    from core.train import prepare_run, train
-    from core.runs import load_run
+    from core.train import prepare_run, resolve_device, train
+    stop = stop_on_signals()
+    writer = None
     if args.resume or args.run_id:
         run_id, resume = args.resume or args.run_id, bool(args.resume)
-        load_run(run_id, args.checkpoints)  # a clear error if it does not exist
     else:
         if args.arch is None:
             from core.models import list_models
-            print(f"error: --arch is required (one of: {', '.join(list_models())})", file=sys.stderr)
-            return 2
-        try:
-            cfg = config_from_args(args)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
+        cfg = config_from_args(args)
         _check_data(args)
-        run_id, resume = prepare_run(cfg, root=args.checkpoints), False
-    status = train(run_id, root=args.checkpoints, data_root=args.data,
-                   callback=ProgressPrinter(args.quiet), stop=stop_on_signals(), resume=resume)
+        resolve_device(cfg.device)  # before the run folder exists: no junk run for a missing GPU
+        writer = prepare_run(cfg, root=args.checkpoints)
+        run_id, resume = writer.run_id, False
+    status = train(run_id, root=args.checkpoints, data_root=args.data, callback=ProgressPrinter(args.quiet),
+                   stop=stop, resume=resume, writer=writer, lock_fd=args.lock_fd)
     print(run_id)
     return 0 if status == "finished" else 3
 
@@ -284,31 +284,18 @@ def _predict_csv(predictor, path: str, as_json: bool) -> int:
     return 0
 
 
-def _parse_list(text: str, kind, name: str) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"--{name} must be a comma-separated list of numbers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"--{name} needs at least one value")
-    return values
-
-
 def cmd_sweep(args) -> int:
-    from core.sweep import grid_table, prepare_sweep, run_sweep
-    try:
-        lrs = _parse_list(args.lr, float, "lr")
-        sizes = _parse_list(args.batch_size, int, "batch-size")
-        if args.arch is None:
-            raise ConfigError("--arch is required")
-        base = config_from_args(args, lr=lrs[0], batch_size=sizes[0])
-        sweep_id, run_ids = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    from core.sweep import grid_table, parse_values, prepare_sweep, run_sweep
+    stop = stop_on_signals()
+    lrs = parse_values(args.lr, float, "learning rates (--lr)")
+    sizes = parse_values(args.batch_size, int, "batch sizes (--batch-size)")
+    if args.arch is None:
+        raise ConfigError("--arch is required")
+    base = config_from_args(args, lr=lrs[0], batch_size=sizes[0])
     _check_data(args)
-    print(f"sweep {sweep_id}: {len(run_ids)} runs", file=sys.stderr)
-    run_sweep(run_ids, root=args.checkpoints, data_root=args.data, stop=stop_on_signals(),
+    sweep_id, writers = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
+    print(f"sweep {sweep_id}: {len(writers)} runs", file=sys.stderr)
+    run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
               callback_factory=lambda: ProgressPrinter(args.quiet))
     print(grid_table(sweep_id, args.checkpoints).to_string())
     return 0

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, Iterator, TextIO, Union
 import numpy as np
 import pandas as pd
 import torch
+from core.errors import BadInput
 
 SIDE = 28  # px
 PIXELS = SIDE * SIDE  # 784 pixel columns
@@ -47,7 +48,7 @@ _EXPECTED_COLUMNS = (
 _ROWS_PER_CHUNK = 4096  # rows formatted at a time when writing, to bound memory (~10 MB)
 
 
-class CSVFormatError(ValueError):
+class CSVFormatError(BadInput, ValueError):
     """A CSV file that is not in the digits format; the message names the row and column."""
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from core.preprocess import MNIST_MEAN, MNIST_STD
+from core.errors import LabError
 
 DATA_ENV = "MNIST_LAB_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -40,7 +41,7 @@ MD5 = {
 TRAIN_SIZE, TEST_SIZE = 60_000, 10_000
 
 
-class DataError(RuntimeError):
+class DataError(LabError, RuntimeError):
     """MNIST is missing, partial or corrupt; the message says what to do."""
 
 

@@ -359,28 +359,6 @@ def prediction_confusion(predictions: dict[str, np.ndarray]) -> np.ndarray:
 
 # --- sweeps ---------------------------------------------------------------------------------
 
-def parse_values(text: str, kind: type = float, what: str = "values", limit: int = 12) -> list:
-    """'0.01, 0.03 0.1' -> [0.01, 0.03, 0.1]; ValueError with a one-line message if bad.
-    Duplicates are dropped, order kept."""
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-    if not parts:
-        raise ValueError(f"give at least one of the {what}, separated by commas")
-    values = []
-    for part in parts:
-        try:
-            value = kind(part.strip()) if kind is float else int(part.strip())
-        except ValueError:
-            raise ValueError(f"{part.strip()!r} in the {what} is not a "
-                             f"{'number' if kind is float else 'whole number'}") from None
-        if kind is float and not math.isfinite(value):
-            raise ValueError(f"{part.strip()!r} in the {what} is not a finite number")
-        if value not in values:
-            values.append(value)
-    if len(values) > limit:
-        raise ValueError(f"at most {limit} {what}, got {len(values)}")
-    return values
-
-
 SWEEP_COLUMNS = ["run_id", "name", "lr", "batch_size", "status", "val_acc", "test_acc"]
 
 

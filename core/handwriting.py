@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.runs import atomic_write_bytes
+from core.errors import LabError
 
 HANDWRITING_ENV = "MNIST_LAB_HANDWRITING"
 DEFAULT_DIR = Path("data") / "handwriting"
@@ -33,7 +34,7 @@ FILE_NAME = "handwriting.npz"
 SIDE = 28  # px
 
 
-class HandwritingError(RuntimeError):
+class HandwritingError(LabError, RuntimeError):
     """The set cannot be read or written, or a drawing is not usable; the message says why."""
 
 

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 import torch.nn.functional as F
+from core.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(BadInput, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

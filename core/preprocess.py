@@ -16,6 +16,7 @@ from typing import BinaryIO, Union
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from core.errors import BadInput
 
 # Pixel statistics of the MNIST training set on the [0, 1] scale; training normalises
 # every input with them, so prediction must too.
@@ -42,7 +43,7 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 ImageLike = Union[Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(BadInput, ValueError):
     """An image that cannot be used; the message tells the user what to do."""
 
 

@@ -137,7 +137,7 @@ def torch_bytes(obj: Any) -> bytes:
 
 # --- locks ----------------------------------------------------------------------------------
 
-class Busy(LabError):
+class Busy(RunError):
     """Another process holds the lock (it owns the run)."""
 
 

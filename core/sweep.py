@@ -3,13 +3,36 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 
 import pandas as pd
 
 from core import explore
-from core.config import TrainConfig
+from core.config import ConfigError, TrainConfig
 from core.runs import RunWriter, list_runs
 from core.train import prepare_run, train
+
+
+def parse_values(text: str, kind: type = float, what: str = "values", limit: int = 12) -> list:
+    """'0.01, 0.03 0.1' -> [0.01, 0.03, 0.1]; ConfigError with a one-line message if bad.
+    Duplicates are dropped, order kept. The one list grammar of the CLI and the Sweep page."""
+    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"give at least one of the {what}, separated by commas")
+    values = []
+    for part in parts:
+        try:
+            value = kind(part.strip()) if kind is float else int(part.strip())
+        except ValueError:
+            raise ConfigError(f"{part.strip()!r} in the {what} is not a "
+                             f"{'number' if kind is float else 'whole number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"{part.strip()!r} in the {what} is not a finite number")
+        if value not in values:
+            values.append(value)
+    if len(values) > limit:
+        raise ConfigError(f"at most {limit} {what}, got {len(values)}")
+    return values
 
 
 def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],

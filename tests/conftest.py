@@ -35,14 +35,14 @@ class TrainedRuns:
 def trained_runs(tmp_path_factory, mnist_root) -> TrainedRuns:
     """Two really trained tiny runs (mlp and lenet, a few seconds each on a CPU)."""
     from core.config import TrainConfig
-    from core.train import prepare_run, train
+    from tests.helpers import train_new
     root = tmp_path_factory.mktemp("checkpoints")
     ids = {}
     for arch, epochs, limit in (("mlp", 2, 2000), ("lenet", 1, 1000)):
         config = TrainConfig(arch=arch, epochs=epochs, train_limit=limit, device="cpu", seed=0,
                              name=f"tiny {arch}")
-        run_id = prepare_run(config, root=root)
-        assert train(run_id, root=root, data_root=mnist_root) == "finished"
+        run_id, status = train_new(config, root, data_root=mnist_root)
+        assert status == "finished"
         ids[arch] = run_id
     return TrainedRuns(root, ids)
 

@@ -17,12 +17,19 @@ def require_mnist() -> Path:
     return DATA
 
 
+def train_new(config, root: Path, **kwargs) -> tuple[str, str]:
+    """Create a run for `config` in `root` and train it in this process: (run id, final status)."""
+    from core.train import prepare_run, train
+    writer = prepare_run(config, root=root)
+    kwargs.setdefault("data_root", require_mnist())
+    return writer.run_id, train(writer.run_id, root=root, writer=writer, **kwargs)
+
+
 def train_tiny(root: Path, arch: str = "lenet", **overrides) -> str:
     """Really train a small run on real MNIST into `root`; return its id."""
     from core.config import TrainConfig
-    from core.train import prepare_run, train
     settings = dict(arch=arch, epochs=2, train_limit=5000, device="cpu", seed=0)
     settings.update(overrides)
-    run_id = prepare_run(TrainConfig(**settings), root=root)
-    assert train(run_id, root=root, data_root=require_mnist()) == "finished"
+    run_id, status = train_new(TrainConfig(**settings), root)
+    assert status == "finished"
     return run_id

@@ -21,7 +21,7 @@ from core.models import (Ensemble, LabNet, UnknownModelError, count_parameters, 
                          list_models)
 from core.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
 from core.train import evaluate, training_loss
-from tests.helpers import DATA, REPO, require_mnist, train_tiny
+from tests.helpers import DATA, REPO, require_mnist, train_new, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -219,10 +219,8 @@ def test_same_seed_same_run(tmp_path):
 
 
 def test_progress_callback_reports_within_and_after_epochs(tmp_path):
-    from core.train import prepare_run, train
     events = []
-    run_id = prepare_run(TrainConfig(arch="mlp", epochs=2, train_limit=3000, device="cpu"), root=tmp_path)
-    train(run_id, root=tmp_path, data_root=DATA, callback=events.append)
+    train_new(TrainConfig(arch="mlp", epochs=2, train_limit=3000, device="cpu"), tmp_path, callback=events.append)
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
     steps = [e for e in events if e.kind == "step" and e.epoch == 1]

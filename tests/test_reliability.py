@@ -193,7 +193,9 @@ def test_cli_refuses_escaping_names(tmp_path):
 
 def test_a_run_name_is_only_a_label(tmp_path):
     from core.train import prepare_run
-    run_id = prepare_run(TrainConfig(arch="mlp", name="../../etc/passwd"), root=tmp_path)
+    writer = prepare_run(TrainConfig(arch="mlp", name="../../etc/passwd"), root=tmp_path)
+    run_id = writer.run_id
+    writer.release()
     assert (tmp_path / run_id).is_dir() and "/" not in run_id and ".." not in run_id
 
 
@@ -312,31 +314,6 @@ def test_dashboard_listens_on_localhost_by_default():
     assert config["server"]["address"] == "127.0.0.1"
     assert "--server.address $(ADDRESS)" in (REPO / "Makefile").read_text()
     assert "ADDRESS ?= 127.0.0.1" in (REPO / "Makefile").read_text()
-
-
-def test_a_run_prepared_for_a_job_records_no_pid_and_cancels_without_signalling(tmp_path):
-    # The dashboard creates the run, then starts its job process: until that process claims
-    # it, the creator's pid must not be on record, or Cancel would signal the dashboard itself.
-    from core.jobs import cancel
-    from core.train import prepare_run, train
-    run_id = prepare_run(TrainConfig(arch="mlp", epochs=1), root=tmp_path, detached=True)
-    assert load_run(run_id, tmp_path).status_info["pid"] is None
-    assert load_run(run_id, tmp_path).status == "queued"
-    assert cancel(run_id, tmp_path)                         # this test process is still alive
-    assert load_run(run_id, tmp_path).status == "cancelled"
-    assert train(run_id, root=tmp_path) == "cancelled"      # the late job does not train it
-    assert load_run(run_id, tmp_path).history.empty and not load_run(run_id, tmp_path).warnings
-
-
-def test_a_prepared_run_never_claimed_is_shown_interrupted(tmp_path):
-    from core.runs import LAUNCH_GRACE_S, atomic_write_json
-    from core.train import prepare_run
-    import datetime as dt
-    run_id = prepare_run(TrainConfig(arch="mlp"), root=tmp_path, detached=True)
-    status = json.loads((tmp_path / run_id / "status.json").read_text())
-    old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=LAUNCH_GRACE_S + 5)
-    atomic_write_json(tmp_path / run_id / "status.json", {**status, "created": old.isoformat()})
-    assert load_run(run_id, tmp_path).status == "interrupted"
 
 
 def test_fetch_completes_a_gzipped_copy_and_verifies_it(tmp_path):
