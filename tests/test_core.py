@@ -327,7 +327,7 @@ def test_ema_warms_up_then_averages():
     for _ in range(200):
         ema.update(model)
     assert ema.module.weight.flatten().tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
-    restored = EMA(model)
+    restored = EMA(model, decay=0.9)
     restored.load_state_dict(ema.state_dict())
     assert restored.updates == 201 and torch.equal(restored.module.weight, ema.module.weight)
 

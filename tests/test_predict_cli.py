@@ -106,7 +106,7 @@ def test_csv_is_trained_on_like_mnist_and_unlabelled_csv_is_predicted(run, tmp_p
     # ...but it cannot be trained on
     proc = cli("--checkpoints", str(root), "--data", str(require_mnist()), "train", "--arch", "mlp",
                "--csv", str(unlabelled), "--epochs", "1")
-    assert proc.returncode == 1 and "label" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "label" in proc.stderr and "Traceback" not in proc.stderr  # bad input
 
 
 def test_a_bad_csv_names_the_row_and_column(run, tmp_path):
@@ -117,5 +117,5 @@ def test_a_bad_csv_names_the_row_and_column(run, tmp_path):
     row[100] = "abc"
     bad.write_text(header + "\n" + ",".join(["1"] + ["0"] * 784) + "\n" + ",".join(row) + "\n")
     proc = cli("--checkpoints", str(root), "--data", str(require_mnist()), "train", "--arch", "mlp", "--csv", str(bad))
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr  # bad input
     assert "row 2" in proc.stderr and "pixel99" in proc.stderr
