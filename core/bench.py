@@ -69,9 +69,9 @@ def lab_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch
         cfg = TrainConfig(arch=arch, batch_size=batch_size, lr=lr, optimizer="adam", epochs=epochs,
                           schedule="none", momentum=0.0, weight_decay=0.0, augment="none",
                           label_smoothing=0.0, ema=False, device=device.type, train_limit=train_limit)
-        run_id = prepare_run(cfg, root=root)
-        train(run_id, root=root, data_root=data_root)
-        return load_run(run_id, root).history["seconds"].tolist()
+        writer = prepare_run(cfg, root=root)
+        train(writer.run_id, root=root, data_root=data_root, writer=writer)
+        return load_run(writer.run_id, root).history["seconds"].tolist()
 
 
 def sample_drawing(size: int = 280) -> np.ndarray:

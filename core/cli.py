@@ -234,7 +234,7 @@ def cmd_runs(args) -> int:
 
     def pct(v):
         return f"{v:.2f}" if v is not None else "-"
-    print(f"{'run id':<44} {'arch':<7} {'status':<11} {'epochs':>6} {'best val':>8} {'test':>6}")
+    print(f"{'run id':<44} {'arch':<7} {'status':<11} {'epochs':>6} {'val':>8} {'test':>6}")
     for r in runs:
         epochs = f"{r.epochs_done}/{r.config.get('epochs', '?')}"
         warn = "  ! " + "; ".join(r.warnings) if r.warnings else ""

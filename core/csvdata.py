@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import Any, BinaryIO, Iterator, TextIO, Union
 import numpy as np
 import pandas as pd
 import torch
+
 from core.errors import BadInput
+from core.runs import atomic_write_bytes
 
 SIDE = 28  # px
 PIXELS = SIDE * SIDE  # 784 pixel columns
@@ -408,7 +409,7 @@ def write_digits_csv(
         table = np.column_stack([label_column.astype(np.uint8), table])
         columns = [LABEL, *columns]
     if isinstance(dest, (str, os.PathLike)):
-        _write_atomically(Path(dest), _csv_chunks(columns, table))
+        atomic_write_bytes(Path(dest), "".join(_csv_chunks(columns, table)).encode())
     else:
         binary = not isinstance(dest, io.TextIOBase)
         for chunk in _csv_chunks(columns, table):
@@ -440,16 +441,3 @@ def _as_pixel_rows(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def _to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-
-
-def _write_atomically(path: Path, chunks: Iterator[str]) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.writelines(chunks)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a data file should be readable
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import io
 import os
 import zipfile
@@ -25,7 +24,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from core.runs import atomic_write_bytes
+from core.runs import atomic_write_bytes, file_lock
 from core.errors import LabError
 
 HANDWRITING_ENV = "MNIST_LAB_HANDWRITING"
@@ -98,15 +97,11 @@ def _locked(root: str | os.PathLike | None):
     folder = handwriting_dir(root)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / ".lock", "a")
+        (folder / ".lock").touch()
     except OSError as exc:
         raise HandwritingError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(folder / ".lock"):
+        yield
 
 
 def as_uint8(image: np.ndarray) -> np.ndarray:

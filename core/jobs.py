@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.runs import (ACTIVE, LOCK_NAME, RunError, RunLock, RunWriter, checkpoints_dir, file_lock, load_run,
+from core.runs import (ACTIVE, LOCK_NAME, RunError, RunLock, RunWriter, checkpoints_dir, flock, load_run,
                        lock_held, read_owner, run_dir)
 
 LOG_NAME = "train.log"
@@ -43,16 +43,13 @@ def device_slot(device_type: str, root: str | os.PathLike | None = None):
     global _waiting_for_slot
     locks = checkpoints_dir(root) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    _waiting_for_slot = True
-    try:
-        lock = file_lock(locks / f"{device_type}.lock")
-        lock.__enter__()  # blocks while another job trains on this device
-    finally:
-        _waiting_for_slot = False
-    try:
+    with open(locks / f"{device_type}.lock", "a") as handle:  # closing it lets the next job in
+        _waiting_for_slot = True
+        try:
+            flock(handle)  # blocks while another job trains on this device
+        finally:
+            _waiting_for_slot = False
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def spawn(args: list[str], log_path: Path | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
@@ -135,10 +132,3 @@ def _signal_owner(path: Path, pid: int) -> bool:
         return False
     finally:
         os.close(pidfd)
-
-
-def queue(root=None) -> list:
-    """Active runs (running first, then queued, oldest first)."""
-    from core.runs import list_runs
-    active = [r for r in list_runs(root) if r.status in ACTIVE]
-    return sorted(active, key=lambda r: (r.status != "running", r.status_info.get("created", "")))

@@ -155,12 +155,9 @@ def flock(handle, *, wait: bool = True, shared: bool = False) -> bool:
 @contextlib.contextmanager
 def file_lock(path: Path):
     """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it."""
-    with open(path, "a") as handle:
+    with open(path, "a") as handle:  # closing the file drops the lock
         flock(handle)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 class RunLock:

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from core.config import ConfigError, TrainConfig  # noqa: E402
 from core.models import count_parameters, get_spec, list_models  # noqa: E402
 from core.runs import list_runs  # noqa: E402
 
@@ -25,7 +26,11 @@ from core.runs import list_runs  # noqa: E402
 def is_current_recipe(run, spec, parameters: int) -> bool:
     """The run trained today's architecture (`parameters` of them) with its default recipe on
     the full MNIST split."""
-    same_recipe = all(run.config.get(k) == v for k, v in spec.recipe.as_dict().items())
+    try:  # a format-1 config is read with the values it used without saying (core.config)
+        config = TrainConfig.from_dict(run.config).to_dict()
+    except ConfigError:
+        return False
+    same_recipe = all(config[k] == v for k, v in spec.recipe.as_dict().items())
     full_data = run.config.get("train_limit") is None and run.config.get("csv") is None
     return same_recipe and full_data and run.metrics.get("parameters") == parameters
 
@@ -36,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="recipe", help="run name of the full-recipe runs (default: recipe)")
     args = parser.parse_args(argv)
     runs = [r for r in list_runs(args.checkpoints) if r.status == "finished" and r.name == args.name]
-    print("| model | from | parameters | default recipe | target | test accuracy | best val | epochs | s/epoch (median) | device | date |")
+    print("| model | from | parameters | default recipe | target | test accuracy | val (kept weights) | epochs | s/epoch (median) | device | date |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|")
     for arch in list_models():
         spec = get_spec(arch)
