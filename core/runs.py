@@ -504,9 +504,10 @@ def load_train_state(run_id: str, root: str | os.PathLike | None = None) -> dict
 
 def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None) -> None:
     """Change a run's display name (its id and folder stay, so references hold)."""
+    from core.config import name_problem
     new_name = new_name.strip()
-    if not 0 < len(new_name) <= 80 or not new_name.isprintable():
-        raise RunError("a run name must be 1..80 printable characters")
+    if name_problem(new_name):
+        raise RunError(name_problem(new_name))
     path = run_dir(run_id, root)
     config = read_json(path / "config.json")
     if config is None:
