@@ -45,6 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
+from core.config import name_problem
 from core.errors import LabError
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
@@ -504,7 +505,6 @@ def load_train_state(run_id: str, root: str | os.PathLike | None = None) -> dict
 
 def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None) -> None:
     """Change a run's display name (its id and folder stay, so references hold)."""
-    from core.config import name_problem
     new_name = new_name.strip()
     if name_problem(new_name):
         raise RunError(name_problem(new_name))
