@@ -20,10 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.runs import (ACTIVE, LOCK_NAME, RunError, RunLock, RunWriter, checkpoints_dir, flock, load_run,
+from core.runs import (ACTIVE, LOCK_NAME, LOG_NAME, RunError, RunLock, RunWriter, checkpoints_dir, flock, load_run,
                        lock_held, read_owner, run_dir)
-
-LOG_NAME = "train.log"
 
 
 class Cancelled(Exception):

@@ -55,6 +55,12 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its pid
+WEIGHTS = "model.safetensors"
+PREDICTIONS = "predictions.safetensors"
+TRAIN_STATE = "train_state.pt"
+LOG_NAME = "train.log"  # output of a job process (core.jobs)
+SMALL_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json", WEIGHTS)
+"""The files `load_run` reads (and the weights' presence): a run changed iff one of them did."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -296,16 +302,16 @@ class RunWriter:
         atomic_write_json(self.path / "dataset.json", info)
 
     def save_weights(self, state_dict: dict[str, torch.Tensor], arch: str) -> None:
-        atomic_write_bytes(self.path / "model.safetensors", tensors_bytes(
+        atomic_write_bytes(self.path / WEIGHTS, tensors_bytes(
             state_dict, metadata={"arch": arch, "format": str(FORMAT_VERSION)}))
 
     def save_predictions(self, labels: torch.Tensor, probabilities: torch.Tensor) -> None:
-        atomic_write_bytes(self.path / "predictions.safetensors", tensors_bytes({
+        atomic_write_bytes(self.path / PREDICTIONS, tensors_bytes({
             "labels": labels.to(torch.int64), "predicted": probabilities.argmax(1),
             "probabilities": probabilities.float()}))
 
     def save_train_state(self, state: dict) -> None:
-        atomic_write_bytes(self.path / "train_state.pt", torch_bytes(state))
+        atomic_write_bytes(self.path / TRAIN_STATE, torch_bytes(state))
 
     def release(self) -> None:
         if self.lock is not None:
@@ -390,11 +396,11 @@ class Run:
 
     @property
     def has_weights(self) -> bool:
-        return (self.path / "model.safetensors").is_file()
+        return (self.path / WEIGHTS).is_file()
 
     @property
     def has_predictions(self) -> bool:
-        return (self.path / "predictions.safetensors").is_file()
+        return (self.path / PREDICTIONS).is_file()
 
 
 def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
@@ -446,7 +452,7 @@ def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
 
 def load_state_dict(run_id: str, root: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """The run's weights, through safetensors (no unpickling)."""
-    path = run_dir(run_id, root) / "model.safetensors"
+    path = run_dir(run_id, root) / WEIGHTS
     if not path.is_file():
         raise RunError(f"run {run_id!r} has no saved weights yet")
     try:
@@ -477,7 +483,7 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
 
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Saved test predictions: labels (N,), predicted (N,), probabilities (N, 10)."""
-    path = run_dir(run_id, root) / "predictions.safetensors"
+    path = run_dir(run_id, root) / PREDICTIONS
     if not path.is_file():
         raise RunError(f"run {run_id!r} has no saved test predictions")
     try:
@@ -488,12 +494,12 @@ def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict
 
 def train_state_exists(run_path: Path) -> bool:
     """Whether the run finished an epoch that a resume can start from."""
-    return (run_path / "train_state.pt").exists()
+    return (run_path / TRAIN_STATE).exists()
 
 
 def load_train_state(run_id: str, root: str | os.PathLike | None = None) -> dict:
     """Resume state, read with weights_only=True: a crafted pickle cannot run code."""
-    path = run_dir(run_id, root) / "train_state.pt"
+    path = run_dir(run_id, root) / TRAIN_STATE
     if not path.is_file():
         raise RunError(f"run {run_id!r} has no finished epoch to resume from")
     try:
