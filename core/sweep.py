@@ -4,12 +4,12 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+from typing import Iterable
 
 import pandas as pd
 
-from core import explore
 from core.config import ConfigError, TrainConfig
-from core.runs import RunWriter, list_runs
+from core.runs import Run, RunWriter, list_runs
 from core.train import prepare_run, train
 
 
@@ -46,10 +46,11 @@ def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
 
 
 def run_sweep(writers: list[RunWriter], root=None, data_root=None, stop=None, callback_factory=None) -> None:
-    """Train the sweep's runs one after another in this process; runs left when `stop` is set
-    are let go (they show as interrupted and can be resumed)."""
+    """Train the sweep's runs one after another in this process; runs not started when `stop`
+    is set are marked cancelled."""
     for writer in writers:
         if stop is not None and stop.is_set():
+            writer.set_status("cancelled", "the sweep was stopped before this run started")
             writer.release()
             continue
         train(writer.run_id, root=root, data_root=data_root, stop=stop, writer=writer,
@@ -57,8 +58,8 @@ def run_sweep(writers: list[RunWriter], root=None, data_root=None, stop=None, ca
 
 
 def sweep_runs(sweep_id: str, root=None) -> pd.DataFrame:
-    """One row per run of the sweep: run_id, name, lr, batch_size, status, best val accuracy."""
-    return explore.sweep_table(list_runs(root), sweep_id)
+    """One row per run of the sweep: run_id, name, lr, batch_size, status, val_acc, test_acc."""
+    return sweep_table(list_runs(root), sweep_id)
 
 
 def grid_table(sweep_id: str, root=None) -> pd.DataFrame:
@@ -67,6 +68,31 @@ def grid_table(sweep_id: str, root=None) -> pd.DataFrame:
     return runs.pivot_table(index="lr", columns="batch_size", values="val_acc", aggfunc="max")
 
 
-def list_sweeps(root=None) -> list[str]:
-    """Sweep ids on disk, newest first."""
-    return explore.sweep_ids(list_runs(root))
+# --- the Sweep page's views of runs already read ----------------------------------------------
+
+SWEEP_COLUMNS = ["run_id", "name", "lr", "batch_size", "status", "val_acc", "test_acc"]
+
+
+def sweep_ids(runs: Iterable[Run]) -> list[str]:
+    """Sweep ids present among `runs`, newest first (ids hold their UTC start time)."""
+    return sorted({r.config["sweep"] for r in runs if isinstance(r.config.get("sweep"), str)}, reverse=True)
+
+
+def sweep_table(runs: Iterable[Run], sweep_id: str) -> pd.DataFrame:
+    """One row per run of `sweep_id` (SWEEP_COLUMNS), by learning rate then batch size."""
+    rows = [{"run_id": r.run_id, "name": r.name, "lr": r.config.get("lr"),
+             "batch_size": r.config.get("batch_size"), "status": r.status,
+             "val_acc": r.val_acc, "test_acc": r.test_acc}
+            for r in runs if r.config.get("sweep") == sweep_id]
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    return frame.sort_values(["lr", "batch_size"], kind="stable").reset_index(drop=True)
+
+
+def sweep_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """`sweep_table` with a text label per cell: the accuracy, else the status."""
+    cells = table.copy()
+    cells["label"] = [f"{acc:.2f}" if acc is not None and not pd.isna(acc) else status
+                      for acc, status in zip(cells["val_acc"], cells["status"])]
+    cells["lr_text"] = [f"{lr:g}" if isinstance(lr, (int, float)) and not pd.isna(lr) else "?"
+                        for lr in cells["lr"]]
+    return cells
