@@ -49,8 +49,8 @@ def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = 
         help_text = f.metadata.get("help", "")
         if f.name in RECIPE_FIELDS:
             help_text += " (default: the architecture's recipe, see `python -m core models`)"
-        elif f.default is not MISSING:
-            help_text += f" (default: {f.default})"
+        elif f.default is not MISSING and "default:" not in help_text:
+            help_text += f" (default: {'none' if f.default is None else f.default})"
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         if "bool" in kind:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)

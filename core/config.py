@@ -69,7 +69,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "one seed for weights, shuffling and the split"})
     device: str = field(default="auto", metadata={"help": "|".join(DEVICES), "choices": DEVICES})
     val_size: int = field(default=5000, metadata={"help": "validation images held out of training"})
-    train_limit: int | None = field(default=None, metadata={"help": "use only this many training images (quick runs)"})
+    train_limit: int | None = field(default=None, metadata={"help": "use only this many training images (quick runs; default: all)"})
     csv: str | None = field(default=None, metadata={"help": "train on a Kaggle-format CSV instead of MNIST's training set"})
     bf16: bool | None = field(default=None, metadata={
         "help": "bf16 autocast (default: on CUDA, off on the CPU)", "advanced": True})
