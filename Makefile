@@ -5,8 +5,11 @@ VENV ?= .venv
 PORT ?= 8501
 ADDRESS ?= 127.0.0.1
 PY := $(VENV)/bin/python
-REQ_HASH := $(shell cat requirements.txt | sha256sum | cut -c1-12)
-DEV_HASH := $(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+# A stamp file in the venv marks each install done. Its name hashes what the install depends on:
+# the requirements, pyproject.toml and this checkout's path (the editable install points at
+# this folder; a venv shared by several clones, as CI's is, must be re-pointed at this one).
+REQ_HASH := $(shell { cat requirements.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
+DEV_HASH := $(shell { cat requirements.txt requirements-dev.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 
 .PHONY: run test install install-dev data browser bench screenshots clean-venv
 
@@ -20,14 +23,21 @@ test: install-dev data browser
 install: $(VENV)/.installed-$(REQ_HASH)
 install-dev: $(VENV)/.installed-dev-$(DEV_HASH)
 
-$(VENV)/.installed-$(REQ_HASH): requirements.txt
+# The requirements, then this project, editable: its packages `core` and `dashboard` import from
+# this folder wherever Python starts (no sys.path edits), and `mnist-lab` is on $(VENV)/bin.
+# Older stamps go: they may describe an install that now points at another clone.
+$(VENV)/.installed-$(REQ_HASH): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-$(VENV)/.installed-dev-$(DEV_HASH): requirements.txt requirements-dev.txt
+$(VENV)/.installed-dev-$(DEV_HASH): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -e .
+	@rm -f $(VENV)/.installed-*
 	@touch $@ $(VENV)/.installed-$(REQ_HASH)
 
 # MNIST into ./data (or $MNIST_LAB_DATA); quick when the verified files are already there.
@@ -44,7 +54,7 @@ bench: install data
 	$(PY) -m core bench
 
 screenshots: install-dev data browser
-	$(PY) scripts/screenshots.py
+	$(PY) -m scripts.screenshots
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,19 +1,14 @@
-"""MNIST Lab dashboard: `streamlit run dashboard/app.py` from the repository root.
+"""MNIST Lab dashboard: `streamlit run dashboard/app.py` (or `make run`).
 
 This file only routes: every page is a thin view in dashboard/views/ over the `core` library.
 (The folder is not called pages/: Streamlit would treat that as its older multipage layout.)
 The app root redirects to Train, so each page, Train included, has its own URL path.
+`core` and `dashboard` are imported as installed packages (`make install` installs this
+project editable), so the app starts from any working directory.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # streamlit runs this file as a script, not as a package module
-    sys.path.insert(0, str(REPO))
-
-import streamlit as st  # noqa: E402
+import streamlit as st
 
 PAGES = [  # (file, title, url path, icon)
     ("views/train.py", "Train", "train", ":material/model_training:"),

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from core.config import ConfigError, TrainConfig  # noqa: E402
-from core.models import count_parameters, get_spec, list_models  # noqa: E402
-from core.runs import list_runs  # noqa: E402
+from core.config import ConfigError, TrainConfig
+from core.models import count_parameters, get_spec, list_models
+from core.runs import list_runs
 
 
 def is_current_recipe(run, spec, parameters: int) -> bool:

@@ -1,6 +1,6 @@
 """Take the README's screenshots: every dashboard page in a real Chromium, 1400 px wide.
 
-    python scripts/screenshots.py [--checkpoints ./checkpoints] [--out docs] [--page sketch ...]
+    python -m scripts.screenshots [--checkpoints ./checkpoints] [--out docs] [--page sketch ...]
 
 Starts `streamlit run dashboard/app.py` on a free local port against the given runs folder
 (its real runs are what the pictures show), draws a digit on the Sketch page first, and
@@ -14,11 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from tests.e2e import harness  # run as a module from the repository root, so `tests` imports
 
-from tests.e2e import harness  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
