@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from core.cli import main
 from core.models import list_models
@@ -16,8 +17,23 @@ def test_bench_times_both_pipelines_and_every_sketch_model(capsys):
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert result["images"] == 1500 and result["arch"] == "lenet" and result["batch_size"] == 64
     assert len(result["reference_s_per_epoch"]) == len(result["lab_s_per_epoch"]) == 1
-    assert result["ratio"] == result["reference_s_per_epoch"][0] / result["lab_s_per_epoch"][0]
+    assert all(s > 0 for s in result["reference_s_per_epoch"] + result["lab_s_per_epoch"])
+    assert 0 < result["ratio"] < math.inf
+    assert f"ratio: {result['ratio']:.2f}x" in captured.err  # the report and the JSON agree
     assert set(result["sketch_ms"]) == set(list_models())
     for timing in result["sketch_ms"].values():
         assert 0 < timing["p50_ms"] <= timing["p95_ms"]
     assert "seed-style pipeline" in captured.err and "ratio" in captured.err
+
+
+def test_ratio_is_how_many_times_faster_mnist_lab_trains(monkeypatch):
+    """With timings known in advance: the seed-style pipeline at 4 s per epoch (mean of 3 and 5)
+    and MNIST Lab at 2 s (mean of 1 and 3) is a ratio of 2, reported as 2.00x."""
+    from core import bench
+    monkeypatch.setattr(bench, "reference_epochs", lambda *args, **kwargs: [3.0, 5.0])
+    monkeypatch.setattr(bench, "lab_epochs", lambda *args, **kwargs: [1.0, 3.0])
+    monkeypatch.setattr(bench, "sketch_latency", lambda *args, **kwargs: {})
+    lines = []
+    result = bench.run_bench(epochs=2, device="cpu", report=lines.append)
+    assert result["ratio"] == 2.0
+    assert any(line.strip() == "ratio: 2.00x" for line in lines)

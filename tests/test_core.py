@@ -4,9 +4,12 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import subprocess
 import sys
+import threading
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import MISSING, fields
 
 import numpy as np
 import pandas as pd
@@ -20,7 +23,7 @@ from core.data import load_mnist, make_split, split_indices
 from core.models import (Ensemble, LabNet, UnknownModelError, count_parameters, create_model, get_spec,
                          list_models)
 from core.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
-from core.train import evaluate, training_loss
+from core.train import build_optimizer, evaluate, train, training_loss
 from tests.helpers import DATA, REPO, require_mnist, train_new, train_tiny
 
 
@@ -94,11 +97,23 @@ def test_lenet_matches_seed_001_layers():
     assert (m.conv2.out_channels, m.fc1.in_features, m.fc1.out_features, m.fc2.out_features) == (20, 320, 50, 10)
 
 
-def test_recipes_match_the_seeds():
-    assert (get_spec("mlp").recipe.optimizer, get_spec("mlp").recipe.lr, get_spec("mlp").recipe.batch_size) == ("sgd", 0.1, 64)
-    assert (get_spec("lenet").recipe.optimizer, get_spec("lenet").recipe.lr, get_spec("lenet").recipe.batch_size) == ("adam", 1e-3, 64)
-    r = get_spec("cnn16k").recipe
-    assert (r.optimizer, r.lr, r.momentum, r.schedule) == ("sgd", 0.01, 0.9, "step")
+@pytest.mark.parametrize("name", list_models())
+def test_train_with_only_an_architecture_trains_the_recipe_that_models_shows(name):
+    """`python -m core train --arch NAME` builds the optimizer that `python -m core models`
+    describes for NAME, from every field of its recipe."""
+    from core.cli import build_parser, config_from_args
+    recipe = get_spec(name).recipe
+    cfg = config_from_args(build_parser().parse_args(["train", "--arch", name]))
+    assert {k: getattr(cfg, k) for k in recipe.as_dict()} == recipe.as_dict()
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    group = optimizer.param_groups[0]
+    assert type(optimizer).__name__.lower() == recipe.optimizer
+    assert (group["lr"], group["weight_decay"]) == (recipe.lr, recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        assert (group["momentum"], group["nesterov"]) == (recipe.momentum, recipe.nesterov)
+    code, out, _ = run_cli("models")
+    assert code == 0
+    assert any(line.split()[:1] == [name] and line.endswith(recipe.describe()) for line in out.splitlines())
 
 
 def test_unknown_architecture_names_the_known_ones():
@@ -243,9 +258,11 @@ def test_config_refuses_bad_values(override, word):
     assert word in str(err.value) and "\n" not in str(err.value)
 
 
-def test_config_fills_the_recipe_and_round_trips():
-    cfg = TrainConfig(arch="cnn16k", epochs=3)
-    assert (cfg.epochs, cfg.lr, cfg.momentum, cfg.schedule) == (3, 0.01, 0.9, "step")
+def test_config_fills_the_recipe_keeps_what_was_given_and_round_trips():
+    recipe = get_spec("cnn16k").recipe.as_dict()
+    given = {"epochs": recipe["epochs"] + 1, "lr": recipe["lr"] / 2}
+    cfg = TrainConfig(arch="cnn16k", **given)
+    assert {k: getattr(cfg, k) for k in recipe} == {**recipe, **given}
     assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
 
 
@@ -266,14 +283,37 @@ def test_cli_unknown_arch_lists_the_known(tmp_path):
     assert code == 2 and "lenet" in err and "alexnet" in err
 
 
-def test_cli_help_states_every_default():
+def option_help(help_text: str) -> dict[str, str]:
+    """`--flag` -> the words of its help, from argparse's option list."""
+    options = help_text.split("\noptions:\n", 1)[1]
+    helps = {}
+    for block in re.split(r"\n(?=  -)", options):  # each option starts on a line of its own
+        invocation, _, words = block.strip().partition("  ")
+        if "\n" in invocation:  # a long invocation puts the help on the next line
+            invocation, _, words = block.strip().partition("\n")
+        for flag in re.findall(r"--[a-z0-9-]+", invocation):
+            helps[flag] = " ".join(words.split())
+    return helps
+
+
+def test_cli_help_states_every_config_fields_default(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_cli("train", "--help")
     assert code == 0
-    options = [line.split()[0] for line in out.splitlines() if line.strip().startswith("--")]
-    text = " ".join(out.split())
-    for option in ("--epochs", "--lr", "--batch-size", "--seed", "--device", "--val-size"):
-        assert option in options
-    assert text.count("default") >= 15
+    helps = option_help(out)
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in helps, f"{f.name} has no {flag} option"
+        text = helps[flag]
+        if f.default is MISSING:  # required (arch): no default to state
+            continue
+        assert text.count("default") == 1, f"{flag} should state its default once: {text!r}"
+        if f.metadata.get("recipe"):
+            assert "default: the architecture's recipe" in text, (flag, text)
+        elif f.default is None:  # stated in words (all images, on CUDA...), never as Python's None
+            assert "None" not in text, (flag, text)
+        else:
+            assert f"default: {f.default}" in text, (flag, text)
 
 
 def test_cli_is_a_real_program(tmp_path):
@@ -332,8 +372,27 @@ def test_ema_warms_up_then_averages():
     assert restored.updates == 201 and torch.equal(restored.module.weight, ema.module.weight)
 
 
-def test_an_ema_recipe_trains_resumes_and_saves_loadable_weights(tmp_path):
-    run_id = train_tiny(tmp_path, "mlp", epochs=2, train_limit=3000, ema=True)
-    run = load_run(run_id, tmp_path)
-    assert run.history["val_acc"].iloc[0] > 50  # the average is useful from the first epoch
-    load_model(run_id, tmp_path)                # the EMA weights fit the architecture
+def test_an_ema_run_cancelled_after_epoch_1_resumes_to_the_unbroken_runs_result(tmp_path):
+    cfg = TrainConfig(arch="mlp", epochs=2, train_limit=3000, ema=True, device="cpu", seed=0)
+    unbroken, status = train_new(cfg, tmp_path)
+    assert status == "finished"
+
+    stop = threading.Event()
+
+    def cancel_after_epoch_1(event):
+        if event.kind == "epoch" and event.epoch == 1:
+            stop.set()  # the loop stops at the first step of epoch 2
+    broken, status = train_new(cfg, tmp_path, callback=cancel_after_epoch_1, stop=stop)
+    assert status == "cancelled"
+    assert load_run(broken, tmp_path).history["epoch"].tolist() == [1]
+    assert train(broken, resume=True, root=tmp_path, data_root=require_mnist()) == "finished"
+
+    a, b = load_run(unbroken, tmp_path), load_run(broken, tmp_path)
+    same = [c for c in HISTORY_COLUMNS if c != "seconds"]  # all but the wall time
+    pd.testing.assert_frame_equal(a.history[same], b.history[same])
+    assert a.history["val_acc"].iloc[0] > 50    # the average is useful from the first epoch
+    kept_a, kept_b = load_model(unbroken, tmp_path).state_dict(), load_model(broken, tmp_path).state_dict()
+    assert kept_a.keys() == kept_b.keys()      # the EMA weights fit the architecture
+    for name in kept_a:
+        assert torch.equal(kept_a[name], kept_b[name]), name
+    assert a.test_acc == b.test_acc
