@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.preprocess import normalize, preprocess, to_mnist
+from core.preprocess import normalize, preprocess
 from core.runs import load_model, load_run
 
 
@@ -31,8 +31,3 @@ class Predictor:
         """Probabilities (10,) for one image file, after MNIST's preprocessing."""
         mnist_image, _ = preprocess(path)
         return self.probabilities(mnist_image)[0]
-
-    def predict_image(self, image) -> tuple[np.ndarray, np.ndarray]:
-        """(the 28x28 image the model sees, probabilities (10,)) for a PIL image or array."""
-        mnist_image = to_mnist(image)
-        return mnist_image, self.probabilities(mnist_image)[0]

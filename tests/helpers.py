@@ -33,3 +33,19 @@ def train_tiny(root: Path, arch: str = "lenet", **overrides) -> str:
     run_id, status = train_new(TrainConfig(**settings), root)
     assert status == "finished"
     return run_id
+
+
+def make_run(run_id="20260101-000000-mlp", *, arch="mlp", status="finished", epochs=3, history=None,
+             metrics=None, progress=None, created="2026-01-01T00:00:00", **config):
+    """A `Run` as if read from a folder (which does not exist), for the table and sweep views."""
+    import pandas as pd
+    from core.runs import HISTORY_COLUMNS, Run
+    history = pd.DataFrame(history or [], columns=HISTORY_COLUMNS)
+    return Run(run_id, Path("/nowhere") / run_id, {"arch": arch, "epochs": epochs, **config}, status,
+               {"status": status, "created": created}, history, metrics or {}, progress or {})
+
+
+def history_rows(seconds=(2.0, 4.0), val_acc=(90.0, 95.0)) -> list[dict]:
+    """history.csv rows of finished epochs, one per (seconds, val_acc)."""
+    return [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": 80.0 + i, "val_loss": 0.5 / (i + 1),
+             "val_acc": acc, "lr": 0.1, "seconds": s} for i, (s, acc) in enumerate(zip(seconds, val_acc))]

@@ -1,0 +1,115 @@
+"""A run's saved test predictions as the Evaluate and Mistakes pages show them: confusion
+cells, per-class scores, mistakes ordered by confidence, disagreements between two runs.
+Both pages read the same file (core.runs.load_predictions: labels, predicted, probabilities),
+so the matrix and the gallery always agree. Nothing here imports streamlit."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from core.errors import LabError
+from core.metrics import confusion_matrix, per_class, row_normalised
+
+CLASSES = 10
+ORDERS = ("confident", "unsure", "index")
+
+
+class PredictionsError(LabError, ValueError):
+    """Saved predictions that cannot be compared; the message says why."""
+
+
+def check_predictions(predictions: dict[str, np.ndarray]) -> str | None:
+    """Why saved predictions cannot be shown, or None if they are consistent."""
+    labels, predicted, probs = (predictions.get(k) for k in ("labels", "predicted", "probabilities"))
+    if labels is None or predicted is None or probs is None:
+        return "the predictions file lacks labels, predicted or probabilities"
+    if probs.ndim != 2 or probs.shape[1] != CLASSES or not (len(labels) == len(predicted) == len(probs)):
+        return f"the predictions have inconsistent shapes {labels.shape}, {predicted.shape}, {probs.shape}"
+    if len(labels) and (labels.min() < 0 or labels.max() >= CLASSES or predicted.min() < 0
+                        or predicted.max() >= CLASSES):
+        return "the predictions hold class numbers outside 0..9"
+    return None
+
+
+def prediction_confusion(predictions: dict[str, np.ndarray]) -> np.ndarray:
+    return confusion_matrix(predictions["labels"], predictions["predicted"])
+
+
+def confusion_table(cm: np.ndarray) -> pd.DataFrame:
+    """Long table for a heatmap: true, predicted, count, share (of the true class's row)."""
+    cm = np.asarray(cm)
+    shares = row_normalised(cm)
+    true, predicted = np.meshgrid(np.arange(cm.shape[0]), np.arange(cm.shape[1]), indexing="ij")
+    return pd.DataFrame({"true": true.ravel(), "predicted": predicted.ravel(),
+                         "count": cm.ravel().astype(int), "share": shares.ravel()})
+
+
+def per_class_table(cm: np.ndarray) -> pd.DataFrame:
+    """Precision, recall, F1 (0..1) and support per digit."""
+    table = pd.DataFrame(per_class(cm))
+    table.insert(0, "digit", range(len(table)))
+    return table
+
+
+def top_confusion(cm: np.ndarray) -> tuple[int, int]:
+    """(true, predicted) of the most frequent mistake; (0, 0) if there is none."""
+    off = np.array(cm, dtype=np.int64)
+    np.fill_diagonal(off, -1)
+    if off.max() <= 0:
+        return 0, 0
+    true, predicted = np.unravel_index(int(off.argmax()), off.shape)
+    return int(true), int(predicted)
+
+
+def _ordered(frame: pd.DataFrame, order: str) -> pd.DataFrame:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+    if order == "index":
+        return frame.sort_values("index", kind="stable")
+    return frame.sort_values(["confidence", "index"], ascending=[order == "unsure", True], kind="stable")
+
+
+def _prediction_frame(predictions: dict[str, np.ndarray], positions: np.ndarray) -> pd.DataFrame:
+    probs = predictions["probabilities"]
+    labels, predicted = predictions["labels"], predictions["predicted"]
+    return pd.DataFrame({"index": positions, "label": labels[positions].astype(int),
+                         "predicted": predicted[positions].astype(int),
+                         "confidence": probs[positions, predicted[positions]].astype(float),
+                         "p_true": probs[positions, labels[positions]].astype(float)})
+
+
+def cell_examples(predictions: dict[str, np.ndarray], true: int, predicted: int,
+                  order: str = "confident") -> pd.DataFrame:
+    """The test images of one confusion-matrix cell (index, label, predicted, confidence, p_true)."""
+    mask = (predictions["labels"] == true) & (predictions["predicted"] == predicted)
+    return _ordered(_prediction_frame(predictions, np.flatnonzero(mask)), order).reset_index(drop=True)
+
+
+def mistakes(predictions: dict[str, np.ndarray], *, true: int | None = None,
+             predicted: int | None = None, order: str = "confident") -> pd.DataFrame:
+    """Wrong test predictions, optionally of one true and/or predicted class; most confident
+    first by default ('unsure' reverses it, 'index' keeps test-set order)."""
+    mask = predictions["labels"] != predictions["predicted"]
+    if true is not None:
+        mask &= predictions["labels"] == true
+    if predicted is not None:
+        mask &= predictions["predicted"] == predicted
+    return _ordered(_prediction_frame(predictions, np.flatnonzero(mask)), order).reset_index(drop=True)
+
+
+def disagreements(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(indices run A gets wrong and B right, indices B gets wrong and A right)."""
+    if len(a["labels"]) != len(b["labels"]) or not np.array_equal(a["labels"], b["labels"]):
+        raise PredictionsError("the two runs were not evaluated on the same test images")
+    a_right = a["predicted"] == a["labels"]
+    b_right = b["predicted"] == b["labels"]
+    return np.flatnonzero(~a_right & b_right), np.flatnonzero(a_right & ~b_right)
+
+
+def page_slice(n_items: int, page: int, per_page: int) -> tuple[slice, int]:
+    """(slice of the items on 1-based `page`, number of pages); `page` is clamped."""
+    pages = max(1, math.ceil(n_items / per_page))
+    page = min(max(1, int(page)), pages)
+    return slice((page - 1) * per_page, min(n_items, page * per_page)), pages

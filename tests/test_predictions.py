@@ -1,0 +1,76 @@
+"""core.predictions on synthetic predictions, checked against the same computation done another way."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import predictions
+from core.errors import LabError
+from core.metrics import confusion_matrix
+
+
+def fake_predictions(n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, 10))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 10, n)
+    predicted = probs.argmax(1)
+    predicted[: n // 2] = labels[: n // 2]  # half right, whatever the probabilities say
+    return {"labels": labels, "predicted": predicted, "probabilities": probs.astype(np.float32)}
+
+
+def test_confusion_tables():
+    preds = fake_predictions()
+    cm = confusion_matrix(preds["labels"], preds["predicted"])
+    assert np.array_equal(predictions.prediction_confusion(preds), cm)
+    table = predictions.confusion_table(cm)
+    assert table["count"].sum() == 500 and len(table) == 100
+    row = table[table["true"] == 3]
+    assert row["share"].sum() == pytest.approx(1.0)
+    scores = predictions.per_class_table(cm)
+    assert scores["support"].tolist() == np.bincount(preds["labels"], minlength=10).tolist()
+    true, predicted = predictions.top_confusion(cm)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    assert true != predicted and cm[true, predicted] == off.max()
+    assert predictions.top_confusion(np.eye(10, dtype=int)) == (0, 0)
+
+
+def test_mistakes_filter_and_order():
+    preds = fake_predictions()
+    wrong = preds["labels"] != preds["predicted"]
+    frame = predictions.mistakes(preds)
+    assert len(frame) == wrong.sum() and set(frame["index"]) == set(np.flatnonzero(wrong))
+    assert frame["confidence"].is_monotonic_decreasing
+    assert predictions.mistakes(preds, order="unsure")["confidence"].is_monotonic_increasing
+    assert predictions.mistakes(preds, order="index")["index"].is_monotonic_increasing
+    only = predictions.mistakes(preds, true=2, predicted=5)
+    assert len(only) == (wrong & (preds["labels"] == 2) & (preds["predicted"] == 5)).sum()
+    assert (only["label"] == 2).all() and (only["predicted"] == 5).all()
+    row = frame.iloc[0]
+    assert row["confidence"] == pytest.approx(preds["probabilities"][int(row["index"]), int(row["predicted"])])
+    cell = predictions.cell_examples(preds, 4, 4)
+    assert len(cell) == ((preds["labels"] == 4) & (preds["predicted"] == 4)).sum()
+    with pytest.raises(ValueError):
+        predictions.mistakes(preds, order="random")
+
+
+def test_disagreements_both_directions():
+    a, b = fake_predictions(seed=1), fake_predictions(seed=1)
+    b["predicted"] = np.where(np.arange(500) % 3 == 0, b["labels"], (b["labels"] + 1) % 10)
+    a_only, b_only = predictions.disagreements(a, b)
+    a_right, b_right = a["predicted"] == a["labels"], b["predicted"] == b["labels"]
+    assert set(a_only) == {i for i in range(500) if not a_right[i] and b_right[i]}
+    assert set(b_only) == {i for i in range(500) if a_right[i] and not b_right[i]}
+    with pytest.raises(LabError, match="same test images"):  # a message for the page, not a traceback
+        predictions.disagreements(a, fake_predictions(n=400))
+
+
+def test_page_slice_and_check_predictions():
+    assert predictions.page_slice(95, 1, 40) == (slice(0, 40), 3)
+    assert predictions.page_slice(95, 9, 40) == (slice(80, 95), 3)
+    assert predictions.page_slice(0, 1, 40) == (slice(0, 0), 1)
+    assert predictions.check_predictions(fake_predictions()) is None
+    bad = fake_predictions()
+    bad["probabilities"] = bad["probabilities"][:, :9]
+    assert "inconsistent" in predictions.check_predictions(bad)
