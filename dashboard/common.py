@@ -1,12 +1,19 @@
 """Widgets and cached readers shared by every page (the pages stay thin views over core).
 
-Caching: a run is re-read only when one of its small files changes (the cache key holds
-their mtimes and sizes), predictions likewise, models live in st.cache_resource. Every call
+Caching: a run folder is read once and again only when one of its small files changes
+(load_runs keeps each Run beside the mtimes, sizes and inodes of its files), so a finished run
+costs a few stats per render and the Train page's timer looks at the active runs alone;
+predictions are re-read when their file changes, models live in st.cache_resource. Every call
 into core passes root=None so $MNIST_LAB_CHECKPOINTS / $MNIST_LAB_DATA steer it.
+
+Errors: a LabError (core.errors) is the user's to read and becomes a message; anything else is a
+bug or a fault of the machine and is shown with its traceback (st.exception).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 from typing import Sequence
 
 import altair as alt
@@ -15,12 +22,14 @@ import pandas as pd
 import streamlit as st
 
 from core import data as data_mod
-from core import explore, handwriting
-from core.runs import (Run, RunError, checkpoints_dir, effective_status, list_run_ids, load_predictions,
-                       load_run)
+from core import handwriting
+from core.predictions import check_predictions
+from core.errors import LabError
+from core.runs import (ACTIVE, Run, RunError, checkpoints_dir, effective_status, list_run_ids, load_predictions,
+                       load_run, read_json)
 
-RUN_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json",
-             "model.safetensors")
+RUN_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json")  # what load_run reads
+DATASET_FILE = "dataset.json"
 STATUS_COLOURS = {"running": "blue", "queued": "violet", "finished": "green", "failed": "red",
                   "cancelled": "gray", "interrupted": "orange", "unknown": "gray"}
 STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/schedule:",
@@ -36,35 +45,106 @@ def _base() -> str:
 
 
 def _signature(folder: str) -> tuple:
+    """(mtime, size, inode) of each file `load_run` reads: every run file is written by renaming a
+    new file into place, so any write changes the signature."""
     out = []
     for name in RUN_FILES:
         try:
             stat = os.stat(os.path.join(folder, name))
-            out.append((stat.st_mtime_ns, stat.st_size))
+            out.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
         except OSError:
             out.append(None)
     return tuple(out)
 
 
-@st.cache_data(ttl=600, max_entries=4000, show_spinner=False)
-def _read_run(base: str, run_id: str, signature: tuple) -> Run | None:
+class _RunStore:
+    """What one checkpoints folder held when last read: run id -> (signature, Run), and the
+    folder's listing with the (mtime, inode) of the folder it came from. Shared by every session
+    of this process; a Run in it is never changed (load_runs hands out copies where the status
+    differs), so no reader sees another's edit."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, tuple[tuple, Run]] = {}
+        self.listing: tuple[tuple, list[str]] | None = None
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _store(base: str) -> _RunStore:
+    return _RunStore()
+
+
+def _folder_stamp(base: str) -> tuple | None:
     try:
-        return load_run(run_id, base)
-    except RunError:
+        stat = os.stat(base)
+    except OSError:
         return None
+    return stat.st_mtime_ns, stat.st_ino
 
 
-def load_runs() -> list[Run]:
-    """Every run, newest first; each re-read only when its files changed."""
+def _read(store: _RunStore, base: str, run_id: str) -> Run | None:
+    """The run, read again only if its files changed since it was last read."""
+    signature = _signature(os.path.join(base, run_id))
+    cached = store.runs.get(run_id)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    try:
+        run = load_run(run_id, base)
+    except RunError:  # removed while we listed
+        store.runs.pop(run_id, None)
+        return None
+    store.runs[run_id] = (signature, run)
+    return run
+
+
+def _live(run: Run) -> Run:
+    """The run with its status as of now: an active one (by its files) counts only while a
+    process holds its lock, which no file records, so it is checked on every call."""
+    if run.status_info.get("status") not in ACTIVE:
+        return run
+    status = effective_status(run.status_info, run.path)
+    return run if status == run.status else dataclasses.replace(run, status=status)
+
+
+def load_runs(*, active_only: bool = False) -> list[Run]:
+    """Every run, newest first. Each run folder is read once and then only when one of its
+    files changed (a finished, failed or cancelled run is read once); liveness is checked anew.
+
+    active_only (the Train page's one-second timer): only the runs whose files say queued or
+    running are looked at; every other run is the one read last time, and the folder is listed
+    again only when runs were added or removed."""
     base = _base()
+    store = _store(base)
+    stamp = _folder_stamp(base)
+    if active_only and store.listing is not None and store.listing[0] == stamp:
+        ids = store.listing[1]
+    else:
+        ids = list_run_ids(base)
+        store.listing = (stamp, ids)
+        for gone in set(store.runs) - set(ids):
+            store.runs.pop(gone, None)
     runs = []
-    for run_id in list_run_ids(base):
-        run = _read_run(base, run_id, _signature(os.path.join(base, run_id)))
+    for run_id in ids:
+        cached = store.runs.get(run_id)
+        if active_only and cached is not None and cached[1].status_info.get("status") not in ACTIVE:
+            run = cached[1]  # settled: its folder is not even looked at
+        else:
+            run = _read(store, base, run_id)
         if run is not None:
-            # Liveness is whether a process holds the run's lock, not in any file: check it every render.
-            run.status = effective_status(run.status_info, run.path)
-            runs.append(run)
+            runs.append(_live(run))
     return runs
+
+
+def dataset_info(run: Run) -> dict:
+    """What the run trained on (its dataset.json), or {} when it has none (older runs)."""
+    path = run.path / DATASET_FILE
+    return _read_dataset(str(path), _mtime(path))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _read_dataset(path: str, mtime: int) -> dict:
+    if not mtime:  # no such file
+        return {}
+    return read_json(Path(path)) or {}
 
 
 def finished_with_predictions(runs: Sequence[Run]) -> list[Run]:
@@ -90,7 +170,7 @@ def predictions(run: Run) -> dict[str, np.ndarray] | None:
     except RunError as exc:
         st.warning(f"**{run.name}**: {exc}", icon=":material/warning:")
         return None
-    problem = explore.check_predictions(preds)
+    problem = check_predictions(preds)
     if problem:
         st.warning(f"**{run.name}**: {problem}", icon=":material/warning:")
         return None
@@ -104,11 +184,11 @@ def _predictor(base: str, run_id: str, mtime: int):
 
 
 def predictor(run: Run):
-    """A loaded model for the run (cached), or None after showing a warning."""
+    """A loaded model for the run (cached), or None after showing why not (see report)."""
     try:
         return _predictor(_base(), run.run_id, _mtime(run.path / "model.safetensors"))
-    except (RunError, KeyError, RuntimeError, OSError) as exc:
-        st.warning(f"**{run.name}**: cannot load its model ({exc})", icon=":material/warning:")
+    except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other models still show
+        report(exc, f"**{run.name}**: cannot load its model")
         return None
 
 
@@ -128,8 +208,8 @@ def handwriting_scores(runs: Sequence[Run], hw: handwriting.HandwritingSet) -> p
         try:
             result = _handwriting_score(_base(), run.run_id, _mtime(run.path / "model.safetensors"),
                                         folder, set_mtime)
-        except (RunError, handwriting.HandwritingError, RuntimeError, KeyError, OSError) as exc:
-            st.warning(f"**{run.name}**: cannot score it ({exc})", icon=":material/warning:")
+        except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other runs still score
+            report(exc, f"**{run.name}**: cannot score it")
             continue
         rows.append({"model": run.name, "arch": run.arch, **result, "test_acc": run.test_acc})
     return pd.DataFrame(rows, columns=["model", "arch", "correct", "total", "accuracy", "test_acc"])
@@ -157,6 +237,22 @@ def test_images() -> np.ndarray | None:
 
 
 # --- notices ----------------------------------------------------------------------------------
+
+def report(exc: Exception, context: str = "", *, error: bool = False) -> None:
+    """Show an error caught on a page. A LabError's message was written for the user: it becomes
+    a warning (an error with error=True), after `context`. Anything else is a bug or a fault of
+    the machine, not the user's to fix: it is shown with its traceback (st.exception)."""
+    if isinstance(exc, LabError):
+        text = f"{context}: {exc}" if context else str(exc)
+        if error:
+            st.error(text, icon=":material/error:")
+        else:
+            st.warning(text, icon=":material/warning:")
+    else:
+        if context:
+            st.caption(context)
+        st.exception(exc)
+
 
 def require_mnist(purpose: str = "This page") -> bool:
     """True if MNIST is on disk; otherwise say so and offer a "Fetch MNIST" button."""
@@ -287,7 +383,7 @@ def digit_grid(images: np.ndarray, captions: Sequence[str] | None = None, *, siz
 # --- charts ----------------------------------------------------------------------------------
 
 def show_history(curves: pd.DataFrame, height: int = 220) -> None:
-    """One run's loss and accuracy (explore.live_curves), train and validation, side by side."""
+    """One run's loss and accuracy (core.tables.live_curves), train and validation, side by side."""
     colours = alt.Scale(domain=["train", "validation"], range=["#4c78a8", "#f58518"])
     integer_epochs = bool((curves["epoch"] % 1 == 0).all())
     for column, metric in zip(st.columns(2), ("loss", "accuracy")):

@@ -172,7 +172,7 @@ def test_evaluate_opens_the_run_in_the_link(lab_env, trained_runs):
 
 
 def test_mistakes_counts_and_disagreements(lab_env, trained_runs):
-    from core.explore import disagreements
+    from core.predictions import disagreements
     from core.runs import load_predictions
     lab_env(trained_runs.root)
     at = open_page("mistakes")
@@ -229,8 +229,9 @@ def test_sweep_shows_the_grid_of_a_prepared_sweep(lab_env, tmp_path):
     from core.config import TrainConfig
     from core.sweep import prepare_sweep
     root = lab_env(tmp_path / "sweep-runs")
-    sweep_id, run_ids = prepare_sweep(TrainConfig(arch="mlp", epochs=1, train_limit=100),
-                                      [0.01, 0.1], [32, 64], root=root)
+    sweep_id, writers = prepare_sweep(TrainConfig(arch="mlp", epochs=1, train_limit=100),
+                                      [0.01, 0.1], [32, 64], root=root)  # queued while their locks are held
+    run_ids = [w.run_id for w in writers]
     at = open_page("sweep")
     assert at.selectbox(key="sweep_pick").value == sweep_id
     grid = frame_with(at, "64")
@@ -272,13 +273,16 @@ def test_damaged_run_warns_and_page_renders(damaged_runs, page):
 
 
 def test_train_shows_a_running_job_live_and_cancels_it(lab_env, tmp_path):
-    """A run folder naming a live process (a stand-in `sleep`) is shown live; Cancel signals it."""
+    """A run whose lock a live process holds (a stand-in `sleep`, handed the lock the way
+    core.jobs hands it to a trainer) is shown live; Cancel signals that process."""
     from core.config import TrainConfig
     from core.runs import RunWriter
     root = lab_env(tmp_path / "live")
-    job = subprocess.Popen(["sleep", "60"])
+    writer = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
+    job = subprocess.Popen(["sleep", "60"], pass_fds=(writer.lock.fileno(),))
+    writer.lock.set_owner(job.pid)
+    writer.release()  # the sleep's inherited descriptor holds the lock now
     try:
-        writer = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
         writer.set_status("running", pid=job.pid)
         writer.write_history([{"epoch": 1, "train_loss": 0.5, "train_acc": 85.0, "val_loss": 0.4,
                                "val_acc": 88.0, "lr": 0.1, "seconds": 10.0}])

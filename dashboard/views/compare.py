@@ -5,8 +5,9 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from core import explore
-from core.runs import RunError, delete_run, rename_run
+from core import tables
+from core.errors import LabError
+from core.runs import delete_run, rename_run
 from dashboard import common
 
 DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
@@ -14,7 +15,7 @@ DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
 
 def runs_table(runs: list) -> list:
     """The table; returns the runs selected in it (or the newest few with curves)."""
-    table = explore.run_table(runs)
+    table = tables.run_table(runs)
     event = st.dataframe(
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
@@ -44,7 +45,7 @@ def runs_table(runs: list) -> list:
 
 
 def curves_grid(chosen: list, x: str, smoothing: float) -> None:
-    frame = explore.curves(chosen, x=x, smoothing=smoothing)
+    frame = tables.curves(chosen, x=x, smoothing=smoothing)
     if frame.empty:
         st.info("The chosen runs have no finished epoch yet: their curves appear after the first epoch.",
                 icon=":material/hourglass_top:")
@@ -63,7 +64,7 @@ def curves_grid(chosen: list, x: str, smoothing: float) -> None:
                  alt.Tooltip("value:Q", title="value" if smoothing == 0 else "smoothed", format=".4f"),
                  alt.Tooltip("raw:Q", format=".4f")],
     ).properties(width=430, height=230).add_params(pick).facet(
-        facet=alt.Facet("panel:N", title=None, sort=list(explore.PANELS),
+        facet=alt.Facet("panel:N", title=None, sort=list(tables.PANELS),
                         header=alt.Header(labelFontSize=14, labelFontWeight="bold")),
         columns=2,
     ).resolve_scale(y="independent", x="independent")
@@ -81,7 +82,7 @@ def manage(runs: list) -> None:
         if st.form_submit_button("Rename", icon=":material/edit:"):
             try:
                 rename_run(run.run_id, new_name)
-            except RunError as exc:
+            except LabError as exc:
                 st.error(str(exc))
             else:
                 st.toast(f"Renamed to {new_name.strip()}", icon=":material/edit:")
@@ -100,7 +101,7 @@ def manage(runs: list) -> None:
                 st.session_state.pop("compare_delete", None)
                 try:
                     delete_run(run.run_id)
-                except (RunError, OSError) as exc:
+                except LabError as exc:
                     st.error(str(exc))
                 else:
                     st.toast(f"Deleted {run.name}", icon=":material/delete:")

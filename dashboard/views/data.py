@@ -6,19 +6,19 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
-from core import explore
+from core import dataview
 from core.csvdata import CSVFormatError, read_digits_csv
 from dashboard import common
 
 PER_PAGE = 30  # seed 004 looked at the first 30 images first
-SPLIT_COLOURS = alt.Scale(domain=list(explore.SPLITS), range=["#4c78a8", "#f58518", "#54a24b"])
+SPLIT_COLOURS = alt.Scale(domain=list(dataview.SPLITS), range=["#4c78a8", "#f58518", "#54a24b"])
 
 
 @st.cache_data(max_entries=4, show_spinner="Averaging images…")
 def mean_images(raw: str, val_size: int, seed: int) -> np.ndarray:
     arrays = common.mnist()
-    positions = explore.split_positions("train", len(arrays["train_labels"]), val_size, seed)
-    return explore.mean_images(arrays["train_images"][positions], arrays["train_labels"][positions])
+    positions = dataview.split_positions("train", len(arrays["train_labels"]), val_size, seed)
+    return dataview.mean_images(arrays["train_images"][positions], arrays["train_labels"][positions])
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading the CSV…")
@@ -28,7 +28,7 @@ def read_csv(content: bytes):
 
 def split_view(arrays: dict, split: str):
     """(images of the split's file, positions in it, labels) without copying the images."""
-    positions = explore.split_positions(split, len(arrays["train_labels"]))
+    positions = dataview.split_positions(split, len(arrays["train_labels"]))
     if positions is None:
         return arrays["test_images"], np.arange(len(arrays["test_labels"])), arrays["test_labels"]
     return arrays["train_images"], positions, arrays["train_labels"][positions]
@@ -37,7 +37,7 @@ def split_view(arrays: dict, split: str):
 def samples(arrays: dict) -> None:
     st.subheader("Samples", divider="gray")
     c = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
-    split = c[0].selectbox("Split", explore.SPLITS, key="data_split")
+    split = c[0].selectbox("Split", dataview.SPLITS, key="data_split")
     digit = c[1].selectbox("Class", ["all", *range(10)], key="data_class")
     images, positions, labels = split_view(arrays, split)
     chosen_digit = None if digit == "all" else int(digit)
@@ -46,8 +46,8 @@ def samples(arrays: dict) -> None:
     page = c[2].number_input("Page", min_value=1, max_value=pages, step=1, key="data_page")
     page = min(page, pages)
     c[3].caption(f"{available:,} images · page {page} of {pages:,} · validation: the "
-                 f"{explore.VAL_SIZE:,} training images that runs hold out (seed {explore.SPLIT_SEED})")
-    chosen = explore.select_samples(labels, chosen_digit, (page - 1) * PER_PAGE, PER_PAGE)
+                 f"{dataview.VAL_SIZE:,} training images that runs hold out (seed {dataview.SPLIT_SEED})")
+    chosen = dataview.select_samples(labels, chosen_digit, (page - 1) * PER_PAGE, PER_PAGE)
     file_index = positions[chosen]
     common.digit_grid(images[file_index], [f"{labels[i]} · #{j}" for i, j in zip(chosen, file_index)],
                       size=84)
@@ -55,19 +55,19 @@ def samples(arrays: dict) -> None:
 
 def counts(arrays: dict) -> None:
     st.subheader("Class counts", divider="gray")
-    labels = {split: split_view(arrays, split)[2] for split in explore.SPLITS}
-    frame = explore.class_counts(labels)
+    labels = {split: split_view(arrays, split)[2] for split in dataview.SPLITS}
+    frame = dataview.class_counts(labels)
     chart_col, table_col = st.columns([2, 1], gap="large")
     chart = alt.Chart(frame).mark_bar().encode(
         x=alt.X("digit:O", title="digit", axis=alt.Axis(labelAngle=0)),
-        xOffset=alt.XOffset("split:N", sort=list(explore.SPLITS)),
+        xOffset=alt.XOffset("split:N", sort=list(dataview.SPLITS)),
         y=alt.Y("count:Q", title="images"),
-        color=alt.Color("split:N", scale=SPLIT_COLOURS, sort=list(explore.SPLITS),
+        color=alt.Color("split:N", scale=SPLIT_COLOURS, sort=list(dataview.SPLITS),
                         legend=alt.Legend(orient="top", title=None)),
         tooltip=["split:N", "digit:O", alt.Tooltip("count:Q", format=",")],
     ).properties(height=300)
     chart_col.altair_chart(chart, width="stretch")
-    table_col.dataframe(explore.counts_table(frame), width="stretch", height=38 + 35 * 11,
+    table_col.dataframe(dataview.counts_table(frame), width="stretch", height=38 + 35 * 11,
                         key="data_counts")
 
 
@@ -75,7 +75,7 @@ def means(arrays: dict) -> None:
     st.subheader("Mean image of each class", divider="gray")
     st.caption("The average of every training-split image of a digit: how much the writing varies.")
     from core.data import raw_dir
-    averages = mean_images(str(raw_dir(None).resolve()), explore.VAL_SIZE, explore.SPLIT_SEED)
+    averages = mean_images(str(raw_dir(None).resolve()), dataview.VAL_SIZE, dataview.SPLIT_SEED)
     scaled = averages / np.maximum(averages.max(axis=(1, 2), keepdims=True), 1e-6)  # full contrast
     common.digit_grid(scaled, [str(d) for d in range(10)], size=84)
 

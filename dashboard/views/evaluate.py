@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from core import explore
+from core import predictions
 from dashboard import common
 
 CELL_IMAGES = 48  # images shown for a selected cell
@@ -21,7 +21,7 @@ def sync_from_chart() -> None:
 
 
 def heatmap(cm, normalised: bool) -> None:
-    frame = explore.confusion_table(cm)
+    frame = predictions.confusion_table(cm)
     frame["shown"] = frame["share"] * 100 if normalised else frame["count"]
     frame["text"] = [f"{v:.1f}" if normalised else f"{int(v)}" for v in frame["shown"]]
     frame["selected"] = ((frame["true"] == st.session_state["eval_true"])
@@ -48,12 +48,12 @@ def heatmap(cm, normalised: bool) -> None:
 
 
 def cell_images(preds, true: int, predicted: int) -> None:
-    examples = explore.cell_examples(preds, true, predicted)
+    examples = predictions.cell_examples(preds, true, predicted)
     kind = "correct" if true == predicted else "mistaken"
     st.markdown(f"**{len(examples):,}** test images of a **{true}** predicted as **{predicted}** "
                 f"({kind}); {'least' if true == predicted else 'most'} confident first.")
     if true == predicted:
-        examples = explore.cell_examples(preds, true, predicted, order="unsure")
+        examples = predictions.cell_examples(preds, true, predicted, order="unsure")
     shown = examples.head(CELL_IMAGES)
     images = common.test_images()
     if images is None:
@@ -70,7 +70,7 @@ st.caption("The test set through one finished run: where it goes wrong and for w
 _, run, preds = common.finished_run_or_stop(
     "No finished run to evaluate yet: train a model on the **Train** page; "
     "when it finishes, its confusion matrix and per-class scores appear here.", key="eval_run")
-cm = explore.prediction_confusion(preds)
+cm = predictions.prediction_confusion(preds)
 correct = int(cm.trace())
 total = int(cm.sum())
 m = st.columns(4)
@@ -81,7 +81,7 @@ parameters = run.metrics.get("parameters")
 m[3].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
 
 if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
-    st.session_state["eval_true"], st.session_state["eval_predicted"] = explore.top_confusion(cm)
+    st.session_state["eval_true"], st.session_state["eval_predicted"] = predictions.top_confusion(cm)
     st.session_state["eval_cell_run"] = run.run_id
 st.session_state.setdefault("eval_true", 0)
 st.session_state.setdefault("eval_predicted", 0)
@@ -92,7 +92,7 @@ with matrix_col:
     normalised = st.toggle("Row-normalised (% of each true digit)", key="eval_normalised")
     heatmap(cm, normalised)
     with st.expander("As a table"):
-        table = explore.confusion_table(cm).pivot(index="true", columns="predicted", values="count")
+        table = predictions.confusion_table(cm).pivot(index="true", columns="predicted", values="count")
         table.index.name, table.columns.name = "true \\ predicted", None
         table.columns = [str(c) for c in table.columns]
         st.dataframe(table, key="eval_cm_table")
@@ -106,7 +106,7 @@ with detail_col:
     cell_images(preds, int(true), int(predicted))
 
 st.subheader("Per-class scores", divider="gray")
-scores = explore.per_class_table(cm)
+scores = predictions.per_class_table(cm)
 st.dataframe(scores, hide_index=True, width="stretch", key="eval_scores", column_config={
     "digit": st.column_config.NumberColumn("Digit"),
     "precision": st.column_config.ProgressColumn("Precision", format="percent", min_value=0, max_value=1),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import explore
+from core import predictions
+from core.errors import LabError
 from dashboard import common
 
 PER_PAGE = 40
@@ -19,10 +20,10 @@ def gallery(frame, images, key: str, caption) -> None:
         st.info("No test image matches.", icon=":material/check_circle:")
         return
     page_key = f"{key}_page"
-    _, pages = explore.page_slice(len(frame), 1, PER_PAGE)
+    _, pages = predictions.page_slice(len(frame), 1, PER_PAGE)
     if st.session_state.get(page_key, 1) > pages:
         st.session_state[page_key] = 1
-    window, _ = explore.page_slice(len(frame), st.session_state.get(page_key, 1), PER_PAGE)
+    window, _ = predictions.page_slice(len(frame), st.session_state.get(page_key, 1), PER_PAGE)
     shown = frame.iloc[window]
     common.digit_grid(images[shown["index"].to_numpy()], [caption(row) for row in shown.itertuples()])
     left, right = st.columns([1, 3], vertical_alignment="center")
@@ -41,7 +42,7 @@ def one_run(run, preds, images) -> None:
     true = f[0].selectbox("True class", [ANY, *range(10)], key="mis_true")
     predicted = f[1].selectbox("Predicted class", [ANY, *range(10)], key="mis_predicted")
     order = f[2].selectbox("Sort", list(ORDER_LABELS), format_func=ORDER_LABELS.get, key="mis_order")
-    frame = explore.mistakes(preds, true=None if true == ANY else int(true),
+    frame = predictions.mistakes(preds, true=None if true == ANY else int(true),
                              predicted=None if predicted == ANY else int(predicted), order=order)
     if true != ANY or predicted != ANY:
         st.caption(f"{len(frame):,} mistakes match the filter.")
@@ -60,9 +61,9 @@ def two_runs(run_a, preds_a, finished, images) -> None:
     if preds_b is None:
         return
     try:
-        a_only, b_only = explore.disagreements(preds_a, preds_b)
-    except ValueError as exc:
-        st.warning(str(exc))
+        a_only, b_only = predictions.disagreements(preds_a, preds_b)
+    except LabError as exc:
+        st.warning(str(exc), icon=":material/warning:")
         return
     names = common.unique_names([run_a, run_b])
     name_a, name_b = names[run_a.run_id], names[run_b.run_id]
@@ -70,7 +71,7 @@ def two_runs(run_a, preds_a, finished, images) -> None:
                     f"{name_b} wrong, {name_a} right ({len(b_only):,})"])
     for tab, indices, wrong, key in ((tabs[0], a_only, preds_a, "mis_a"), (tabs[1], b_only, preds_b, "mis_b")):
         with tab:
-            frame = explore.mistakes(wrong, order="confident")
+            frame = predictions.mistakes(wrong, order="confident")
             frame = frame[frame["index"].isin(indices)].reset_index(drop=True)
             gallery(frame, images, key,
                     lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import explore, handwriting
+from core import handwriting, tables
 from core.preprocess import ImageError, to_mnist
 from dashboard import common
 
@@ -40,7 +40,7 @@ def canvas_digit() -> np.ndarray | None:
 
 def choose_models(candidates: list) -> list:
     by_id = {r.run_id: r for r in candidates}
-    best = [r.run_id for r in explore.best_run_per_arch(candidates)][:MAX_MODELS]
+    best = [r.run_id for r in tables.best_run_per_arch(candidates)][:MAX_MODELS]
     chosen = st.multiselect("Models", list(by_id), default=best, key="sketch_models",
                             format_func=lambda i: common.run_label(by_id[i]), max_selections=MAX_MODELS)
     st.caption("By default the best finished run of each architecture.")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from core import explore, jobs
-from core.config import DEVICES, TrainConfig
+from core import jobs, tables
+from core.config import DEVICES, ConfigError, TrainConfig
+from core.errors import LabError
 from core.models import list_models
-from core.runs import RunError
-from core.sweep import prepare_sweep
+from core.sweep import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
 from dashboard import common
 
 MAX_CELLS = 36
@@ -38,14 +38,14 @@ def launch_form(mnist_ok: bool) -> None:
 
 def launch(arch, epochs, limit, lrs_text, batches_text, device) -> None:
     try:
-        lrs = explore.parse_values(lrs_text, float, "learning rates")
-        batch_sizes = explore.parse_values(batches_text, int, "batch sizes")
+        lrs = parse_values(lrs_text, float, "learning rates")
+        batch_sizes = parse_values(batches_text, int, "batch sizes")
         if len(lrs) * len(batch_sizes) > MAX_CELLS:
-            raise ValueError(f"{len(lrs)} x {len(batch_sizes)} = {len(lrs) * len(batch_sizes)} runs; "
+            raise ConfigError(f"{len(lrs)} x {len(batch_sizes)} = {len(lrs) * len(batch_sizes)} runs; "
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
         sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
-    except (ValueError, RunError) as exc:  # ConfigError is a ValueError
+    except LabError as exc:
         st.error(str(exc), icon=":material/error:")
         return
     for writer in writers:
@@ -108,8 +108,8 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
         m = st.columns(3)
         m[0].metric("Val accuracy (kept weights)", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–")
         m[1].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
-        m[2].metric("Epochs", f"{run.epochs_done}/{explore.planned_epochs(run) or '?'}")
-        curves = explore.live_curves(run.history, run.progress if run.status == "running" else None)
+        m[2].metric("Epochs", f"{run.epochs_done}/{tables.planned_epochs(run) or '?'}")
+        curves = tables.live_curves(run.history, run.progress if run.status == "running" else None)
         if len(curves):
             common.show_history(curves, height=180)
         else:
@@ -120,8 +120,10 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
 
 
 def sweep_view() -> None:
-    runs = common.load_runs()
-    sweeps = explore.sweep_ids(runs)
+    runs = st.session_state.pop("sweep_runs", None)  # read by this full run of the page
+    if runs is None:  # the timer's rerun: only the active runs can have changed
+        runs = common.load_runs(active_only=True)
+    sweeps = sweep_ids(runs)
     if not sweeps:
         return
     st.subheader("Results", divider="gray")
@@ -131,10 +133,10 @@ def sweep_view() -> None:
     if st.session_state.get("sweep_pick") not in sweeps:
         st.session_state["sweep_pick"] = sweeps[0]
     sweep_id = st.selectbox("Sweep", sweeps, key="sweep_pick")
-    table = explore.sweep_table(runs, sweep_id)
+    table = sweep_table(runs, sweep_id)
     statuses = table["status"].value_counts()
     st.caption(" · ".join(f"{n} {s}" for s, n in statuses.items()) + f" · {len(table)} runs")
-    cells = explore.sweep_cells(table)
+    cells = sweep_cells(table)
     cells["selected"] = cells["run_id"] == st.session_state.get("sweep_cell")
     grid_col, detail_col = st.columns([1.2, 1], gap="large")
     with grid_col:
@@ -165,7 +167,7 @@ if st.session_state.get("sweep_launched"):
     st.success(st.session_state.pop("sweep_launched"), icon=":material/grid_view:")
 runs = common.load_runs()
 common.show_run_warnings(runs)
-have_sweeps = bool(explore.sweep_ids(runs))
+have_sweeps = bool(sweep_ids(runs))
 with st.expander("Launch a sweep", expanded=not have_sweeps, icon=":material/add:"):
     launch_form(mnist_ok)
 if not have_sweeps:
@@ -175,4 +177,5 @@ if not have_sweeps:
     st.stop()
 polling = any(r.status in ("running", "queued") for r in runs if r.config.get("sweep"))
 st.session_state["sweep_polling"] = polling
+st.session_state["sweep_runs"] = runs
 st.fragment(sweep_view, run_every=2.0 if polling else None)()

@@ -1,31 +1,129 @@
 """Train: configure a run from an architecture's recipe, start it as a separate process, and
-watch every job (started here, by a sweep or from the CLI) by reading the run folders."""
+watch every job (started here, by a sweep or from the CLI) by reading the run folders.
+
+The form is TrainConfig's fields (their metadata gives the help, the choices, whether the
+architecture's recipe fills them and whether they sit under "Advanced"), so a knob added to
+the config shows up here by itself, and the form, the CLI and config.json use the same words.
+"""
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
+import typing
 
 import streamlit as st
 
-from core import explore, jobs
-from core.config import AUGMENTS, DEVICES, OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
+from core import jobs, tables
+from core.config import TrainConfig
+from core.errors import LabError
 from core.models import get_spec, list_models
-from core.runs import RunError, load_run
 from dashboard import common
 
 DEFAULT_ARCH = "lenet"
 KEEP = {"persist_state": "session"}  # the form keeps its values while the user visits other pages
-# Recipe field -> widget key: changing the architecture writes its recipe into these.
-RECIPE_KEYS = {"epochs": "train_epochs", "batch_size": "train_batch_size", "lr": "train_lr",
-               "optimizer": "train_optimizer", "schedule": "train_schedule", "augment": "train_augment",
-               "momentum": "train_momentum", "weight_decay": "train_weight_decay",
-               "label_smoothing": "train_label_smoothing", "ema": "train_ema"}
+NOT_IN_FORM = ("arch",   # the selectbox above the form
+               "sweep",  # set by the Sweep page
+               "csv")    # a path on the machine that trains: `python -m core train --csv FILE`
+LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an EMA of the weights",
+          "ema_decay": "EMA decay", "aug_degrees": "Rotation (degrees)", "aug_shift": "Shift (pixels)",
+          "aug_zoom": "Zoom", "val_size": "Validation images", "train_limit": "Training-set limit (0 = all)",
+          "name": "Run name", "bf16": "bf16 autocast", "channels_last": "channels_last memory format",
+          "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up (share of steps)"}
+AUTO = ("auto", "on", "off")  # a `bool | None` field: None lets the trainer decide (on for CUDA)
+
+
+@dataclasses.dataclass(frozen=True)
+class FormField:
+    """One TrainConfig field as the form shows it."""
+    name: str
+    kind: type              # int, float, str or bool
+    optional: bool          # `X | None`: 0, "" or "auto" in the form stand for None
+    default: object         # for fields the recipe does not fill
+    help: str
+    choices: tuple | None
+    recipe: bool            # filled from the architecture's recipe
+    advanced: bool          # under "Advanced"
+
+    @property
+    def key(self) -> str:   # train_epochs, train_lr, ..., train_limit (not train_train_limit)
+        return "train_" + self.name.removeprefix("train_")
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.name, self.name.replace("_", " ").capitalize())
+
+    def to_widget(self, value):
+        """A config value as the widget holds it."""
+        if self.kind is bool and self.optional:
+            return AUTO[0] if value is None else AUTO[1] if value else AUTO[2]
+        if value is None:
+            return 0 if self.kind is int else 0.0 if self.kind is float else ""
+        return self.kind(value)
+
+    def from_widget(self, value):
+        """The widget's value as the config takes it."""
+        if self.kind is bool and self.optional:
+            return None if value == AUTO[0] else value == AUTO[1]
+        if self.kind is str:
+            value = (value or "").strip()
+        if self.optional and not value:
+            return None
+        return self.kind(value)
+
+
+def form_fields() -> list[FormField]:
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in NOT_IN_FORM:
+            continue
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        out.append(FormField(f.name, args[0] if args else hints[f.name], bool(args), f.default,
+                             f.metadata.get("help", ""), f.metadata.get("choices"),
+                             bool(f.metadata.get("recipe")), bool(f.metadata.get("advanced"))))
+    return out
+
+
+FIELDS = form_fields()
 
 
 def apply_recipe(only_missing: bool = False) -> None:
+    """Write the chosen architecture's recipe into the recipe fields (all of them when the
+    architecture changes; on the session's first visit, only those not set yet)."""
     recipe = get_spec(st.session_state["train_arch"]).recipe
-    for field, key in RECIPE_KEYS.items():
-        if not only_missing or key not in st.session_state:
-            st.session_state[key] = getattr(recipe, field)
+    for f in FIELDS:
+        if f.recipe and (not only_missing or f.key not in st.session_state):
+            st.session_state[f.key] = f.to_widget(getattr(recipe, f.name))
+
+
+def float_step(value: float) -> float:
+    """The +/- step of a float field: one unit of its leading digit (0.9 -> 0.1, 5e-4 -> 1e-4),
+    of the distance to 1 for a share close to 1 (0.999 -> 0.001)."""
+    size = min(value, 1 - value) if 0 < value < 1 else abs(value)
+    return 10.0 ** math.floor(math.log10(size)) if size > 0 else 0.01
+
+
+def field_widget(f: FormField, where) -> None:
+    common_args = {"key": f.key, "help": f.help or None, **KEEP}
+    if f.choices:
+        where.selectbox(f.label, f.choices, **common_args)
+    elif f.kind is bool and f.optional:
+        where.radio(f.label, AUTO, horizontal=True, **common_args)
+    elif f.kind is bool:
+        where.checkbox(f.label, **common_args)
+    elif f.kind is int:
+        where.number_input(f.label, step=1, min_value=0 if f.optional else None, **common_args)
+    elif f.kind is float:
+        where.number_input(f.label, step=float_step(st.session_state[f.key]), format="%g", **common_args)
+    else:
+        where.text_input(f.label, placeholder="optional" if f.optional else "", **common_args)
+
+
+def fields_in_columns(fields: list[FormField]) -> None:
+    columns = st.columns(2)
+    for i, f in enumerate(fields):
+        field_widget(f, columns[i % 2])
 
 
 def recipe_line(arch: str) -> str:
@@ -37,40 +135,20 @@ def settings_form(mnist_ok: bool) -> None:
     if st.session_state.get("train_arch") not in models:
         st.session_state["train_arch"] = DEFAULT_ARCH if DEFAULT_ARCH in models else models[0]
     apply_recipe(only_missing=True)  # first visit of the session
-    st.session_state.setdefault("train_limit", 0)
-    st.session_state.setdefault("train_device", "auto")
-    st.session_state.setdefault("train_seed", 0)
+    for f in FIELDS:
+        if not f.recipe:
+            st.session_state.setdefault(f.key, f.to_widget(f.default))
 
     arch = st.selectbox("Architecture", models, key="train_arch", **KEEP, on_change=apply_recipe)
     spec = get_spec(arch)
     st.markdown(f"**{spec.summary}**  \n"
                 f":gray[from {spec.source} · its recipe reaches ≥ {spec.target:g}% test accuracy]")
     st.caption(f"Recipe: {recipe_line(arch)}")
-
-    left, right = st.columns(2)
-    # No help tooltips on these: their "Help for <label>" buttons would make a browser test's
-    # get_by_label("Epochs") ambiguous. The captions say what a tooltip would.
-    left.number_input("Epochs", step=1, key="train_epochs", **KEEP)
-    right.number_input("Batch size", step=16, key="train_batch_size", **KEEP)
-    left.number_input("Learning rate", step=0.0005, format="%g", key="train_lr", **KEEP)
-    right.selectbox("Optimizer", OPTIMIZERS, key="train_optimizer", **KEEP)
-    left.selectbox("Schedule", SCHEDULES, key="train_schedule", **KEEP)
-    right.selectbox("Augmentation", AUGMENTS, key="train_augment", **KEEP)
-    left.selectbox("Device", DEVICES, key="train_device", **KEEP)
-    right.number_input("Training-set limit (0 = all)", min_value=0, step=1000, key="train_limit",
-                       **KEEP)
-    st.text_input("Run name", key="train_name", **KEEP, placeholder="optional, e.g. baseline")
-    st.caption("Learning rate is the peak one (schedules scale it); augmentation runs on the device; "
-               "device auto takes the GPU if there is one; a training-set limit trains on the first N "
-               "images of the training split, for quick experiments.")
-    with st.expander("More options"):
-        a, b = st.columns(2)
-        a.number_input("Momentum", step=0.05, format="%g", key="train_momentum", **KEEP, help="SGD only")
-        b.number_input("Weight decay", step=0.0001, format="%g", key="train_weight_decay", **KEEP)
-        a.number_input("Label smoothing", step=0.05, format="%g", key="train_label_smoothing", **KEEP)
-        b.number_input("Seed", min_value=0, step=1, key="train_seed", **KEEP,
-                       help="one seed for weights, shuffling and the train/validation split")
-        st.checkbox("Evaluate an EMA of the weights", key="train_ema", **KEEP)
+    name = next(f for f in FIELDS if f.name == "name")
+    fields_in_columns([f for f in FIELDS if not f.advanced and f is not name])
+    field_widget(name, st)
+    with st.expander("Advanced"):
+        fields_in_columns([f for f in FIELDS if f.advanced])
 
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch",
                  disabled=not mnist_ok):
@@ -81,24 +159,18 @@ def settings_form(mnist_ok: bool) -> None:
 
 
 def start(arch: str) -> None:
-    s = st.session_state
+    values = {f.name: f.from_widget(st.session_state[f.key]) for f in FIELDS}
     try:
-        config = TrainConfig(
-            arch=arch, epochs=s["train_epochs"], batch_size=s["train_batch_size"], lr=float(s["train_lr"]),
-            optimizer=s["train_optimizer"], schedule=s["train_schedule"], augment=s["train_augment"],
-            momentum=float(s["train_momentum"]), weight_decay=float(s["train_weight_decay"]),
-            label_smoothing=float(s["train_label_smoothing"]), ema=bool(s["train_ema"]),
-            seed=s["train_seed"], device=s["train_device"], train_limit=s["train_limit"] or None,
-            name=(s.get("train_name") or "").strip() or None)
-    except ConfigError as exc:
+        config = TrainConfig(arch=arch, **values)
+    except LabError as exc:  # a value out of range: the message names it
         st.error(str(exc), icon=":material/error:")
         return
     try:
         run_id = jobs.launch(config)
-    except (RunError, OSError) as exc:
+    except LabError as exc:  # e.g. a checkpoints folder that cannot take the run
         st.error(f"Could not start the run: {exc}", icon=":material/error:")
         return
-    s["train_started"] = run_id
+    st.session_state["train_started"] = run_id
     watch()
     st.toast(f"Training {arch} started", icon=":material/rocket_launch:")
 
@@ -116,13 +188,13 @@ def watch() -> None:
 
 
 def polling_wanted(runs: list) -> bool:
-    return bool(explore.active(runs)) or time.time() < st.session_state.get("train_watch_until", 0)
+    return bool(tables.active(runs)) or time.time() < st.session_state.get("train_watch_until", 0)
 
 
 def cancel(run_id: str) -> None:
     try:
         stopped = jobs.cancel(run_id)
-    except RunError as exc:
+    except LabError as exc:
         st.toast(str(exc), icon=":material/error:")
         return
     watch()
@@ -133,7 +205,7 @@ def cancel(run_id: str) -> None:
 def resume(run_id: str) -> None:
     try:
         jobs.resume(run_id)
-    except RunError as exc:
+    except LabError as exc:
         st.toast(str(exc), icon=":material/error:")
         return
     watch()
@@ -143,13 +215,13 @@ def resume(run_id: str) -> None:
 def progress_line(run) -> None:
     """Progress bar within the epoch, epoch count and ETA of a running job."""
     p = run.progress
-    epochs = explore.planned_epochs(run) or p.get("epochs")
+    epochs = tables.planned_epochs(run) or p.get("epochs")
     if run.status != "running" or not p:
         message = run.status_info.get("message") or "waiting for its turn"
         st.caption(f":material/schedule: {message}")
         return
-    fraction = explore.epoch_fraction(p)
-    eta = explore.eta_seconds(p, run.history, epochs)
+    fraction = tables.epoch_fraction(p)
+    eta = tables.eta_seconds(p, run.history, epochs)
     st.progress(fraction, text=f"Epoch {p.get('epoch', '?')}/{epochs} · step {p.get('step', 0)}/"
                                f"{p.get('steps', '?')} · about {common.format_seconds(eta)} left")
 
@@ -161,12 +233,16 @@ def latest_run_card(run) -> None:
         head.markdown(f"#### {run.name}\n:gray[{detail}]")
         with badge:
             common.status_badge(run.status)
-        epochs = explore.planned_epochs(run)
+        epochs = tables.planned_epochs(run)
         m = st.columns(4)
         m[0].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
         m[1].metric("Val accuracy (kept weights)", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–")
         m[2].metric("Epochs", f"{run.epochs_done}/{epochs if epochs else '?'}")
-        m[3].metric("Seconds / epoch", common.format_seconds(explore.seconds_per_epoch(run)))
+        m[3].metric("Seconds / epoch", common.format_seconds(tables.seconds_per_epoch(run)))
+        left_out = common.dataset_info(run).get("test_duplicates_left_out")
+        if isinstance(left_out, int) and left_out > 0:
+            st.caption(f":material/filter_alt: {left_out:,} training image{'s' if left_out != 1 else ''} "
+                       f"identical to MNIST test images {'were' if left_out != 1 else 'was'} left out")
         if run.status in ("running", "queued"):
             progress_line(run)
         elif run.status == "failed":
@@ -174,7 +250,7 @@ def latest_run_card(run) -> None:
         elif run.status == "finished":
             st.markdown(f"Run **finished** with **{run.test_acc:.2f}%** test accuracy."
                         if run.test_acc is not None else "Run **finished**.")
-        curves = explore.live_curves(run.history, run.progress if run.status == "running" else None)
+        curves = tables.live_curves(run.history, run.progress if run.status == "running" else None)
         if len(curves):
             common.show_history(curves)
         elif run.status in ("running", "queued"):
@@ -183,7 +259,7 @@ def latest_run_card(run) -> None:
         if run.status in ("running", "queued"):
             buttons[0].button("Cancel", key=f"cancel_latest_{run.run_id}", icon=":material/stop:",
                               on_click=cancel, args=(run.run_id,))
-        if explore.is_resumable(run):
+        if tables.is_resumable(run):
             buttons[0].button("Resume", key=f"resume_latest_{run.run_id}", icon=":material/replay:",
                               on_click=resume, args=(run.run_id,))
 
@@ -207,7 +283,7 @@ def queue_section(active: list) -> None:
 def recent_section(runs: list) -> None:
     st.subheader("Recent runs", divider="gray")
     recent = runs[:12]
-    table = explore.run_table(recent)
+    table = tables.run_table(recent)
     st.dataframe(table[["name", "arch", "status", "epochs", "val_acc", "test_acc", "sec_per_epoch"]],
                  hide_index=True, width="stretch", height=38 + 35 * len(table), placeholder="–",
                  key="train_recent", column_config={
@@ -218,19 +294,25 @@ def recent_section(runs: list) -> None:
                      "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help="validation accuracy of the kept weights"),
                      "test_acc": st.column_config.NumberColumn("Test", format="%.2f%%", width="small"),
                      "sec_per_epoch": st.column_config.NumberColumn("s/epoch", format="%.1f", width="small")})
-    for run in [r for r in recent if explore.is_resumable(r)]:
+    for run in [r for r in recent if tables.is_resumable(r)]:
         cols = st.columns([4, 1], vertical_alignment="center")
         cols[0].markdown(f"{common.status_text(run.status)} **{run.name}** stopped after "
-                         f"{run.epochs_done} of {explore.planned_epochs(run) or '?'} epochs")
+                         f"{run.epochs_done} of {tables.planned_epochs(run) or '?'} epochs")
         cols[1].button("Resume", key=f"resume_{run.run_id}", icon=":material/replay:",
                        on_click=resume, args=(run.run_id,))
 
 
 def live_panel() -> None:
+    """The right-hand side; while jobs are active, Streamlit reruns it alone every second. A
+    full run of the page hands it the runs it just read; the timer's reruns read only the active
+    runs again (common.load_runs(active_only=True)), so a refresh costs the same with 10 or 1,000
+    finished runs on disk."""
     if st.session_state.pop("train_full_rerun", False):
         st.rerun()  # a button in this fragment started or stopped a job: a full run re-arms the timer
-    runs = common.load_runs()
-    active = explore.active(runs)
+    runs = st.session_state.pop("train_runs", None)
+    if runs is None:  # the timer's rerun
+        runs = common.load_runs(active_only=True)
+    active = tables.active(runs)
     if not runs:
         common.no_runs_notice("No runs yet: pick an architecture on the left and press **Start training**. "
                               "The lenet recipe reaches about 99% in a few minutes on a CPU; set a "
@@ -238,7 +320,7 @@ def live_panel() -> None:
         return
     common.show_run_warnings(runs)
     running = [r for r in active if r.status == "running"]
-    latest = running[0] if running else explore.newest(runs)  # the job training now, else the newest
+    latest = running[0] if running else tables.newest(runs)  # the job training now, else the newest
     st.subheader("Training now" if running else "Latest run", divider="gray")
     latest_run_card(latest)
     queue_section(active)
@@ -249,15 +331,22 @@ def live_panel() -> None:
         st.rerun()
 
 
-st.title("Train")
-st.caption("Pick an architecture: its recipe fills the form. Training runs in its own process, so "
-           "closing this tab does not stop it; runs started from the CLI show up here too.")
-mnist_ok = common.require_mnist("Training")
-form_column, live_column = st.columns([1, 1.7], gap="large")
-with form_column:
-    settings_form(mnist_ok)
-with live_column:
-    polling = polling_wanted(common.load_runs())
-    st.session_state["train_polling"] = polling
-    st.session_state.pop("train_full_rerun", None)  # this is the full run
-    st.fragment(live_panel, run_every=1.0 if polling else None)()
+def page() -> None:
+    st.title("Train")
+    st.caption("Pick an architecture: its recipe fills the form. Training runs in its own process, so "
+               "closing this tab does not stop it; runs started from the CLI show up here too.")
+    mnist_ok = common.require_mnist("Training")
+    form_column, live_column = st.columns([1, 1.7], gap="large")
+    with form_column:
+        settings_form(mnist_ok)
+    with live_column:
+        runs = common.load_runs()
+        polling = polling_wanted(runs)
+        st.session_state["train_polling"] = polling
+        st.session_state["train_runs"] = runs  # for live_panel, just below
+        st.session_state.pop("train_full_rerun", None)  # this is the full run
+        st.fragment(live_panel, run_every=1.0 if polling else None)()
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; scripts/bench_dashboard.py imports it
+    page()

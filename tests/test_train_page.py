@@ -1,0 +1,148 @@
+"""The Train page beyond test_app.py: its form is TrainConfig's fields, a run's dataset notes
+show, its one-second refresh reads the active runs alone, and errors are shown by kind."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from core.config import TrainConfig
+from core.models import get_spec
+
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+TIMEOUT = 60
+WIDGETS = ("number_input", "selectbox", "checkbox", "radio", "text_input")
+
+
+def open_train() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # "/" lands on Train
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def widgets(node) -> dict:
+    """key -> widget, of every form widget under `node` (the app or a block)."""
+    return {w.key: w for kind in WIDGETS for w in getattr(node, kind) if w.key}
+
+
+def refresh_script() -> None:
+    """What the Train page's fragment runs on its one-second timer."""
+    import streamlit as st
+    from dashboard.views import train
+    st.session_state["train_polling"] = True
+    train.live_panel()
+
+
+def test_the_form_is_every_config_field_with_the_recipe_filled_in(lab_env):
+    from dashboard.views.train import FIELDS, NOT_IN_FORM
+    at = open_train()
+    at.selectbox(key="train_arch").set_value("mlp").run()
+    shown = widgets(at)
+    by_name = {f.name: f for f in FIELDS}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in NOT_IN_FORM:
+            continue
+        widget = shown[by_name[field.name].key]
+        if field.metadata.get("help"):
+            assert widget.help == field.metadata["help"]
+        if field.metadata.get("choices"):
+            assert list(widget.options) == list(field.metadata["choices"])
+    recipe = get_spec("mlp").recipe
+    for f in FIELDS:
+        if f.recipe:
+            assert shown[f.key].value == getattr(recipe, f.name), f.name
+    (advanced,) = [e for e in at.expander if e.label == "Advanced"]
+    assert set(widgets(advanced)) == {f.key for f in FIELDS if f.advanced}
+    assert {"train_ema_decay", "train_bf16", "train_channels_last", "train_compile"} <= set(widgets(advanced))
+    assert list(shown["train_bf16"].options) == ["auto", "on", "off"]
+
+
+def test_start_gives_the_trainer_every_form_value(lab_env, monkeypatch):
+    from core import jobs
+    launched = []
+    monkeypatch.setattr(jobs, "launch", lambda config: launched.append(config) or "20260101-000000-mlp")
+    at = open_train()
+    at.selectbox(key="train_arch").set_value("lenet").run()
+    at.number_input(key="train_epochs").set_value(3)
+    at.number_input(key="train_ema_decay").set_value(0.99)
+    at.radio(key="train_bf16").set_value("off")
+    at.radio(key="train_channels_last").set_value("on")
+    at.checkbox(key="train_compile").check()
+    at.number_input(key="train_limit").set_value(0)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception and not at.error
+    (config,) = launched
+    recipe = get_spec("lenet").recipe.as_dict()
+    expected = TrainConfig(arch="lenet", **{**recipe, "epochs": 3, "ema_decay": 0.99}, bf16=False,
+                           channels_last=True, compile=True)
+    assert config == expected  # train_limit 0 is "all" (None), an empty name is no name
+
+
+def test_a_run_that_left_test_duplicates_out_says_so(lab_env, trained_runs, tmp_path):
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    newest = root / trained_runs.ids["lenet"]  # trained last: the Train page's latest run
+    info = json.loads((newest / "dataset.json").read_text())
+    assert info["test_duplicates_left_out"] == 0
+    at = open_train()
+    assert not [c for c in at.caption if "identical to MNIST test images" in c.value]
+    (newest / "dataset.json").write_text(json.dumps({**info, "test_duplicates_left_out": 1234}))
+    at.run()
+    assert [c.value for c in at.caption if "identical to MNIST test images" in c.value] == \
+        [":material/filter_alt: 1,234 training images identical to MNIST test images were left out"]
+
+
+def test_finished_runs_are_read_once_and_the_refresh_reads_only_active_ones(lab_env, trained_runs, tmp_path,
+                                                                            monkeypatch):
+    from core.runs import RunWriter
+    from dashboard import common
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    job = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
+    try:  # this process holds the new run's lock: it is live
+        job.set_status("running")
+        job.write_progress(epoch=1, epochs=5, step=10, steps=100, train_loss=1.0, train_acc=50.0,
+                           epoch_seconds=1.0)
+        reads, looked_at = [], []
+        real_load, real_signature = common.load_run, common._signature
+        monkeypatch.setattr(common, "load_run", lambda run_id, root=None: reads.append(run_id)
+                            or real_load(run_id, root))
+        monkeypatch.setattr(common, "_signature", lambda folder: looked_at.append(Path(folder).name)
+                            or real_signature(folder))
+        at = open_train()
+        assert sorted(reads) == sorted([*trained_runs.ids.values(), job.run_id])
+        assert "Training now" in [s.value for s in at.subheader]
+        reads.clear()
+        at.run()
+        assert reads == []  # nothing changed: nothing is read again
+        refresh = AppTest.from_function(refresh_script, default_timeout=TIMEOUT)
+        job.write_progress(epoch=1, epochs=5, step=60, steps=100, train_loss=0.5, train_acc=80.0,
+                           epoch_seconds=6.0)
+        looked_at.clear()
+        refresh.run()
+        assert not refresh.exception, [e.value for e in refresh.exception]
+        assert reads == [job.run_id] and looked_at == [job.run_id]  # the finished runs are not even stat'ed
+        bars = [p.proto.text for p in refresh.get("progress")]
+        assert bars and all(text.startswith("Epoch 1/5 · step 60/100") for text in bars)
+    finally:
+        job.release()
+    reads.clear()
+    at.run()  # the lock is gone: the run shows as interrupted without being read again
+    assert reads == [] and "Latest run" in [s.value for s in at.subheader]
+
+
+def report_script() -> None:
+    from core.errors import LabError
+    from dashboard import common
+    common.report(LabError("the value is out of range"), "**a run**")
+    try:
+        {}["a bug"]
+    except KeyError as exc:
+        common.report(exc, "**another run**")
+
+
+def test_a_lab_error_is_a_message_anything_else_keeps_its_traceback():
+    at = AppTest.from_function(report_script, default_timeout=TIMEOUT).run()
+    assert [w.value for w in at.warning] == ["**a run**: the value is out of range"]
+    (shown,) = at.exception
+    assert "a bug" in shown.message and shown.stack_trace
