@@ -12,7 +12,6 @@ timed per prediction, p50 and p95.
 """
 from __future__ import annotations
 
-import math
 import platform
 import statistics
 import tempfile

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 from dataclasses import MISSING, fields
-from pathlib import Path
 
 from core.config import RECIPE_FIELDS, ConfigError, TrainConfig
 from core.errors import LabError

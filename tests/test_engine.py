@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from core import jobs
 from core.config import TrainConfig
 from core.data import load_mnist, make_split
 from core.runs import load_model, load_predictions, load_run, lock_held, run_dir
-from core.train import build_optimizer, evaluate, lr_factor
+from core.train import build_optimizer, lr_factor
 from tests.helpers import REPO, require_mnist, train_new, train_tiny
 
 
