@@ -378,8 +378,9 @@ def test_second_job_waits_for_the_first_and_a_crashed_job_frees_its_slot(tmp_pat
     second_id = only_run(tmp_path, "second")
     time.sleep(3)
     assert load_run(second_id, tmp_path).status == "queued"           # waits in the queue
-    from core.jobs import queue
-    assert [r.run_id for r in queue(tmp_path)] == [first_id, second_id]
+    from core.runs import list_runs
+    from core.tables import active
+    assert [r.run_id for r in active(list_runs(tmp_path))] == [first_id, second_id]
     first.send_signal(signal.SIGKILL)                                  # the first one crashes
     first.wait()
     assert second.wait(timeout=120) == 0                               # ... and the second runs
