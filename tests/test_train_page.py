@@ -13,7 +13,7 @@ from core.models import get_spec
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 TIMEOUT = 60
-WIDGETS = ("number_input", "selectbox", "checkbox", "radio", "text_input")
+WIDGETS = ("number_input", "selectbox", "checkbox", "text_input")
 
 
 def open_train() -> AppTest:
@@ -67,8 +67,8 @@ def test_start_gives_the_trainer_every_form_value(lab_env, monkeypatch):
     at.selectbox(key="train_arch").set_value("lenet").run()
     at.number_input(key="train_epochs").set_value(3)
     at.number_input(key="train_ema_decay").set_value(0.99)
-    at.radio(key="train_bf16").set_value("off")
-    at.radio(key="train_channels_last").set_value("on")
+    at.selectbox(key="train_bf16").set_value("off")
+    at.selectbox(key="train_channels_last").set_value("on")
     at.checkbox(key="train_compile").check()
     at.number_input(key="train_limit").set_value(0)
     next(b for b in at.button if b.label == "Start training").click().run()

@@ -28,8 +28,8 @@ NOT_IN_FORM = ("arch",   # the selectbox above the form
 LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an EMA of the weights",
           "ema_decay": "EMA decay", "aug_degrees": "Rotation (degrees)", "aug_shift": "Shift (pixels)",
           "aug_zoom": "Zoom", "val_size": "Validation images", "train_limit": "Training-set limit (0 = all)",
-          "name": "Run name", "bf16": "bf16 autocast", "channels_last": "channels_last memory format",
-          "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up (share of steps)"}
+          "name": "Run name", "bf16": "bf16 autocast", "channels_last": "channels_last",
+          "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up share"}
 AUTO = ("auto", "on", "off")  # a `bool | None` field: None lets the trainer decide (on for CUDA)
 
 
@@ -109,7 +109,7 @@ def field_widget(f: FormField, where) -> None:
     if f.choices:
         where.selectbox(f.label, f.choices, **common_args)
     elif f.kind is bool and f.optional:
-        where.radio(f.label, AUTO, horizontal=True, **common_args)
+        where.selectbox(f.label, AUTO, **common_args)
     elif f.kind is bool:
         where.checkbox(f.label, **common_args)
     elif f.kind is int:
@@ -121,9 +121,13 @@ def field_widget(f: FormField, where) -> None:
 
 
 def fields_in_columns(fields: list[FormField]) -> None:
+    """Two columns of inputs, then the checkboxes at full width (their labels are long)."""
+    boxes = [f for f in fields if f.kind is bool and not f.optional]
     columns = st.columns(2)
-    for i, f in enumerate(fields):
+    for i, f in enumerate(f for f in fields if f not in boxes):
         field_widget(f, columns[i % 2])
+    for f in boxes:
+        field_widget(f, st)
 
 
 def recipe_line(arch: str) -> str:
