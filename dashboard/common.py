@@ -25,11 +25,10 @@ from core import data as data_mod
 from core import handwriting
 from core.predictions import check_predictions
 from core.errors import LabError
-from core.runs import (ACTIVE, Run, RunError, checkpoints_dir, effective_status, list_run_ids, load_predictions,
-                       load_run, read_json)
+from core.runs import (ACTIVE, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, RunError, checkpoints_dir,
+                       effective_status, list_run_ids, load_predictions, load_run, read_json)
 
-RUN_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json")  # what load_run reads
-DATASET_FILE = "dataset.json"
+DATASET_FILE = "dataset.json"  # core.runs has no name for it yet (RunWriter.write_dataset)
 STATUS_COLOURS = {"running": "blue", "queued": "violet", "finished": "green", "failed": "red",
                   "cancelled": "gray", "interrupted": "orange", "unknown": "gray"}
 STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/schedule:",
@@ -45,10 +44,10 @@ def _base() -> str:
 
 
 def _signature(folder: str) -> tuple:
-    """(mtime, size, inode) of each file `load_run` reads: every run file is written by renaming a
-    new file into place, so any write changes the signature."""
+    """(mtime, size, inode) of each file `load_run` reads (core.runs.SMALL_FILES): every run file
+    is written by renaming a new file into place, so any write changes the signature."""
     out = []
-    for name in RUN_FILES:
+    for name in SMALL_FILES:
         try:
             stat = os.stat(os.path.join(folder, name))
             out.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
@@ -166,7 +165,7 @@ def _read_predictions(base: str, run_id: str, mtime: int) -> dict[str, np.ndarra
 def predictions(run: Run) -> dict[str, np.ndarray] | None:
     """The run's saved test predictions, or None after showing a warning."""
     try:
-        preds = _read_predictions(_base(), run.run_id, _mtime(run.path / "predictions.safetensors"))
+        preds = _read_predictions(_base(), run.run_id, _mtime(run.path / PREDICTIONS))
     except RunError as exc:
         st.warning(f"**{run.name}**: {exc}", icon=":material/warning:")
         return None
@@ -186,7 +185,7 @@ def _predictor(base: str, run_id: str, mtime: int):
 def predictor(run: Run):
     """A loaded model for the run (cached), or None after showing why not (see report)."""
     try:
-        return _predictor(_base(), run.run_id, _mtime(run.path / "model.safetensors"))
+        return _predictor(_base(), run.run_id, _mtime(run.path / WEIGHTS))
     except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other models still show
         report(exc, f"**{run.name}**: cannot load its model")
         return None
@@ -206,7 +205,7 @@ def handwriting_scores(runs: Sequence[Run], hw: handwriting.HandwritingSet) -> p
     rows = []
     for run in runs:
         try:
-            result = _handwriting_score(_base(), run.run_id, _mtime(run.path / "model.safetensors"),
+            result = _handwriting_score(_base(), run.run_id, _mtime(run.path / WEIGHTS),
                                         folder, set_mtime)
         except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other runs still score
             report(exc, f"**{run.name}**: cannot score it")
