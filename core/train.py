@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -297,7 +296,7 @@ def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: R
         "val_accuracy": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
         "kept_weights": f"epoch {history[-1]['epoch']}" + (" (EMA)" if t.ema is not None else ""),
         **per_class(cm), "confusion_matrix": cm.tolist(), "parameters": count_parameters(kept),
-        "device": torch.cuda.get_device_name(t.device) if cuda else f"cpu ({os.cpu_count()} threads)",
+        "device": torch.cuda.get_device_name(t.device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
         "bf16": t.bf16, "channels_last": t.channels_last,
         "torch": torch.__version__, "seconds": round(sum(r["seconds"] for r in history), 3),
         "epochs": len(history), "finished": now_iso()})
