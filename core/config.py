@@ -6,7 +6,6 @@ fields, and every run folder stores it as `config.json`, so all three speak the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field, fields
 
@@ -150,9 +149,6 @@ class TrainConfig:
     # --- conversions ---
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":

@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 
 from core.errors import BadInput
-from core.runs import atomic_write_bytes
 
 SIDE = 28  # px
 PIXELS = SIDE * SIDE  # 784 pixel columns
@@ -387,57 +386,3 @@ def _to_digits(columns: list[np.ndarray], layout: _Layout) -> DigitsCSV:
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_digits_csv(
-    dest: CSVDest,
-    images: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray | None = None,
-) -> None:
-    """Write digits in the Kaggle format: `label` first (if given), then pixel0..pixel783.
-
-    images: uint8 (N, 28, 28) values 0..255. Writing to a path is atomic.
-    """
-    table = _as_pixel_rows(images)
-    columns = [f"pixel{i}" for i in range(PIXELS)]
-    if labels is not None:
-        label_column = _to_numpy(labels).reshape(-1)
-        if label_column.shape[0] != table.shape[0]:
-            raise ValueError(f"{label_column.shape[0]} labels for {table.shape[0]} images")
-        if label_column.size and (label_column.min() < 0 or label_column.max() > LABEL_MAX):
-            raise ValueError("labels must be digits 0..9")
-        table = np.column_stack([label_column.astype(np.uint8), table])
-        columns = [LABEL, *columns]
-    if isinstance(dest, (str, os.PathLike)):
-        atomic_write_bytes(Path(dest), "".join(_csv_chunks(columns, table)).encode())
-    else:
-        binary = not isinstance(dest, io.TextIOBase)
-        for chunk in _csv_chunks(columns, table):
-            dest.write(chunk.encode("utf-8") if binary else chunk)
-
-
-def _csv_chunks(columns: list[str], table: np.ndarray) -> Iterator[str]:
-    """Yield the CSV text a few thousand rows at a time."""
-    # Formatting through a lookup of the 256 possible cells is ~5x faster than pandas.
-    cell_text = [str(value) for value in range(PIXEL_MAX + 1)]
-    yield ",".join(columns) + "\n"
-    for start in range(0, len(table), _ROWS_PER_CHUNK):
-        rows = table[start : start + _ROWS_PER_CHUNK].tolist()
-        yield "".join(",".join(map(cell_text.__getitem__, row)) + "\n" for row in rows)
-
-
-def _as_pixel_rows(images: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Return uint8 (N, 784) rows, refusing anything that is not 0..255 whole numbers."""
-    array = _to_numpy(images)
-    if array.ndim != 3 or array.shape[1:] != (SIDE, SIDE):
-        raise ValueError(f"images must have shape (N, 28, 28), got {array.shape}")
-    if array.dtype != np.uint8:
-        whole = np.all(np.floor(array) == array)
-        if array.size and (array.min() < 0 or array.max() > PIXEL_MAX or not whole):
-            raise ValueError("images must hold whole numbers 0..255 (uint8)")
-        array = array.astype(np.uint8)
-    return array.reshape(len(array), PIXELS)
-
-
-def _to_numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)

@@ -19,10 +19,9 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
-import pandas as pd
 
 from core.runs import atomic_write_bytes, file_lock
 from core.errors import LabError
@@ -163,22 +162,3 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     total = int(len(labels))
     correct = int((np.asarray(probabilities).argmax(1) == labels).sum()) if total else 0
     return {"correct": correct, "total": total, "accuracy": 100.0 * correct / total if total else None}
-
-
-def accuracy_table(models: Mapping[str, Callable[[np.ndarray], np.ndarray]],
-                   hw: HandwritingSet) -> pd.DataFrame:
-    """Each model's accuracy on the set. `models` maps a display name to a function from
-    float (N, 28, 28) images on [0, 1] to (N, 10) probabilities (Predictor.probabilities)."""
-    rows = []
-    images = hw.unit_images
-    for name, probabilities in models.items():
-        result = score(probabilities(images) if len(hw) else np.zeros((0, 10)), hw.labels)
-        rows.append({"model": name, **result})
-    return pd.DataFrame(rows, columns=["model", "correct", "total", "accuracy"])
-
-
-def evaluate_runs(run_ids: Iterable[str], runs_root=None, root=None) -> pd.DataFrame:
-    """Accuracy of saved runs on the set (loads each model; the CLI's way, uncached)."""
-    from core.predict import Predictor
-    predictors = {run_id: Predictor.from_run(run_id, runs_root).probabilities for run_id in run_ids}
-    return accuracy_table(predictors, load_set(root))

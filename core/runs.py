@@ -58,6 +58,7 @@ LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its
 WEIGHTS = "model.safetensors"
 PREDICTIONS = "predictions.safetensors"
 TRAIN_STATE = "train_state.pt"
+DATASET = "dataset.json"
 LOG_NAME = "train.log"  # output of a job process (core.jobs)
 SMALL_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json", WEIGHTS)
 """The files `load_run` reads (and the weights' presence): a run changed iff one of them did."""
@@ -265,6 +266,9 @@ class RunWriter:
         base = checkpoints_dir(root)
         try:
             base.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # FileExistsError too: a file where the folder should be
+            raise RunError(f"cannot use {base} as the checkpoints folder: {exc.strerror or exc}") from None
+        try:
             run_id = run_id or new_run_id(config_dict["arch"], config_dict.get("name"), root)
             path = run_dir(run_id, root)
             path.mkdir(exist_ok=False)
@@ -299,7 +303,7 @@ class RunWriter:
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def write_dataset(self, info: dict) -> None:
-        atomic_write_json(self.path / "dataset.json", info)
+        atomic_write_json(self.path / DATASET, info)
 
     def save_weights(self, state_dict: dict[str, torch.Tensor], arch: str) -> None:
         atomic_write_bytes(self.path / WEIGHTS, tensors_bytes(

@@ -25,10 +25,9 @@ from core import data as data_mod
 from core import handwriting
 from core.predictions import check_predictions
 from core.errors import LabError
-from core.runs import (ACTIVE, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, RunError, checkpoints_dir,
+from core.runs import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, RunError, checkpoints_dir,
                        effective_status, list_run_ids, load_predictions, load_run, read_json)
 
-DATASET_FILE = "dataset.json"  # core.runs has no name for it yet (RunWriter.write_dataset)
 STATUS_COLOURS = {"running": "blue", "queued": "violet", "finished": "green", "failed": "red",
                   "cancelled": "gray", "interrupted": "orange", "unknown": "gray"}
 STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/schedule:",
@@ -135,7 +134,7 @@ def load_runs(*, active_only: bool = False) -> list[Run]:
 
 def dataset_info(run: Run) -> dict:
     """What the run trained on (its dataset.json), or {} when it has none (older runs)."""
-    path = run.path / DATASET_FILE
+    path = run.path / DATASET
     return _read_dataset(str(path), _mtime(path))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,3 +50,18 @@ def history_rows(seconds=(2.0, 4.0), val_acc=(90.0, 95.0)) -> list[dict]:
     """history.csv rows of finished epochs, one per (seconds, val_acc)."""
     return [{"epoch": i + 1, "train_loss": 1.0 / (i + 1), "train_acc": 80.0 + i, "val_loss": 0.5 / (i + 1),
              "val_acc": acc, "lr": 0.1, "seconds": s} for i, (s, acc) in enumerate(zip(seconds, val_acc))]
+
+
+def write_digits_csv(dest, images, labels=None) -> None:
+    """Kaggle's digit-recognizer format, written plainly (label, pixel0..pixel783), to a path
+    or a binary buffer: the files the CSV reader is tested against."""
+    images = np.asarray(images).reshape(len(images), -1).astype(np.int64)
+    columns = [f"pixel{i}" for i in range(images.shape[1])]
+    if labels is not None:
+        images = np.column_stack([np.asarray(labels).reshape(-1), images])
+        columns = ["label", *columns]
+    text = ",".join(columns) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in images)
+    if isinstance(dest, (str, os.PathLike)):
+        Path(dest).write_text(text)
+    else:
+        dest.write(text.encode())

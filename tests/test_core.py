@@ -263,7 +263,7 @@ def test_config_fills_the_recipe_keeps_what_was_given_and_round_trips():
     given = {"epochs": recipe["epochs"] + 1, "lr": recipe["lr"] / 2}
     cfg = TrainConfig(arch="cnn16k", **given)
     assert {k: getattr(cfg, k) for k in recipe} == {**recipe, **given}
-    assert TrainConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
 @pytest.mark.parametrize("argv, word", [

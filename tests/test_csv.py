@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.csvdata import CSVFormatError, DigitsCSV, read_digits_csv, write_digits_csv
+from core.csvdata import CSVFormatError, DigitsCSV, read_digits_csv
+from tests.helpers import write_digits_csv
 
 PIXEL_NAMES = [f"pixel{i}" for i in range(784)]
 
@@ -69,34 +70,6 @@ def test_round_trip_through_a_file(tmp_path):
     assert digits.labels.dtype == torch.int64
     assert np.array_equal(digits.images.numpy(), images)
     assert np.array_equal(digits.labels.numpy(), labels)
-
-
-def test_write_is_atomic_and_replaces(tmp_path):
-    path = tmp_path / "digits.csv"
-    path.write_text("old contents")
-    images, _ = random_digits(3)
-    write_digits_csv(str(path), images)
-    assert [p.name for p in tmp_path.iterdir()] == ["digits.csv"]  # no temporary left
-    assert np.array_equal(read_digits_csv(path).images.numpy(), images)
-
-
-def test_write_to_binary_and_text_buffers():
-    images, labels = random_digits(4)
-    binary, text = io.BytesIO(), io.StringIO()
-    write_digits_csv(binary, images, labels)
-    write_digits_csv(text, images, labels)
-    assert binary.getvalue().decode() == text.getvalue()
-    digits = read_digits_csv(io.BytesIO(binary.getvalue()))
-    assert np.array_equal(digits.images.numpy(), images)
-    from_text = read_digits_csv(io.StringIO(text.getvalue()))
-    assert np.array_equal(from_text.labels.numpy(), labels)
-
-
-def test_write_refuses_values_that_are_not_pixels():
-    with pytest.raises(ValueError, match="0..255"):
-        write_digits_csv(io.BytesIO(), np.full((1, 28, 28), 256))
-    with pytest.raises(ValueError, match="labels"):
-        write_digits_csv(io.BytesIO(), np.zeros((1, 28, 28), np.uint8), np.array([10]))
 
 
 def test_columns_in_any_order_read_the_same():

@@ -20,7 +20,7 @@ from core.config import TrainConfig
 from core.data import load_mnist, make_split
 from core.runs import load_model, load_predictions, load_run, lock_held, run_dir
 from core.train import build_optimizer, lr_factor
-from tests.helpers import REPO, require_mnist, train_new, train_tiny
+from tests.helpers import REPO, require_mnist, train_new, train_tiny, write_digits_csv
 
 
 def cli(*args: str, root: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -87,19 +87,13 @@ def test_the_best_run_is_chosen_by_the_kept_weights_figure(tmp_path):
 
 # --- bug 3: a training CSV never holds the test set ------------------------------------------------
 
-def write_kaggle_csv(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    header = "label," + ",".join(f"pixel{i}" for i in range(784))
-    rows = np.concatenate([labels[:, None], images.reshape(len(images), -1)], axis=1).astype(np.int64)
-    np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
-
-
 def test_csv_rows_identical_to_mnist_test_images_are_left_out(tmp_path):
     mnist = load_mnist(require_mnist())
     train_part = mnist.train_images[:300].numpy(), mnist.train_labels[:300].numpy()
     test_part = mnist.test_images[:200].numpy(), mnist.test_labels[:200].numpy()
     csv = tmp_path / "train.csv"
     order = np.random.default_rng(0).permutation(500)         # leaked rows mixed in, as in Kaggle's file
-    write_kaggle_csv(csv, np.concatenate([train_part[0], test_part[0]])[order],
+    write_digits_csv(csv, np.concatenate([train_part[0], test_part[0]])[order],
                      np.concatenate([train_part[1], test_part[1]])[order])
     proc = cli("train", "--arch", "mlp", "--csv", str(csv), "--epochs", "1", "--val-size", "50",
                "--device", "cpu", "--quiet", root=tmp_path)
@@ -114,7 +108,7 @@ def test_csv_rows_identical_to_mnist_test_images_are_left_out(tmp_path):
 def test_a_csv_made_only_of_test_images_is_refused(tmp_path):
     mnist = load_mnist(require_mnist())
     csv = tmp_path / "leak.csv"
-    write_kaggle_csv(csv, mnist.test_images[:50].numpy(), mnist.test_labels[:50].numpy())
+    write_digits_csv(csv, mnist.test_images[:50].numpy(), mnist.test_labels[:50].numpy())
     proc = cli("train", "--arch", "mlp", "--csv", str(csv), "--epochs", "1", "--device", "cpu", root=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "every image" in proc.stderr and "MNIST's test images" in proc.stderr

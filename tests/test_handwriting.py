@@ -67,24 +67,8 @@ def test_scores_against_counting(tmp_path):
     for label in (0, 1, 1, 2):
         handwriting.add_drawing(digit(), label, tmp_path)
     hw = handwriting.load_set(tmp_path)
-
-    def always(d):
-        return lambda images: np.eye(10)[np.full(len(images), d)]
-
-    table = handwriting.accuracy_table({"says 1": always(1), "says 5": always(5)}, hw).set_index("model")
-    assert table.loc["says 1", "correct"] == 2 and table.loc["says 1", "accuracy"] == pytest.approx(50.0)
-    assert table.loc["says 5", "correct"] == 0 and table.loc["says 5", "total"] == 4
+    says_1 = np.eye(10)[np.full(len(hw), 1)]
+    assert handwriting.score(says_1, hw.labels) == {"correct": 2, "total": 4, "accuracy": pytest.approx(50.0)}
+    assert handwriting.score(np.eye(10)[np.full(len(hw), 5)], hw.labels)["correct"] == 0
     assert handwriting.score(np.zeros((0, 10)), np.zeros(0))["accuracy"] is None
 
-
-def test_evaluate_runs_with_a_trained_model(tmp_path, trained_runs, mnist_root):
-    from core.data import load_mnist
-    from core.predict import Predictor
-    mnist = load_mnist(mnist_root)
-    for i in range(8):
-        handwriting.add_drawing(mnist.test_images[i].numpy(), int(mnist.test_labels[i]), tmp_path)
-    run_id = trained_runs.ids["mlp"]
-    table = handwriting.evaluate_runs([run_id], trained_runs.root, tmp_path)
-    probs = Predictor.from_run(run_id, trained_runs.root).probabilities(mnist.test_images[:8].numpy() / 255.0)
-    expected = int((probs.argmax(1) == mnist.test_labels[:8].numpy()).sum())
-    assert table.loc[0, "correct"] == expected and table.loc[0, "total"] == 8

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.csvdata import write_digits_csv
 from core.data import load_mnist
 from core.runs import load_predictions, load_run
-from tests.helpers import REPO, require_mnist, train_tiny
+from tests.helpers import REPO, require_mnist, train_tiny, write_digits_csv
 
 
 @pytest.fixture(scope="module")
