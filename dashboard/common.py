@@ -28,6 +28,7 @@ from core.errors import LabError
 from core.runs import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, RunError, checkpoints_dir,
                        effective_status, list_run_ids, load_predictions, load_run, read_json)
 
+VAL_HELP = "validation accuracy of the weights the run keeps and tests (its last epoch; the EMA's with EMA)"
 STATUS_COLOURS = {"running": "blue", "queued": "violet", "finished": "green", "failed": "red",
                   "cancelled": "gray", "interrupted": "orange", "unknown": "gray"}
 STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/schedule:",

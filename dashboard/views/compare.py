@@ -28,7 +28,7 @@ def runs_table(runs: list) -> list:
             "status": st.column_config.TextColumn("Status"),
             "parameters": st.column_config.NumberColumn("Parameters", format="localized"),
             "epochs": st.column_config.NumberColumn("Epochs"),
-            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help="validation accuracy of the kept weights (last epoch; EMA if on)"),
+            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=common.VAL_HELP),
             "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
             "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
             "device": st.column_config.TextColumn("Device"),

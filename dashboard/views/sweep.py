@@ -106,7 +106,8 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
         with badge:
             common.status_badge(run.status)
         m = st.columns(3)
-        m[0].metric("Val accuracy (kept weights)", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–")
+        m[0].metric("Val accuracy", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–",
+                    help=common.VAL_HELP)
         m[1].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
         m[2].metric("Epochs", f"{run.epochs_done}/{tables.planned_epochs(run) or '?'}")
         curves = tables.live_curves(run.history, run.progress if run.status == "running" else None)

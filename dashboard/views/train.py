@@ -240,7 +240,8 @@ def latest_run_card(run) -> None:
         epochs = tables.planned_epochs(run)
         m = st.columns(4)
         m[0].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
-        m[1].metric("Val accuracy (kept weights)", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–")
+        m[1].metric("Val accuracy", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–",
+                    help=common.VAL_HELP)
         m[2].metric("Epochs", f"{run.epochs_done}/{epochs if epochs else '?'}")
         m[3].metric("Seconds / epoch", common.format_seconds(tables.seconds_per_epoch(run)))
         left_out = common.dataset_info(run).get("test_duplicates_left_out")
@@ -295,7 +296,7 @@ def recent_section(runs: list) -> None:
                      "arch": st.column_config.TextColumn("Arch", width="small"),
                      "status": st.column_config.TextColumn("Status", width="small"),
                      "epochs": st.column_config.NumberColumn("Epochs", width="small"),
-                     "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help="validation accuracy of the kept weights"),
+                     "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help=common.VAL_HELP),
                      "test_acc": st.column_config.NumberColumn("Test", format="%.2f%%", width="small"),
                      "sec_per_epoch": st.column_config.NumberColumn("s/epoch", format="%.1f", width="small")})
     for run in [r for r in recent if tables.is_resumable(r)]:
