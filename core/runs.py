@@ -102,7 +102,7 @@ def new_run_id(arch: str, name: str | None = None, root: str | os.PathLike | Non
 
 # --- atomic writes ------------------------------------------------------------------------
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """The one way files are written: to a temporary file beside `path`, fsync, then rename
     over it, so a reader sees the old file or the new one, never a torn one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -111,7 +111,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes 0600; run files are for every reader
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are for every reader
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
