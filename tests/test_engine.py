@@ -267,3 +267,21 @@ def test_a_process_owning_a_run_refuses_a_second_owner(tmp_path):
     finally:
         writer.release()
     assert load_run(writer.run_id, tmp_path).status == "interrupted"   # its owner let go without training it
+
+
+def test_run_files_honour_the_umask(tmp_path):
+    # A shared checkpoints folder: with umask 022 every run file is readable by the group and others.
+    old = os.umask(0o022)
+    try:
+        run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=300)
+    finally:
+        os.umask(old)
+    for name in ("config.json", "status.json", "history.csv", "metrics.json", "model.safetensors",
+                 "predictions.safetensors", "train_state.pt", "dataset.json"):
+        assert (run_dir(run_id, tmp_path) / name).stat().st_mode & 0o777 == 0o644, name
+    os.umask(0o077)
+    try:
+        private = train_tiny(tmp_path, "mlp", epochs=1, train_limit=300)
+    finally:
+        os.umask(old)
+    assert (run_dir(private, tmp_path) / "config.json").stat().st_mode & 0o777 == 0o600
