@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -285,3 +286,25 @@ def test_run_files_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (run_dir(private, tmp_path) / "config.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_disk_too_full_for_the_weights_fails_the_run_and_a_later_resume_finishes_it(tmp_path):
+    # 200 KiB per file: the per-epoch state (~210 KiB for mlp) cannot be written, as on a full disk.
+    import resource
+
+    def small_disk():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400 * 512, 400 * 512))
+    full = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path), "--data", str(require_mnist()),
+                           "train", "--arch", "mlp", "--train-limit", "500", "--epochs", "3", "--device", "cpu",
+                           "--quiet", "--name", "full"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=small_disk)
+    assert full.returncode == 1 and "Traceback" not in full.stderr
+    assert full.stderr.strip().splitlines()[-1].startswith("error: could not write in")
+    (run_id,) = [p.name for p in tmp_path.iterdir() if p.name.endswith("-full")]
+    assert load_run(run_id, tmp_path).status == "failed"
+
+    resumed = cli("train", "--resume", run_id, "--quiet", root=tmp_path)     # room again
+    assert resumed.returncode == 0, resumed.stderr
+    run = load_run(run_id, tmp_path)
+    assert run.status == "finished" and run.history["epoch"].tolist() == [1, 2, 3] and run.has_weights
