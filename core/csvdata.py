@@ -45,6 +45,8 @@ _FOREIGN_CHARACTER = re.compile(r'[^0-9,.eE+\-" \t\n]')
 _EXPECTED_COLUMNS = (
     f"{PIXELS} pixel columns (pixel0..pixel{PIXELS - 1}) plus an optional '{LABEL}' column"
 )
+MAX_CSV_BYTES = 200 * 2**20  # 200 MB, ~70,000 rows; reading takes about 11x the file in memory
+_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}  # named when a file uses one instead of commas
 _ROWS_PER_CHUNK = 4096  # rows formatted at a time when writing, to bound memory (~10 MB)
 
 
@@ -115,6 +117,7 @@ def _read_text(source: CSVSource) -> str:
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_file():
             raise CSVFormatError(f"There is no CSV file at '{source}'.")
+        _check_size(Path(source).stat().st_size)
         data: bytes | str = Path(source).read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -124,6 +127,7 @@ def _read_text(source: CSVSource) -> str:
         data = source.read()
     else:
         raise TypeError(f"cannot read CSV from {type(source).__name__}")
+    _check_size(len(data))
     if isinstance(data, (bytes, bytearray)):
         try:
             data = bytes(data).decode("utf-8-sig")
@@ -138,6 +142,12 @@ def _read_text(source: CSVSource) -> str:
     if not text.strip():
         raise CSVFormatError(f"The file is empty: it needs a header row naming {_EXPECTED_COLUMNS}.")
     return text
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_CSV_BYTES:
+        raise CSVFormatError(f"The file is larger than {MAX_CSV_BYTES // 2**20} MB ({size / 2**20:,.0f} MB): "
+                             "split it into smaller files.")
 
 
 def _index_rows(text: str, max_rows: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -183,6 +193,11 @@ def _iter_records(text: str) -> Iterator[tuple[int, list[str]]]:
 
 def _column_layout(header: list[str]) -> _Layout:
     """Match the header's columns by name; raise CSVFormatError naming what is wrong."""
+    if len(header) == 1:
+        for separator, shown in _SEPARATORS.items():
+            if separator in header[0]:
+                raise CSVFormatError(f"The columns are separated by {shown}, not commas: "
+                                     "save the file with commas between the cells.")
     if all(_NUMBER.fullmatch(name) for name in header):
         raise CSVFormatError(
             f"The first line holds numbers, not column names: the file needs a header row "
