@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import TrainConfig
+from core.config import ConfigError, TrainConfig
 from core.data import data_dir, split_indices
 from core.models import create_model, list_models
 from core.preprocess import MNIST_MEAN, MNIST_STD, to_mnist
@@ -109,9 +109,17 @@ def sketch_latency(repeats: int, root=None) -> dict[str, dict[str, float]]:
     return results
 
 
+def _check_options(**counts: int | None) -> None:
+    """Each count (None: not given) must be a whole number >= 1; refused before any timing."""
+    for name, value in counts.items():
+        if value is not None and not (isinstance(value, int) and value >= 1):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+
+
 def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epochs: int = 1,
               device: str = "auto", train_limit: int | None = None, sketch_repeats: int = 50,
               data_root=None, report: Callable[[str], None] = print) -> dict:
+    _check_options(batch_size=batch_size, epochs=epochs, sketch_repeats=sketch_repeats, train_limit=train_limit)
     dev = resolve_device(device)
     train_idx, _ = split_indices(60_000, 5_000, seed=0)  # the trainer's own split (seed 0)
     if train_limit:

@@ -12,8 +12,11 @@ from core.config import ConfigError, TrainConfig
 from core.runs import Run, RunWriter, list_runs
 from core.train import prepare_run, train
 
+MAX_VALUES = 12  # per list (learning rates, batch sizes)
+MAX_CELLS = MAX_VALUES * MAX_VALUES  # runs per sweep; checked again for callers that skip parse_values
 
-def parse_values(text: str, kind: type = float, what: str = "values", limit: int = 12) -> list:
+
+def parse_values(text: str, kind: type = float, what: str = "values", limit: int = MAX_VALUES) -> list:
     """'0.01, 0.03 0.1' -> [0.01, 0.03, 0.1]; ConfigError with a one-line message if bad.
     Duplicates are dropped, order kept. The one list grammar of the CLI and the Sweep page."""
     parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
@@ -39,6 +42,9 @@ def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
                   root=None) -> tuple[str, list[RunWriter]]:
     """Validate every cell, then create one queued run per (lr, batch size). Each writer holds
     its run's lock: train them here (`run_sweep`) or hand each to a job (core.jobs)."""
+    if len(lrs) * len(batch_sizes) > MAX_CELLS:
+        raise ConfigError(f"a sweep has at most {MAX_CELLS} runs, got {len(lrs)} x {len(batch_sizes)} = "
+                          f"{len(lrs) * len(batch_sizes)}")
     sweep_id = "sweep-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     configs = [base.replace(lr=lr, batch_size=bs, sweep=sweep_id, name=f"lr={lr:g} bs={bs}")
                for lr, bs in itertools.product(lrs, batch_sizes)]  # replace() validates each
