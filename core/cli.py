@@ -202,26 +202,53 @@ def cmd_train(args) -> int:
     stop = stop_on_signals()
     writer = None
     if args.resume or args.run_id:
+        _check_resume_options(args)
         run_id, resume = args.resume or args.run_id, bool(args.resume)
     else:
         if args.arch is None:
             from core.models import list_models
             raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
-        cfg = config_from_args(args)
-        _check_data(args)
+        cfg = config_from_args(args, **_absolute_csv(args))
+        _check_data(args, cfg)
         resolve_device(cfg.device)  # before the run folder exists: no junk run for a missing GPU
         writer = prepare_run(cfg, root=args.checkpoints)
         run_id, resume = writer.run_id, False
     status = train(run_id, root=args.checkpoints, data_root=args.data, callback=ProgressPrinter(args.quiet),
-                   stop=stop, resume=resume, writer=writer, lock_fd=args.lock_fd)
+                   stop=stop, resume=resume, writer=writer, lock_fd=args.lock_fd,
+                   device=args.device if args.resume else None)
     print(run_id)
     return 0 if status == "finished" else 3
 
 
-def _check_data(args) -> None:
+def _check_resume_options(args) -> None:
+    """A resumed or prepared run trains with its saved config: refuse options it would ignore."""
+    if args.resume and args.run_id:
+        raise ConfigError("give --resume RUN or --run-id RUN, not both")
+    allowed = {"device"} if args.resume else set()
+    ignored = ["--" + f.name.replace("_", "-") for f in fields(TrainConfig)
+               if f.name not in allowed and getattr(args, f.name, None) is not None]
+    if ignored:
+        option = "--resume" if args.resume else "--run-id"
+        raise ConfigError(f"{option} trains with the run's saved config; {', '.join(ignored)} would be ignored"
+                          + (" (only --device can change)" if args.resume else ""))
+
+
+def _absolute_csv(args) -> dict:
+    """`--csv` as an absolute path, so a resume from another folder finds the file."""
+    if args.csv is None:
+        return {}
+    if not args.csv.strip():
+        raise ConfigError("--csv needs a file name (leave the option out to train on MNIST)")
+    return {"csv": os.path.abspath(args.csv)}
+
+
+def _check_data(args, cfg: TrainConfig) -> None:
+    """Read and check the data before any run folder exists: bad data leaves no failed run."""
     from core.data import DataError, is_available, raw_dir
+    from core.train import load_source
     if not is_available(args.data):
         raise DataError(f"MNIST is missing or partial in {raw_dir(args.data)}: run `python -m core fetch`")
+    load_source(cfg, args.data)
 
 
 def cmd_runs(args) -> int:
@@ -290,14 +317,14 @@ def cmd_sweep(args) -> int:
     sizes = parse_values(args.batch_size, int, "batch sizes (--batch-size)")
     if args.arch is None:
         raise ConfigError("--arch is required")
-    base = config_from_args(args, lr=lrs[0], batch_size=sizes[0])
-    _check_data(args)
+    base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
+    _check_data(args, base)
     sweep_id, writers = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
     print(f"sweep {sweep_id}: {len(writers)} runs", file=sys.stderr)
     run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
               callback_factory=lambda: ProgressPrinter(args.quiet))
     print(grid_table(sweep_id, args.checkpoints).to_string())
-    return 0
+    return 3 if stop.is_set() else 0  # 3: cancelled, like `train`
 
 
 def cmd_bench(args) -> int:

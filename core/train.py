@@ -15,7 +15,9 @@ all describe the same weights.
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -303,25 +305,54 @@ def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: R
     return test_acc
 
 
+MIN_ROWS = 2  # a training CSV needs one image to train on and one to validate with
+
+
+@dataclass(frozen=True)
+class Source:
+    """The labelled images a run trains and validates on, MNIST's test set, and a summary."""
+    images: torch.Tensor  # uint8 (N, 28, 28)
+    labels: torch.Tensor  # int64 (N,)
+    mnist: data_mod.MNIST
+    info: dict
+
+
+@functools.lru_cache(maxsize=1)  # the CLI checks the file before the run folder exists, then trains
+def _read_csv(path: str, version: tuple[int, int] | None):
+    """`version` (size, mtime) keys the cache, so a file changed since is read again."""
+    from core.csvdata import read_digits_csv
+    return read_digits_csv(path)
+
+
+def load_source(cfg: TrainConfig, data_root=None) -> Source:
+    """Read and check the run's data (MNIST's content, the CSV's format and labels, enough
+    rows); raise a LabError saying what is wrong. Called before a run folder is created, so
+    bad data leaves no failed run behind."""
+    mnist = data_mod.load_mnist(data_root)
+    if not cfg.csv:
+        return Source(mnist.train_images, mnist.train_labels, mnist,
+                      {"source": "MNIST train", "rows": len(mnist.train_images), "test_duplicates_left_out": 0})
+    version = (os.stat(cfg.csv).st_size, os.stat(cfg.csv).st_mtime_ns) if os.path.isfile(cfg.csv) else None
+    table = _read_csv(cfg.csv, version)
+    if not table.has_labels:
+        raise ConfigError(f"{cfg.csv} has no 'label' column: it can be predicted, not trained on")
+    leaked = data_mod.test_duplicates(table.images, mnist.test_images)
+    images, labels = table.images[~leaked], table.labels[~leaked]
+    if not len(images):
+        raise ConfigError(f"every image of {cfg.csv} is one of MNIST's test images: nothing to train on")
+    if len(images) < MIN_ROWS:
+        raise ConfigError(f"{cfg.csv} has too few rows to train on: {len(images)} usable "
+                          f"(MNIST test images left out), at least {MIN_ROWS} needed")
+    return Source(images, labels, mnist, {"source": cfg.csv, "rows": len(table.images),
+                                          "test_duplicates_left_out": int(leaked.sum())})
+
+
 def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> tuple[data_mod.Split, dict]:
     """The run's train/validation/test tensors on `device`, and what went into them."""
-    mnist = data_mod.load_mnist(data_root)
-    if cfg.csv:
-        from core.csvdata import read_digits_csv
-        table = read_digits_csv(cfg.csv)
-        if not table.has_labels:
-            raise ConfigError(f"{cfg.csv} has no 'label' column: it can be predicted, not trained on")
-        leaked = data_mod.test_duplicates(table.images, mnist.test_images)
-        images, labels = table.images[~leaked], table.labels[~leaked]
-        if not len(images):
-            raise ConfigError(f"every image of {cfg.csv} is one of MNIST's test images: nothing to train on")
-        info = {"source": cfg.csv, "rows": len(table.images), "test_duplicates_left_out": int(leaked.sum())}
-    else:
-        images, labels = mnist.train_images, mnist.train_labels
-        info = {"source": "MNIST train", "rows": len(images), "test_duplicates_left_out": 0}
-    split = data_mod.make_split(images, labels, mnist.test_images, mnist.test_labels,
+    src = load_source(cfg, data_root)
+    split = data_mod.make_split(src.images, src.labels, src.mnist.test_images, src.mnist.test_labels,
                                 val_size=cfg.val_size, seed=cfg.seed, train_limit=cfg.train_limit, device=device)
-    return split, {**info, "train": len(split.x_train), "validation": len(split.x_val), "test": len(split.x_test)}
+    return split, {**src.info, "train": len(split.x_train), "validation": len(split.x_val), "test": len(split.x_test)}
 
 
 def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
@@ -382,10 +413,11 @@ def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None) -> RunWr
 
 def train(run_id: str, *, root=None, data_root=None, callback: Callback | None = None,
           stop: threading.Event | None = None, resume: bool = False,
-          writer: RunWriter | None = None, lock_fd: int | None = None) -> str:
+          writer: RunWriter | None = None, lock_fd: int | None = None, device: str | None = None) -> str:
     """Train the prepared run `run_id` to its end; return the final status. The run is owned
     by this process throughout: `writer` already holds its lock, or `lock_fd` is the lock
-    handed over by a launcher, or the lock is taken here (refused if another process has it)."""
+    handed over by a launcher, or the lock is taken here (refused if another process has it).
+    `device` (a resume on another machine) replaces the device in the run's config."""
     stop = stop or threading.Event()
     if writer is None:
         path = load_run(run_id, root).path  # a clear error if there is no such run
@@ -400,8 +432,14 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         if not resume and state != "queued":
             if state == "cancelled":  # cancelled before its job started
                 return "cancelled"
+            if state == "finished":
+                raise RunError(f"run {run_id!r} is already finished")
             raise RunError(f"run {run_id!r} is {run.status}: use --resume to continue it")
         cfg = TrainConfig.from_dict(run.config)
+        if device is not None and device != cfg.device:
+            resolve_device(device)  # refuse a missing GPU before changing the run
+            cfg = cfg.replace(device=device)
+            writer.write_config({**run.config, "device": device})
         device = resolve_device(cfg.device)
         if stop.is_set():
             writer.set_status("cancelled", "cancelled before it started")
