@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ FORMAT_VERSION = 2  # 2: every training knob in config.json (1 left nesterov and
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
+DAMAGED = "damaged"   # what load_run reports for a run folder it cannot read at all (no permission)
 LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its pid
 WEIGHTS = "model.safetensors"
 PREDICTIONS = "predictions.safetensors"
@@ -330,13 +332,52 @@ class RunWriter:
 
 # --- reading runs ---------------------------------------------------------------------------
 
+def _read_bytes(path: Path) -> tuple[bytes | None, str | None]:
+    """(content, problem) of one run file; (None, None) when it is missing. Only a regular file
+    is read: opening a FIFO for reading would wait for a writer forever, so the file is opened
+    without blocking and checked with fstat before a byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"{path.name} is not readable ({exc.strerror or exc})"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, f"{path.name} is not a regular file"
+        with open(fd, "rb", closefd=False) as handle:
+            return handle.read(), None
+    except OSError as exc:
+        return None, f"{path.name} is not readable ({exc.strerror or exc})"
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: Path) -> tuple[dict | None, str | None]:
+    """(object, problem): the JSON object in `path`; (None, None) when the file is missing."""
+    data, problem = _read_bytes(path)
+    if data is None:
+        return None, problem
+    try:
+        obj = json.loads(data)
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+        return None, f"{path.name} is not valid JSON"
+    if not isinstance(obj, dict):
+        return None, f"{path.name} does not hold a JSON object"
+    return obj, None
+
+
 def read_json(path: Path) -> dict | None:
     """The JSON object in `path`, or None if it is missing or not a readable object."""
+    return _read_json(path)[0]
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether `path` is a regular file; False where it cannot be looked at (no permission)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def effective_status(status: dict | None, run_path: Path) -> str:
@@ -345,23 +386,86 @@ def effective_status(status: dict | None, run_path: Path) -> str:
     if not status or status.get("status") not in STATUSES:
         return "unknown"
     state = status["status"]
-    if state in ACTIVE and not lock_held(run_path):
-        return "interrupted"
+    if state in ACTIVE and (not is_regular_file(run_path / LOCK_NAME) or not lock_held(run_path)):
+        return "interrupted"  # a lock that is not a file (a FIFO would block its opener) is no one's
     return state
 
 
-def _read_history(path: Path) -> tuple[pd.DataFrame, bool]:
-    """(history, readable): a missing file or a header-only one is readable and empty."""
+def _read_history(path: Path) -> tuple[pd.DataFrame, str | None]:
+    """(history, problem): a missing file or a header-only one is empty and no problem. Every
+    column is numeric: a cell that is not a number is read as missing (NaN) and named."""
     empty = pd.DataFrame(columns=HISTORY_COLUMNS)
-    if not path.exists():
-        return empty, True
+    data, problem = _read_bytes(path)
+    if data is None:
+        return empty, problem
     try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return empty, False
+        frame = pd.read_csv(io.BytesIO(data))
+    except (ValueError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return empty, "history.csv is unreadable"
     if not set(HISTORY_COLUMNS) <= set(frame.columns):
-        return empty, False
-    return frame, True
+        return empty, "history.csv is unreadable (columns missing)"
+    bad = []
+    for column in HISTORY_COLUMNS:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        if (numbers.isna() & frame[column].notna()).any():
+            bad.append(column)
+        frame[column] = numbers
+    if bad:
+        return frame, f"history.csv has cells that are not numbers in {', '.join(bad)} (shown as blank)"
+    return frame, None
+
+
+def _config_types() -> dict[str, tuple[type, ...]]:
+    """TrainConfig field -> the JSON types its value may have in config.json (None always may,
+    except for arch: a recipe field's None means 'the architecture's value')."""
+    from dataclasses import fields
+    from core.config import TrainConfig
+    known = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": ()}
+    out = {}
+    for f in fields(TrainConfig):
+        names = [name.strip() for name in str(f.type).split("|")]
+        if all(name in known for name in names):
+            out[f.name] = tuple(t for name in names for t in known[name])
+    return out
+
+
+def _check_config(config: dict) -> tuple[dict, list[str]]:
+    """(config without the values of the wrong type, a warning for each): code downstream can
+    rely on `epochs` being an int and `arch` a str."""
+    problems = []
+    version = config.get("format")
+    if "format" not in config:
+        problems.append("written by an older format; some views may be missing")
+    elif not isinstance(version, int) or isinstance(version, bool):
+        problems.append(f"config.json's format is {version!r}, not a version number")
+    elif version > FORMAT_VERSION:
+        problems.append(f"written by a newer MNIST Lab (format {version})")
+    clean = dict(config)
+    for name, types in _config_types().items():
+        if name not in config or (config[name] is None and name != "arch"):
+            continue
+        value = config[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            problems.append(f"config.json's {name} is {value!r:.40}, not {_TYPE_WORDS[types[-1]]}")
+            del clean[name]
+    return clean, problems
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}
+_STATUS_TEXT = ("status", "host", "created", "updated", "message")
+
+
+def _check_status(info: dict) -> tuple[dict, list[str]]:
+    """(status.json without the values of the wrong type, a warning for each)."""
+    clean, problems = dict(info), []
+    for name in _STATUS_TEXT:
+        if name in info and not isinstance(info[name], str):
+            problems.append(f"status.json's {name} is {info[name]!r:.40}, not text")
+            del clean[name]
+    if "pid" in info and (not isinstance(info["pid"], int) or isinstance(info["pid"], bool)):
+        problems.append(f"status.json's pid is {info['pid']!r:.40}, not a number")
+        del clean["pid"]
+    return clean, problems
 
 
 @dataclass
@@ -406,39 +510,51 @@ class Run:
 
     @property
     def has_weights(self) -> bool:
-        return (self.path / WEIGHTS).is_file()
+        return is_regular_file(self.path / WEIGHTS)
 
     @property
     def has_predictions(self) -> bool:
-        return (self.path / PREDICTIONS).is_file()
+        return is_regular_file(self.path / PREDICTIONS)
 
 
 def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
-    """Read a run's small files. Never raises for damaged content: problems become warnings."""
+    """Read a run's small files. Never raises for damaged content: problems become warnings,
+    each naming the file and what is wrong; a folder that cannot be read at all is 'damaged'."""
     path = run_dir(run_id, root)
     if not path.is_dir():
         raise RunError(f"no run {run_id!r} in {checkpoints_dir(root)}")
+    try:
+        os.listdir(path)
+    except OSError as exc:  # no permission: nothing in it can be read
+        return Run(run_id, path, {}, DAMAGED, {}, pd.DataFrame(columns=HISTORY_COLUMNS), {}, {},
+                   [f"the run folder is not readable ({exc.strerror or exc})"])
     warnings = []
-    config = read_json(path / "config.json")
+    config, problem = _read_json(path / "config.json")
     if config is None:
-        warnings.append("config.json is missing or unreadable")
+        warnings.append(problem or "config.json is missing")
         config = {}
-    elif config.get("format", 0) > FORMAT_VERSION:
-        warnings.append(f"written by a newer MNIST Lab (format {config.get('format')})")
-    elif "format" not in config:
-        warnings.append("written by an older format; some views may be missing")
-    status_info = read_json(path / "status.json") or {}
+    else:
+        config, problems = _check_config(config)
+        warnings += problems
+    status_info, problem = _read_json(path / "status.json")
     if not status_info:
-        warnings.append("status.json is missing or unreadable")
+        warnings.append(problem or "status.json is missing or empty")
+        status_info = {}
+    status_info, problems = _check_status(status_info)
+    warnings += problems
     status = effective_status(status_info, path)
-    history, readable = _read_history(path / "history.csv")
-    if not readable:
-        warnings.append("history.csv is unreadable")
-    metrics = read_json(path / "metrics.json") or {}
-    if status == "finished" and not metrics:
-        warnings.append("metrics.json is missing or unreadable")
-    progress = read_json(path / "progress.json") or {}
-    return Run(run_id, path, config, status, status_info, history, metrics, progress, warnings)
+    if os.path.lexists(path / LOCK_NAME) and not is_regular_file(path / LOCK_NAME):
+        warnings.append(f"{LOCK_NAME} is not a regular file, so no process can own the run")
+    history, problem = _read_history(path / "history.csv")
+    if problem:
+        warnings.append(problem)
+    metrics, problem = _read_json(path / "metrics.json")
+    if problem or (status == "finished" and not metrics):
+        warnings.append(problem or "metrics.json is missing")
+    progress, problem = _read_json(path / "progress.json")
+    if problem:
+        warnings.append(problem)
+    return Run(run_id, path, config, status, status_info, history, metrics or {}, progress or {}, warnings)
 
 
 def list_run_ids(root: str | os.PathLike | None = None) -> list[str]:
@@ -463,7 +579,7 @@ def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
 def load_state_dict(run_id: str, root: str | os.PathLike | None = None) -> dict[str, torch.Tensor]:
     """The run's weights, through safetensors (no unpickling)."""
     path = run_dir(run_id, root) / WEIGHTS
-    if not path.is_file():
+    if not is_regular_file(path):
         raise RunError(f"run {run_id!r} has no saved weights yet")
     try:
         return load_file(str(path))
@@ -475,8 +591,11 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
     """Rebuild the run's architecture from config.json and load its weights, in eval mode."""
     from core.models import create_model
     run = load_run(run_id, root)
-    if "arch" not in run.config:
-        raise RunError(f"run {run_id!r} has no readable config.json")
+    if run.status == DAMAGED:
+        raise RunError(f"run {run_id!r} cannot be used: {'; '.join(run.warnings)}")
+    if "arch" not in run.config:  # missing, or not a name (load_run dropped it and warned)
+        why = next((w for w in run.warnings if "config.json" in w), "config.json has no arch")
+        raise RunError(f"run {run_id!r} names no architecture to rebuild: {why}")
     arch = run.config["arch"]
     model = create_model(arch)
     state = load_state_dict(run_id, root)
@@ -494,7 +613,7 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Saved test predictions: labels (N,), predicted (N,), probabilities (N, 10)."""
     path = run_dir(run_id, root) / PREDICTIONS
-    if not path.is_file():
+    if not is_regular_file(path):
         raise RunError(f"run {run_id!r} has no saved test predictions")
     try:
         return {k: v.numpy() for k, v in load_file(str(path)).items()}

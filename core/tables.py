@@ -100,7 +100,8 @@ def best_run_per_arch(runs: Iterable[Run]) -> list[Run]:
     last). Chosen on validation, never on the test set."""
     best: dict[str, Run] = {}
     for run in runs:
-        if run.status != "finished" or not run.has_weights or run.val_acc is None:
+        if run.status != "finished" or not run.has_weights or run.val_acc is None \
+                or not isinstance(run.config.get("arch"), str):  # no model to rebuild (core.runs warned)
             continue
         if run.arch not in best or run.val_acc > best[run.arch].val_acc:
             best[run.arch] = run

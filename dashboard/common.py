@@ -30,11 +30,12 @@ from core.runs import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, 
 
 VAL_HELP = "validation accuracy of the weights the run keeps and tests (its last epoch; the EMA's with EMA)"
 STATUS_COLOURS = {"running": "blue", "queued": "violet", "finished": "green", "failed": "red",
-                  "cancelled": "gray", "interrupted": "orange", "unknown": "gray"}
+                  "cancelled": "gray", "interrupted": "orange", "unknown": "gray",
+                  "damaged": "red"}
 STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/schedule:",
                 "finished": ":material/check_circle:", "failed": ":material/error:",
                 "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:",
-                "unknown": ":material/help:"}
+                "unknown": ":material/help:", "damaged": ":material/broken_image:"}
 
 
 # --- cached readers ---------------------------------------------------------------------------
