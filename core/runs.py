@@ -29,6 +29,7 @@ import fcntl
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -633,9 +634,12 @@ def load_train_state(run_id: str, root: str | os.PathLike | None = None) -> dict
         raise RunError(f"run {run_id!r} has no finished epoch to resume from")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only raises UnpicklingError for anything but tensors/containers
-        raise RunError(f"refused to load {path.name} of run {run_id!r}: it is not a plain "
-                       f"checkpoint ({type(exc).__name__})") from None
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and containers
+        why = "it is not a plain checkpoint"
+    except Exception as exc:  # truncated, overwritten, not a zip: damaged
+        why = f"it is damaged ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''})"
+    raise RunError(f"refused to load {path.name} of run {run_id!r}: {why}. Its history is kept; to train "
+                   f"it again from epoch 1, delete {path} and resume")
 
 
 def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None) -> None:

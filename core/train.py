@@ -356,16 +356,16 @@ def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> tuple[
 
 
 def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
-        callback: Callback, stop: threading.Event, resume: bool) -> None:
-    """Train the run from its first unfinished epoch to the end, then finish it."""
+        callback: Callback, stop: threading.Event, saved: dict | None) -> None:
+    """Train the run from its first unfinished epoch (after the `saved` train state, if any)
+    to the end, then finish it."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     split, dataset = load_split(cfg, device, data_root)
     writer.write_dataset(dataset)
     steps = math.ceil(len(split.x_train) / cfg.batch_size)
     t = build_trainee(cfg, device, steps)
-    history = t.load_state_dict(load_train_state(writer.run_id, writer.path.parent)) \
-        if resume and train_state_exists(writer.path) else []
+    history = t.load_state_dict(saved) if saved is not None else []
     writer.write_history(history)
     left_out = dataset["test_duplicates_left_out"]
     callback(Event("start", writer.run_id, len(history) + 1, cfg.epochs, 0, steps, message=(
@@ -441,6 +441,8 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
             cfg = cfg.replace(device=device)
             writer.write_config({**run.config, "device": device})
         device = resolve_device(cfg.device)
+        # A damaged train state is refused before the run changes (its history stays as it is).
+        saved = load_train_state(run_id, root) if resume and train_state_exists(writer.path) else None
         if stop.is_set():
             writer.set_status("cancelled", "cancelled before it started")
             return "cancelled"
@@ -448,7 +450,7 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         try:
             with device_slot(device.type, root):
                 writer.set_status("running")
-                fit(cfg, writer, device, data_root, callback or (lambda e: None), stop, resume)
+                fit(cfg, writer, device, data_root, callback or (lambda e: None), stop, saved)
         except Cancelled:
             writer.set_status("cancelled", "stopped by the user")
             return "cancelled"

@@ -308,3 +308,25 @@ def test_a_disk_too_full_for_the_weights_fails_the_run_and_a_later_resume_finish
     assert resumed.returncode == 0, resumed.stderr
     run = load_run(run_id, tmp_path)
     assert run.status == "finished" and run.history["epoch"].tolist() == [1, 2, 3] and run.has_weights
+
+
+def test_a_damaged_train_state_is_refused_and_the_run_is_left_as_it_was(tmp_path):
+    run_id = train_tiny(tmp_path, "mlp", epochs=3, train_limit=500)
+    folder = run_dir(run_id, tmp_path)
+    status = json.loads((folder / "status.json").read_text())
+    (folder / "status.json").write_text(json.dumps({**status, "status": "running"}))  # died mid-run
+    (folder / "metrics.json").unlink()
+    os.truncate(folder / "train_state.pt", 5000)
+    history = (folder / "history.csv").read_bytes()
+    proc = cli("train", "--resume", run_id, "--quiet", root=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: refused to load train_state.pt of run '{run_id}': it is damaged")
+    assert "delete" in proc.stderr                                    # a fresh start only when asked
+    assert (folder / "history.csv").read_bytes() == history           # nothing retrained, nothing lost
+    run = load_run(run_id, tmp_path)
+    assert run.status == "interrupted" and run.status_info["status"] == "running"   # untouched
+
+    (folder / "train_state.pt").unlink()                               # the user asks for a fresh start
+    again = cli("train", "--resume", run_id, "--quiet", root=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert load_run(run_id, tmp_path).history["epoch"].tolist() == [1, 2, 3]
