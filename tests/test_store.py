@@ -152,6 +152,7 @@ def test_predict_refuses_an_arch_that_is_not_a_name_in_one_line(trained_runs, tm
     assert len(message.splitlines()) == 1 and "arch" in message, message
 
 
+@pytest.mark.timeout(120, method="signal")  # a reader blocked on a FIFO fails, not hangs
 def test_load_run_turns_every_damage_into_a_warning(trained_runs, tmp_path):
     """The library's view: each damaged run is read with a warning that names the problem, and
     its fields have the types the rest of the code relies on."""
