@@ -230,7 +230,10 @@ def _stretch_from_background(ink: np.ndarray) -> np.ndarray:
     A photo of paper has a grey, not white, background; MNIST backgrounds are exactly 0 and
     every digit reaches full intensity, so the model expects the same.
     """
-    background = float(np.median(_border(ink)))
+    border = _border(ink)
+    # In a strip a few pixels thick the "border" is most of the image, stroke included:
+    # there the background is the faint end of the whole image instead.
+    background = float(np.median(border) if 2 * border.size <= ink.size else np.percentile(ink, 10))
     peak = float(ink.max())
     if peak - background < INK_THRESHOLD:
         raise ImageError("The drawing is empty: draw a digit first.")

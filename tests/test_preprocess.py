@@ -363,3 +363,18 @@ def test_preprocess_from_file_and_image_agree(tmp_path):
     assert np.array_equal(digit, same_digit)
     bytes_digit, _ = preprocess(path.read_bytes())
     assert np.array_equal(digit, bytes_digit)
+
+
+@pytest.mark.parametrize("vertical", [False, True])
+def test_a_stroke_in_a_strip_a_few_pixels_thick_is_not_an_empty_drawing(vertical):
+    # A 3 x 5000 scan with one clear dark stroke along its middle third: the border is most of
+    # the image, so it cannot tell the background. The oracle: the same stroke on a big sheet.
+    strip = np.full((3, 5000), 255, np.uint8)
+    strip[1, 1000:4000] = 0
+    sheet = np.full((2000, 5000), 255, np.uint8)
+    sheet[1000, 1000:4000] = 0
+    if vertical:
+        strip, sheet = strip.T.copy(), sheet.T.copy()
+    from_strip, from_sheet = to_mnist(Image.fromarray(strip)), to_mnist(Image.fromarray(sheet))
+    assert from_strip.max() == pytest.approx(1.0)
+    assert np.abs(from_strip - from_sheet).max() < 0.05
