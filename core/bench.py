@@ -118,7 +118,9 @@ def _check_options(**counts: int | None) -> None:
 
 def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epochs: int = 1,
               device: str = "auto", train_limit: int | None = None, sketch_repeats: int = 50,
-              data_root=None, report: Callable[[str], None] = print) -> dict:
+              data_root=None, root=None, report: Callable[[str], None] = print) -> dict:
+    """Both pipelines' seconds per epoch and the sketch path's latency per architecture, timed
+    with the first finished run of each architecture in the checkpoints folder `root`."""
     _check_options(batch_size=batch_size, epochs=epochs, sketch_repeats=sketch_repeats, train_limit=train_limit)
     dev = resolve_device(device)
     train_idx, _ = split_indices(60_000, 5_000, seed=0)  # the trainer's own split (seed 0)
@@ -132,7 +134,7 @@ def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epoch
     report(f"  MNIST Lab trainer (tensors on {dev.type}, index slices): {statistics.mean(lab):.2f} s/epoch")
     ratio = statistics.mean(ref) / statistics.mean(lab)
     report(f"  ratio: {ratio:.2f}x")
-    sketch = sketch_latency(sketch_repeats)
+    sketch = sketch_latency(sketch_repeats, root)
     report("sketch path (preprocess a 280x280 drawing + one model), CPU:")
     for name, t in sketch.items():
         report(f"  {name:<8} p50 {t['p50_ms']:6.2f} ms   p95 {t['p95_ms']:6.2f} ms   ({t['weights']})")

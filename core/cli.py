@@ -331,7 +331,7 @@ def cmd_bench(args) -> int:
     from core.bench import run_bench
     result = run_bench(arch=args.arch, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                        device=args.device, train_limit=args.train_limit,
-                       sketch_repeats=args.sketch_repeats, data_root=args.data,
+                       sketch_repeats=args.sketch_repeats, data_root=args.data, root=args.checkpoints,
                        report=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
         print(json.dumps(result))

@@ -37,3 +37,17 @@ def test_ratio_is_how_many_times_faster_mnist_lab_trains(monkeypatch):
     result = bench.run_bench(epochs=2, device="cpu", report=lines.append)
     assert result["ratio"] == 2.0
     assert any(line.strip() == "ratio: 2.00x" for line in lines)
+
+
+def test_bench_reads_past_a_damaged_run(tmp_path, trained_runs, capsys):
+    root = trained_runs.copy_to(tmp_path / "runs")
+    damaged = root / "20200101-000000-mlp-damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_text(json.dumps({"format": None, "arch": "mlp"}))
+    (damaged / "status.json").write_text(json.dumps({"status": "finished"}))
+    (damaged / "history.csv").write_text("epoch,train_loss,train_acc,val_loss,val_acc,lr,seconds\n1,x,y,z,abc,0.1,1\n")
+    code = main(["--checkpoints", str(root), "--data", str(require_mnist()), "bench", "--train-limit", "200",
+                 "--sketch-repeats", "1", "--device", "cpu", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["sketch_ms"]["mlp"]["weights"] == trained_runs.ids["mlp"]   # the real run, timed
