@@ -159,6 +159,8 @@ class TrainConfig:
         if data.get("format", 1) == 1:
             given.setdefault("nesterov", given.get("optimizer") == "sgd" and (given.get("momentum") or 0) > 0)
             given.setdefault("aug_degrees", 7.0 if given.get("augment") == "rotate" else 10.0)
+        if not isinstance(given.get("arch"), str):
+            raise ConfigError(f"the saved config names no architecture (arch = {given.get('arch')!r})")
         return cls(**given)
 
     def replace(self, **changes) -> "TrainConfig":

@@ -330,3 +330,15 @@ def test_a_damaged_train_state_is_refused_and_the_run_is_left_as_it_was(tmp_path
     again = cli("train", "--resume", run_id, "--quiet", root=tmp_path)
     assert again.returncode == 0, again.stderr
     assert load_run(run_id, tmp_path).history["epoch"].tolist() == [1, 2, 3]
+
+
+def test_resuming_a_run_whose_config_names_no_architecture_is_one_line(tmp_path):
+    run_id = train_tiny(tmp_path, "mlp", epochs=2, train_limit=300)
+    folder = run_dir(run_id, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "arch": ["mlp"]}))
+    status = json.loads((folder / "status.json").read_text())
+    (folder / "status.json").write_text(json.dumps({**status, "status": "running"}))
+    proc = cli("train", "--resume", run_id, "--quiet", root=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "architecture" in proc.stderr
