@@ -62,15 +62,15 @@ def spawn(args: list[str], log_path: Path | None = None, pass_fds: tuple[int, ..
             out.close()
 
 
-def _spawn_trainer(writer: RunWriter, flag: str, root, data_root) -> subprocess.Popen:
-    """`python -m core train <flag> RUN`, its output appended to the run's train.log. The
-    run's lock passes to the child: its descriptor is inherited, the child's pid is written
+def _spawn_trainer(writer: RunWriter, flag: str, root, data_root, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`python -m core train <flag> RUN [extra]`, its output appended to the run's train.log.
+    The run's lock passes to the child: its descriptor is inherited, the child's pid is written
     into it, and this process lets go of it."""
     data_args = ["--data", str(Path(data_root).resolve())] if data_root else []
     lock = writer.lock
     try:
         process = spawn(["--checkpoints", str(checkpoints_dir(root).resolve()), *data_args, "train", flag,
-                         writer.run_id, "--quiet", "--lock-fd", str(lock.fileno())],
+                         writer.run_id, *extra, "--quiet", "--lock-fd", str(lock.fileno())],
                         log_path=writer.path / LOG_NAME, pass_fds=(lock.fileno(),))
         lock.set_owner(process.pid)
     finally:
@@ -90,11 +90,14 @@ def launch(config, root=None, data_root=None) -> str:
     return writer.run_id
 
 
-def resume(run_id: str, root=None, data_root=None) -> subprocess.Popen:
+def resume(run_id: str, root=None, data_root=None, device: str | None = None) -> subprocess.Popen:
+    """Continue a stopped run from its last saved epoch; `device` (e.g. 'cpu' for a run made
+    for 'cuda' on a machine without a GPU) replaces the device in its config."""
     run = load_run(run_id, root)
     if run.status in ACTIVE or run.status == "finished":
         raise RunError(f"run {run_id!r} is {run.status}; only an interrupted, cancelled or failed run resumes")
-    return _spawn_trainer(RunWriter(run_id, root, RunLock.claim(run.path)), "--resume", root, data_root)
+    extra = ("--device", device) if device else ()
+    return _spawn_trainer(RunWriter(run_id, root, RunLock.claim(run.path)), "--resume", root, data_root, extra)
 
 
 def cancel(run_id: str, root=None, wait_s: float = 2.0) -> bool:

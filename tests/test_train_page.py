@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
@@ -146,3 +147,119 @@ def test_a_lab_error_is_a_message_anything_else_keeps_its_traceback():
     assert [w.value for w in at.warning] == ["**a run**: the value is out of range"]
     (shown,) = at.exception
     assert "a bug" in shown.message and shown.stack_trace
+
+
+# --- issue 10: data checked before a run exists; Resume on a machine without the run's GPU ----
+
+RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def altered_mnist(tmp_path: Path) -> Path:
+    """An MNIST root like the real one but for one test label changed (its size and magic
+    number stay right: only the MD5 check finds it). The three untouched files are links."""
+    from tests.helpers import require_mnist
+    good = require_mnist() / "MNIST" / "raw"
+    raw = tmp_path / "altered" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in RAW[:3]:
+        (raw / name).symlink_to(good / name)
+    labels = bytearray((good / RAW[3]).read_bytes())
+    labels[8 + 5] = (labels[8 + 5] + 1) % 10
+    (raw / RAW[3]).write_bytes(bytes(labels))
+    return raw.parent.parent
+
+
+def test_train_start_on_altered_mnist_says_so_and_creates_no_run(lab_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_LAB_DATA", str(altered_mnist(tmp_path)))
+    at = open_train()
+    at.selectbox(key="train_arch").set_value("mlp").run()
+    next(b for b in at.button if b.label == "Start training").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (error,) = at.error
+    assert error.value.startswith("Could not start the run: ")
+    assert "t10k-labels-idx1-ubyte is corrupt" in error.value and "python -m core fetch" in error.value
+    assert not any(lab_env.empty.iterdir())  # no run folder, not even the locks folder
+
+
+def launch_sweep(device: str = "auto") -> AppTest:
+    at = open_train()
+    at.switch_page("views/sweep.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="sweep_device").set_value(device)
+    at.text_input(key="sweep_lrs").set_value("0.01, 0.1")
+    at.text_input(key="sweep_batches").set_value("64")
+    next(b for b in at.button if b.label == "Launch sweep").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_sweep_launch_on_altered_mnist_says_so_and_creates_no_run(lab_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MNIST_LAB_DATA", str(altered_mnist(tmp_path)))
+    at = launch_sweep()
+    (error,) = at.error
+    assert "t10k-labels-idx1-ubyte is corrupt" in error.value
+    assert not any(lab_env.empty.iterdir())
+    assert not [s for s in at.success if "Queued" in s.value]
+
+
+def test_sweep_launch_on_a_missing_gpu_says_so_and_creates_no_run(lab_env, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    at = launch_sweep("cuda")
+    assert [e.value for e in at.error] == ["device 'cuda' was asked for, but no CUDA GPU is available here"]
+    assert not any(lab_env.empty.iterdir())
+
+
+def test_resume_of_a_cuda_run_on_a_machine_without_one_offers_the_cpu(lab_env, trained_runs, tmp_path,
+                                                                      monkeypatch):
+    import torch
+    from core import jobs
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    run_id = trained_runs.ids["lenet"]  # the newest: the "Latest run" card
+    for name, changes in (("config.json", {"device": "cuda"}), ("status.json", {"status": "cancelled"})):
+        path = root / run_id / name
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    resumed = []
+    monkeypatch.setattr(jobs, "resume", lambda run_id, device=None: resumed.append((run_id, device)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    at = open_train()
+    buttons = [b for b in at.button if b.key and b.key.startswith("resume_")]
+    assert buttons and {b.label for b in buttons} == {"Resume on CPU"}
+    assert "which this machine does not have" in buttons[0].help
+    buttons[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert resumed == [(run_id, "cpu")]
+    assert [t.value for t in at.toast] == ["Resuming on CPU from its last saved epoch: this machine has no CUDA GPU"]
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine resumes it as it was
+    resumed.clear()
+    at = open_train()
+    button = next(b for b in at.button if b.key and b.key.startswith("resume_"))
+    assert button.label == "Resume"
+    button.click().run()
+    assert resumed == [(run_id, None)]
+
+
+def test_jobs_resume_can_move_a_cuda_run_to_the_cpu(tmp_path):
+    import time
+    import torch
+    from core import jobs
+    from core.runs import load_run, lock_held
+    from tests.helpers import DATA, train_tiny
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA: there a 'cuda' run cannot resume as it is")
+    root = tmp_path / "runs"
+    run_id = train_tiny(root, arch="mlp", epochs=2, train_limit=2000)
+    path = root / run_id
+    for name, changes in (("config.json", {"device": "cuda"}), ("status.json", {"status": "running"})):
+        (path / name).write_text(json.dumps({**json.loads((path / name).read_text()), **changes}))
+    (path / "metrics.json").unlink()
+    assert load_run(run_id, root).status == "interrupted"  # "running", but no process holds its lock
+    jobs.resume(run_id, root, data_root=DATA, device="cpu")
+    deadline = time.monotonic() + 120
+    while lock_held(path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    run = load_run(run_id, root)
+    log = (path / "train.log").read_text() if (path / "train.log").exists() else ""
+    assert run.status == "finished", (run.status, run.status_info.get("message"), log[-2000:])
+    assert run.config["device"] == "cpu" and run.test_acc is not None

@@ -44,9 +44,10 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device) -> None:
             raise ConfigError(f"{len(lrs)} x {len(batch_sizes)} = {len(lrs) * len(batch_sizes)} runs; "
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
+        common.check_training_data(base)  # bad data or no GPU: say so, create no run
         sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
     except LabError as exc:
-        st.error(str(exc), icon=":material/error:")
+        common.report(exc, error=True)
         return
     for writer in writers:
         jobs.launch_prepared(writer)

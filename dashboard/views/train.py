@@ -170,9 +170,10 @@ def start(arch: str) -> None:
         st.error(str(exc), icon=":material/error:")
         return
     try:
+        common.check_training_data(config)  # bad data or no GPU: say so, create nothing
         run_id = jobs.launch(config)
-    except LabError as exc:  # e.g. a checkpoints folder that cannot take the run
-        st.error(f"Could not start the run: {exc}", icon=":material/error:")
+    except LabError as exc:  # e.g. an altered MNIST file, a checkpoints folder that cannot take the run
+        common.report(exc, "Could not start the run", error=True)
         return
     st.session_state["train_started"] = run_id
     watch()
@@ -206,14 +207,25 @@ def cancel(run_id: str) -> None:
              icon=":material/stop_circle:")
 
 
-def resume(run_id: str) -> None:
+def resume(run_id: str, device: str | None = None) -> None:
+    """Resume the run; `device` (common.resume_device) replaces one this machine lacks."""
     try:
-        jobs.resume(run_id)
+        jobs.resume(run_id, device=device)
     except LabError as exc:
         st.toast(str(exc), icon=":material/error:")
         return
     watch()
-    st.toast("Resuming from its last saved epoch", icon=":material/replay:")
+    st.toast(f"Resuming on {device.upper()} from its last saved epoch: this machine has no CUDA GPU"
+             if device else "Resuming from its last saved epoch", icon=":material/replay:")
+
+
+def resume_button(run, where, key: str) -> None:
+    """Resume, or "Resume on CPU" for a run made for a GPU this machine lacks."""
+    device = common.resume_device(run)
+    where.button(f"Resume on {device.upper()}" if device else "Resume", key=key, icon=":material/replay:",
+                 on_click=resume, args=(run.run_id, device),
+                 help=(f"This run was set up for {run.config.get('device')}, which this machine does not have: "
+                       f"it continues on the {device.upper()}") if device else None)
 
 
 def progress_line(run) -> None:
@@ -265,8 +277,7 @@ def latest_run_card(run) -> None:
             buttons[0].button("Cancel", key=f"cancel_latest_{run.run_id}", icon=":material/stop:",
                               on_click=cancel, args=(run.run_id,))
         if tables.is_resumable(run):
-            buttons[0].button("Resume", key=f"resume_latest_{run.run_id}", icon=":material/replay:",
-                              on_click=resume, args=(run.run_id,))
+            resume_button(run, buttons[0], f"resume_latest_{run.run_id}")
 
 
 def queue_section(active: list) -> None:
@@ -303,8 +314,7 @@ def recent_section(runs: list) -> None:
         cols = st.columns([4, 1], vertical_alignment="center")
         cols[0].markdown(f"{common.status_text(run.status)} **{run.name}** stopped after "
                          f"{run.epochs_done} of {tables.planned_epochs(run) or '?'} epochs")
-        cols[1].button("Resume", key=f"resume_{run.run_id}", icon=":material/replay:",
-                       on_click=resume, args=(run.run_id,))
+        resume_button(run, cols[1], f"resume_{run.run_id}")
 
 
 def live_panel() -> None:
