@@ -292,13 +292,13 @@ def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: R
     cm = confusion_matrix(labels.numpy(), probs.argmax(1).numpy())
     writer.save_weights({k: v.contiguous() for k, v in kept.state_dict().items()}, cfg.arch)
     writer.save_predictions(labels, probs)
-    cuda = t.device.type == "cuda"
+    cuda, threads = t.device.type == "cuda", torch.get_num_threads()
     writer.write_metrics({
         "test_accuracy": test_acc, "test_loss": test_loss,
         "val_accuracy": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
         "kept_weights": f"epoch {history[-1]['epoch']}" + (" (EMA)" if t.ema is not None else ""),
         **per_class(cm), "confusion_matrix": cm.tolist(), "parameters": count_parameters(kept),
-        "device": torch.cuda.get_device_name(t.device) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(t.device) if cuda else f"cpu ({threads} thread{'s' * (threads != 1)})",
         "bf16": t.bf16, "channels_last": t.channels_last,
         "torch": torch.__version__, "seconds": round(sum(r["seconds"] for r in history), 3),
         "epochs": len(history), "finished": now_iso()})
