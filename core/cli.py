@@ -198,7 +198,7 @@ def stop_on_signals() -> threading.Event:
 
 
 def cmd_train(args) -> int:
-    from core.train import prepare_run, resolve_device, train
+    from core.train import check_trainable, prepare_run, train
     stop = stop_on_signals()
     writer = None
     if args.resume or args.run_id:
@@ -209,8 +209,7 @@ def cmd_train(args) -> int:
             from core.models import list_models
             raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
         cfg = config_from_args(args, **_absolute_csv(args))
-        _check_data(args, cfg)
-        resolve_device(cfg.device)  # before the run folder exists: no junk run for a missing GPU
+        check_trainable(cfg, args.data)  # before the run folder exists: bad input leaves no junk run
         writer = prepare_run(cfg, root=args.checkpoints)
         run_id, resume = writer.run_id, False
     status = train(run_id, root=args.checkpoints, data_root=args.data, callback=ProgressPrinter(args.quiet),
@@ -240,15 +239,6 @@ def _absolute_csv(args) -> dict:
     if not args.csv.strip():
         raise ConfigError("--csv needs a file name (leave the option out to train on MNIST)")
     return {"csv": os.path.abspath(args.csv)}
-
-
-def _check_data(args, cfg: TrainConfig) -> None:
-    """Read and check the data before any run folder exists: bad data leaves no failed run."""
-    from core.data import DataError, is_available, raw_dir
-    from core.train import load_source
-    if not is_available(args.data):
-        raise DataError(f"MNIST is missing or partial in {raw_dir(args.data)}: run `python -m core fetch`")
-    load_source(cfg, args.data)
 
 
 def cmd_runs(args) -> int:
@@ -312,13 +302,14 @@ def _predict_csv(predictor, path: str, as_json: bool) -> int:
 
 def cmd_sweep(args) -> int:
     from core.sweep import grid_table, parse_values, prepare_sweep, run_sweep
+    from core.train import check_trainable
     stop = stop_on_signals()
     lrs = parse_values(args.lr, float, "learning rates (--lr)")
     sizes = parse_values(args.batch_size, int, "batch sizes (--batch-size)")
     if args.arch is None:
         raise ConfigError("--arch is required")
     base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
-    _check_data(args, base)
+    check_trainable(base, args.data)
     sweep_id, writers = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
     print(f"sweep {sweep_id}: {len(writers)} runs", file=sys.stderr)
     run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,

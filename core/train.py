@@ -347,6 +347,17 @@ def load_source(cfg: TrainConfig, data_root=None) -> Source:
                                           "test_duplicates_left_out": int(leaked.sum())})
 
 
+def check_trainable(cfg: TrainConfig, data_root=None) -> None:
+    """Everything about `cfg` that can be checked before its run folder exists (MNIST there
+    and intact, the CSV, the device), so bad input leaves no failed run behind; the CLI and
+    the dashboard call it before creating runs. Raises a LabError that says what is wrong."""
+    if not data_mod.is_available(data_root):
+        raise data_mod.DataError(f"MNIST is missing or partial in {data_mod.raw_dir(data_root)}: "
+                                 "run `python -m core fetch`")
+    load_source(cfg, data_root)
+    resolve_device(cfg.device)
+
+
 def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> tuple[data_mod.Split, dict]:
     """The run's train/validation/test tensors on `device`, and what went into them."""
     src = load_source(cfg, data_root)

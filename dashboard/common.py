@@ -277,18 +277,6 @@ def require_mnist(purpose: str = "This page") -> bool:
     return False
 
 
-def check_training_data(config) -> None:
-    """Read and check what `config` (a TrainConfig) trains on, and its device, before any run
-    folder exists, as `python -m core train` does: a LabError says what is wrong (an altered
-    MNIST file, a bad CSV, no CUDA GPU), so bad data leaves no failed run behind."""
-    from core.train import load_source, resolve_device
-    if not data_mod.is_available(None):
-        raise data_mod.DataError(f"MNIST is missing or partial in {data_mod.raw_dir(None)}: "
-                                 "run `python -m core fetch`")
-    load_source(config, None)  # root None: $MNIST_LAB_DATA steers it, as for the trainer
-    resolve_device(config.device)
-
-
 def resume_device(run: Run) -> str | None:
     """The device to resume `run` on: None (its own) when this machine has it, else 'cpu' (a
     run made for 'cuda' on a machine without a GPU)."""

@@ -10,6 +10,7 @@ from core.config import DEVICES, ConfigError, TrainConfig
 from core.errors import LabError
 from core.models import list_models
 from core.sweep import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
+from core.train import check_trainable
 from dashboard import common
 
 MAX_CELLS = 36
@@ -44,7 +45,7 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device) -> None:
             raise ConfigError(f"{len(lrs)} x {len(batch_sizes)} = {len(lrs) * len(batch_sizes)} runs; "
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
-        common.check_training_data(base)  # bad data or no GPU: say so, create no run
+        check_trainable(base)  # bad data or no GPU: say so, create no run
         sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
     except LabError as exc:
         common.report(exc, error=True)

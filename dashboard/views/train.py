@@ -18,6 +18,7 @@ from core import jobs, tables
 from core.config import TrainConfig
 from core.errors import LabError
 from core.models import get_spec, list_models
+from core.train import check_trainable
 from dashboard import common
 
 DEFAULT_ARCH = "lenet"
@@ -170,7 +171,7 @@ def start(arch: str) -> None:
         st.error(str(exc), icon=":material/error:")
         return
     try:
-        common.check_training_data(config)  # bad data or no GPU: say so, create nothing
+        check_trainable(config)  # bad data or no GPU: say so, create nothing
         run_id = jobs.launch(config)
     except LabError as exc:  # e.g. an altered MNIST file, a checkpoints folder that cannot take the run
         common.report(exc, "Could not start the run", error=True)
