@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import functools
 import io
 import json
 import os
@@ -36,7 +37,7 @@ import socket
 import stat
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
-from core.config import name_problem
+from core.config import TrainConfig, name_problem
 from core.errors import LabError
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
@@ -232,15 +233,15 @@ def read_owner(lock_path: Path) -> int | None:
 
 
 def lock_held(run_path: Path) -> bool:
-    """True while some live process owns the run (holds its lock)."""
+    """True while some live process owns the run (holds its lock). A lock that is not a
+    regular file (a FIFO would block whoever opens it) is no one's."""
     try:
-        handle = open(run_path / LOCK_NAME, "r")
+        fd = os.open(run_path / LOCK_NAME, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return False
-    with handle:
-        if flock(handle, wait=False, shared=True):
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or flock(handle, wait=False, shared=True):
+            return False  # closing the file drops the shared lock just taken
         return True
 
 
@@ -387,8 +388,8 @@ def effective_status(status: dict | None, run_path: Path) -> str:
     if not status or status.get("status") not in STATUSES:
         return "unknown"
     state = status["status"]
-    if state in ACTIVE and (not is_regular_file(run_path / LOCK_NAME) or not lock_held(run_path)):
-        return "interrupted"  # a lock that is not a file (a FIFO would block its opener) is no one's
+    if state in ACTIVE and not lock_held(run_path):
+        return "interrupted"
     return state
 
 
@@ -416,11 +417,10 @@ def _read_history(path: Path) -> tuple[pd.DataFrame, str | None]:
     return frame, None
 
 
+@functools.cache  # the dataclass does not change while the program runs; load_run asks per run
 def _config_types() -> dict[str, tuple[type, ...]]:
     """TrainConfig field -> the JSON types its value may have in config.json (None always may,
     except for arch: a recipe field's None means 'the architecture's value')."""
-    from dataclasses import fields
-    from core.config import TrainConfig
     known = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": ()}
     out = {}
     for f in fields(TrainConfig):
