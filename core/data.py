@@ -28,6 +28,7 @@ import torch
 
 from core.preprocess import MNIST_MEAN, MNIST_STD
 from core.errors import LabError
+from core.runs import atomic_write_json
 
 DATA_ENV = "MNIST_LAB_DATA"
 DEFAULT_DATA_DIR = "data"
@@ -205,9 +206,7 @@ def verify_mnist(root: str | os.PathLike | None = None) -> None:
         verified[name] = seen
     if verified != stamp:
         try:  # a read-only data folder only costs a re-hash next time
-            tmp = stamp_path.with_name(f".{VERIFIED}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(verified))
-            os.replace(tmp, stamp_path)
+            atomic_write_json(stamp_path, verified)
         except OSError:
             pass
 
@@ -264,7 +263,7 @@ class Split:
     y_test: torch.Tensor
 
 
-def test_duplicates(images: torch.Tensor, test_images: torch.Tensor) -> torch.Tensor:
+def mnist_test_copies(images: torch.Tensor, test_images: torch.Tensor) -> torch.Tensor:
     """Boolean mask over `images` (N, 28, 28) uint8: True where the image is pixel for pixel
     one of `test_images`. Kaggle's digit CSVs re-split MNIST's 70,000 images, so a training
     CSV holds many of MNIST's test images; training on them would score the test set on

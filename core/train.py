@@ -336,7 +336,7 @@ def load_source(cfg: TrainConfig, data_root=None) -> Source:
     table = _read_csv(cfg.csv, version)
     if not table.has_labels:
         raise ConfigError(f"{cfg.csv} has no 'label' column: it can be predicted, not trained on")
-    leaked = data_mod.test_duplicates(table.images, mnist.test_images)
+    leaked = data_mod.mnist_test_copies(table.images, mnist.test_images)
     images, labels = table.images[~leaked], table.labels[~leaked]
     if not len(images):
         raise ConfigError(f"every image of {cfg.csv} is one of MNIST's test images: nothing to train on")
