@@ -54,7 +54,9 @@ from core.errors import LabError
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
 FORMAT_VERSION = 2  # 2: every training knob in config.json (1 left nesterov and aug_degrees implicit)
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+# seconds = train_seconds + val_seconds (runs before 2026-11-23 have only `seconds`)
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                   "train_seconds", "val_seconds"]
 STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted")
 ACTIVE = ("queued", "running")
 DAMAGED = "damaged"   # what load_run reports for a run folder it cannot read at all (no permission)

@@ -396,11 +396,14 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
         except Cancelled:
             writer.save_weights(t.kept.state_dict(), cfg.arch)
             raise
+        train_seconds = time.perf_counter() - epoch_start
         val_loss, val_acc, _ = evaluate(t.kept, split.x_val, split.y_val, amp=t.bf16)
+        val_seconds = time.perf_counter() - epoch_start - train_seconds
         history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4),
                         "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 4),
                         "lr": t.optimizer.param_groups[0]["lr"],
-                        "seconds": round(time.perf_counter() - epoch_start, 4)})
+                        "seconds": round(train_seconds + val_seconds, 4),
+                        "train_seconds": round(train_seconds, 4), "val_seconds": round(val_seconds, 4)})
         writer.save_train_state(t.state_dict(epoch, history))
         writer.write_history(history)  # after the state: a listed epoch can always be resumed
         callback(Event("epoch", writer.run_id, epoch, cfg.epochs, steps, steps, train_loss, train_acc,
