@@ -142,3 +142,62 @@ def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epoch
     return {"arch": arch, "batch_size": batch_size, "lr": lr, "epochs": epochs, "images": len(train_idx),
             "device": device_name, "torch": torch.__version__, "reference_s_per_epoch": ref,
             "lab_s_per_epoch": lab, "ratio": ratio, "sketch_ms": sketch}
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, impl: str) -> torch.optim.Optimizer:
+    """The recipe's optimizer with one implementation: 'for-loop', 'foreach' or 'fused'."""
+    from core.train import build_optimizer
+    flags = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[impl]
+    return build_optimizer(model, cfg, **flags)
+
+
+def step_costs(steps: int = 20, rounds: int = 3, archs: list[str] | None = None, data_root=None,
+               report: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+    """Milliseconds per training step on the CPU, per architecture at its recipe's batch size:
+    the memory layout (contiguous or channels_last) and the optimizer implementation
+    (for-loop, foreach, fused), each timed in `rounds` interleaved rounds of `steps` steps on
+    real MNIST batches; the medians. This is the measurement behind each architecture's
+    `cpu_channels_last` and the engine's choice of optimizer implementation."""
+    from core.data import load_mnist
+    from core.models import get_spec
+    from core.data import normalize_uint8
+    mnist = load_mnist(data_root)
+    results: dict[str, dict[str, float]] = {}
+    for arch in archs or list_models():
+        cfg = TrainConfig(arch=arch, device="cpu")
+        x_all = normalize_uint8(mnist.train_images[: cfg.batch_size * steps])
+        y_all = mnist.train_labels[: cfg.batch_size * steps].long()
+        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in create_model(arch).modules())
+        variants = [(layout, impl) for layout in (("contiguous", "channels_last") if convolutional else ("contiguous",))
+                    for impl in ("for-loop", "foreach", "fused")]
+        times: dict[str, list[float]] = {f"{layout} {impl}": [] for layout, impl in variants}
+        for _ in range(rounds):
+            for layout, impl in variants:
+                torch.manual_seed(0)
+                model = create_model(arch)
+                if layout == "channels_last":
+                    model = model.to(memory_format=torch.channels_last)
+                optimizer = _optimizer(model, cfg, impl)
+                forward = getattr(model, "member_logits", model)
+                model.train()
+                elapsed = []
+                for i in range(steps + 2):
+                    x = x_all[i % steps * cfg.batch_size:(i % steps + 1) * cfg.batch_size]
+                    y = y_all[i % steps * cfg.batch_size:(i % steps + 1) * cfg.batch_size]
+                    start = time.perf_counter()
+                    if layout == "channels_last":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    out = forward(x)
+                    loss = F.cross_entropy(out.flatten(0, -2), y.repeat_interleave(out.numel() // (10 * len(y))))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if i >= 2:  # the first steps warm up the allocator and the kernels
+                        elapsed.append(time.perf_counter() - start)
+                times[f"{layout} {impl}"].append(statistics.median(elapsed) * 1000)
+        results[arch] = {k: statistics.median(v) for k, v in times.items()}
+        best = min(results[arch], key=results[arch].get)
+        report(f"  {arch:<8} batch {cfg.batch_size:>3}: " + "  ".join(
+            f"{k} {v:6.2f}" for k, v in results[arch].items()) + f"  ms/step; fastest: {best}"
+            + f" (registry: {'channels_last' if get_spec(arch).cpu_channels_last else 'contiguous'})")
+    return results

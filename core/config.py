@@ -49,6 +49,8 @@ class TrainConfig:
     lr: float = _recipe("(peak) learning rate")
     optimizer: str = _recipe("|".join(OPTIMIZERS), choices=OPTIMIZERS)
     momentum: float = _recipe("SGD momentum, 0..<1")
+    beta1: float = _recipe("Adam/AdamW beta1 (running mean of the gradient), 0..<1", advanced=True)
+    beta2: float = _recipe("Adam/AdamW beta2 (running mean of its square), 0..<1", advanced=True)
     nesterov: bool = _recipe("SGD with momentum > 0: Nesterov momentum instead of plain momentum", advanced=True)
     weight_decay: float = _recipe("L2 weight decay, >= 0")
     schedule: str = _recipe("learning-rate schedule: " + "|".join(SCHEDULES), choices=SCHEDULES)
@@ -73,7 +75,8 @@ class TrainConfig:
     bf16: bool | None = field(default=None, metadata={
         "help": "bf16 autocast (default: on CUDA, off on the CPU)", "advanced": True})
     channels_last: bool | None = field(default=None, metadata={
-        "help": "channels_last memory format for convolutional models (default: on CUDA, off on the CPU)",
+        "help": "channels_last memory format for convolutional models (default: on CUDA, and on the CPU "
+                "for the architectures it was measured faster for)",
         "advanced": True})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (CUDA)", "advanced": True})
     name: str | None = field(default=None, metadata={"help": "a readable run name"})
@@ -120,6 +123,8 @@ class TrainConfig:
         choice("optimizer", OPTIMIZERS)
         need(0 <= number("momentum", float) < 1, f"momentum must be in [0, 1), got {self.momentum}")
         flag("nesterov")
+        need(0 <= number("beta1", float) < 1, f"beta1 must be in [0, 1), got {self.beta1}")
+        need(0 <= number("beta2", float) < 1, f"beta2 must be in [0, 1), got {self.beta2}")
         need(0 <= number("weight_decay", float) <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay}")
         choice("schedule", SCHEDULES)
         need(number("step_size", int) >= 1, f"step_size must be >= 1, got {self.step_size}")
@@ -153,12 +158,17 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """Rebuild from a saved config; unknown keys (a newer format) are ignored. A config of
-        format 1 predates the explicit knobs: it gets the values format 1 used without saying."""
+        format 1 or 2 predates some explicit knobs: it gets the values its format used without
+        saying (not today's recipe, which may differ)."""
         known = {f.name for f in fields(cls)}
         given = {k: v for k, v in data.items() if k in known}
-        if data.get("format", 1) == 1:
+        version = data.get("format", 1)
+        if version == 1:
             given.setdefault("nesterov", given.get("optimizer") == "sgd" and (given.get("momentum") or 0) > 0)
             given.setdefault("aug_degrees", 7.0 if given.get("augment") == "rotate" else 10.0)
+        if isinstance(version, int) and version <= 2:  # Adam's betas were torch's defaults
+            given.setdefault("beta1", 0.9)
+            given.setdefault("beta2", 0.999)
         if not isinstance(given.get("arch"), str):
             raise ConfigError(f"the saved config names no architecture (arch = {given.get('arch')!r})")
         return cls(**given)

@@ -27,6 +27,8 @@ class Recipe:
     batch_size: int = 64
     epochs: int = 10
     momentum: float = 0.0           # SGD only
+    beta1: float = 0.9              # Adam/AdamW: decay of the gradient's running mean
+    beta2: float = 0.999            # Adam/AdamW: decay of the squared gradient's running mean
     nesterov: bool = False          # SGD only: Nesterov momentum instead of plain momentum
     weight_decay: float = 0.0
     schedule: str = "none"          # none | step | cosine | onecycle
@@ -52,6 +54,8 @@ class Recipe:
         parts = [f"{self.optimizer} lr {self.lr:g}", f"batch {self.batch_size}", epochs]
         if self.momentum:
             parts.append(("nesterov " if self.nesterov else "") + f"momentum {self.momentum:g}")
+        if self.optimizer != "sgd" and (self.beta1, self.beta2) != (0.9, 0.999):
+            parts.append(f"betas ({self.beta1:g}, {self.beta2:g})")
         if self.weight_decay:
             parts.append(f"weight decay {self.weight_decay:g}")
         if self.schedule != "none":
@@ -74,6 +78,7 @@ class ModelSpec:
     source: str
     summary: str
     target: float = field(default=0.0)  # test accuracy (%) the recipe must reach
+    cpu_channels_last: bool = False      # train in channels_last on the CPU (measured faster: `core bench --steps`)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -84,9 +89,10 @@ class UnknownModelError(BadInput, KeyError):
         return str(self.args[0])
 
 
-def register(name: str, recipe: Recipe, source: str, summary: str, target: float):
+def register(name: str, recipe: Recipe, source: str, summary: str, target: float,
+             cpu_channels_last: bool = False):
     def decorator(build: Callable[[], nn.Module]):
-        _REGISTRY[name] = ModelSpec(name, build, recipe, source, summary, target)
+        _REGISTRY[name] = ModelSpec(name, build, recipe, source, summary, target, cpu_channels_last)
         return build
     return decorator
 
@@ -172,7 +178,7 @@ class LeNet(nn.Module):
 
 
 @register("lenet", Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=10),
-          source="seed 001", target=98.5,
+          source="seed 001", target=98.5, cpu_channels_last=True,
           summary="LeNet-style CNN: conv 10 and 20 5x5, dropout, fc 320-50-10")
 def lenet() -> nn.Module:
     return LeNet()
@@ -213,7 +219,7 @@ class Net16k(nn.Module):
 @register("cnn16k", Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, epochs=20,
                            schedule="step", step_size=13, gamma=0.1, augment="rotate", aug_degrees=7.0,
                            ema=True),
-          source="seed 002", target=99.4,
+          source="seed 002", target=99.4, cpu_channels_last=True,
           summary="seed 002's Net: 7 convs, 2 max-pools, 1x1 convs, GAP (16,478 parameters)")
 def cnn16k() -> nn.Module:
     return Net16k()
@@ -257,7 +263,7 @@ class ResidualClassifier(nn.Module):
 
 @register("resnet", Recipe(optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128,
                            epochs=8, schedule="onecycle", augment="affine"),
-          source="seed 000", target=99.5,
+          source="seed 000", target=99.5, cpu_channels_last=True,
           summary="residual CNN 16-32-64: conv blocks + skips, max-pool, adaptive avg-pool, linear")
 def resnet() -> nn.Module:
     return ResidualClassifier()
@@ -307,7 +313,7 @@ class Ensemble(nn.Module):
 @register("labnet", Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                            batch_size=256, epochs=10, schedule="onecycle", augment="affine",
                            label_smoothing=0.1, ema=True),
-          source="MNIST Lab", target=99.7,
+          source="MNIST Lab", target=99.7, cpu_channels_last=True,
           summary="our design: an ensemble of 3 VGG-style BN CNNs (24-48-96) trained side by side; "
                   "device augmentation, OneCycle, label smoothing, EMA weights")
 def labnet() -> nn.Module:
@@ -317,24 +323,25 @@ def labnet() -> nn.Module:
 # --- time to accuracy: the fastest way to 99% -------------------------------------------------
 
 class SpeedNet(nn.Module):
-    """A small BN CNN in the spirit of tuomaso/train_mnist_fast: two conv-BN-ReLU-pool stages
-    and a 128-unit head; cheap enough that one epoch takes well under a second on a GPU."""
+    """The time-to-99% net: tuomaso/train_mnist_fast's two conv stages made cheaper and
+    steadier. Each stage pools before its BatchNorm and ReLU, so both act on a quarter of
+    the pixels; 16 and 32 channels (theirs: 24 and 32, no BatchNorm); a 128-unit head."""
 
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2),   # 28->24->12
-            nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 12->10->5
+            nn.Conv2d(1, 16, 5, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(16), nn.ReLU(inplace=True),   # 28->24->12
+            nn.Conv2d(16, 32, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(32), nn.ReLU(inplace=True),  # 12->10->5
             nn.Flatten())
-        self.head = nn.Sequential(nn.Linear(64 * 5 * 5, 128), nn.ReLU(inplace=True), nn.Linear(128, 10))
+        self.head = nn.Sequential(nn.Linear(32 * 5 * 5, 128), nn.ReLU(inplace=True), nn.Linear(128, 10))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
 
-@register("speedrun", Recipe(optimizer="adamw", lr=4e-3, weight_decay=1e-4, batch_size=256, epochs=1,
-                             schedule="onecycle"),
-          source="MNIST Lab", target=99.0,
-          summary="time to 99%: small BN CNN, one epoch at batch 256 with OneCycle (data on the device)")
+@register("speedrun", Recipe(optimizer="adam", lr=1e-2, beta1=0.7, beta2=0.9, batch_size=256, epochs=1,
+                             schedule="onecycle", label_smoothing=0.1),
+          source="MNIST Lab", target=99.0, cpu_channels_last=True,
+          summary="time to 99%: a small BN CNN, one epoch at batch 256, Adam with OneCycle (data on the device)")
 def speedrun() -> nn.Module:
     return SpeedNet()

@@ -53,7 +53,7 @@ from core.errors import LabError
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
-FORMAT_VERSION = 2  # 2: every training knob in config.json (1 left nesterov and aug_degrees implicit)
+FORMAT_VERSION = 3  # 3: Adam's betas in config.json; 2: every training knob (1 left nesterov and aug_degrees implicit)
 # seconds = train_seconds + val_seconds (runs before 2026-11-23 have only `seconds`)
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                    "train_seconds", "val_seconds"]

@@ -31,7 +31,7 @@ from core import data as data_mod
 from core.config import ConfigError, TrainConfig
 from core.jobs import Cancelled, device_slot
 from core.metrics import confusion_matrix, per_class
-from core.models import combine_members, count_parameters, create_model
+from core.models import combine_members, count_parameters, create_model, get_spec
 from core.runs import (RunError, RunLock, RunWriter, describe_os_error, load_run,
                        load_train_state, now_iso, train_state_exists)
 
@@ -69,13 +69,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, **impl) -> torch.optim.Optimizer:
+    """The recipe's optimizer; `impl` picks torch's implementation (foreach=... or fused=...)."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0, **impl)
+    adam = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay, **impl)
 
 
 # Schedules: the LR multiplier at global step `s` of `total`, a plain function of the step, so
@@ -216,7 +216,8 @@ def build_trainee(cfg: TrainConfig, device: torch.device, steps_per_epoch: int) 
     model = create_model(cfg.arch).to(device)
     cuda = device.type == "cuda"
     convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    channels_last = convolutional and (cfg.channels_last if cfg.channels_last is not None else cuda)
+    auto = cuda or get_spec(cfg.arch).cpu_channels_last  # measured per architecture on the CPU
+    channels_last = convolutional and (cfg.channels_last if cfg.channels_last is not None else auto)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
