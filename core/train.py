@@ -14,6 +14,7 @@ all describe the same weights.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -123,17 +124,21 @@ class EMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.updates = decay, 0
+        # The tensors to average, paired once (state_dict() per step costs more than the lerp
+        # for small models); load_state_dict copies into these same tensors.
+        mine, theirs = self.module.state_dict(), model.state_dict()
+        self._floats = ([v for v in mine.values() if v.is_floating_point()],
+                        [theirs[k] for k, v in mine.items() if v.is_floating_point()])
+        self._others = [(v, theirs[k]) for k, v in mine.items() if not v.is_floating_point()]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Average in `model`, the one this EMA was made from."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        mine, theirs = self.module.state_dict(), model.state_dict()
-        floats = [k for k, v in mine.items() if v.is_floating_point()]
-        torch._foreach_lerp_([mine[k] for k in floats], [theirs[k] for k in floats], 1 - d)
-        for k, v in mine.items():
-            if not v.is_floating_point():  # e.g. BatchNorm's num_batches_tracked
-                v.copy_(theirs[k])
+        torch._foreach_lerp_(*self._floats, 1 - d)
+        for mine, theirs in self._others:  # e.g. BatchNorm's num_batches_tracked
+            mine.copy_(theirs)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}
@@ -184,6 +189,11 @@ class Trainee:
     bf16: bool
     channels_last: bool
 
+    def autocast(self):
+        """bf16 autocast when on; no context at all when off (entering a disabled autocast
+        still costs a few microseconds a step)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
     @property
     def kept(self) -> nn.Module:
         """The weights the run keeps, validates and tests: the EMA's, else the model's."""
@@ -220,7 +230,9 @@ def build_trainee(cfg: TrainConfig, device: torch.device, steps_per_epoch: int) 
     channels_last = convolutional and (cfg.channels_last if cfg.channels_last is not None else auto)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg)
+    # Fused Adam/AdamW: 1-4% faster per step than the for-loop on the CPU for every Adam
+    # recipe (`core bench --steps`); for SGD no implementation wins consistently: torch's default.
+    optimizer = build_optimizer(model, cfg, **({"fused": True} if cfg.optimizer != "sgd" else {}))
     forward = getattr(model, "member_logits", model)  # an ensemble trains member by member
     return Trainee(
         model=model, forward=torch.compile(forward) if cfg.compile else forward, optimizer=optimizer,
@@ -249,7 +261,7 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
         x = augment(x, cfg, t.aug)
         if t.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=t.bf16):
+        with t.autocast():
             loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -177,25 +178,58 @@ def predictions(run: Run) -> dict[str, np.ndarray] | None:
     return preds
 
 
-@st.cache_resource(max_entries=16, show_spinner="Loading model…")
-def _predictor(base: str, run_id: str, mtime: int):
+def _stamp(path) -> tuple | None:
+    """(mtime, size, inode) of a file, None if it is missing: weights are written by renaming a
+    new file into place, so a rewritten file always has another stamp."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+@st.cache_resource(max_entries=32, show_spinner="Loading model…")
+def _predictor(base: str, run_id: str, weights: tuple | None):
     from core.predict import Predictor
     return Predictor.from_run(run_id, base)
 
 
 def predictor(run: Run):
-    """A loaded model for the run (cached), or None after showing why not (see report)."""
+    """A loaded model for the run, or None after showing why not (see report). Cached per run
+    and weights file: loaded once, and again only when the run's weights file is replaced."""
     try:
-        return _predictor(_base(), run.run_id, _mtime(run.path / WEIGHTS))
+        return _predictor(_base(), run.run_id, _stamp(run.path / WEIGHTS))
     except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other models still show
         report(exc, f"**{run.name}**: cannot load its model")
         return None
 
 
+_TORCH_THREADS = threading.Lock()
+
+
+def probabilities(models: Sequence, image: np.ndarray) -> list[np.ndarray]:
+    """Each model's class probabilities (10,) for one 28x28 image on [0, 1] (the Sketch page).
+
+    The image is normalised once for all the models, and the forward passes run under
+    inference_mode on one thread: a single image is too small to share, and a second thread
+    waits for a core that a training job may be using (stalls of tens of ms)."""
+    import torch
+    from core.preprocess import normalize
+    batch = normalize(image)
+    with _TORCH_THREADS:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                return [model.model(batch).softmax(1)[0].numpy() for model in models]
+        finally:
+            torch.set_num_threads(threads)
+
+
 @st.cache_data(ttl=600, max_entries=64, show_spinner=False)
-def _handwriting_score(base: str, run_id: str, weights_mtime: int, folder: str, set_mtime: int) -> dict:
+def _handwriting_score(base: str, run_id: str, weights: tuple | None, folder: str, set_mtime: int) -> dict:
     hw = handwriting.load_set(folder)
-    model = _predictor(base, run_id, weights_mtime)
+    model = _predictor(base, run_id, weights)
     return handwriting.score(model.probabilities(hw.unit_images), hw.labels)
 
 
@@ -206,7 +240,7 @@ def handwriting_scores(runs: Sequence[Run], hw: handwriting.HandwritingSet) -> p
     rows = []
     for run in runs:
         try:
-            result = _handwriting_score(_base(), run.run_id, _mtime(run.path / WEIGHTS),
+            result = _handwriting_score(_base(), run.run_id, _stamp(run.path / WEIGHTS),
                                         folder, set_mtime)
         except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other runs still score
             report(exc, f"**{run.name}**: cannot score it")

@@ -1,20 +1,37 @@
 """Sketch: draw a digit, see the 28x28 image the models receive and what several models make
 of it side by side; save drawings with their true label into a personal handwriting set and
-see how each model does on it."""
+see how each model does on it.
+
+Speed (issue 11, scripts/bench_sketch.py): a stroke reruns only `sketch_panel`, a fragment
+holding the canvas, the save form and the prediction cards; the run listing, the model picker
+and the handwriting section run again only when the page does (a new model selection, a saved
+or deleted drawing). The models stay loaded (common.predictor), the drawing is normalised once
+for all of them, and each card's probabilities are HTML bars in one markdown element (an Altair
+chart per card cost about 20 ms of Python and a Vega render in the browser each).
+
+The canvas is this page's own small component (PAD_JS): it sends the drawing the moment the pen
+is lifted. streamlit-drawable-canvas, used before, waits 200 ms after each stroke before it
+sends anything (its debounce is fixed), which alone was the whole latency budget.
+"""
 from __future__ import annotations
+
+import base64
+import io
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core import handwriting, tables
+from core.models import list_models
 from core.preprocess import ImageError, to_mnist
 from dashboard import common
 
 CANVAS = 280      # px, ten times MNIST's side
 STROKE = 18       # px on the canvas: about MNIST's 2 px pen after scaling the digit to 20 px
-MAX_MODELS = 6
+MAX_MODELS = len(list_models())  # one of each architecture
 PER_ROW = 3
+TOP_COLOUR, BAR_COLOUR = "#f58518", "#4c78a8"  # as common.probability_chart
 
 
 def bump_canvas() -> None:
@@ -22,20 +39,97 @@ def bump_canvas() -> None:
     st.session_state["sketch_canvas_n"] = st.session_state.get("sketch_canvas_n", 0) + 1
 
 
+# The pad: a <canvas> drawn on with the pointer (mouse, pen or finger), white ink on black like
+# MNIST. On each lifted pen it sends the canvas as a PNG data URL in its "drawing" state (null
+# once Undo has taken every stroke back). Streamlit calls the function again on every run of the
+# fragment; the strokes live on the element, so a rerun keeps the drawing.
+PAD_HTML = """<div class="pad"><canvas class="sketch-pad"></canvas>
+<button type="button" class="pad-undo" title="take back the last stroke">Undo</button></div>"""
+PAD_CSS = """.pad { display: inline-flex; flex-direction: column; gap: 0.3rem; align-items: flex-start; }
+.sketch-pad { touch-action: none; cursor: crosshair; border-radius: 0.25rem; display: block; }
+.pad-undo { font: inherit; font-size: 0.8rem; padding: 0.1rem 0.6rem; border-radius: 0.4rem; cursor: pointer;
+  color: var(--st-text-color); background: transparent; border: 1px solid rgba(128, 128, 128, 0.4); }"""
+PAD_JS = """export default function (component) {
+  const { parentElement, data, setStateValue } = component;
+  let pad = parentElement.__sketchPad;
+  if (!pad) {
+    const canvas = parentElement.querySelector("canvas");
+    canvas.width = canvas.height = data.size;
+    canvas.style.width = canvas.style.height = data.size + "px";
+    const ctx = canvas.getContext("2d");
+    pad = parentElement.__sketchPad = { canvas, ctx, strokes: [], current: null };
+    const paint = () => {
+      ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.strokeStyle = ctx.fillStyle = "#fff"; ctx.lineWidth = pad.width;
+      ctx.lineCap = ctx.lineJoin = "round";
+      for (const s of pad.strokes) {
+        ctx.beginPath(); ctx.moveTo(s[0][0], s[0][1]);
+        for (const [x, y] of s.length > 1 ? s.slice(1) : s) ctx.lineTo(x, y);
+        ctx.stroke();
+      }
+    };
+    const send = () => pad.setStateValue("drawing", pad.strokes.length ? canvas.toDataURL("image/png") : null);
+    const at = (e) => {
+      const box = canvas.getBoundingClientRect();
+      return [(e.clientX - box.left) * canvas.width / box.width, (e.clientY - box.top) * canvas.height / box.height];
+    };
+    canvas.addEventListener("pointerdown", (e) => {
+      if (e.pointerType === "mouse" && e.button !== 0) return;
+      canvas.setPointerCapture(e.pointerId);
+      pad.current = [at(e)]; pad.strokes.push(pad.current); paint();
+    });
+    canvas.addEventListener("pointermove", (e) => {
+      if (!pad.current) return;
+      const [x, y] = at(e), [px, py] = pad.current[pad.current.length - 1];
+      pad.current.push([x, y]);
+      ctx.beginPath(); ctx.moveTo(px, py); ctx.lineTo(x, y); ctx.stroke();
+    });
+    const up = () => { if (pad.current) { pad.current = null; send(); } };
+    canvas.addEventListener("pointerup", up);
+    canvas.addEventListener("pointercancel", up);
+    parentElement.querySelector(".pad-undo").addEventListener("click", () => {
+      if (pad.current || !pad.strokes.length) return;
+      pad.strokes.pop(); paint(); send();
+    });
+    pad.width = data.stroke; paint();
+  }
+  pad.setStateValue = setStateValue;
+  pad.width = data.stroke;
+}"""
+
+
+@st.cache_resource(show_spinner=False)
+def _pad():
+    """The pad's component, registered once per process."""
+    return st.components.v2.component("mnist_lab_sketch_pad", html=PAD_HTML, css=PAD_CSS, js=PAD_JS,
+                                      isolate_styles=True)
+
+
+def decode_drawing(data_url: str | None) -> np.ndarray | None:
+    """The pad's PNG data URL as an RGBA array, or None for no drawing."""
+    if not data_url or ";base64," not in data_url:
+        return None
+    from PIL import Image
+    with Image.open(io.BytesIO(base64.b64decode(data_url.split(";base64,", 1)[1]))) as image:
+        return np.asarray(image.convert("RGBA"))
+
+
 def canvas_digit() -> np.ndarray | None:
-    from streamlit_drawable_canvas import st_canvas  # only importable inside a running app
-    result = st_canvas(stroke_width=STROKE, stroke_color="#FFFFFF", background_color="#000000",
-                       height=CANVAS, width=CANVAS, drawing_mode="freedraw", return_image_data=True,
-                       key=f"sketch_canvas_{st.session_state.get('sketch_canvas_n', 0)}")
+    result = _pad()(key=f"sketch_canvas_{st.session_state.get('sketch_canvas_n', 0)}",
+                    data={"size": CANVAS, "stroke": STROKE}, default={"drawing": None},
+                    on_drawing_change=lambda: None)
     st.button("Clear", icon=":material/ink_eraser:", on_click=bump_canvas,
-              help="start again (the canvas toolbar also has undo)")
-    image = result.image_data
+              help="start again (Undo, under the pad, takes back the last stroke)")
+    image = decode_drawing(getattr(result, "drawing", None))
     if image is None:
         return None
+    import time as _t; _t2 = _t.perf_counter()
     try:
         return to_mnist(image)
     except ImageError:
         return None
+    finally:
+        open("/tmp/sk/timing.log", "a").write(f"to_mnist {(_t.perf_counter()-_t2)*1000:.1f}\n")
 
 
 def choose_models(candidates: list) -> list:
@@ -54,19 +148,35 @@ def models_table(models: list) -> None:
                  column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%")})
 
 
+def probability_bars(probs: np.ndarray) -> str:
+    """The ten probabilities as one line of HTML: a labelled bar per digit, the top one highlighted."""
+    top = int(np.argmax(probs))
+    rows = []
+    for digit, p in enumerate(probs.astype(float)):
+        colour, weight = (TOP_COLOUR, 700) if digit == top else (BAR_COLOUR, 400)
+        rows.append(
+            f'<div style="display:flex;align-items:center;gap:0.4em;font-size:0.8rem;line-height:1.25;'
+            f'font-weight:{weight}"><span style="width:0.7em">{digit}</span>'
+            f'<span style="flex:1;height:0.65em;background:rgba(128,128,128,0.15);border-radius:2px">'
+            f'<span style="display:block;height:100%;width:{100 * p:.1f}%;background:{colour};'
+            f'border-radius:2px"></span></span>'
+            f'<span style="width:3.2em;text-align:right">{p:.1%}</span></div>')
+    return "".join(rows)
+
+
 def predictions(digit: np.ndarray, models: list) -> None:
-    for start in range(0, len(models), PER_ROW):
-        columns = st.columns(PER_ROW)
-        for column, run in zip(columns, models[start:start + PER_ROW]):
-            model = common.predictor(run)
-            if model is None:
-                continue
-            probs = model.probabilities(digit)[0]
+    """One card per model: the predicted digit, how sure it is and the ten probabilities."""
+    loaded = [(run, common.predictor(run)) for run in models]  # cached: loaded once per weights file
+    loaded = [(run, model) for run, model in loaded if model is not None]
+    all_probs = common.probabilities([model for _, model in loaded], digit)
+    for start in range(0, len(loaded), PER_ROW):
+        for column, (run, _), probs in zip(st.columns(PER_ROW), loaded[start:start + PER_ROW],
+                                           all_probs[start:start + PER_ROW]):
             top = int(probs.argmax())
             with column, st.container(border=True):
                 st.markdown(f"### Predicted: {top}")
                 st.caption(f"{run.name} · {run.arch} · {probs[top]:.1%} sure")
-                st.altair_chart(common.probability_chart(probs, height=150), width="stretch")
+                st.markdown(probability_bars(probs), unsafe_allow_html=True)
 
 
 def save(digit: np.ndarray) -> None:
@@ -79,6 +189,7 @@ def save(digit: np.ndarray) -> None:
         return
     st.session_state["sketch_message"] = ("success", f"Saved as a {label} (#{new_id}).")
     st.session_state["sketch_label"] = None
+    st.session_state["sketch_saved"] = True  # the handwriting section, outside the fragment, must show it
     bump_canvas()
 
 
@@ -93,6 +204,33 @@ def save_section(digit: np.ndarray | None) -> None:
         st.error(text)
     elif kind == "success":
         st.success(text, icon=":material/save:")
+
+
+def sketch_panel(models: list) -> None:
+    """The canvas, the save form and the predictions: all that a stroke changes. Run as a
+    fragment, so a stroke, Clear or a label reruns this alone."""
+    import time as _t; _t0 = _t.perf_counter()
+    if st.session_state.pop("sketch_saved", False):
+        st.rerun(scope="app")  # a drawing was saved: the handwriting section below changes too
+    draw_col, result_col = st.columns([1, 2.2], gap="large")
+    with draw_col:
+        digit = canvas_digit()
+        if digit is None:
+            st.info("Draw a digit in the black box: predictions appear as soon as you lift the pen.",
+                    icon=":material/draw:")
+        else:
+            st.markdown("**What the models see** (28x28)")
+            common.digit_image(digit, width=112)
+        save_section(digit)
+    with result_col:
+        if not models:
+            st.info("Pick at least one model above.", icon=":material/lightbulb:")
+        elif digit is None:
+            models_table(models)
+        else:
+            _t1 = _t.perf_counter()
+            predictions(digit, models)
+            open("/tmp/sk/timing.log", "a").write(f"{_t.time():.3f} panel {(_t.perf_counter()-_t0)*1000:.1f} pred {(_t.perf_counter()-_t1)*1000:.1f}\n")
 
 
 def handwriting_section(models: list) -> None:
@@ -129,32 +267,21 @@ def handwriting_section(models: list) -> None:
             st.rerun()
 
 
-st.title("Sketch")
-st.caption("Draw a digit with the mouse (or a finger): the models see it the way MNIST was made, "
-           "scaled into a 20 px box and centred by its centre of mass in 28x28.")
-runs = common.load_runs()
-candidates = [r for r in runs if r.status == "finished" and r.has_weights]
-if not candidates:
-    common.no_runs_notice("No trained model yet: train one on the **Train** page (lenet takes a few "
-                          "minutes on a CPU), then draw digits here and see what it makes of them.")
-    st.stop()
-common.show_run_warnings(runs)
-draw_col, result_col = st.columns([1, 2.2], gap="large")
-with draw_col:
-    digit = canvas_digit()
-    if digit is None:
-        st.info("Draw a digit in the black box: predictions appear as soon as you lift the pen.",
-                icon=":material/draw:")
-    else:
-        st.markdown("**What the models see** (28x28)")
-        common.digit_image(digit, width=112)
-    save_section(digit)
-with result_col:
+def page() -> None:
+    st.title("Sketch")
+    st.caption("Draw a digit with the mouse (or a finger): the models see it the way MNIST was made, "
+               "scaled into a 20 px box and centred by its centre of mass in 28x28.")
+    runs = common.load_runs()
+    candidates = [r for r in runs if r.status == "finished" and r.has_weights]
+    if not candidates:
+        common.no_runs_notice("No trained model yet: train one on the **Train** page (lenet takes a few "
+                              "minutes on a CPU), then draw digits here and see what it makes of them.")
+        st.stop()
+    common.show_run_warnings(runs)
     models = choose_models(candidates)
-    if not models:
-        st.info("Pick at least one model above.", icon=":material/lightbulb:")
-    elif digit is None:
-        models_table(models)
-    else:
-        predictions(digit, models)
-handwriting_section(models)
+    st.fragment(sketch_panel)(models)
+    handwriting_section(models)
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

@@ -4,10 +4,10 @@ Shared by tests/e2e/conftest.py and scripts/screenshots.py, so the script that m
 README's pictures and the browser tests start the app the same way.
 
 Facts this relies on (streamlit 1.67, streamlit-drawable-canvas 0.13):
-- the canvas is a components-v2 element: no iframe; it sits in an open shadow root under
-  `[data-testid="stBidiComponentIsolated"]`, which Playwright's CSS locators pierce. Fabric.js
-  stacks three <canvas>: a background, the drawing ("lower-canvas") and, on top, the one
-  that takes the mouse ("upper-canvas").
+- the Sketch page's pad is a components-v2 element (dashboard/views/sketch.py, PAD_JS): no
+  iframe; its <canvas class="sketch-pad"> sits in an open shadow root under
+  `[data-testid="stBidiComponentIsolated"]`, which Playwright's CSS locators pierce. It takes
+  pointer events and sends the drawing when the pen is lifted.
 - `[data-testid="stApp"]` carries `data-test-script-state` ("initial", "running",
   "notRunning", ...) and `data-test-connection-state`; Streamlit's own browser tests wait on
   them.
@@ -239,9 +239,12 @@ def assert_no_exception(page) -> None:
     assert not found, f"{page.url} shows:\n" + "\n".join(found)
 
 
+PAD = "canvas.sketch-pad"  # the Sketch page's canvas
+
+
 def canvas(page):
-    """The sketch canvas's top layer (the one Fabric.js listens to)."""
-    layer = page.locator("canvas.upper-canvas")
+    """The Sketch page's canvas (the one that takes the pointer)."""
+    layer = page.locator(PAD)
     layer.first.wait_for(state="visible")
     return layer.first
 
@@ -310,8 +313,8 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
     try:
         for path in pages:
             open_page(page, base_url, path, timeout)
-            if path == "sketch" and page.locator("canvas.upper-canvas").count():
-                page.wait_for_timeout(500)  # ms: Fabric.js binds its mouse handlers after the first paint
+            if path == "sketch" and page.locator(PAD).count():
+                page.wait_for_timeout(500)  # ms: the pad binds its pointer handlers after the first paint
                 draw_digit(page, sketch_digit)
                 page.wait_for_timeout(300)
                 wait_for_app(page, timeout)

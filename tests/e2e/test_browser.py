@@ -53,7 +53,7 @@ def test_sketch_a_one(page, base_url):
     harness.open_page(page, base_url, "sketch")
     harness.assert_no_exception(page)
     assert predictions_shown(page) == [], "predictions were shown before anything was drawn"
-    page.wait_for_timeout(500)  # ms: Fabric.js binds its mouse handlers after the first paint
+    page.wait_for_timeout(500)  # ms: the canvas binds its pointer handlers after the first paint
     harness.draw_digit(page, "1")
 
     deadline = time.monotonic() + 30
