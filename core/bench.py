@@ -1,17 +1,28 @@
-"""`python -m core bench`: the seed-style data pipeline against MNIST Lab's, in one process.
+"""`python -m core bench`: MNIST Lab's trainer side by side with the pipelines it replaces.
 
-Both train the same architecture with the same optimizer, learning rate and batch size on the
-same 55,000 training images (one seeded split), for the same number of epochs:
-  - reference: torchvision `MNIST` + `ToTensor` + `Normalize` + a shuffled `DataLoader`,
-    written plainly as the seed projects do (num_workers=0, their default);
-  - MNIST Lab: the trainer itself (`core.train`), data resident on the device, batches as
-    index slices; its epoch time also includes the validation pass, the reference's does not.
-Then the sketch path: preprocess one 280x280 drawing and run one model of each registered
-architecture on it (weights from the best saved run of that architecture when there is one),
-timed per prediction, p50 and p95.
+Three modes, each in one process, the contestants interleaved so that a machine's drift
+falls on both:
+  - default: the seed-style data pipeline against MNIST Lab's trainer, `--rounds` alternating
+    rounds (median, min-max). All train the same architecture with the same optimizer,
+    learning rate and batch size on the same 55,000 training images (one seeded split):
+      seed-style: torchvision `MNIST` + `ToTensor` + `Normalize` + a shuffled `DataLoader`,
+        written plainly as the seed projects do (num_workers=0, their default);
+      plain loop: the same model in the plainest loop over in-memory tensors (the floor: what
+        the trainer's bookkeeping costs is its distance from this);
+      MNIST Lab: the trainer itself (`core.train`); its training and validation seconds are
+        read apart from history.csv.
+    Then the sketch path: preprocess one 280x280 drawing and run one model of each registered
+    architecture on it, timed per prediction, p50 and p95.
+  - `--time-to 99.0`: tuomaso/train_mnist_fast's final recipe, the fastest published way to
+    99% on MNIST, written plainly as published, against MNIST Lab's recipe for that accuracy
+    (`speedrun` for 99.0), `--seeds` seeds each, interleaved: median training seconds, median
+    test accuracy, and the ratio.
+  - `--steps`: milliseconds per training step of every architecture on the CPU, per memory
+    layout and optimizer implementation (what `cpu_channels_last` in the registry rests on).
 """
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import tempfile
@@ -60,9 +71,39 @@ def reference_epochs(arch: str, batch_size: int, lr: float, epochs: int, device:
     return times
 
 
+def plain_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch.device,
+                 train_idx: torch.Tensor, data_root) -> list[float]:
+    """Seconds per epoch of the plainest loop over in-memory tensors: the same model (in the
+    memory layout the trainer picks for it), Adam, shuffled index slices, nothing else."""
+    from core.data import load_mnist, normalize_uint8
+    from core.models import get_spec
+    mnist = load_mnist(data_root)
+    x, y = normalize_uint8(mnist.train_images[train_idx]).to(device), mnist.train_labels[train_idx].long().to(device)
+    torch.manual_seed(0)
+    model = create_model(arch).to(device)
+    channels_last = get_spec(arch).cpu_channels_last or device.type == "cuda"
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    times = []
+    for _ in range(epochs):
+        model.train()
+        start = time.perf_counter()
+        order = torch.randperm(len(x), device=device)
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def lab_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch.device,
-               train_limit: int | None, data_root) -> list[float]:
-    """Seconds per epoch of MNIST Lab's own trainer (from the run's history.csv)."""
+               train_limit: int | None, data_root) -> list[dict[str, float]]:
+    """Training and validation seconds per epoch of MNIST Lab's own trainer (history.csv)."""
     from core.runs import load_run
     with tempfile.TemporaryDirectory() as root:
         cfg = TrainConfig(arch=arch, batch_size=batch_size, lr=lr, optimizer="adam", epochs=epochs,
@@ -70,7 +111,8 @@ def lab_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch
                           label_smoothing=0.0, ema=False, device=device.type, train_limit=train_limit)
         writer = prepare_run(cfg, root=root)
         train(writer.run_id, root=root, data_root=data_root, writer=writer)
-        return load_run(writer.run_id, root).history["seconds"].tolist()
+        history = load_run(writer.run_id, root).history
+        return history[["train_seconds", "val_seconds"]].to_dict("records")
 
 
 def sample_drawing(size: int = 280) -> np.ndarray:
@@ -116,32 +158,171 @@ def _check_options(**counts: int | None) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
 
 
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
+
+
 def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epochs: int = 1,
               device: str = "auto", train_limit: int | None = None, sketch_repeats: int = 50,
-              data_root=None, root=None, report: Callable[[str], None] = print) -> dict:
-    """Both pipelines' seconds per epoch and the sketch path's latency per architecture, timed
-    with the first finished run of each architecture in the checkpoints folder `root`."""
-    _check_options(batch_size=batch_size, epochs=epochs, sketch_repeats=sketch_repeats, train_limit=train_limit)
+              rounds: int = 5, data_root=None, root=None, report: Callable[[str], None] = print) -> dict:
+    """Seconds per epoch of the seed-style pipeline, the plain loop and MNIST Lab's trainer,
+    in `rounds` alternating rounds, and the sketch path's latency per architecture (timed with
+    the first finished run of each architecture in the checkpoints folder `root`).
+    The ratio is seed-style / MNIST Lab training seconds, per round; its median is reported."""
+    _check_options(batch_size=batch_size, epochs=epochs, sketch_repeats=sketch_repeats,
+                   train_limit=train_limit, rounds=rounds)
     dev = resolve_device(device)
     train_idx, _ = split_indices(60_000, 5_000, seed=0)  # the trainer's own split (seed 0)
     if train_limit:
         train_idx = train_idx[:train_limit]
     report(f"bench: {arch}, batch {batch_size}, Adam lr {lr:g}, {epochs} epoch(s) of {len(train_idx):,} "
-           f"images on {dev} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    ref = reference_epochs(arch, batch_size, lr, epochs, dev, train_idx, data_root)
-    report(f"  seed-style pipeline (torchvision MNIST + DataLoader): {statistics.mean(ref):.2f} s/epoch")
-    lab = lab_epochs(arch, batch_size, lr, epochs, dev, train_limit, data_root)
-    report(f"  MNIST Lab trainer (tensors on {dev.type}, index slices): {statistics.mean(lab):.2f} s/epoch")
-    ratio = statistics.mean(ref) / statistics.mean(lab)
-    report(f"  ratio: {ratio:.2f}x")
+           f"images on {dev} (torch {torch.__version__}, {torch.get_num_threads()} threads), {rounds} round(s)")
+    ref, plain, lab_train, lab_val, ratios = [], [], [], [], []
+    for r in range(1, rounds + 1):
+        ref.append(statistics.mean(reference_epochs(arch, batch_size, lr, epochs, dev, train_idx, data_root)))
+        plain.append(statistics.mean(plain_epochs(arch, batch_size, lr, epochs, dev, train_idx, data_root)))
+        lab = lab_epochs(arch, batch_size, lr, epochs, dev, train_limit, data_root)
+        lab_train.append(statistics.mean(e["train_seconds"] for e in lab))
+        lab_val.append(statistics.mean(e["val_seconds"] for e in lab))
+        ratios.append(ref[-1] / lab_train[-1])
+        report(f"  round {r}: seed-style {ref[-1]:.2f} s, plain loop {plain[-1]:.2f} s, MNIST Lab "
+               f"{lab_train[-1]:.2f} s training + {lab_val[-1]:.2f} s validation; ratio {ratios[-1]:.2f}x")
+    ratio = statistics.median(ratios)
+    report(f"  seed-style pipeline (torchvision MNIST + DataLoader): {_spread(ref)} s/epoch")
+    report(f"  plain loop over in-memory tensors: {_spread(plain)} s/epoch")
+    report(f"  MNIST Lab trainer: {_spread(lab_train)} s/epoch training, {_spread(lab_val)} s validation")
+    report(f"  ratio: {ratio:.2f}x (median of {rounds}; min {min(ratios):.2f}x, max {max(ratios):.2f}x); "
+           f"with validation {statistics.median(ref) / statistics.median([a + b for a, b in zip(lab_train, lab_val)]):.2f}x")
     sketch = sketch_latency(sketch_repeats, root)
     report("sketch path (preprocess a 280x280 drawing + one model), CPU:")
     for name, t in sketch.items():
         report(f"  {name:<8} p50 {t['p50_ms']:6.2f} ms   p95 {t['p95_ms']:6.2f} ms   ({t['weights']})")
-    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     return {"arch": arch, "batch_size": batch_size, "lr": lr, "epochs": epochs, "images": len(train_idx),
-            "device": device_name, "torch": torch.__version__, "reference_s_per_epoch": ref,
-            "lab_s_per_epoch": lab, "ratio": ratio, "sketch_ms": sketch}
+            "rounds": rounds, "device": _device_name(dev), "torch": torch.__version__,
+            "reference_s_per_epoch": ref, "plain_s_per_epoch": plain, "lab_s_per_epoch": lab_train,
+            "lab_val_s_per_epoch": lab_val, "ratios": ratios, "ratio": ratio, "sketch_ms": sketch}
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+# --- time to accuracy: the fastest published recipe against MNIST Lab's ---------------------
+
+class PublishedNet(torch.nn.Module):
+    """tuomaso/train_mnist_fast, 8_Final_00s76.ipynb, as published."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 24, 5, 1)
+        self.conv2 = torch.nn.Conv2d(24, 32, 3, 1)
+        self.fc1 = torch.nn.Linear(800, 256)
+        self.fc2 = torch.nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def published_recipe(seed: int, device: torch.device, data_root=None,
+                     train_limit: int | None = None) -> tuple[float, float]:
+    """(training seconds, test accuracy %) of the published recipe: all 60,000 training images
+    in memory, normalised and shuffled once (as its data_saver.py stores them), Adam lr 1e-2
+    with betas (0.7, 0.9), OneCycleLR without momentum cycling, batch 256, one epoch, NLL of
+    log-softmax; tested in batches of 2,000. Timed: the training loop only, as published."""
+    from core.data import load_mnist, normalize_uint8
+    mnist = load_mnist(data_root)
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(seed))[:train_limit]
+    train_data = normalize_uint8(mnist.train_images[order]).to(device)
+    train_labels = mnist.train_labels[order].long().to(device)
+    test_data, test_labels = normalize_uint8(mnist.test_images).to(device), mnist.test_labels.long().to(device)
+    torch.manual_seed(seed)
+    batch_size, lr, epochs = 256, 1e-2, 1
+    model = PublishedNet().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.7, 0.9))
+    batches_per_epoch = (len(train_data) - 1) // batch_size + 1
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=batches_per_epoch * epochs,
+                                                    cycle_momentum=False)
+    _sync(device)
+    start = time.perf_counter()
+    model.train()
+    for i in range(batches_per_epoch * epochs):
+        i = i % batches_per_epoch
+        data = train_data[batch_size * i:batch_size * (i + 1)]
+        target = train_labels[batch_size * i:batch_size * (i + 1)]
+        optimizer.zero_grad()
+        loss = F.nll_loss(model(data), target)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(test_data), 2000):
+            correct += (model(test_data[i:i + 2000]).argmax(1) == test_labels[i:i + 2000]).sum().item()
+    return seconds, correct * 100 / len(test_data)
+
+
+def recipe_for(target: float) -> str:
+    """MNIST Lab's recipe for `target`% test accuracy: the registered recipe with the lowest
+    target at or above it (the cheapest one aimed there)."""
+    from core.models import get_spec
+    aimed = sorted((get_spec(a).target, a) for a in list_models() if get_spec(a).target >= target)
+    if not aimed:
+        best = max(get_spec(a).target for a in list_models())
+        raise ConfigError(f"--time-to {target:g}: no recipe aims that high (the highest target is {best:g}%)")
+    return aimed[0][1]
+
+
+def lab_recipe(arch: str, seed: int, device: torch.device, data_root=None,
+               train_limit: int | None = None) -> tuple[float, float]:
+    """(training seconds, test accuracy %) of MNIST Lab's recipe `arch`, trained by the
+    trainer itself in a scratch run folder: training seconds from history.csv (validation
+    passes not counted, as the published recipe has none), test accuracy from metrics.json."""
+    from core.runs import load_run
+    with tempfile.TemporaryDirectory() as root:
+        cfg = TrainConfig(arch=arch, seed=seed, device=device.type, train_limit=train_limit)
+        writer = prepare_run(cfg, root=root)
+        train(writer.run_id, root=root, data_root=data_root, writer=writer)
+        run = load_run(writer.run_id, root)
+        return float(run.history["train_seconds"].sum()), float(run.metrics["test_accuracy"])
+
+
+def run_race(target: float = 99.0, seeds: int = 3, recipe: str | None = None, device: str = "auto",
+             train_limit: int | None = None, data_root=None,
+             report: Callable[[str], None] = print) -> dict:
+    """The published recipe and MNIST Lab's, `seeds` seeds each (0, 1, ...), interleaved."""
+    _check_options(seeds=seeds, train_limit=train_limit)
+    if not (isinstance(target, (int, float)) and math.isfinite(target) and 0 < target < 100):
+        raise ConfigError(f"--time-to must be a test accuracy in (0, 100) %, got {target!r}")
+    arch = recipe or recipe_for(target)
+    TrainConfig(arch=arch)  # an unknown recipe is refused before any timing
+    dev = resolve_device(device)
+    report(f"time to {target:g}%: tuomaso/train_mnist_fast (published) against MNIST Lab's {arch}, "
+           f"{seeds} seed(s) each, interleaved, on {_device_name(dev)} (torch {torch.__version__})")
+    published, lab = [], []
+    for seed in range(seeds):
+        published.append(published_recipe(seed, dev, data_root, train_limit))
+        report(f"  seed {seed}: published {published[-1][0]:.2f} s, {published[-1][1]:.2f}%")
+        lab.append(lab_recipe(arch, seed, dev, data_root, train_limit))
+        report(f"  seed {seed}: MNIST Lab {arch} {lab[-1][0]:.2f} s, {lab[-1][1]:.2f}%")
+    result = {"target": target, "recipe": arch, "seeds": seeds, "device": _device_name(dev), "torch": torch.__version__}
+    for name, runs in (("published", published), ("lab", lab)):
+        secs, accs = [s for s, _ in runs], [a for _, a in runs]
+        result[name] = {"seconds": secs, "test_accuracy": accs, "median_seconds": statistics.median(secs),
+                        "median_test_accuracy": statistics.median(accs)}
+        reached = "reached" if result[name]["median_test_accuracy"] >= target else "did NOT reach"
+        report(f"  {'published' if name == 'published' else 'MNIST Lab ' + arch}: median {_spread(secs)} s "
+               f"training, median test accuracy {result[name]['median_test_accuracy']:.2f}% ({reached} {target:g}%)")
+    result["ratio"] = result["published"]["median_seconds"] / result["lab"]["median_seconds"]
+    report(f"  ratio (published / MNIST Lab training seconds): {result['ratio']:.2f}x")
+    return result
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, impl: str) -> torch.optim.Optimizer:

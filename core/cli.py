@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(sweep, skip=("lr", "batch_size", "sweep", "name"))
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    bench = sub.add_parser("bench", help="time the seed-style pipeline against MNIST Lab's")
+    bench = sub.add_parser("bench", help="time MNIST Lab against the seed-style pipeline, or (--time-to) "
+                                         "against the fastest published recipe",
+                           description="Default: the seed-style pipeline, a plain loop and MNIST Lab's trainer, "
+                                       "one epoch each in alternating rounds, then the sketch path. --time-to: "
+                                       "the published time-to-accuracy race. --steps: ms per step per architecture.")
     bench.add_argument("--arch", default="lenet", help="architecture (default: lenet)")
     bench.add_argument("--batch-size", type=_positive_int, default=64, help="(default: 64)")
     bench.add_argument("--lr", type=_float, default=1e-3, help="Adam learning rate (default: 0.001)")
@@ -106,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="(default: auto)")
     bench.add_argument("--train-limit", type=_positive_int, default=None, help="images per epoch (default: all 60,000)")
     bench.add_argument("--sketch-repeats", type=_positive_int, default=50, help="timed sketch predictions per model (default: 50)")
+    bench.add_argument("--rounds", type=_positive_int, default=5, help="alternating rounds of the epoch timing (default: 5)")
+    bench.add_argument("--time-to", type=_float, default=None, metavar="ACCURACY",
+                       help="race tuomaso/train_mnist_fast's published recipe against MNIST Lab's recipe for "
+                            "this test accuracy (e.g. 99.0)")
+    bench.add_argument("--seeds", type=_positive_int, default=3, help="--time-to: seeds per contestant (default: 3)")
+    bench.add_argument("--recipe", default=None,
+                       help="--time-to: MNIST Lab's recipe to race (default: the one whose target is the lowest at or above it)")
+    bench.add_argument("--steps", action="store_true",
+                       help="ms per training step of every architecture on the CPU, per memory layout and optimizer implementation")
     bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
     return parser
 
@@ -319,11 +332,20 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from core.bench import run_bench
-    result = run_bench(arch=args.arch, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
-                       device=args.device, train_limit=args.train_limit,
-                       sketch_repeats=args.sketch_repeats, data_root=args.data, root=args.checkpoints,
-                       report=lambda m: print(m, file=sys.stderr, flush=True))
+    from core import bench
+    report = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.time_to is not None and args.steps:
+        raise ConfigError("--time-to and --steps are two different benchmarks: give one of them")
+    if args.time_to is not None:
+        result = bench.run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
+                                train_limit=args.train_limit, data_root=args.data, report=report)
+    elif args.steps:
+        result = bench.step_costs(data_root=args.data, report=report)
+    else:
+        result = bench.run_bench(arch=args.arch, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                                 device=args.device, train_limit=args.train_limit, rounds=args.rounds,
+                                 sketch_repeats=args.sketch_repeats, data_root=args.data, root=args.checkpoints,
+                                 report=report)
     if args.json:
         print(json.dumps(result))
     return 0
