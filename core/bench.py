@@ -382,3 +382,60 @@ def step_costs(steps: int = 20, rounds: int = 3, archs: list[str] | None = None,
             f"{k} {v:6.2f}" for k, v in results[arch].items()) + f"  ms/step; fastest: {best}"
             + f" (registry: {'channels_last' if get_spec(arch).cpu_channels_last else 'contiguous'})")
     return results
+
+
+def bookkeeping_costs(arch: str = "lenet", steps: int = 200, data_root=None,
+                      report: Callable[[str], None] = print) -> dict[str, float]:
+    """What the trainer does besides the step, in milliseconds per epoch of `arch`'s recipe on
+    the CPU: the EMA update, the running loss/accuracy sums, and the progress reports (a
+    progress.json written atomically and one sync with the device, REPORTS_PER_EPOCH times),
+    each timed over `steps` calls beside the bare training step."""
+    from core.data import load_mnist, normalize_uint8
+    from core.runs import RunWriter
+    from core.train import EMA, REPORTS_PER_EPOCH, build_trainee
+    cfg = TrainConfig(arch=arch, device="cpu")
+    t = build_trainee(cfg, torch.device("cpu"), steps_per_epoch=steps)
+    mnist = load_mnist(data_root)
+    x = normalize_uint8(mnist.train_images[:cfg.batch_size])
+    x = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
+    y = mnist.train_labels[:cfg.batch_size].long()
+    ema = EMA(t.model, 0.999)
+    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+
+    def timed(fn, n: int) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - start) / n * 1000
+
+    def step():
+        out = t.forward(x)
+        loss = F.cross_entropy(out, y)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        t.optimizer.step()
+        return out, loss
+
+    out, loss = step()
+
+    def metrics():
+        nonlocal loss_sum, correct
+        loss_sum += loss.detach() * len(y)
+        correct += (out.detach().argmax(1) == y).sum()
+
+    per_epoch = math.ceil(55_000 / cfg.batch_size)
+    with tempfile.TemporaryDirectory() as root:
+        writer = RunWriter.create(cfg.to_dict(), None, root)
+        try:
+            progress = timed(lambda: writer.write_progress(step=1, train_loss=loss_sum.item(), train_acc=correct.item()),
+                             max(5, steps // 10))
+        finally:
+            writer.release()
+    costs = {"step": timed(step, steps) * per_epoch, "ema": timed(lambda: ema.update(t.model), steps) * per_epoch,
+             "running metrics": timed(metrics, steps) * per_epoch, "progress reports": progress * REPORTS_PER_EPOCH}
+    report(f"bookkeeping of {arch} (batch {cfg.batch_size}, {per_epoch} steps per epoch of 55,000 images), "
+           f"ms per epoch: " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
+           + f"; all but the step: {sum(costs.values()) - costs['step']:.1f} "
+           f"({(sum(costs.values()) - costs['step']) / costs['step'] * 100:.1f}% of the steps)")
+    return costs

@@ -340,7 +340,9 @@ def cmd_bench(args) -> int:
         result = bench.run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
                                 train_limit=args.train_limit, data_root=args.data, report=report)
     elif args.steps:
-        result = bench.step_costs(data_root=args.data, report=report)
+        result = {"steps_ms": bench.step_costs(data_root=args.data, report=report),
+                  "bookkeeping_ms_per_epoch": {arch: bench.bookkeeping_costs(arch, data_root=args.data, report=report)
+                                               for arch in ("lenet", "speedrun")}}
     else:
         result = bench.run_bench(arch=args.arch, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                                  device=args.device, train_limit=args.train_limit, rounds=args.rounds,
