@@ -12,6 +12,7 @@ bug or a fault of the machine and is shown with its traceback (st.exception).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import threading
 from pathlib import Path
@@ -204,6 +205,18 @@ def predictor(run: Run):
         return None
 
 
+@st.cache_resource(show_spinner=False)
+def freeze_heap() -> bool:
+    """Move every object alive now (imported modules, loaded models) out of the garbage
+    collector's sight, once per process (gc.freeze). The dashboard's process holds millions of
+    long-lived objects (torch, pandas, Altair's schema), and a full collection walked them all:
+    170-260 ms every second or two while the Sketch page was being drawn on (measured with
+    gc.callbacks), which was most of its slowest strokes. Collections still run, over new objects."""
+    gc.collect()
+    gc.freeze()
+    return True
+
+
 _TORCH_THREADS = threading.Lock()
 
 
@@ -362,7 +375,10 @@ def unique_names(runs: Sequence[Run]) -> dict[str, str]:
 
 
 def run_label(run: Run) -> str:
+    """How a run is named in every picker: a reference run says so, whatever its name."""
     acc = f" · {run.test_acc:.2f}%" if run.test_acc is not None else ""
+    if run.reference:  # named by what it is; a sweep cell keeps its own name (lr=... bs=...)
+        return f"reference · {run.arch}{acc}" if run.name == "reference" else f"reference · {run.name} · {run.arch}{acc}"
     return f"{run.name} · {run.arch}{acc}"
 
 

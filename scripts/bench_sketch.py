@@ -11,10 +11,12 @@ Chromium. The page selects the best run of each architecture by default, so ever
 
 One warm-up drawing loads the models. Then, for each of --drawings drawings (the digits 0-9 in
 turn, each one stroke of the mouse on an empty canvas, Clear between them), the page itself
-measures with performance.now() the time from the mouseup that ends the stroke to the moment the
-DOM holds a current (not stale) "Predicted: N" card for every selected model: a MutationObserver
-installed before the stroke checks the DOM on every change. Prints the milliseconds per drawing,
-their median, p95, min and max (--json: one JSON object instead).
+measures with performance.now() the time from the release of the mouse button that ends the
+stroke (its pointerup, or mouseup, whichever comes first) to the moment the DOM holds a current
+(not stale) "Predicted: N" card for every selected model: a MutationObserver installed before the
+stroke checks the DOM on every change. Prints the milliseconds per drawing, their median, p95
+(linear interpolation, as numpy), min and max, and how long after the release the page sent the
+drawing to the server (--json: one JSON object instead).
 
 Run it from the repository root (`tests` must import); needs Chromium at /usr/bin/chromium.
 """

@@ -6,8 +6,9 @@ Speed (issue 11, scripts/bench_sketch.py): a stroke reruns only `sketch_panel`, 
 holding the canvas, the save form and the prediction cards; the run listing, the model picker
 and the handwriting section run again only when the page does (a new model selection, a saved
 or deleted drawing). The models stay loaded (common.predictor), the drawing is normalised once
-for all of them, and each card's probabilities are HTML bars in one markdown element (an Altair
-chart per card cost about 20 ms of Python and a Vega render in the browser each).
+for all of them, and the cards are one HTML element, the probabilities drawn as bars in it (an
+Altair chart per card cost about 20 ms of Python and a Vega render in the browser each, and each
+Streamlit element is a message the browser renders on its own).
 
 The canvas is this page's own small component (PAD_JS): it sends the drawing the moment the pen
 is lifted. streamlit-drawable-canvas, used before, waits 200 ms after each stroke before it
@@ -16,6 +17,7 @@ sends anything (its debounce is fixed), which alone was the whole latency budget
 from __future__ import annotations
 
 import base64
+import html
 import io
 
 import numpy as np
@@ -123,13 +125,10 @@ def canvas_digit() -> np.ndarray | None:
     image = decode_drawing(getattr(result, "drawing", None))
     if image is None:
         return None
-    import time as _t; _t2 = _t.perf_counter()
     try:
         return to_mnist(image)
     except ImageError:
         return None
-    finally:
-        open("/tmp/sk/timing.log", "a").write(f"to_mnist {(_t.perf_counter()-_t2)*1000:.1f}\n")
 
 
 def choose_models(candidates: list) -> list:
@@ -148,35 +147,48 @@ def models_table(models: list) -> None:
                  column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%")})
 
 
+# The cards' look, sent once with them (inline styles on every bar made the cards' message 29 KB).
+CARDS_CSS = """<style>
+.sk-cards { display: grid; gap: 0.8rem; grid-template-columns: repeat(%d, minmax(0, 1fr)); }
+.sk-card { border: 1px solid rgba(128, 128, 128, 0.3); border-radius: 0.5rem; padding: 0.6rem 0.9rem; }
+.sk-card h3 { margin: 0; padding: 0 0 0.2rem 0; font-size: 1.5rem; }
+.sk-card p { margin: 0 0 0.5rem 0; font-size: 0.85rem; opacity: 0.65; }
+.sk-bar { display: flex; align-items: center; gap: 0.4em; font-size: 0.8rem; line-height: 1.3; }
+.sk-bar > :first-child { width: 0.7em; }
+.sk-bar > :last-child { width: 3.4em; text-align: right; }
+.sk-bar i { flex: 1; height: 0.65em; background: rgba(128, 128, 128, 0.15); border-radius: 2px; }
+.sk-bar b { display: block; height: 100%%; background: %s; border-radius: 2px; }
+.sk-bar.top { font-weight: 700; }
+.sk-bar.top b { background: %s; }
+</style>""" % (PER_ROW, BAR_COLOUR, TOP_COLOUR)
+
+
 def probability_bars(probs: np.ndarray) -> str:
-    """The ten probabilities as one line of HTML: a labelled bar per digit, the top one highlighted."""
+    """The ten probabilities as HTML: a labelled bar per digit, the predicted one highlighted."""
     top = int(np.argmax(probs))
-    rows = []
-    for digit, p in enumerate(probs.astype(float)):
-        colour, weight = (TOP_COLOUR, 700) if digit == top else (BAR_COLOUR, 400)
-        rows.append(
-            f'<div style="display:flex;align-items:center;gap:0.4em;font-size:0.8rem;line-height:1.25;'
-            f'font-weight:{weight}"><span style="width:0.7em">{digit}</span>'
-            f'<span style="flex:1;height:0.65em;background:rgba(128,128,128,0.15);border-radius:2px">'
-            f'<span style="display:block;height:100%;width:{100 * p:.1f}%;background:{colour};'
-            f'border-radius:2px"></span></span>'
-            f'<span style="width:3.2em;text-align:right">{p:.1%}</span></div>')
-    return "".join(rows)
+    return "".join(f'<div class="sk-bar{" top" if digit == top else ""}"><span>{digit}</span>'
+                   f'<i><b style="width:{100 * p:.1f}%"></b></i><span>{p:.1%}</span></div>'
+                   for digit, p in enumerate(probs.astype(float)))
+
+
+def card(run, probs: np.ndarray) -> str:
+    """One model's card as HTML: the predicted digit, how sure it is, the ten probabilities."""
+    top = int(np.argmax(probs))
+    return (f'<div class="sk-card"><h3>Predicted: {top}</h3><p>{html.escape(run.name)} · '
+            f'{html.escape(run.arch)} · {probs[top]:.1%} sure</p>{probability_bars(probs)}</div>')
 
 
 def predictions(digit: np.ndarray, models: list) -> None:
-    """One card per model: the predicted digit, how sure it is and the ten probabilities."""
+    """One card per model, PER_ROW to a row, all in one HTML element: a stroke sends the browser
+    one element to draw instead of five per model (container, heading, caption, chart, column)."""
     loaded = [(run, common.predictor(run)) for run in models]  # cached: loaded once per weights file
     loaded = [(run, model) for run, model in loaded if model is not None]
+    if not loaded:
+        return
+    common.freeze_heap()  # once per process, with the models loaded: no long garbage-collector pauses
     all_probs = common.probabilities([model for _, model in loaded], digit)
-    for start in range(0, len(loaded), PER_ROW):
-        for column, (run, _), probs in zip(st.columns(PER_ROW), loaded[start:start + PER_ROW],
-                                           all_probs[start:start + PER_ROW]):
-            top = int(probs.argmax())
-            with column, st.container(border=True):
-                st.markdown(f"### Predicted: {top}")
-                st.caption(f"{run.name} · {run.arch} · {probs[top]:.1%} sure")
-                st.markdown(probability_bars(probs), unsafe_allow_html=True)
+    cards = "".join(card(run, probs) for (run, _), probs in zip(loaded, all_probs))
+    st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
 
 
 def save(digit: np.ndarray) -> None:
@@ -209,7 +221,6 @@ def save_section(digit: np.ndarray | None) -> None:
 def sketch_panel(models: list) -> None:
     """The canvas, the save form and the predictions: all that a stroke changes. Run as a
     fragment, so a stroke, Clear or a label reruns this alone."""
-    import time as _t; _t0 = _t.perf_counter()
     if st.session_state.pop("sketch_saved", False):
         st.rerun(scope="app")  # a drawing was saved: the handwriting section below changes too
     draw_col, result_col = st.columns([1, 2.2], gap="large")
@@ -228,9 +239,7 @@ def sketch_panel(models: list) -> None:
         elif digit is None:
             models_table(models)
         else:
-            _t1 = _t.perf_counter()
             predictions(digit, models)
-            open("/tmp/sk/timing.log", "a").write(f"{_t.time():.3f} panel {(_t.perf_counter()-_t0)*1000:.1f} pred {(_t.perf_counter()-_t1)*1000:.1f}\n")
 
 
 def handwriting_section(models: list) -> None:
