@@ -66,6 +66,7 @@ PREDICTIONS = "predictions.safetensors"
 TRAIN_STATE = "train_state.pt"
 DATASET = "dataset.json"
 LOG_NAME = "train.log"  # output of a job process (core.jobs)
+REFERENCE = "reference.json"  # marks a reference run shipped with MNIST Lab (core.reference)
 SMALL_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json", WEIGHTS)
 """The files `load_run` reads (and the weights' presence): a run changed iff one of them did."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -522,6 +523,11 @@ class Run:
     def has_predictions(self) -> bool:
         return is_regular_file(self.path / PREDICTIONS)
 
+    @property
+    def reference(self) -> bool:
+        """Shipped with MNIST Lab (core.reference): shown like any run, never deleted or renamed."""
+        return is_regular_file(self.path / REFERENCE)
+
 
 def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     """Read a run's small files. Never raises for damaged content: problems become warnings,
@@ -622,7 +628,12 @@ def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict
     if not is_regular_file(path):
         raise RunError(f"run {run_id!r} has no saved test predictions")
     try:
-        return {k: v.numpy() for k, v in load_file(str(path)).items()}
+        arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
+        # a reference run stores labels as uint8 and probabilities as float16 (core.reference)
+        for key, dtype in (("labels", np.int64), ("predicted", np.int64), ("probabilities", np.float32)):
+            if key in arrays:
+                arrays[key] = arrays[key].astype(dtype, copy=False)
+        return arrays
     except (SafetensorError, OSError, ValueError) as exc:
         raise RunError(f"the predictions of run {run_id!r} are unreadable ({exc})") from None
 
@@ -653,6 +664,7 @@ def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None
     if name_problem(new_name):
         raise RunError(name_problem(new_name))
     path = run_dir(run_id, root)
+    _refuse_reference(path, "renamed")
     config = read_json(path / "config.json")
     if config is None:
         raise RunError(f"run {run_id!r} has no readable config.json")
@@ -660,8 +672,15 @@ def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None
     atomic_write_json(path / "config.json", config)
 
 
+def _refuse_reference(path: Path, verb: str) -> None:
+    if is_regular_file(path / REFERENCE):
+        raise RunError(f"{path.name} is a reference run shipped with MNIST Lab: it cannot be {verb}. "
+                       "Train your own run of its recipe to change one")
+
+
 def delete_run(run_id: str, root: str | os.PathLike | None = None) -> None:
     run = load_run(run_id, root)
+    _refuse_reference(run.path, "deleted")
     if run.status in ACTIVE:
         raise RunError(f"run {run_id!r} is {run.status}: cancel it first")
     shutil.rmtree(run.path)

@@ -68,7 +68,7 @@ def is_resumable(run: Run) -> bool:
     return run.status in RESUMABLE and run.epochs_done > 0 and bool(run.config)
 
 
-RUN_TABLE_COLUMNS = ["run_id", "name", "arch", "status", "parameters", "epochs", "epochs_planned",
+RUN_TABLE_COLUMNS = ["run_id", "name", "reference", "arch", "status", "parameters", "epochs", "epochs_planned",
                      "val_acc", "test_acc", "sec_per_epoch", "device", "created", "warnings"]
 
 
@@ -78,7 +78,8 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
     for run in runs:
         params = run.metrics.get("parameters")
         rows.append({
-            "run_id": run.run_id, "name": run.name, "arch": run.arch, "status": run.status,
+            "run_id": run.run_id, "name": run.name, "reference": run.reference, "arch": run.arch,
+            "status": run.status,
             "parameters": params if isinstance(params, int) else None,
             "epochs": run.epochs_done, "epochs_planned": planned_epochs(run),
             "val_acc": run.val_acc, "test_acc": run.test_acc,

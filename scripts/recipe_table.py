@@ -1,10 +1,13 @@
 """Print the README's recipe table from the runs on disk (one finished run per architecture).
 
-    python scripts/recipe_table.py [--checkpoints ./checkpoints] [--name recipe]
+    python -m scripts.recipe_table [--checkpoints ./checkpoints] [--name NAME]
 
-For each registered architecture it takes the finished run named --name (the full recipe, as
-`python -m core train --arch NAME --name recipe` makes it) with the best validation accuracy,
-and prints its measured test accuracy, epochs, median seconds per epoch, device and date.
+By default it reads the reference runs shipped in ./checkpoints (core.reference), so the
+README's table and the shipped runs are the same thing (tests/test_reference.py checks it).
+With --name it reads your own finished runs of that name instead (the full recipe, as
+`python -m core train --arch lenet --name NAME` makes it). For each registered architecture
+it takes the qualifying run with the best validation accuracy and prints its measured test
+accuracy, epochs, training time, device and date.
 Only runs of the current recipe count: a run whose hyperparameters or parameter count differ
 from today's registry (a recipe or architecture changed since) is left out.
 """
@@ -33,11 +36,18 @@ def is_current_recipe(run, spec, parameters: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default="checkpoints", help="runs folder (default: ./checkpoints)")
-    parser.add_argument("--name", default="recipe", help="run name of the full-recipe runs (default: recipe)")
+    parser.add_argument("--name", default=None, help="read your finished runs of this name, not the reference runs")
     args = parser.parse_args(argv)
-    runs = [r for r in list_runs(args.checkpoints) if r.status == "finished" and r.name == args.name]
-    print("| model | from | parameters | default recipe | target | test accuracy | val (kept weights) | epochs | s/epoch (median) | device | date |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---|---|")
+    print(table(list_runs(args.checkpoints), args.name))
+    return 0
+
+
+def table(runs: list, name: str | None = None) -> str:
+    """The markdown table for the reference runs among `runs` (or the runs named `name`)."""
+    runs = [r for r in runs if r.status == "finished" and (r.name == name if name else r.reference)]
+    lines = ["| model | from | parameters | default recipe | target | test accuracy | val (kept weights) "
+             "| epochs | training time | device | date |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for arch in list_models():
         spec = get_spec(arch)
         r = spec.recipe.describe()
@@ -45,16 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         mine = sorted((x for x in runs if x.arch == arch and is_current_recipe(x, spec, parameters)),
                       key=lambda x: x.val_acc or 0, reverse=True)
         if not mine:
-            print(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% "
-                  "| not measured | | | | | |")
+            lines.append(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% "
+                         "| not measured | | | | | |")
             continue
         run = mine[0]
-        seconds = run.history["seconds"].median()
         met = "✓" if run.test_acc >= spec.target else "✗ below target"
-        print(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% | "
-              f"**{run.test_acc:.2f}%** {met} | {run.val_acc:.2f}% | {run.epochs_done} | {seconds:.1f} | "
-              f"{run.metrics.get('device', '?')} | {str(run.metrics.get('finished', ''))[:10]} |")
-    return 0
+        lines.append(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% | "
+                     f"**{run.test_acc:.2f}%** {met} | {run.val_acc:.2f}% | {run.epochs_done} | "
+                     f"{_duration(run.history['seconds'].sum())} | {run.metrics.get('device', '?')} | "
+                     f"{str(run.metrics.get('finished', ''))[:10]} |")
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
 
 
 if __name__ == "__main__":

@@ -20,10 +20,13 @@ def runs_table(runs: list) -> list:
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
         width="stretch", height=min(420, 38 + 35 * len(table)),
-        column_order=["name", "arch", "status", "parameters", "epochs", "val_acc", "test_acc",
+        column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc",
                       "sec_per_epoch", "device", "created", "run_id"],
         column_config={
             "name": st.column_config.TextColumn("Name"),
+            "reference": st.column_config.CheckboxColumn(
+                "Reference", help="shipped with MNIST Lab (trained with the default recipe; cannot be "
+                                  "renamed or deleted here)"),
             "arch": st.column_config.TextColumn("Arch"),
             "status": st.column_config.TextColumn("Status"),
             "parameters": st.column_config.NumberColumn("Parameters", format="localized"),
@@ -73,7 +76,14 @@ def curves_grid(chosen: list, x: str, smoothing: float) -> None:
 
 def manage(runs: list) -> None:
     st.subheader("Rename or delete a run", divider="gray")
-    run = common.pick_run("Run", runs, key="compare_manage_run")
+    own = [r for r in runs if not r.reference]
+    if len(own) < len(runs):
+        st.caption("Reference runs ship with MNIST Lab and stay as they are; your own runs are listed here.")
+    if not own:
+        st.info("Only reference runs so far: the runs you train can be renamed and deleted here.",
+                icon=":material/lock:")
+        return
+    run = common.pick_run("Run", own, key="compare_manage_run")
     if run is None:
         return
     left, right = st.columns(2, gap="large")

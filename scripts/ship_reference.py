@@ -1,0 +1,75 @@
+"""Copy finished runs into the repository's checkpoints/ as reference runs, compact and verified.
+
+    python -m scripts.ship_reference --from DIR [--from DIR2 ...] [--to checkpoints] [--commit SHA]
+
+Every finished run in each --from folder is copied to --to, made a reference run
+(core.reference.ship: no optimizer state or log, float16 probabilities when no predicted digit
+changes), then verified (its weights reproduce its recorded predictions and test accuracy).
+The .gitignore block that lets git see exactly these run folders is rewritten, and the sizes
+are printed. A run that fails verification is removed again and the script exits with 1.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from core import reference
+from core.runs import list_runs
+
+REPO = Path(__file__).resolve().parents[1]
+BEGIN, END = "# reference runs (scripts/ship_reference.py): tracked", "# end of reference runs"
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def write_gitignore(dest: Path) -> None:
+    """Un-ignore exactly the reference run folders in `dest` (the rest of checkpoints/ stays
+    out of git: a user's own runs)."""
+    gitignore = REPO / ".gitignore"
+    lines = gitignore.read_text().splitlines()
+    if BEGIN in lines:
+        del lines[lines.index(BEGIN):lines.index(END) + 1]
+    rel = dest.resolve().relative_to(REPO)
+    lines += [BEGIN, *(f"!/{rel}/{i}/" for i in sorted(reference.reference_ids(dest))), END]
+    gitignore.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="sources", action="append", required=True, help="folder of finished runs")
+    parser.add_argument("--to", default=str(REPO / "checkpoints"), help="(default: the repository's checkpoints/)")
+    parser.add_argument("--commit", default=None, help="the commit the runs were trained at")
+    parser.add_argument("--data", default=None, help="MNIST folder (default: $MNIST_LAB_DATA or ./data)")
+    args = parser.parse_args(argv)
+    dest = Path(args.to)
+    dest.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for source in args.sources:
+        for run in list_runs(source):
+            if run.status != "finished":
+                print(f"skipped {run.run_id}: {run.status}")
+                continue
+            target = dest / run.run_id
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(run.path, target)
+            reference.ship(run.run_id, dest, commit=args.commit)
+            verdict = reference.verify(run.run_id, dest, args.data)
+            if not verdict.ok:
+                shutil.rmtree(target)
+                failed += 1
+                print(f"FAILED {run.run_id}: {verdict}")
+                continue
+            print(f"{run.run_id}: {verdict.accuracy:.2f}% test, verified, {folder_size(target) / 1e6:.2f} MB")
+    write_gitignore(dest)
+    total = sum(folder_size(dest / i) for i in reference.reference_ids(dest))
+    print(f"{len(reference.reference_ids(dest))} reference runs, {total / 1e6:.2f} MB in {dest}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

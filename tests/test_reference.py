@@ -1,0 +1,158 @@
+"""The reference runs shipped in checkpoints/ (issue 12): they cannot rot.
+
+Every shipped model is rebuilt from its committed weights on the CPU and must predict exactly
+the digits and the test accuracy its own files record; each must still read as a current,
+warning-free run; the README's accuracy table must be the one generated from them.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core import reference
+from core.config import TrainConfig
+from core.models import list_models
+from core.runs import (FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError,
+                       delete_run, load_model, load_predictions, load_run, rename_run)
+from tests.helpers import REPO, require_mnist, train_tiny
+
+SHIPPED = REPO / "checkpoints"
+IDS = reference.reference_ids(SHIPPED)
+MAX_BYTES = 15_000_000
+
+
+def _recipe_table():
+    import importlib
+    return importlib.import_module("scripts.recipe_table")
+
+
+def test_every_default_recipe_has_a_reference_run_and_the_set_is_small():
+    archs = {load_run(i, SHIPPED).arch for i in IDS}
+    assert archs == set(list_models())
+    size = sum(f.stat().st_size for i in IDS for f in (SHIPPED / i).rglob("*") if f.is_file())
+    assert size < MAX_BYTES, f"the reference runs take {size:,} bytes"
+
+
+@pytest.mark.parametrize("run_id", IDS)
+def test_a_reference_model_predicts_exactly_what_its_run_recorded(run_id):
+    verdict = reference.verify(run_id, SHIPPED, require_mnist())
+    assert verdict.differing == 0, f"{verdict.differing} test images predicted differently"
+    assert verdict.accuracy == verdict.recorded_accuracy
+    # the recorded figure is the recorded predictions' own count (an independent oracle)
+    preds = load_predictions(run_id, SHIPPED)
+    assert len(preds["labels"]) == 10_000
+    assert (preds["predicted"] == preds["labels"]).sum() * 100 / 10_000 == verdict.recorded_accuracy
+
+
+@pytest.mark.parametrize("run_id", IDS)
+def test_a_reference_run_reads_as_a_current_finished_run(run_id):
+    run = load_run(run_id, SHIPPED)
+    assert run.warnings == [] and run.status == "finished" and run.reference
+    assert run.config["format"] == FORMAT_VERSION     # written by today's format: retrain or migrate it
+    config = TrainConfig.from_dict(run.config)
+    assert {k: v for k, v in config.to_dict().items()} == {k: run.config[k] for k in config.to_dict()}
+    assert list(run.history.columns) == HISTORY_COLUMNS and len(run.history) == config.epochs
+    assert run.val_acc is not None and run.test_acc is not None
+    assert not (run.path / TRAIN_STATE).exists()      # no optimizer state shipped
+    marker = json.loads((run.path / REFERENCE).read_text())
+    assert marker["reference"] is True and marker["recipe"] == run.arch
+    probs = load_predictions(run_id, SHIPPED)["probabilities"]
+    assert probs.dtype == np.float32 and probs.shape == (10_000, 10)   # read back as float32 whatever is stored
+    load_model(run_id, SHIPPED)                         # the weights fit today's architecture
+
+
+def test_the_readme_accuracy_table_is_generated_from_the_reference_runs():
+    from core.runs import list_runs
+    generated = _recipe_table().table(list_runs(SHIPPED))
+    assert generated in (REPO / "README.md").read_text(), \
+        "README's accuracy table differs from `python -m scripts.recipe_table`: paste its output"
+    assert "not measured" not in generated
+
+
+def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
+    if not (REPO / ".git").exists():
+        pytest.fail("the repository's .git is needed to check what git ignores")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+    for run_id in IDS:
+        assert not ignored(f"checkpoints/{run_id}/model.safetensors"), run_id
+    assert ignored("checkpoints/20990101-000000-lenet-mine/model.safetensors")
+    assert ignored("checkpoints/20990101-000000-lenet-reference/model.safetensors")  # not one of ours
+
+
+def test_cli_lists_the_reference_runs_and_predicts_with_each(tmp_path):
+    from core.cli import main
+    from core.data import load_mnist
+    image = load_mnist(require_mnist()).test_images[0].numpy()   # a 7
+    Image.fromarray(image).save(tmp_path / "seven.png")
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        assert main(["--checkpoints", str(SHIPPED), "runs"]) == 0
+    assert all(i in out.getvalue() for i in IDS)
+    for run_id in IDS:
+        out = io.StringIO()
+        with redirect_stdout(out), redirect_stderr(io.StringIO()):
+            assert main(["--checkpoints", str(SHIPPED), "predict", run_id, str(tmp_path / "seven.png"), "--json"]) == 0
+        assert json.loads(out.getvalue().splitlines()[0])["digit"] == 7, run_id
+
+
+def test_a_reference_run_cannot_be_deleted_or_renamed(tmp_path):
+    run_id = IDS[0]
+    shutil.copytree(SHIPPED / run_id, tmp_path / run_id)
+    with pytest.raises(RunError, match="reference run"):
+        delete_run(run_id, tmp_path)
+    with pytest.raises(RunError, match="reference run"):
+        rename_run(run_id, "mine now", tmp_path)
+    assert load_run(run_id, tmp_path).name == load_run(run_id, SHIPPED).name and (tmp_path / run_id).is_dir()
+
+
+def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catches_tampering(tmp_path):
+    run_id = train_tiny(tmp_path, "lenet", epochs=1, train_limit=1000)
+    before = load_predictions(run_id, tmp_path)
+    size_before = (tmp_path / run_id / PREDICTIONS).stat().st_size
+    marker = reference.ship(run_id, tmp_path, commit="abc")
+    after = load_predictions(run_id, tmp_path)
+    assert marker["probabilities"] == "float16" and marker["trained_at_commit"] == "abc"
+    assert np.array_equal(after["predicted"], before["predicted"]) and np.array_equal(after["labels"], before["labels"])
+    assert np.allclose(after["probabilities"], before["probabilities"], atol=1e-3)
+    assert (tmp_path / run_id / PREDICTIONS).stat().st_size < size_before / 2
+    assert not (tmp_path / run_id / TRAIN_STATE).exists() and reference.reference_ids(tmp_path) == [run_id]
+    assert reference.verify(run_id, tmp_path, require_mnist()).ok
+    # one recorded digit changed: verification must say so
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(tmp_path / run_id / PREDICTIONS))
+    tensors["predicted"][0] = (tensors["predicted"][0] + 1) % 10
+    save_file(tensors, str(tmp_path / run_id / PREDICTIONS))
+    verdict = reference.verify(run_id, tmp_path, require_mnist())
+    assert verdict.differing == 1 and not verdict.ok
+
+
+def test_only_a_finished_run_can_be_shipped(tmp_path):
+    run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500)
+    status = tmp_path / run_id / "status.json"
+    status.write_text(json.dumps({**json.loads(status.read_text()), "status": "failed"}))
+    with pytest.raises(RunError, match="only a finished run"):
+        reference.ship(run_id, tmp_path)
+    assert not (tmp_path / run_id / REFERENCE).exists()
+
+
+def test_the_tables_and_pickers_mark_reference_runs(tmp_path):
+    from core import tables
+    from dashboard import common
+    shutil.copytree(SHIPPED / IDS[0], tmp_path / IDS[0])
+    own = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500)
+    runs = {r.run_id: r for r in (load_run(i, tmp_path) for i in (IDS[0], own))}
+    table = tables.run_table(runs.values()).set_index("run_id")
+    assert table.loc[IDS[0], "reference"] and not table.loc[own, "reference"]
+    assert common.run_label(runs[IDS[0]]).startswith("reference · ")
+    assert not common.run_label(runs[own]).startswith("reference")
+
