@@ -210,6 +210,114 @@ def test_sketch_empty_drawing_models_and_handwriting_scores(lab_env, trained_run
     assert save.disabled  # nothing drawn
 
 
+@pytest.fixture(scope="module")
+def seven_runs(trained_runs, tmp_path_factory) -> Path:
+    """A runs folder with one finished run of every registered architecture: the two tiny real
+    runs, and for each other architecture a copy of the mlp run holding that architecture's
+    freshly initialised weights (seeded), which the Sketch page loads and asks like any other."""
+    import shutil
+
+    import torch
+
+    from core.models import create_model, list_models
+    from core.runs import FORMAT_VERSION, WEIGHTS, atomic_write_bytes, atomic_write_json, read_json, tensors_bytes
+    root = tmp_path_factory.mktemp("seven-runs")
+    for arch, run_id in trained_runs.ids.items():
+        shutil.copytree(trained_runs.root / run_id, root / run_id)
+    source = trained_runs.root / trained_runs.ids["mlp"]
+    for i, arch in enumerate(a for a in list_models() if a not in trained_runs.ids):
+        dest = root / f"20260101-00000{i}-{arch.replace('_', '-')}-copy"
+        shutil.copytree(source, dest, ignore=shutil.ignore_patterns("lock", "predictions.safetensors"))
+        atomic_write_json(dest / "config.json", {**read_json(dest / "config.json"), "arch": arch,
+                                                 "name": f"fresh {arch}"})
+        torch.manual_seed(i)
+        atomic_write_bytes(dest / WEIGHTS, tensors_bytes(create_model(arch).state_dict(),
+                                                         metadata={"arch": arch, "format": str(FORMAT_VERSION)}))
+    return root
+
+
+def pad_drawing(image28: np.ndarray) -> str:
+    """What the Sketch pad sends: a PNG data URL of the 280x280 canvas, white ink on black."""
+    import base64
+    import io
+
+    from PIL import Image
+    grey = np.kron(np.asarray(image28, dtype=np.uint8), np.ones((10, 10), dtype=np.uint8))
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 255)])
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Sketch pad replaced by one that has `drawn.value` on it (a data URL; None: empty)."""
+    import types
+
+    import streamlit as st
+    import streamlit.components.v2 as v2
+    state = types.SimpleNamespace(value=None)
+    monkeypatch.setattr(v2, "component", lambda name, **kwargs: (
+        lambda **options: types.SimpleNamespace(drawing=state.value)))
+    st.cache_resource.clear()  # the page registers its pad once per process
+    yield state
+    st.cache_resource.clear()
+
+
+def cards(at: AppTest) -> dict[str, tuple[int, float]]:
+    """The Sketch page's prediction cards: model name -> (predicted digit, percent sure)."""
+    import re
+    found = {}
+    for element in at.get("html"):
+        for digit, name, sure in re.findall(r"<h3>Predicted: (\d)</h3><p>(.*?) · [^·]*? · ([\d.]+)% sure</p>",
+                                            element.proto.body):
+            found[name] = (int(digit), float(sure))
+    return found
+
+
+def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_runs, drawn, mnist_root):
+    """Every architecture is selected by default; a drawing gets a card from each model, whose
+    prediction and confidence are the model's own on the same preprocessed image; saving it
+    reaches the handwriting section outside the fragment."""
+    from core import handwriting
+    from core.data import load_mnist
+    from core.models import list_models
+    from core.predict import Predictor
+    from core.preprocess import to_mnist
+    from core.runs import list_runs
+    from dashboard.views.sketch import decode_drawing
+    lab_env(seven_runs)
+    runs = {r.name: r for r in list_runs(seven_runs)}
+    assert len(runs) == len(list_models()) == 7
+
+    at = open_page("sketch")  # nothing drawn yet
+    assert len(at.multiselect(key="sketch_models").value) == 7
+    assert sorted(frame_with(at, "test accuracy")["arch"]) == sorted(list_models())
+    assert cards(at) == {}
+
+    mnist = load_mnist(mnist_root)
+    for index in (0, 1):  # a 7, then a 2: the second drawing replaces every card
+        drawn.value = pad_drawing(mnist.test_images[index].numpy())
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "What the models see" in texts(at)
+        digit = to_mnist(decode_drawing(drawn.value))
+        expected = {}
+        for name, run in runs.items():
+            probs = Predictor.from_run(run.run_id, seven_runs).probabilities(digit)[0]
+            expected[name] = (int(probs.argmax()), round(100 * float(probs.max()), 1))
+        assert cards(at) == expected
+
+    at.selectbox(key="sketch_label").set_value(2).run()
+    next(b for b in at.button if b.label == "Save to my handwriting").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Saved as a 2" in s.value for s in at.success)
+    assert handwriting.load_set().labels.tolist() == [2]
+    assert "1 drawing saved" in texts(at)  # the handwriting section ran again too
+    scores = frame_with(at, "accuracy")
+    assert len(scores) == 7 and scores["total"].tolist() == [1] * 7
+
+
 def test_data_csv_import_shows_rows_or_errors(lab_env):
     at = open_page("data")
     header = "label," + ",".join(f"pixel{i}" for i in range(784))
