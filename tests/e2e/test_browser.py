@@ -77,6 +77,70 @@ def test_sketch_a_one(page, base_url):
     assert page.get_by_text("What the models see").count() == 1
 
 
+def sketch_cards(page) -> list[tuple[int, str, str]]:
+    """The Sketch page's current (not stale) prediction cards: (digit, model name, arch)."""
+    found = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"] .sk-card')]
+        .filter(c => c.closest('[data-testid="stElementContainer"]')?.getAttribute('data-stale') !== 'true')
+        .map(c => [c.querySelector('h3').textContent.trim(), c.querySelector('p').textContent.trim()])""")
+    cards = []
+    for heading, caption in found:
+        digit = re.fullmatch(r"Predicted:\s*(\d)", heading)
+        assert digit, f"not a digit prediction: {heading!r}"
+        name, arch, _ = caption.split(" · ")
+        cards.append((int(digit.group(1)), name, arch))
+    return cards
+
+
+def seen_image(page, base_url):
+    """The 28x28 image the models were given, read back from the page ("What the models see",
+    drawn 4x with nearest-neighbour scaling) as floats on [0, 1]."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    src = page.locator('[data-testid="stImage"] img').first.get_attribute("src")
+    body = page.request.get(src if src.startswith("http") else base_url + src).body()
+    pixels = np.asarray(Image.open(io.BytesIO(body)).convert("L"))
+    return pixels[::4, ::4].astype(np.float32) / 255.0
+
+
+def test_sketch_every_model_predicts_each_new_drawing(page, base_url, server):
+    """Each drawing gets a card from every selected model, carrying that model's own prediction
+    for the image the page shows (computed here with the same weights); a second drawing after
+    Clear replaces every card."""
+    from core.predict import Predictor
+    from core.runs import list_runs
+    runs = {(r.name, r.arch): r for r in list_runs(server.checkpoints)}
+    harness.open_page(page, base_url, "sketch")
+    selected = page.locator('[data-testid="stMultiSelect"] [data-tag]').count()
+    assert selected >= 2, "the seeded runs (one per architecture) are selected by default"
+    assert sketch_cards(page) == []
+    page.wait_for_timeout(500)  # ms: the canvas binds its pointer handlers after the first paint
+    images = []
+    for digit in ("1", "7"):
+        harness.draw_digit(page, digit)
+        page.wait_for_function("(n) => document.querySelectorAll('[data-testid=\"stMain\"] .sk-card').length >= n",
+                               arg=selected, timeout=30_000)
+        harness.wait_for_app(page)
+        harness.assert_no_exception(page)
+        shown = sketch_cards(page)
+        assert len(shown) == selected, f"expected a card per selected model, got {shown}"
+        image = seen_image(page, base_url)
+        images.append(image)
+        for predicted, name, arch in shown:
+            probs = Predictor.from_run(runs[name, arch].run_id, server.checkpoints).probabilities(image)[0]
+            ranked = probs.argsort()[::-1]
+            # The page's image is shown as 8-bit pixels; the model saw the floats before rounding,
+            # so only a near tie between the top two may read either way.
+            allowed = {int(ranked[0])} | ({int(ranked[1])} if probs[ranked[0]] - probs[ranked[1]] < 0.02 else set())
+            assert predicted in allowed, f"{name} ({arch}) shows {predicted}, its weights say {int(ranked[0])}"
+        page.get_by_role("button", name="Clear", exact=True).click()
+        page.wait_for_function("() => !document.querySelector('[data-testid=\"stMain\"] .sk-card')")
+        harness.wait_for_app(page)
+        page.wait_for_timeout(300)
+    assert abs(images[0] - images[1]).sum() > 10, "the second drawing did not reach the models"
+
+
 def latest_run_section(text: str) -> str:
     """The Train page's card for the job training now ("Training now") or, when none is, the
     newest run ("Latest run"), as text: it sits between its heading and "Queue"."""
