@@ -422,10 +422,12 @@ def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     return np.kron(image, np.ones((scale, scale), dtype=np.uint8))
 
 
-def digit_image(image: np.ndarray, width: int = 140, caption: str | None = None) -> None:
-    """One digit (uint8 0..255 or floats on [0, 1]) shown large and crisp."""
+def digit_image(image: np.ndarray, width: int = 140, caption: str | None = None,
+                output_format: str = "auto") -> None:
+    """One digit (uint8 0..255 or floats on [0, 1]) shown large and crisp (output_format="PNG":
+    lossless, pixel for pixel what the models see, as the Sketch page shows it)."""
     scale = max(1, width // image.shape[-1])
-    st.image(_enlarge(image, scale), caption=caption, width=width)
+    st.image(_enlarge(image, scale), caption=caption, width=width, output_format=output_format)
 
 
 def digit_grid(images: np.ndarray, captions: Sequence[str] | None = None, *, size: int = 84,

@@ -231,7 +231,7 @@ def sketch_panel(models: list) -> None:
                     icon=":material/draw:")
         else:
             st.markdown("**What the models see** (28x28)")
-            common.digit_image(digit, width=112)
+            common.digit_image(digit, width=112, output_format="PNG")
         save_section(digit)
     with result_col:
         if not models:

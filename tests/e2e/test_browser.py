@@ -130,7 +130,7 @@ def test_sketch_every_model_predicts_each_new_drawing(page, base_url, server):
         for predicted, name, arch in shown:
             probs = Predictor.from_run(runs[name, arch].run_id, server.checkpoints).probabilities(image)[0]
             ranked = probs.argsort()[::-1]
-            # The page's image is shown as 8-bit pixels; the model saw the floats before rounding,
+            # The page shows the image as 8-bit PNG pixels; the model saw the floats before rounding,
             # so only a near tie between the top two may read either way.
             allowed = {int(ranked[0])} | ({int(ranked[1])} if probs[ranked[0]] - probs[ranked[1]] < 0.02 else set())
             assert predicted in allowed, f"{name} ({arch}) shows {predicted}, its weights say {int(ranked[0])}"
