@@ -3,7 +3,7 @@
 Shared by tests/e2e/conftest.py and scripts/screenshots.py, so the script that makes the
 README's pictures and the browser tests start the app the same way.
 
-Facts this relies on (streamlit 1.67, streamlit-drawable-canvas 0.13):
+Facts this relies on (streamlit 1.67):
 - the Sketch page's pad is a components-v2 element (dashboard/views/sketch.py, PAD_JS): no
   iframe; its <canvas class="sketch-pad"> sits in an open shadow root under
   `[data-testid="stBidiComponentIsolated"]`, which Playwright's CSS locators pierce. It takes
