@@ -119,12 +119,16 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     run_id = train_tiny(tmp_path, "lenet", epochs=1, train_limit=1000)
     before = load_predictions(run_id, tmp_path)
     size_before = (tmp_path / run_id / PREDICTIONS).stat().st_size
+    # float16 is used iff rounding to it changes no image's top digit (a 1-epoch model has near ties)
+    half_keeps_digits = (before["probabilities"].astype(np.float16).astype(np.float32).argmax(1)
+                         == before["predicted"]).all()
     marker = reference.ship(run_id, tmp_path, commit="abc")
     after = load_predictions(run_id, tmp_path)
-    assert marker["probabilities"] == "float16" and marker["trained_at_commit"] == "abc"
+    assert marker["probabilities"] == ("float16" if half_keeps_digits else "float32")
+    assert marker["trained_at_commit"] == "abc"
     assert np.array_equal(after["predicted"], before["predicted"]) and np.array_equal(after["labels"], before["labels"])
     assert np.allclose(after["probabilities"], before["probabilities"], atol=1e-3)
-    assert (tmp_path / run_id / PREDICTIONS).stat().st_size < size_before / 2
+    assert (tmp_path / run_id / PREDICTIONS).stat().st_size < size_before * (0.5 if half_keeps_digits else 0.8)
     assert not (tmp_path / run_id / TRAIN_STATE).exists() and reference.reference_ids(tmp_path) == [run_id]
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed: verification must say so
