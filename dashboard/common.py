@@ -378,7 +378,8 @@ def run_label(run: Run) -> str:
     """How a run is named in every picker: a reference run says so, whatever its name."""
     acc = f" · {run.test_acc:.2f}%" if run.test_acc is not None else ""
     if run.reference:  # named by what it is; a sweep cell keeps its own name (lr=... bs=...)
-        return f"reference · {run.arch}{acc}" if run.name == "reference" else f"reference · {run.name} · {run.arch}{acc}"
+        plain = run.name in ("reference", f"{run.arch} reference")
+        return f"reference · {run.arch}{acc}" if plain else f"reference · {run.name} · {run.arch}{acc}"
     return f"{run.name} · {run.arch}{acc}"
 
 

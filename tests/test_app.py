@@ -437,3 +437,29 @@ def test_pages_render_with_a_hundred_runs(lab_env, trained_runs, tmp_path_factor
     assert not at.exception
     if page == "compare":
         assert len(frame_with(at, "test_acc")) == 100
+
+
+def test_a_fresh_clones_lab_shows_the_reference_runs_and_protects_them(lab_env, trained_runs, tmp_path):
+    """The shipped checkpoints/ beside a user's own run: every page has something to show,
+    the table marks which is which, and only the user's run can be renamed or deleted."""
+    import shutil
+    from core import reference
+    from core.runs import load_run
+    from tests.helpers import REPO
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    shipped = reference.reference_ids(REPO / "checkpoints")
+    for run_id in shipped:
+        shutil.copytree(REPO / "checkpoints" / run_id, root / run_id)
+    at = open_page("compare")
+    table = frame_with(at, "reference").set_index("run_id")
+    assert table.loc[shipped, "reference"].all()
+    assert not table.loc[list(trained_runs.ids.values()), "reference"].any()
+    picker = at.selectbox(key="compare_manage_run")
+    assert len(picker.options) == len(trained_runs.ids)   # only the user's own runs
+    assert not any(o.startswith("reference") for o in picker.options)
+    for page in ("evaluate", "mistakes", "sweep"):
+        assert not open_page(page).exception, page
+    sketch = open_page("sketch")
+    chosen = sketch.multiselect(key="sketch_models").value
+    assert {load_run(i, root).arch for i in chosen} == {load_run(i, root).arch for i in shipped}
+    assert all(load_run(i, root).reference for i in chosen)  # the best of each is the shipped one
