@@ -11,22 +11,25 @@ from core.models import list_models
 from tests.helpers import require_mnist
 
 
-def test_bench_times_every_pipeline_and_every_sketch_model(capsys):
-    code = main(["--data", str(require_mnist()), "bench", "--train-limit", "1500", "--sketch-repeats", "3",
-                 "--rounds", "2", "--device", "cpu", "--json"])
-    assert code == 0
+def bench_json(capsys, *args: str) -> tuple[dict, str]:
+    """Run `python -m core bench ... --json` on the CPU: (its JSON result, its report on stderr)."""
+    assert main(["--data", str(require_mnist()), "bench", *args, "--device", "cpu", "--json"]) == 0
     captured = capsys.readouterr()
-    result = json.loads(captured.out.strip().splitlines()[-1])
+    return json.loads(captured.out.strip().splitlines()[-1]), captured.err
+
+
+def test_bench_times_every_pipeline_and_every_sketch_model(capsys):
+    result, err = bench_json(capsys, "--train-limit", "1500", "--sketch-repeats", "3", "--rounds", "2")
     assert result["images"] == 1500 and result["arch"] == "lenet" and result["batch_size"] == 64
     timed = ("reference_s_per_epoch", "plain_s_per_epoch", "lab_s_per_epoch", "lab_val_s_per_epoch", "ratios")
     assert all(len(result[k]) == 2 for k in timed)   # one figure per round
     assert all(s > 0 for k in timed for s in result[k])
     assert result["ratios"] == [a / b for a, b in zip(result["reference_s_per_epoch"], result["lab_s_per_epoch"])]
-    assert f"ratio: {result['ratio']:.2f}x" in captured.err  # the report and the JSON agree
+    assert f"ratio: {result['ratio']:.2f}x" in err  # the report and the JSON agree
     assert set(result["sketch_ms"]) == set(list_models())
     for timing in result["sketch_ms"].values():
         assert 0 < timing["p50_ms"] <= timing["p95_ms"]
-    assert "seed-style pipeline" in captured.err and "plain loop" in captured.err
+    assert "seed-style pipeline" in err and "plain loop" in err
 
 
 def test_ratio_is_the_median_of_the_rounds_ratios(monkeypatch):
@@ -53,20 +56,16 @@ def test_the_published_net_is_the_published_size():
 
 
 def test_time_to_races_both_recipes_seed_by_seed(capsys):
-    code = main(["--data", str(require_mnist()), "bench", "--time-to", "99.0", "--seeds", "2",
-                 "--train-limit", "2000", "--device", "cpu", "--json"])
-    assert code == 0
-    captured = capsys.readouterr()
-    result = json.loads(captured.out.strip().splitlines()[-1])
+    result, err = bench_json(capsys, "--time-to", "99.0", "--seeds", "2", "--train-limit", "2000")
     assert result["recipe"] == "speedrun" and result["seeds"] == 2
     for side in ("published", "lab"):
         assert len(result[side]["seconds"]) == len(result[side]["test_accuracy"]) == 2
         assert all(s > 0 for s in result[side]["seconds"])
         assert all(50 < a <= 100 for a in result[side]["test_accuracy"])   # 2,000 images train a real model
     assert result["ratio"] == result["published"]["median_seconds"] / result["lab"]["median_seconds"]
-    assert f"{result['ratio']:.2f}x" in captured.err
+    assert f"{result['ratio']:.2f}x" in err
     # interleaved: the seeds alternate between the two recipes
-    order = [line.split(":")[1].split()[0] for line in captured.err.splitlines() if line.strip().startswith("seed")]
+    order = [line.split(":")[1].split()[0] for line in err.splitlines() if line.strip().startswith("seed")]
     assert order == ["published", "MNIST", "published", "MNIST"]
 
 
