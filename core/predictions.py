@@ -108,6 +108,26 @@ def disagreements(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[n
     return np.flatnonzero(~a_right & b_right), np.flatnonzero(a_right & ~b_right)
 
 
+def compared_confusions(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two runs' confusion matrices on the same test images and their difference B - A: a
+    positive off-diagonal cell is a mistake B makes more often than A, a positive diagonal
+    cell a digit B gets right more often."""
+    if len(a["labels"]) != len(b["labels"]) or not np.array_equal(a["labels"], b["labels"]):
+        raise PredictionsError("the two runs were not evaluated on the same test images")
+    cm_a, cm_b = prediction_confusion(a), prediction_confusion(b)
+    return cm_a, cm_b, cm_b - cm_a
+
+
+def difference_table(diff: np.ndarray) -> pd.DataFrame:
+    """Long table of a matrix difference for a heatmap: true, predicted, change, and whether
+    the change is for the better (fewer mistakes off the diagonal, more hits on it)."""
+    true, predicted = np.indices(diff.shape)
+    frame = pd.DataFrame({"true": true.ravel(), "predicted": predicted.ravel(), "change": diff.ravel()})
+    on_diagonal = frame["true"] == frame["predicted"]
+    frame["better"] = np.where(on_diagonal, frame["change"], -frame["change"])
+    return frame
+
+
 def page_slice(n_items: int, page: int, per_page: int) -> tuple[slice, int]:
     """(slice of the items on 1-based `page`, number of pages); `page` is clamped."""
     pages = max(1, math.ceil(n_items / per_page))

@@ -187,6 +187,12 @@ def test_mistakes_counts_and_disagreements(lab_env, trained_runs):
     at.selectbox(key="mis_true").set_value(7).run()
     expected = int(((preds["labels"] != preds["predicted"]) & (preds["labels"] == 7)).sum())
     assert f"{expected:,} mistakes match the filter" in texts(at)
+    # the two confusion matrices and their difference: one chart of three, and the mistake counts
+    assert len(at.get("vega_lite_chart")) == 1
+    wrong_b = int((other["labels"] != other["predicted"]).sum())
+    caption = next(line for line in texts(at).splitlines() if line.startswith("Mistakes: "))
+    assert caption.startswith(f"Mistakes: {wrong:,} for") and f", {wrong_b:,} for" in caption
+    assert caption.endswith(f"({wrong_b - wrong:+,}).")
 
 
 def test_sketch_empty_drawing_models_and_handwriting_scores(lab_env, trained_runs, mnist_root):

@@ -74,3 +74,28 @@ def test_page_slice_and_check_predictions():
     bad = fake_predictions()
     bad["probabilities"] = bad["probabilities"][:, :9]
     assert "inconsistent" in predictions.check_predictions(bad)
+
+
+def test_two_runs_matrices_and_their_difference_against_a_count_by_hand():
+    """Oracle: each matrix counted pair by pair in plain Python; the difference is B - A and
+    'better' is positive where B has more hits (diagonal) or fewer of a mistake (off it)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    a = {"labels": labels, "predicted": np.where(rng.random(500) < 0.8, labels, rng.integers(0, 10, 500))}
+    b = {"labels": labels, "predicted": np.where(rng.random(500) < 0.9, labels, rng.integers(0, 10, 500))}
+    cm_a, cm_b, diff = predictions.compared_confusions(a, b)
+    for cm, p in ((cm_a, a), (cm_b, b)):
+        by_hand = np.zeros((10, 10), dtype=int)
+        for t, q in zip(p["labels"], p["predicted"]):
+            by_hand[t, q] += 1
+        assert np.array_equal(cm, by_hand)
+    assert np.array_equal(diff, cm_b - cm_a)
+    frame = predictions.difference_table(diff).set_index(["true", "predicted"])
+    for t in range(10):
+        for q in range(10):
+            change = int(cm_b[t, q]) - int(cm_a[t, q])
+            assert frame.loc[(t, q), "change"] == change
+            assert frame.loc[(t, q), "better"] == (change if t == q else -change)
+    other = {"labels": np.roll(labels, 1), "predicted": labels}
+    with pytest.raises(predictions.PredictionsError, match="not evaluated on the same test images"):
+        predictions.compared_confusions(a, other)

@@ -1,7 +1,10 @@
 """Mistakes: a run's wrong test predictions as a gallery (filter, sort, page), and for two runs
-the images one gets wrong and the other right."""
+the images one gets wrong and the other right, with their confusion matrices side by side and
+their difference."""
 from __future__ import annotations
 
+import altair as alt
+import numpy as np
 import streamlit as st
 
 from core import predictions
@@ -67,6 +70,7 @@ def two_runs(run_a, preds_a, finished, images) -> None:
         return
     names = common.unique_names([run_a, run_b])
     name_a, name_b = names[run_a.run_id], names[run_b.run_id]
+    matrices(preds_a, preds_b, name_a, name_b)
     tabs = st.tabs([f"{name_a} wrong, {name_b} right ({len(a_only):,})",
                     f"{name_b} wrong, {name_a} right ({len(b_only):,})"])
     for tab, indices, wrong, key in ((tabs[0], a_only, preds_a, "mis_a"), (tabs[1], b_only, preds_b, "mis_b")):
@@ -75,6 +79,36 @@ def two_runs(run_a, preds_a, finished, images) -> None:
             frame = frame[frame["index"].isin(indices)].reset_index(drop=True)
             gallery(frame, images, key,
                     lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}")
+
+
+def matrix_chart(frame, value: str, title: str, scale: alt.Scale, text: str):
+    base = alt.Chart(frame, title=title).encode(
+        x=alt.X("predicted:O", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("true:O", title="true"))
+    rects = base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=scale, legend=None),
+                                    tooltip=["true:O", "predicted:O", alt.Tooltip(f"{text}:Q", title="images")])
+    labels = base.mark_text(fontSize=10).encode(text=f"{text}:Q")
+    return (rects + labels).properties(width=250, height=250)
+
+
+def matrices(preds_a, preds_b, name_a: str, name_b: str) -> None:
+    """The two confusion matrices side by side and their difference (B - A)."""
+    cm_a, cm_b, diff = predictions.compared_confusions(preds_a, preds_b)
+    counts = alt.Scale(type="symlog", scheme="blues")
+    a, b = (predictions.confusion_table(cm) for cm in (cm_a, cm_b))
+    change = predictions.difference_table(diff)
+    # green: better in B (fewer mistakes, more hits), red: worse; zero is white
+    limit = max(1, int(abs(diff).max()))
+    diverging = alt.Scale(scheme="redyellowgreen", domain=[-limit, limit], domainMid=0)
+    st.markdown(f"**Confusion matrices side by side**, and what changes from **{name_a}** to **{name_b}**: "
+                "green cells are better in the second run (fewer of that mistake, or more right), red worse.")
+    st.altair_chart(alt.hconcat(matrix_chart(a, "count", name_a, counts, "count"),
+                                matrix_chart(b, "count", name_b, counts, "count"),
+                                matrix_chart(change, "better", f"{name_b} − {name_a}", diverging, "change"))
+                    .resolve_scale(color="independent"), key="mis_matrices")
+    off = ~np.eye(10, dtype=bool)
+    st.caption(f"Mistakes: {int(cm_a[off].sum()):,} for {name_a}, {int(cm_b[off].sum()):,} for {name_b} "
+               f"({int(diff[off].sum()):+,}).")
 
 
 st.title("Mistakes")
