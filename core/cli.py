@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(train)
     train.add_argument("--resume", metavar="RUN", help="continue RUN from its last finished epoch")
     train.add_argument("--run-id", help="train a run already prepared (by the dashboard) under this id")
+    train.add_argument("--seeds", metavar="LIST",
+                       help="train one run per seed (e.g. 0,1,2), one after another, as one seed group; "
+                            "prints the group's test accuracy as mean ± std (not with --seed or --resume)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the run's lock, from core.jobs
 
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train a learning-rate x batch-size grid")
     sweep.add_argument("--lr", required=True, help="comma-separated learning rates, e.g. 0.01,0.1")
     sweep.add_argument("--batch-size", required=True, help="comma-separated batch sizes, e.g. 32,128")
-    add_config_options(sweep, skip=("lr", "batch_size", "sweep", "name"))
+    add_config_options(sweep, skip=("lr", "batch_size", "sweep", "name", "group"))
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     bench = sub.add_parser("bench", help="time MNIST Lab against the seed-style pipeline, or (--time-to) "
@@ -213,6 +216,8 @@ def stop_on_signals() -> threading.Event:
 def cmd_train(args) -> int:
     from core.train import check_trainable, prepare_run, train
     stop = stop_on_signals()
+    if args.seeds is not None:
+        return _train_seeds(args, stop)
     writer = None
     if args.resume or args.run_id:
         _check_resume_options(args)
@@ -230,6 +235,37 @@ def cmd_train(args) -> int:
                    device=args.device if args.resume else None)
     print(run_id)
     return 0 if status == "finished" else 3
+
+
+def _train_seeds(args, stop) -> int:
+    """`train --seeds 0,1,2`: one run per seed in one seed group, trained one after another;
+    each run's result, then the group's accuracy as mean ± std (sample std, ddof=1)."""
+    from core import tables
+    from core.runs import load_run
+    from core.sweep import parse_seeds, prepare_seeds, run_sweep
+    from core.train import check_trainable
+    clash = [option for option, value in (("--seed", args.seed), ("--resume", args.resume),
+                                          ("--run-id", args.run_id)) if value is not None]
+    if clash:
+        raise ConfigError(f"--seeds gives each run its seed; leave out {', '.join(clash)}")
+    seeds = parse_seeds(args.seeds)
+    if args.arch is None:
+        from core.models import list_models
+        raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
+    base = config_from_args(args, seed=seeds[0], **_absolute_csv(args))
+    check_trainable(base, args.data)  # before any run folder exists
+    group, writers = prepare_seeds(base, seeds, root=args.checkpoints, group=args.group)
+    print(f"seed group {group}: {len(writers)} runs (seeds {', '.join(map(str, seeds))})", file=sys.stderr)
+    run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
+              callback_factory=lambda: ProgressPrinter(args.quiet))
+    runs = [load_run(w.run_id, args.checkpoints) for w in writers]
+    for run in runs:
+        print(f"{run.run_id}  seed {run.config.get('seed')}  {run.status}  "
+              f"val {tables.format_pct(run.val_acc)}  test {tables.format_pct(run.test_acc)}")
+    summary = tables.group_table(runs).iloc[0]
+    print(f"group {group}: test accuracy {tables.mean_std_text(summary.test_mean, summary.test_std)} "
+          f"over {summary.n} runs (val {tables.mean_std_text(summary.val_mean, summary.val_std)})")
+    return 0 if all(r.status == "finished" for r in runs) else 3
 
 
 def _check_resume_options(args) -> None:

@@ -81,6 +81,8 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (CUDA)", "advanced": True})
     name: str | None = field(default=None, metadata={"help": "a readable run name"})
     sweep: str | None = field(default=None, metadata={"help": "sweep id this run belongs to"})
+    group: str | None = field(default=None, metadata={
+        "help": "seed group this run belongs to (`--seeds` makes one: the same recipe over several seeds)"})
 
     def __post_init__(self) -> None:
         try:
@@ -150,6 +152,9 @@ class TrainConfig:
         flag("compile")
         if self.name is not None:
             need(name_problem(self.name) is None, name_problem(self.name) or "")
+        if self.group is not None:
+            need(isinstance(self.group, str) and 0 < len(self.group) <= 80 and self.group.isprintable(),
+                 f"a group id must be 1..80 printable characters, got {self.group!r}")
 
     # --- conversions ---
     def to_dict(self) -> dict:

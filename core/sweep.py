@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import secrets
 from typing import Iterable
 
 import pandas as pd
@@ -102,3 +103,34 @@ def sweep_cells(table: pd.DataFrame) -> pd.DataFrame:
     cells["lr_text"] = [f"{lr:g}" if isinstance(lr, (int, float)) and not pd.isna(lr) else "?"
                         for lr in cells["lr"]]
     return cells
+
+
+# --- seed groups: one recipe over several seeds (`train --seeds`, the Train page) -------------
+
+MAX_SEEDS = 20  # runs per seed group
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]; ConfigError with a one-line message if bad (a negative seed, more
+    than MAX_SEEDS, ...). The one seed-list grammar of the CLI and the Train page."""
+    seeds = parse_values(text, int, "seeds", limit=MAX_SEEDS)
+    for seed in seeds:
+        if not 0 <= seed < 2**63:
+            raise ConfigError(f"seeds must be whole numbers >= 0, got {seed}")
+    return seeds
+
+
+def prepare_seeds(base: TrainConfig, seeds: list[int], root=None,
+                  group: str | None = None) -> tuple[str, list[RunWriter]]:
+    """Validate every seed's config, then create one queued run per seed, all with the same
+    `group` id (default: 'seeds-<UTC time>'). Train them with `run_sweep` or core.jobs, like a sweep."""
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"a seed group has at most {MAX_SEEDS} runs, got {len(seeds)}")
+    group = group or ("seeds-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+                      + "-" + secrets.token_hex(2))  # two groups started in one second stay apart
+    label = base.name or base.arch
+    configs = [base.replace(seed=seed, group=group, name=f"{label[:74 - len(str(seed))]} seed={seed}")
+               for seed in seeds]  # replace() validates each
+    return group, [prepare_run(c, root=root) for c in configs]

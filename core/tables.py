@@ -69,7 +69,7 @@ def is_resumable(run: Run) -> bool:
 
 
 RUN_TABLE_COLUMNS = ["run_id", "name", "reference", "arch", "status", "parameters", "epochs", "epochs_planned",
-                     "val_acc", "test_acc", "sec_per_epoch", "device", "created", "warnings"]
+                     "val_acc", "test_acc", "sec_per_epoch", "device", "created", "warnings", "group"]
 
 
 def run_table(runs: Iterable[Run]) -> pd.DataFrame:
@@ -85,13 +85,84 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
             "val_acc": run.val_acc, "test_acc": run.test_acc,
             "sec_per_epoch": seconds_per_epoch(run),
             "device": run.metrics.get("device") or run.config.get("device"),
-            "created": run.status_info.get("created"), "warnings": "; ".join(run.warnings)})
+            "created": run.status_info.get("created"), "warnings": "; ".join(run.warnings),
+            "group": run_group(run)})
     frame = pd.DataFrame(rows, columns=RUN_TABLE_COLUMNS)
     for column in ("parameters", "epochs_planned"):
         frame[column] = frame[column].astype("Int64")
     for column in ("val_acc", "test_acc", "sec_per_epoch"):
         frame[column] = frame[column].astype("float64")
     return frame
+
+
+# --- seed groups: one recipe over several seeds (config "group") ------------------------------
+
+GROUP_COLUMNS = ["group", "arch", "runs", "n", "test_mean", "test_std", "val_mean", "val_std", "test_text"]
+
+
+def run_group(run: Run) -> str | None:
+    group = run.config.get("group")
+    return group if isinstance(group, str) and group else None
+
+
+def format_pct(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}%"
+
+
+def mean_std_text(mean, std) -> str:
+    """'99.01 ± 0.05%'; '99.01 ± –%' when std is undefined (one run); '–' without a mean."""
+    if mean is None or pd.isna(mean):
+        return "–"
+    return f"{mean:.2f} ± {'–' if std is None or pd.isna(std) else f'{std:.2f}'}%"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; NaN for fewer than two values); NaN, NaN for none."""
+    if not values:
+        return math.nan, math.nan
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else math.nan
+
+
+def group_table(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per seed group among `runs` (GROUP_COLUMNS), newest group first: `runs` counts
+    its runs, `n` those with a test accuracy; mean and sample std (ddof=1, NaN with one run) of
+    their test and validation accuracy, and the test figure as text ('99.01 ± 0.05%')."""
+    members: dict[str, list[Run]] = {}
+    for run in runs:
+        if run_group(run):
+            members.setdefault(run_group(run), []).append(run)
+    rows = []
+    for group, group_runs in members.items():
+        tested = [r for r in group_runs if r.test_acc is not None]
+        test_mean, test_std = _mean_std([r.test_acc for r in tested])
+        val_mean, val_std = _mean_std([r.val_acc for r in group_runs if r.val_acc is not None])
+        arches = sorted({r.arch for r in group_runs})
+        rows.append({"group": group, "arch": ", ".join(arches), "runs": len(group_runs), "n": len(tested),
+                     "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
+                     "test_text": mean_std_text(test_mean, test_std)})
+    frame = pd.DataFrame(rows, columns=GROUP_COLUMNS)
+    for column in ("test_mean", "test_std", "val_mean", "val_std"):
+        frame[column] = frame[column].astype("float64")
+    return frame.sort_values("group", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def group_curves(runs: Iterable[Run], *, x: str = "epoch", smoothing: float = 0.0) -> pd.DataFrame:
+    """Each seed group's curves as mean ± std per epoch, for bands: group, panel, epoch, x (mean
+    over the runs), n, value (mean), std (sample, NaN with one run), lower, upper (mean ∓ std).
+    Runs without a group are left out; `smoothing` applies to each run before averaging."""
+    runs = [r for r in runs if run_group(r)]
+    frame = curves(runs, x=x, smoothing=smoothing)
+    columns = ["group", "panel", "epoch", "x", "n", "value", "std", "lower", "upper"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame["group"] = frame["run_id"].map({r.run_id: run_group(r) for r in runs})
+    stats = frame.groupby(["group", "panel", "epoch"], sort=True).agg(
+        x=("x", "mean"), n=("value", "count"), value=("value", "mean"),
+        std=("value", lambda v: v.std(ddof=1) if v.count() > 1 else math.nan)).reset_index()
+    stats["lower"] = stats["value"] - stats["std"]
+    stats["upper"] = stats["value"] + stats["std"]
+    return stats[columns]
 
 
 def best_run_per_arch(runs: Iterable[Run]) -> list[Run]:

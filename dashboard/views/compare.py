@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from core import tables
@@ -21,7 +22,7 @@ def runs_table(runs: list) -> list:
         placeholder="–",
         width="stretch", height=min(420, 38 + 35 * len(table)),
         column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc",
-                      "sec_per_epoch", "device", "created", "run_id"],
+                      "sec_per_epoch", "device", "group", "created", "run_id"],
         column_config={
             "name": st.column_config.TextColumn("Name"),
             "reference": st.column_config.CheckboxColumn(
@@ -35,6 +36,8 @@ def runs_table(runs: list) -> list:
             "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
             "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
             "device": st.column_config.TextColumn("Device"),
+            "group": st.column_config.TextColumn("Seed group", help="runs of one recipe over several seeds "
+                                                                  "(`train --seeds`, or Seeds on the Train page)"),
             "created": st.column_config.TextColumn("Created"),
             "run_id": st.column_config.TextColumn("Run id")})
     rows = list(event.selection.rows) if event is not None else []
@@ -47,26 +50,78 @@ def runs_table(runs: list) -> list:
     return with_curves
 
 
-def curves_grid(chosen: list, x: str, smoothing: float) -> None:
-    frame = tables.curves(chosen, x=x, smoothing=smoothing)
+def groups_table(runs: list) -> None:
+    """Each seed group's test and validation accuracy as mean ± std (sample std) over its runs."""
+    groups = tables.group_table(runs)
+    if groups.empty:
+        return
+    st.subheader("Seed groups", divider="gray")
+    st.caption("One recipe trained over several seeds: mean ± sample standard deviation over the group's "
+               "runs (± – with a single run). Tick a member run below to draw the group as a band.")
+    shown = groups.assign(val_text=[tables.mean_std_text(m, s) for m, s in zip(groups.val_mean, groups.val_std)])
+    st.dataframe(shown, key="compare_groups", hide_index=True, width="stretch",
+                 height=min(300, 38 + 35 * len(shown)),
+                 column_order=["group", "arch", "runs", "test_text", "val_text"],
+                 column_config={"group": st.column_config.TextColumn("Seed group"),
+                                "arch": st.column_config.TextColumn("Arch"),
+                                "runs": st.column_config.NumberColumn("Runs"),
+                                "test_text": st.column_config.TextColumn("Test acc (mean ± std)"),
+                                "val_text": st.column_config.TextColumn("Val acc (mean ± std)",
+                                                                        help=common.VAL_HELP)})
+
+
+def band_frame(chosen: list, runs: list, x: str, smoothing: float):
+    """The grid's data with seed groups as bands: each chosen run of a group brings in its whole
+    group, drawn as the mean (one line, label 'group (n runs)') with lower/upper at ± std; the
+    other chosen runs stay one line each (lower/upper empty)."""
+    groups = {tables.run_group(r) for r in chosen} - {None}
+    loose = [r for r in chosen if tables.run_group(r) is None]
+    frame = tables.curves(loose, x=x, smoothing=smoothing)
+    frame["run"] = frame["run_id"].map(common.unique_names(loose))
+    members = [r for r in runs if tables.run_group(r) in groups]
+    bands = tables.group_curves(members, x=x, smoothing=smoothing)
+    if not bands.empty:
+        sizes = {g: sum(tables.run_group(r) == g for r in members) for g in groups}
+        bands["run"] = [f"{g} (mean ± std, {sizes[g]} runs)" for g in bands["group"]]
+        bands["raw"] = bands["value"]
+        bands["time"] = bands["x"]
+    return frame.assign(std=float("nan"), lower=float("nan"), upper=float("nan")), bands
+
+
+def curves_grid(chosen: list, x: str, smoothing: float, runs: list | None = None, bands: bool = False) -> None:
+    if bands and any(tables.run_group(r) for r in chosen):
+        lines, spread = band_frame(chosen, runs or chosen, x, smoothing)
+        frame = lines if spread.empty else (spread if lines.empty else
+                                              pd.concat([lines, spread], ignore_index=True))
+    else:
+        frame = tables.curves(chosen, x=x, smoothing=smoothing)
+        if not frame.empty:
+            frame["run"] = frame["run_id"].map(common.unique_names(chosen))
     if frame.empty:
         st.info("The chosen runs have no finished epoch yet: their curves appear after the first epoch.",
                 icon=":material/hourglass_top:")
         return
-    # Run names may repeat (every recipe run is called "recipe"): label them apart.
-    frame["run"] = frame["run_id"].map(common.unique_names(chosen))
+    # Run names may repeat (every recipe run is called "recipe"): curves_grid labels them apart.
     pick = alt.selection_point(fields=["run"], bind="legend")
     x_title = "epoch" if x == "epoch" else "wall time (s)"
-    chart = alt.Chart(frame).mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
-        x=alt.X("x:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d") if x == "epoch" else alt.Axis()),
-        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="run (click to highlight)", legend=alt.Legend(orient="bottom", columns=3)),
+    x_enc = alt.X("x:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d") if x == "epoch" else alt.Axis())
+    color = alt.Color("run:N", title="run (click to highlight)", legend=alt.Legend(orient="bottom", columns=3))
+    tooltip = [alt.Tooltip("run:N"), alt.Tooltip("panel:N", title="curve"),
+               alt.Tooltip("epoch:Q"), alt.Tooltip("time:Q", title="seconds", format=".1f"),
+               alt.Tooltip("value:Q", title="value" if smoothing == 0 else "smoothed", format=".4f"),
+               alt.Tooltip("raw:Q", format=".4f")]
+    base = alt.Chart(frame)
+    chart = base.mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
+        x=x_enc, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)), color=color,
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("panel:N", title="curve"),
-                 alt.Tooltip("epoch:Q"), alt.Tooltip("time:Q", title="seconds", format=".1f"),
-                 alt.Tooltip("value:Q", title="value" if smoothing == 0 else "smoothed", format=".4f"),
-                 alt.Tooltip("raw:Q", format=".4f")],
-    ).properties(width=430, height=230).add_params(pick).facet(
+        tooltip=tooltip + ([alt.Tooltip("std:Q", title="± std", format=".4f")] if "std" in frame else []),
+    ).properties(width=430, height=230).add_params(pick)
+    if "lower" in frame and frame["lower"].notna().any():  # seed groups: mean ± std as a band
+        band = base.mark_area(opacity=0.2).encode(
+            x=x_enc, y=alt.Y("lower:Q", title=None, scale=alt.Scale(zero=False)), y2="upper:Q", color=color,
+            opacity=alt.condition(pick, alt.value(0.2), alt.value(0.03)))
+        chart = alt.layer(band, chart)
+    chart = chart.facet(
         facet=alt.Facet("panel:N", title=None, sort=list(tables.PANELS),
                         header=alt.Header(labelFontSize=14, labelFontWeight="bold")),
         columns=2,
@@ -129,14 +184,18 @@ if not runs:
                           "(or `python -m core train --arch lenet`), then come back here.")
     st.stop()
 common.show_run_warnings(runs)
+groups_table(runs)
 chosen = runs_table(runs)
 st.subheader("Curves", divider="gray")
 controls = st.columns([2, 2, 3])
+show_bands = controls[2].toggle("Show seed groups as bands", value=True, key="compare_bands",
+                                help="a ticked run of a seed group draws its whole group: the mean over its "
+                                     "seeds as a line, ± one sample standard deviation as a band")
 x_axis = controls[0].radio("X axis", ["epoch", "wall time"], horizontal=True, key="compare_x")
 smoothing = controls[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing",
                                help="exponential moving average, as TensorBoard draws it")
 if chosen:
-    curves_grid(chosen, "epoch" if x_axis == "epoch" else "time", smoothing)
+    curves_grid(chosen, "epoch" if x_axis == "epoch" else "time", smoothing, runs=runs, bands=show_bands)
 else:
     st.info("No run has a finished epoch yet: curves appear here once one has.",
             icon=":material/hourglass_top:")

@@ -18,6 +18,7 @@ from core import jobs, tables
 from core.config import TrainConfig
 from core.errors import LabError
 from core.models import get_spec, list_models
+from core.sweep import MAX_SEEDS, parse_seeds, prepare_seeds
 from core.train import check_trainable
 from dashboard import common
 
@@ -25,6 +26,7 @@ DEFAULT_ARCH = "lenet"
 KEEP = {"persist_state": "session"}  # the form keeps its values while the user visits other pages
 NOT_IN_FORM = ("arch",   # the selectbox above the form
                "sweep",  # set by the Sweep page
+               "group",  # set by "Seeds" below the form (one group per launch)
                "csv")    # a path on the machine that trains: `python -m core train --csv FILE`
 LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an EMA of the weights",
           "ema_decay": "EMA decay", "aug_degrees": "Rotation (degrees)", "aug_shift": "Shift (pixels)",
@@ -151,6 +153,9 @@ def settings_form(mnist_ok: bool) -> None:
     st.caption(f"Recipe: {recipe_line(arch)}")
     name = next(f for f in FIELDS if f.name == "name")
     fields_in_columns([f for f in FIELDS if not f.advanced and f is not name])
+    st.text_input("Seeds", key="train_seeds", placeholder="e.g. 0, 1, 2 (empty: one run with the seed above)",
+                  help=f"Train the same settings once per seed (at most {MAX_SEEDS}), as one seed group: the "
+                       f"runs queue one after another, and Compare shows the group's mean ± std", **KEEP)
     field_widget(name, st)
     with st.expander("Advanced"):
         fields_in_columns([f for f in FIELDS if f.advanced])
@@ -159,16 +164,21 @@ def settings_form(mnist_ok: bool) -> None:
                  disabled=not mnist_ok):
         start(arch)
     if st.session_state.get("train_started"):
-        st.success(f"Started `{st.session_state['train_started']}`: follow it on the right.",
+        st.success(f"Started {st.session_state['train_started']}: follow it on the right.",
                    icon=":material/rocket_launch:")
 
 
 def start(arch: str) -> None:
     values = {f.name: f.from_widget(st.session_state[f.key]) for f in FIELDS}
+    seeds_text = (st.session_state.get("train_seeds") or "").strip()
     try:
+        seeds = parse_seeds(seeds_text) if seeds_text else None
         config = TrainConfig(arch=arch, **values)
     except LabError as exc:  # a value out of range: the message names it
         st.error(str(exc), icon=":material/error:")
+        return
+    if seeds is not None:
+        start_seeds(config, seeds)
         return
     try:
         check_trainable(config)  # bad data or no GPU: say so, create nothing
@@ -176,9 +186,24 @@ def start(arch: str) -> None:
     except LabError as exc:  # e.g. an altered MNIST file, a checkpoints folder that cannot take the run
         common.report(exc, "Could not start the run", error=True)
         return
-    st.session_state["train_started"] = run_id
+    st.session_state["train_started"] = f"`{run_id}`"
     watch()
     st.toast(f"Training {arch} started", icon=":material/rocket_launch:")
+
+
+def start_seeds(config: TrainConfig, seeds: list[int]) -> None:
+    """One run per seed, one seed group, queued through the same jobs as a single run."""
+    try:
+        check_trainable(config)  # bad data or no GPU: say so, create nothing
+        group, writers = prepare_seeds(config, seeds)
+    except LabError as exc:
+        common.report(exc, "Could not start the runs", error=True)
+        return
+    for writer in writers:
+        jobs.launch_prepared(writer)
+    st.session_state["train_started"] = f"seed group `{group}` ({len(writers)} runs, seeds {', '.join(map(str, seeds))})"
+    watch()
+    st.toast(f"Training {config.arch} over {len(writers)} seeds", icon=":material/rocket_launch:")
 
 
 # --- the live side ---------------------------------------------------------------------------
