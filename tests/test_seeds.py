@@ -214,6 +214,13 @@ def test_compare_shows_each_groups_mean_and_std_and_draws_it_as_a_band(lab_env, 
     (chart,) = at.get("vega_lite_chart")  # the newest runs (the group among them) by default
     spec = chart.proto.spec
     assert '"area"' in spec and '"y2"' in spec
+    import pyarrow as pa
+    drawn = pd.concat([pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in chart.proto.datasets])
+    band = drawn[drawn["run"] == f"{group} (mean ± std, 2 runs)"]
+    band = band[band["panel"] == "validation accuracy (%)"].set_index("epoch").sort_index()
+    matrix = np.array([pd.to_numeric(r.history["val_acc"]).to_numpy() for r in group_runs])
+    np.testing.assert_allclose(band["value"], matrix.mean(axis=0))
+    np.testing.assert_allclose(band["upper"] - band["value"], matrix.std(axis=0, ddof=1))
     at.toggle(key="compare_bands").set_value(False).run()  # as before: one line per run
     assert not at.exception
     (chart,) = at.get("vega_lite_chart")
