@@ -391,3 +391,28 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
             "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench}
+
+
+# --- ensemble: finished runs combined by the mean of their probabilities (core.ensemble) ------
+# Registered in one block so the parser and COMMANDS above stay as they are.
+
+def cmd_ensemble(args) -> int:
+    from core.ensemble import create_ensemble
+    print(create_ensemble(args.runs, name=args.name, root=args.checkpoints))
+    return 0
+
+
+def _with_ensemble(build):
+    def build_with_ensemble() -> argparse.ArgumentParser:
+        parser = build()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        ensemble = sub.add_parser("ensemble", help="save finished runs as one run (kind ensemble) that "
+                                                   "averages their probabilities; prints its run id")
+        ensemble.add_argument("runs", nargs="+", metavar="RUN", help="two or more finished run ids")
+        ensemble.add_argument("--name", help="a readable name (default: the members' names)")
+        return parser
+    return build_with_ensemble
+
+
+build_parser = _with_ensemble(build_parser)
+COMMANDS["ensemble"] = cmd_ensemble

@@ -609,7 +609,11 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
         why = next((w for w in run.warnings if "config.json" in w), "config.json has no arch")
         raise RunError(f"run {run_id!r} names no architecture to rebuild: {why}")
     arch = run.config["arch"]
-    model = create_model(arch)
+    if run.config.get("kind") == "ensemble":  # runs combined without training (core.ensemble)
+        from core.ensemble import build_model
+        model = build_model(run.config.get("member_archs"))
+    else:
+        model = create_model(arch)
     state = load_state_dict(run_id, root)
     try:
         model.load_state_dict(state)

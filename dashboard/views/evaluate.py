@@ -3,9 +3,11 @@ per-class precision, recall and F1, all from the run's saved test predictions.""
 from __future__ import annotations
 
 import altair as alt
+import pandas as pd
 import streamlit as st
 
 from core import predictions
+from core.errors import LabError
 from dashboard import common
 
 CELL_IMAGES = 48  # images shown for a selected cell
@@ -65,9 +67,67 @@ def cell_images(preds, true: int, predicted: int) -> None:
         st.caption(f"Showing {CELL_IMAGES} of {len(examples):,}; the Mistakes page pages through all.")
 
 
+def save_ensemble(members: list[str]) -> None:
+    """Button callback: save the chosen runs as an ensemble run and open it on this page."""
+    from core.ensemble import create_ensemble
+    name = (st.session_state.get("eval_ens_name") or "").strip() or None
+    try:
+        new_id = create_ensemble(members, name=name, root=common._base())
+    except LabError as exc:
+        st.session_state["eval_ens_message"] = ("error", str(exc))
+        return
+    st.session_state["eval_ens_message"] = ("success", new_id)
+    st.session_state["eval_run"] = new_id  # callbacks run before the page: the picker shows it
+    st.session_state["eval_ens_members"] = []
+
+
+def ensemble_section(finished: list) -> None:
+    """Pick finished runs, see the mean of their probabilities scored on the test set against
+    each member, and save it as a run (kind ensemble) that every page treats like any other."""
+    from core.ensemble import combine
+    with st.expander("Combine runs into an ensemble", icon=":material/join:",
+                     expanded=bool(st.session_state.get("eval_ens_members") or st.session_state.get("eval_ens_message"))):
+        st.caption("An ensemble without training: the mean of the chosen runs' test probabilities, "
+                   "image by image. Saved, it is a run like any other (Compare, Mistakes, Sketch).")
+        message = st.session_state.pop("eval_ens_message", None)
+        if message and message[0] == "error":
+            st.error(f"Could not save the ensemble: {message[1]}", icon=":material/error:")
+        elif message:
+            st.success(f"Saved as run `{message[1]}`: it is shown above.", icon=":material/check_circle:")
+        by_id = {r.run_id: r for r in finished}
+        st.session_state["eval_ens_members"] = [i for i in st.session_state.get("eval_ens_members", []) if i in by_id]
+        chosen = st.multiselect("Runs to combine", list(by_id), key="eval_ens_members",
+                                format_func=lambda i: common.run_label(by_id[i]),
+                                placeholder="two or more finished runs")
+        if len(chosen) < 2:
+            st.info("Pick two or more finished runs to see their ensemble's test accuracy.")
+            return
+        try:
+            combined = combine(chosen, common._base())
+        except LabError as exc:
+            common.report(exc, "These runs cannot be combined", error=True)
+            return
+        members = combined.member_accuracies()
+        best = max(members.values())
+        rows = [{"run": common.run_label(member), "test accuracy": members[member.run_id],
+                 "mistakes": int((p["predicted"] != p["labels"]).sum())}
+                for member, p in zip(combined.members, combined.member_predictions)]
+        rows.append({"run": "ensemble (mean of the probabilities)", "test accuracy": combined.accuracy,
+                     "mistakes": int((combined.predicted != combined.labels).sum())})
+        st.metric("Ensemble test accuracy", f"{combined.accuracy:.2f}%",
+                  delta=f"{combined.accuracy - best:+.2f} points vs the best member")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval_ens_table",
+                     column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%")})
+        st.text_input("Name", key="eval_ens_name", max_chars=80,
+                      placeholder="default: ensemble: <the members' names>")
+        st.button("Save as a run", icon=":material/save:", key="eval_ens_save", on_click=save_ensemble,
+                  args=(list(chosen),), help="writes a new run folder: its weights are the members', "
+                                              "its predictions the mean of theirs")
+
+
 st.title("Evaluate")
 st.caption("The test set through one finished run: where it goes wrong and for which digits.")
-_, run, preds = common.finished_run_or_stop(
+finished, run, preds = common.finished_run_or_stop(
     "No finished run to evaluate yet: train a model on the **Train** page; "
     "when it finishes, its confusion matrix and per-class scores appear here.", key="eval_run")
 cm = predictions.prediction_confusion(preds)
@@ -113,3 +173,5 @@ st.dataframe(scores, hide_index=True, width="stretch", key="eval_scores", column
     "recall": st.column_config.ProgressColumn("Recall", format="percent", min_value=0, max_value=1),
     "f1": st.column_config.ProgressColumn("F1", format="percent", min_value=0, max_value=1),
     "support": st.column_config.NumberColumn("Support (test images)")})
+
+ensemble_section(finished)
