@@ -1,4 +1,4 @@
-"""`python -m core ...`: fetch, models, train, runs, predict, sweep, bench."""
+"""`python -m core ...`: fetch, models, train, runs, predict, sweep, bench, ensemble, label-issues."""
 from __future__ import annotations
 
 import argparse
@@ -123,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", action="store_true",
                        help="ms per training step of every architecture on the CPU, per memory layout and optimizer implementation")
     bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
+
+    ensemble = sub.add_parser("ensemble", help="save finished runs as one run (kind ensemble) that "
+                                               "averages their probabilities; prints its run id")
+    ensemble.add_argument("runs", nargs="+", metavar="RUN", help="two or more finished run ids")
+    ensemble.add_argument("--name", help="a readable name (default: the members' names)")
+
+    issues = sub.add_parser("label-issues", help="rank MNIST's test images by how likely their label is wrong "
+                                                 "(cleanlab, from saved test probabilities)")
+    issues.add_argument("--runs", nargs="+", metavar="RUN", default=None,
+                        help="runs whose averaged probabilities rank the images (default: the reference runs, "
+                             "else every finished run)")
+    issues.add_argument("--top", type=_positive_int, default=30, help="how many to print (default: 30)")
+    issues.add_argument("--json", action="store_true", help="one JSON list of {rank, index, label, suggested, score, confirmed}")
     return parser
 
 
@@ -389,30 +402,33 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
-            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench}
-
-
-# --- ensemble: finished runs combined by the mean of their probabilities (core.ensemble) ------
-# Registered in one block so the parser and COMMANDS above stay as they are.
-
 def cmd_ensemble(args) -> int:
     from core.ensemble import create_ensemble
     print(create_ensemble(args.runs, name=args.name, root=args.checkpoints))
     return 0
 
 
-def _with_ensemble(build):
-    def build_with_ensemble() -> argparse.ArgumentParser:
-        parser = build()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        ensemble = sub.add_parser("ensemble", help="save finished runs as one run (kind ensemble) that "
-                                                   "averages their probabilities; prints its run id")
-        ensemble.add_argument("runs", nargs="+", metavar="RUN", help="two or more finished run ids")
-        ensemble.add_argument("--name", help="a readable name (default: the members' names)")
-        return parser
-    return build_with_ensemble
+def cmd_label_issues(args) -> int:
+    from core import label_issues
+    if args.top < 1:
+        raise ConfigError(f"--top must be a whole number >= 1, got {args.top}")
+    runs = args.runs or label_issues.default_runs(args.checkpoints)
+    ranking = label_issues.rank(runs, args.checkpoints)
+    top = ranking.top(args.top)
+    rows = [{"rank": n, "index": int(r.index), "label": int(r.label), "suggested": int(r.suggested),
+             "score": float(r.score), "confirmed": bool(r.confirmed)} for n, r in enumerate(top.itertuples(), 1)]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"label issues from {len(runs)} run(s); {ranking.confirmed_in_top(args.top)} of the 15 "
+          f"human-confirmed errors in the top {args.top}")
+    print(f"{'rank':>4}  {'index':>5}  label  suggested  {'score':>8}")
+    for row in rows:
+        print(f"{row['rank']:>4}  {row['index']:>5}  {row['label']:>5}  {row['suggested']:>9}  {row['score']:8.5f}"
+              + ("  confirmed label error" if row["confirmed"] else ""))
+    return 0
 
 
-build_parser = _with_ensemble(build_parser)
-COMMANDS["ensemble"] = cmd_ensemble
+COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
+            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench, "ensemble": cmd_ensemble,
+            "label-issues": cmd_label_issues}

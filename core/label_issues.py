@@ -1,0 +1,108 @@
+"""Label issues: which MNIST test images most likely carry a wrong label.
+
+The ranking is cleanlab's (`cleanlab.rank.get_label_quality_scores`, self-confidence: the
+probability the models give the given label; lower is more suspicious), computed from the
+saved test probabilities of the chosen runs, averaged (an ensemble of them, no model runs).
+The 15 test labels that human reviewers confirmed wrong (Northcutt et al., 2021) ship as data in
+core/resources/, so a user can see how many of them a ranking finds, and accuracy can be read
+with and without them.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import LabError
+from core.runs import RunError, load_predictions, load_run
+
+CONFIRMED_FILE = Path(__file__).resolve().parent / "resources" / "mnist_test_label_errors.json"
+
+
+@lru_cache(maxsize=1)
+def confirmed_errors() -> dict:
+    """The shipped list: {"indices": [...15 test indices...], "source": ..., ...}."""
+    return json.loads(CONFIRMED_FILE.read_text())
+
+
+def confirmed_indices() -> np.ndarray:
+    return np.asarray(confirmed_errors()["indices"], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Every test image, most suspicious label first."""
+    table: pd.DataFrame   # index, label, suggested, score, agree (run ids predicting `suggested`), confirmed
+    runs: list[str]
+
+    def top(self, n: int) -> pd.DataFrame:
+        return self.table.head(n)
+
+    def confirmed_in_top(self, n: int) -> int:
+        return int(self.table.head(n)["confirmed"].sum())
+
+
+def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, mean probabilities, each run's predicted digits) of runs tested on the same images."""
+    if not run_ids:
+        raise LabError("choose at least one finished run with saved test predictions")
+    labels, probs, predicted = None, [], []
+    for run_id in run_ids:
+        try:
+            preds = load_predictions(run_id, root)
+        except RunError as exc:
+            raise LabError(f"{exc}: it cannot take part in the label-issue ranking") from None
+        if labels is None:
+            labels = preds["labels"]
+        elif len(preds["labels"]) != len(labels) or not np.array_equal(preds["labels"], labels):
+            raise LabError(f"run {run_id!r} was tested on other images than {run_ids[0]!r}: "
+                           "their probabilities cannot be combined")
+        probs.append(preds["probabilities"])
+        predicted.append(preds["predicted"])
+    return labels, np.mean(probs, axis=0), np.stack(predicted)
+
+
+def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
+    """Rank MNIST's test images by how likely their given label is wrong."""
+    from cleanlab.rank import get_label_quality_scores
+    labels, probs, predicted = _probabilities(list(run_ids), root)
+    probs = probs / probs.sum(axis=1, keepdims=True)  # float16-stored runs sum to 1 only roughly
+    scores = get_label_quality_scores(labels, probs, method="self_confidence")
+    order = np.argsort(scores, kind="stable")
+    suggested = probs.argmax(1)
+    confirmed = np.zeros(len(labels), dtype=bool)
+    if len(labels) == 10_000:  # the confirmed list is about MNIST's test set
+        confirmed[confirmed_indices()] = True
+    agree = [[run_ids[k] for k in np.flatnonzero(predicted[:, i] == suggested[i])] for i in order]
+    table = pd.DataFrame({"index": order, "label": labels[order], "suggested": suggested[order],
+                          "score": scores[order], "agree": agree, "confirmed": confirmed[order]})
+    return Ranking(table, list(run_ids))
+
+
+def default_runs(root: str | os.PathLike | None = None) -> list[str]:
+    """The reference runs of the default recipes (one per architecture), else every finished
+    run with saved predictions."""
+    from core.runs import list_runs
+    finished = [r for r in list_runs(root) if r.status == "finished" and r.has_predictions]
+    reference = [r.run_id for r in finished if r.reference and r.name.endswith(" reference")]
+    return reference or [r.run_id for r in finished]
+
+
+def accuracy_without_confirmed(run_id: str, root: str | os.PathLike | None = None) -> tuple[float, float]:
+    """(test accuracy as measured, test accuracy on the 9,985 images whose label was not found
+    wrong by human review), in %."""
+    preds = load_predictions(run_id, root)
+    right = preds["labels"] == preds["predicted"]
+    keep = np.ones(len(right), dtype=bool)
+    if len(right) == 10_000:
+        keep[confirmed_indices()] = False
+    return float(right.mean() * 100), float(right[keep].mean() * 100)
+
+
+def run_names(run_ids: list[str], root=None) -> dict[str, str]:
+    return {i: load_run(i, root).name for i in run_ids}
