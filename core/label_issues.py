@@ -96,7 +96,11 @@ def default_runs(root: str | os.PathLike | None = None) -> list[str]:
 def accuracy_without_confirmed(run_id: str, root: str | os.PathLike | None = None) -> tuple[float, float]:
     """(test accuracy as measured, test accuracy on the 9,985 images whose label was not found
     wrong by human review), in %."""
-    preds = load_predictions(run_id, root)
+    return accuracies(load_predictions(run_id, root))
+
+
+def accuracies(preds: dict[str, np.ndarray]) -> tuple[float, float]:
+    """`accuracy_without_confirmed` of saved predictions already read (labels, predicted)."""
     right = preds["labels"] == preds["predicted"]
     keep = np.ones(len(right), dtype=bool)
     if len(right) == 10_000:

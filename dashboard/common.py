@@ -165,6 +165,21 @@ def _read_predictions(base: str, run_id: str, mtime: int) -> dict[str, np.ndarra
     return load_predictions(run_id, base)
 
 
+CLEAN_HELP = ("Test accuracy on the 9,985 test images whose label was not among the 15 that human "
+              "reviewers confirmed wrong (Northcutt et al., 2021; see the Label issues page)")
+
+
+def accuracy_without_confirmed(run: Run) -> float | None:
+    """The run's test accuracy without the 15 confirmed label errors, None without predictions."""
+    from core.label_issues import accuracies
+    if not run.has_predictions:
+        return None
+    try:
+        return accuracies(_read_predictions(_base(), run.run_id, _mtime(run.path / PREDICTIONS)))[1]
+    except (RunError, KeyError, ValueError):
+        return None
+
+
 def predictions(run: Run) -> dict[str, np.ndarray] | None:
     """The run's saved test predictions, or None after showing a warning."""
     try:

@@ -469,3 +469,33 @@ def test_a_fresh_clones_lab_shows_the_reference_runs_and_protects_them(lab_env, 
     chosen = sketch.multiselect(key="sketch_models").value
     assert {load_run(i, root).arch for i in chosen} == {load_run(i, root).arch for i in shipped}
     assert all(load_run(i, root).reference for i in chosen)  # the best of each is the shipped one
+
+
+def test_label_issues_page_ranks_with_the_reference_runs_and_marks_the_confirmed(lab_env, tmp_path):
+    import shutil
+    from core import label_issues, reference
+    from tests.helpers import REPO
+    root = lab_env(tmp_path / "runs")
+    for run_id in reference.reference_ids(REPO / "checkpoints"):
+        shutil.copytree(REPO / "checkpoints" / run_id, root / run_id)
+    at = open_page("label_issues")
+    assert set(at.multiselect(key="li_runs").value) == set(label_issues.default_runs(root))
+    ranking = label_issues.rank(label_issues.default_runs(root), root)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Confirmed label errors in the top 30"] == f"{ranking.confirmed_in_top(30)} of 15"
+    assert metrics["… in the top 100"] == f"{ranking.confirmed_in_top(100)} of 15"
+    assert frame_with(at, "suggested")["index"].tolist() == ranking.top(60)["index"].tolist()
+    at.toggle(key="li_confirmed").set_value(True).run()
+    assert sorted(frame_with(at, "suggested")["index"]) == sorted(label_issues.confirmed_indices().tolist())
+
+
+def test_accuracy_is_shown_with_and_without_the_confirmed_label_errors(lab_env, trained_runs):
+    from core import label_issues
+    lab_env(trained_runs.root)
+    run_id = trained_runs.ids["mlp"]
+    _, cleaned = label_issues.accuracy_without_confirmed(run_id, trained_runs.root)
+    at = open_page("evaluate")
+    at.selectbox(key="eval_run").set_value(run_id).run()
+    assert {m.label: m.value for m in at.metric}["Without confirmed label errors"] == f"{cleaned:.2f}%"
+    table = frame_with(open_page("compare"), "test_acc_clean").set_index("run_id")
+    assert table.loc[run_id, "test_acc_clean"] == pytest.approx(cleaned)

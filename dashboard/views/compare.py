@@ -17,11 +17,12 @@ DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
 def runs_table(runs: list) -> list:
     """The table; returns the runs selected in it (or the newest few with curves)."""
     table = tables.run_table(runs)
+    table["test_acc_clean"] = [common.accuracy_without_confirmed(r) for r in runs]
     event = st.dataframe(
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
         width="stretch", height=min(420, 38 + 35 * len(table)),
-        column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc",
+        column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc", "test_acc_clean",
                       "sec_per_epoch", "device", "group", "created", "run_id"],
         column_config={
             "name": st.column_config.TextColumn("Name"),
@@ -34,6 +35,8 @@ def runs_table(runs: list) -> list:
             "epochs": st.column_config.NumberColumn("Epochs"),
             "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=common.VAL_HELP),
             "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
+            "test_acc_clean": st.column_config.NumberColumn("Test acc (clean labels)", format="%.2f%%",
+                                                            help=common.CLEAN_HELP),
             "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
             "device": st.column_config.TextColumn("Device"),
             "group": st.column_config.TextColumn("Seed group", help="runs of one recipe over several seeds "

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import predictions
+from core import label_issues, predictions
 from core.errors import LabError
 from dashboard import common
 
@@ -133,12 +133,14 @@ finished, run, preds = common.finished_run_or_stop(
 cm = predictions.prediction_confusion(preds)
 correct = int(cm.trace())
 total = int(cm.sum())
-m = st.columns(4)
+m = st.columns(5)
 m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%")
-m[1].metric("Test images", f"{total:,}")
-m[2].metric("Mistakes", f"{total - correct:,}")
+_, cleaned = label_issues.accuracies(preds)
+m[1].metric("Without confirmed label errors", f"{cleaned:.2f}%", help=common.CLEAN_HELP)
+m[2].metric("Test images", f"{total:,}")
+m[3].metric("Mistakes", f"{total - correct:,}")
 parameters = run.metrics.get("parameters")
-m[3].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
+m[4].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
 
 if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
     st.session_state["eval_true"], st.session_state["eval_predicted"] = predictions.top_confusion(cm)

@@ -38,7 +38,7 @@ def test_page_opens(page, base_url, path):
         f"/{path} shows the heading {heading.all_inner_texts()}, expected {title!r}"
     # The app's own navigation, not Streamlit's pages/ folder fallback (which lists file names).
     assert nav_titles(page) == list(harness.PAGES.values()), \
-        f"/{path}: the sidebar lists {nav_titles(page)}, expected the dashboard's seven pages"
+        f"/{path}: the sidebar lists {nav_titles(page)}, expected the dashboard's pages"
     assert urlparse(page.url).path == f"/{path}", f"/{path} ended up at {page.url}"
 
 
