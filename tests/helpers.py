@@ -11,6 +11,20 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNIST_LAB_DATA") or REPO / "data").resolve()
 
 
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """`python -m core ARGV` in this process: (exit code, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+    from core.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
 def require_mnist() -> Path:
     from core.data import is_available
     if not is_available(DATA):

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 import re
 import subprocess
 import sys
 import threading
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import MISSING, fields
 
 import numpy as np
@@ -17,14 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.cli import main
 from core.config import ConfigError, TrainConfig
 from core.data import load_mnist, make_split, split_indices
 from core.models import (Ensemble, LabNet, UnknownModelError, count_parameters, create_model, get_spec,
                          list_models)
 from core.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
 from core.train import build_optimizer, evaluate, train, training_loss
-from tests.helpers import DATA, REPO, require_mnist, train_new, train_tiny
+from tests.helpers import run_cli, DATA, REPO, require_mnist, train_new, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +29,6 @@ def trained(tmp_path_factory):
     """One real lenet run on 5,000 real training images, shared by this module's tests."""
     root = tmp_path_factory.mktemp("checkpoints")
     return root, train_tiny(root, "lenet")
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 # --- models -------------------------------------------------------------------------------

@@ -3,10 +3,8 @@ one seed group; the group's accuracy as mean ± std and its curves as bands, eac
 against numpy (sample std, ddof=1) computed here from the runs themselves."""
 from __future__ import annotations
 
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +13,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import tables
-from core.cli import main
 from core.config import TrainConfig
-from tests.helpers import history_rows, make_run, require_mnist
+from tests.helpers import run_cli, history_rows, make_run, require_mnist
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 TIMEOUT = 60
 TINY = ("--arch", "mlp", "--epochs", "1", "--train-limit", "500", "--device", "cpu", "--quiet")
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def text(mean: float, std: float) -> str:
