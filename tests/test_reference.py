@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from core import reference
-from core.config import TrainConfig
+from core.config import RECIPE_FIELDS, TrainConfig
 from core.models import list_models
 from core.runs import (FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError,
                        delete_run, load_model, load_predictions, load_run, rename_run)
@@ -57,9 +57,12 @@ def test_a_reference_run_reads_as_a_current_finished_run(run_id):
     run = load_run(run_id, SHIPPED)
     assert run.warnings == [] and run.status == "finished" and run.reference
     assert run.config["format"] == FORMAT_VERSION     # written by today's format: retrain or migrate it
-    config = TrainConfig.from_dict(run.config)
-    assert {k: v for k, v in config.to_dict().items()} == {k: run.config[k] for k in config.to_dict()}
-    assert list(run.history.columns) == HISTORY_COLUMNS and len(run.history) == config.epochs
+    config = TrainConfig.from_dict(run.config).to_dict()
+    saved = {k: run.config[k] for k in config if k in run.config}
+    assert {k: config[k] for k in saved} == saved                     # every saved knob reads back as it is
+    # a field added since (e.g. `group`) must be optional: absent reads as its default, None
+    assert all(config[k] is None and k not in RECIPE_FIELDS for k in config.keys() - saved.keys())
+    assert list(run.history.columns) == HISTORY_COLUMNS and len(run.history) == config["epochs"]
     assert run.val_acc is not None and run.test_acc is not None
     assert not (run.path / TRAIN_STATE).exists()      # no optimizer state shipped
     marker = json.loads((run.path / REFERENCE).read_text())
