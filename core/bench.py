@@ -439,3 +439,29 @@ def bookkeeping_costs(arch: str = "lenet", steps: int = 200, data_root=None,
            + f"; all but the step: {sum(costs.values()) - costs['step']:.1f} "
            f"({(sum(costs.values()) - costs['step']) / costs['step'] * 100:.1f}% of the steps)")
     return costs
+
+
+def saliency_latency(repeats: int = 10, root=None, data_root=None,
+                     report: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+    """Milliseconds for one test image's Integrated Gradients map (core.saliency, 32 steps) per
+    architecture on the CPU, p50/p95, with the best finished run of each (untrained weights
+    where there is none): the saliency budget of issue 13 is 300 ms per image per model."""
+    from core import tables
+    from core.data import load_mnist, normalize_uint8
+    from core.runs import list_runs, load_model
+    from core.saliency import attribute
+    best = {r.arch: r.run_id for r in tables.best_run_per_arch(list_runs(root))}
+    image = normalize_uint8(load_mnist(data_root).test_images[:1])
+    results = {}
+    for arch in list_models():
+        model = load_model(best[arch], root) if arch in best else create_model(arch).eval()
+        times = []
+        for i in range(repeats + 2):
+            start = time.perf_counter()
+            attribute(model, image, 7)
+            if i >= 2:
+                times.append((time.perf_counter() - start) * 1000)
+        results[arch] = {"p50_ms": statistics.median(times), "p95_ms": float(np.percentile(times, 95)),
+                         "weights": best.get(arch, "untrained weights")}
+        report(f"  saliency {arch:<8} p50 {results[arch]['p50_ms']:7.1f} ms   p95 {results[arch]['p95_ms']:7.1f} ms")
+    return results

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="--time-to: MNIST Lab's recipe to race (default: the one whose target is the lowest at or above it)")
     bench.add_argument("--steps", action="store_true",
                        help="ms per training step of every architecture on the CPU, per memory layout and optimizer implementation")
+    bench.add_argument("--saliency", action="store_true",
+                       help="ms per Integrated Gradients map (one test image, one model of each architecture)")
     bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
     ensemble = sub.add_parser("ensemble", help="save finished runs as one run (kind ensemble) that "
@@ -388,6 +390,9 @@ def cmd_bench(args) -> int:
     if args.time_to is not None:
         result = bench.run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
                                 train_limit=args.train_limit, data_root=args.data, report=report)
+    elif args.saliency:
+        result = bench.saliency_latency(repeats=args.sketch_repeats, root=args.checkpoints, data_root=args.data,
+                                        report=report)
     elif args.steps:
         result = {"steps_ms": bench.step_costs(data_root=args.data, report=report),
                   "bookkeeping_ms_per_epoch": {arch: bench.bookkeeping_costs(arch, data_root=args.data, report=report)

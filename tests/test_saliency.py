@@ -1,0 +1,55 @@
+"""Saliency (issue 13, part 2): Captum's Integrated Gradients, checked against the analytic answer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core import saliency
+from core.data import load_mnist, normalize_uint8
+from tests.helpers import require_mnist
+
+
+def test_the_saliency_of_a_linear_model_is_its_analytic_attribution():
+    """For f(x) = Wx + b, Integrated Gradients from the blank page is (x - blank) * W[target],
+    exactly, whatever the number of steps."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    images = normalize_uint8(load_mnist(require_mnist()).test_images[:4])
+    targets = [7, 2, 1, 0]
+    maps = saliency.attribute(model, images, targets, steps=8)
+    weights = model[1].weight.detach().numpy().reshape(10, 28, 28)
+    expected = (images.squeeze(1).numpy() - saliency.BLANK) * weights[targets]
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_completeness_the_map_sums_to_the_logit_gained_from_the_blank_page():
+    """Integrated Gradients' own guarantee, for a real CNN (an oracle that is not the method)."""
+    from core.models import create_model
+    torch.manual_seed(0)
+    model = create_model("lenet").eval()
+    image = normalize_uint8(load_mnist(require_mnist()).test_images[:1])
+    maps = saliency.attribute(model, image, 7, steps=256)
+    with torch.no_grad():
+        gained = model(image)[0, 7] - model(torch.full_like(image, saliency.BLANK))[0, 7]
+    assert maps.sum() == pytest.approx(float(gained), rel=0.02, abs=1e-3)
+
+
+def test_targets_must_be_digits_one_per_image():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    images = torch.zeros(2, 1, 28, 28)
+    with pytest.raises(ValueError, match="one target digit"):
+        saliency.attribute(model, images, [1])
+    with pytest.raises(ValueError, match="one target digit"):
+        saliency.attribute(model, images, [1, 10])
+
+
+def test_bench_times_a_saliency_map_for_every_architecture(tmp_path, capsys):
+    import json
+    from core.cli import main
+    from core.models import list_models
+    assert main(["--checkpoints", str(tmp_path), "--data", str(require_mnist()), "bench", "--saliency",
+                 "--sketch-repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == set(list_models())
+    assert all(0 < t["p50_ms"] <= t["p95_ms"] and t["weights"] == "untrained weights" for t in result.values())
