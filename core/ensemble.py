@@ -27,7 +27,7 @@ import torch
 from core.config import name_problem
 from core.errors import BadInput
 from core.metrics import confusion_matrix, per_class
-from core.predictions import check_predictions
+from core.predictions import check_predictions, same_images
 from core.runs import (RunError, RunWriter, Run, load_model, load_predictions, load_run, now_iso,
                        run_dir)
 
@@ -102,8 +102,7 @@ def combine(member_ids, root=None) -> Combined:
         runs.append(run)
         preds.append(p)
     first = preds[0]["labels"]
-    differ = [_label(r) for r, p in zip(runs[1:], preds[1:])
-              if p["labels"].shape != first.shape or not np.array_equal(p["labels"], first)]
+    differ = [_label(r) for r, p in zip(runs[1:], preds[1:]) if not same_images(p, preds[0])]
     if differ:
         raise EnsembleError(f"the runs were tested on different images: the test labels of "
                             f"{', '.join(differ)} differ from those of {_label(runs[0])}; an ensemble "

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import LabError
+from core.predictions import same_images
 from core.runs import RunError, load_predictions, load_run
 
 CONFIRMED_FILE = Path(__file__).resolve().parent / "resources" / "mnist_test_label_errors.json"
@@ -51,20 +52,20 @@ def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np
     """(labels, mean probabilities, each run's predicted digits) of runs tested on the same images."""
     if not run_ids:
         raise LabError("choose at least one finished run with saved test predictions")
-    labels, probs, predicted = None, [], []
+    first, probs, predicted = None, [], []
     for run_id in run_ids:
         try:
             preds = load_predictions(run_id, root)
         except RunError as exc:
             raise LabError(f"{exc}: it cannot take part in the label-issue ranking") from None
-        if labels is None:
-            labels = preds["labels"]
-        elif len(preds["labels"]) != len(labels) or not np.array_equal(preds["labels"], labels):
+        if first is None:
+            first = preds
+        elif not same_images(preds, first):
             raise LabError(f"run {run_id!r} was tested on other images than {run_ids[0]!r}: "
                            "their probabilities cannot be combined")
         probs.append(preds["probabilities"])
         predicted.append(preds["predicted"])
-    return labels, np.mean(probs, axis=0), np.stack(predicted)
+    return first["labels"], np.mean(probs, axis=0), np.stack(predicted)
 
 
 def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
@@ -89,7 +90,7 @@ def default_runs(root: str | os.PathLike | None = None) -> list[str]:
     run with saved predictions."""
     from core.runs import list_runs
     finished = [r for r in list_runs(root) if r.status == "finished" and r.has_predictions]
-    reference = [r.run_id for r in finished if r.reference and r.name.endswith(" reference")]
+    reference = [r.run_id for r in finished if r.reference and not r.config.get("sweep")]  # not the grid's
     return reference or [r.run_id for r in finished]
 
 

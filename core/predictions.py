@@ -99,10 +99,20 @@ def mistakes(predictions: dict[str, np.ndarray], *, true: int | None = None,
     return _ordered(_prediction_frame(predictions, np.flatnonzero(mask)), order).reset_index(drop=True)
 
 
+def same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    """Whether two runs' saved predictions are of the same test images (the same labels, in
+    order): what comparing them image by image, or averaging them, needs."""
+    return np.array_equal(a["labels"], b["labels"])
+
+
+def _require_same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    if not same_images(a, b):
+        raise PredictionsError("the two runs were not evaluated on the same test images")
+
+
 def disagreements(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(indices run A gets wrong and B right, indices B gets wrong and A right)."""
-    if len(a["labels"]) != len(b["labels"]) or not np.array_equal(a["labels"], b["labels"]):
-        raise PredictionsError("the two runs were not evaluated on the same test images")
+    _require_same_images(a, b)
     a_right = a["predicted"] == a["labels"]
     b_right = b["predicted"] == b["labels"]
     return np.flatnonzero(~a_right & b_right), np.flatnonzero(a_right & ~b_right)
@@ -112,8 +122,7 @@ def compared_confusions(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> t
     """Two runs' confusion matrices on the same test images and their difference B - A: a
     positive off-diagonal cell is a mistake B makes more often than A, a positive diagonal
     cell a digit B gets right more often."""
-    if len(a["labels"]) != len(b["labels"]) or not np.array_equal(a["labels"], b["labels"]):
-        raise PredictionsError("the two runs were not evaluated on the same test images")
+    _require_same_images(a, b)
     cm_a, cm_b = prediction_confusion(a), prediction_confusion(b)
     return cm_a, cm_b, cm_b - cm_a
 
