@@ -101,18 +101,23 @@ def plain_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: tor
     return times
 
 
+def scratch_run(cfg: TrainConfig, data_root=None):
+    """Train `cfg` with MNIST Lab's own trainer in a scratch run folder, deleted afterwards;
+    return the finished run as read (history, metrics: what the benchmarks time and score)."""
+    from core.runs import load_run
+    with tempfile.TemporaryDirectory() as root:
+        writer = prepare_run(cfg, root=root)
+        train(writer.run_id, root=root, data_root=data_root, writer=writer)
+        return load_run(writer.run_id, root)
+
+
 def lab_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch.device,
                train_limit: int | None, data_root) -> list[dict[str, float]]:
     """Training and validation seconds per epoch of MNIST Lab's own trainer (history.csv)."""
-    from core.runs import load_run
-    with tempfile.TemporaryDirectory() as root:
-        cfg = TrainConfig(arch=arch, batch_size=batch_size, lr=lr, optimizer="adam", epochs=epochs,
-                          schedule="none", momentum=0.0, weight_decay=0.0, augment="none",
-                          label_smoothing=0.0, ema=False, device=device.type, train_limit=train_limit)
-        writer = prepare_run(cfg, root=root)
-        train(writer.run_id, root=root, data_root=data_root, writer=writer)
-        history = load_run(writer.run_id, root).history
-        return history[["train_seconds", "val_seconds"]].to_dict("records")
+    cfg = TrainConfig(arch=arch, batch_size=batch_size, lr=lr, optimizer="adam", epochs=epochs,
+                      schedule="none", momentum=0.0, weight_decay=0.0, augment="none",
+                      label_smoothing=0.0, ema=False, device=device.type, train_limit=train_limit)
+    return scratch_run(cfg, data_root).history[["train_seconds", "val_seconds"]].to_dict("records")
 
 
 def sample_drawing(size: int = 280) -> np.ndarray:
@@ -123,6 +128,18 @@ def sample_drawing(size: int = 280) -> np.ndarray:
     s = size / 280
     draw.line([(70 * s, 60 * s), (210 * s, 60 * s), (120 * s, 230 * s)], fill=(0, 0, 0, 255), width=int(18 * s))
     return np.asarray(image)
+
+
+def latency_ms(call: Callable[[], object], repeats: int, warmup: int) -> dict[str, float]:
+    """p50 and p95 milliseconds of `repeats` calls, after `warmup` untimed ones (the first
+    calls warm up allocators and kernels)."""
+    times = []
+    for i in range(repeats + warmup):
+        start = time.perf_counter()
+        call()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": statistics.median(times), "p95_ms": float(np.percentile(times, 95))}
 
 
 def sketch_latency(repeats: int, root=None) -> dict[str, dict[str, float]]:
@@ -140,14 +157,8 @@ def sketch_latency(repeats: int, root=None) -> dict[str, dict[str, float]]:
             predictor, source = Predictor.from_run(best[arch], root), best[arch]
         else:
             predictor, source = Predictor("untrained", arch, create_model(arch).eval()), "untrained weights"
-        times = []
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            predictor.probabilities(to_mnist(drawing))
-            if i >= 3:  # the first calls warm up allocators and kernels
-                times.append((time.perf_counter() - start) * 1000)
-        results[arch] = {"p50_ms": statistics.median(times),
-                         "p95_ms": float(np.percentile(times, 95)), "weights": source}
+        results[arch] = {**latency_ms(lambda: predictor.probabilities(to_mnist(drawing)), repeats, warmup=3),
+                         "weights": source}
     return results
 
 
@@ -285,13 +296,8 @@ def lab_recipe(arch: str, seed: int, device: torch.device, data_root=None,
     """(training seconds, test accuracy %) of MNIST Lab's recipe `arch`, trained by the
     trainer itself in a scratch run folder: training seconds from history.csv (validation
     passes not counted, as the published recipe has none), test accuracy from metrics.json."""
-    from core.runs import load_run
-    with tempfile.TemporaryDirectory() as root:
-        cfg = TrainConfig(arch=arch, seed=seed, device=device.type, train_limit=train_limit)
-        writer = prepare_run(cfg, root=root)
-        train(writer.run_id, root=root, data_root=data_root, writer=writer)
-        run = load_run(writer.run_id, root)
-        return float(run.history["train_seconds"].sum()), float(run.metrics["test_accuracy"])
+    run = scratch_run(TrainConfig(arch=arch, seed=seed, device=device.type, train_limit=train_limit), data_root)
+    return float(run.history["train_seconds"].sum()), float(run.metrics["test_accuracy"])
 
 
 def run_race(target: float = 99.0, seeds: int = 3, recipe: str | None = None, device: str = "auto",
@@ -455,13 +461,7 @@ def saliency_latency(repeats: int = 10, root=None, data_root=None,
     results = {}
     for arch in list_models():
         model = load_model(best[arch], root) if arch in best else create_model(arch).eval()
-        times = []
-        for i in range(repeats + 2):
-            start = time.perf_counter()
-            attribute(model, image, 7)
-            if i >= 2:
-                times.append((time.perf_counter() - start) * 1000)
-        results[arch] = {"p50_ms": statistics.median(times), "p95_ms": float(np.percentile(times, 95)),
+        results[arch] = {**latency_ms(lambda: attribute(model, image, 7), repeats, warmup=2),
                          "weights": best.get(arch, "untrained weights")}
         report(f"  saliency {arch:<8} p50 {results[arch]['p50_ms']:7.1f} ms   p95 {results[arch]['p95_ms']:7.1f} ms")
     return results
