@@ -169,15 +169,22 @@ CLEAN_HELP = ("Test accuracy on the 9,985 test images whose label was not among 
               "reviewers confirmed wrong (Northcutt et al., 2021; see the Label issues page)")
 
 
-def accuracy_without_confirmed(run: Run) -> float | None:
-    """The run's test accuracy without the 15 confirmed label errors, None without predictions."""
-    from core.label_issues import accuracies
-    if not run.has_predictions:
-        return None
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _accuracy_without_confirmed(base: str, run_id: str, mtime: int) -> float | None:
+    """Kept apart from the predictions' own small cache: Compare's table asks it of every run on
+    every rerun, and one figure per run is all it needs."""
+    from core.label_issues import accuracy_without_confirmed
     try:
-        return accuracies(_read_predictions(_base(), run.run_id, _mtime(run.path / PREDICTIONS)))[1]
+        return accuracy_without_confirmed(run_id, base)[1]
     except (RunError, KeyError, ValueError):
         return None
+
+
+def accuracy_without_confirmed(run: Run) -> float | None:
+    """The run's test accuracy without the 15 confirmed label errors, None without predictions."""
+    if not run.has_predictions:
+        return None
+    return _accuracy_without_confirmed(_base(), run.run_id, _mtime(run.path / PREDICTIONS))
 
 
 def predictions(run: Run) -> dict[str, np.ndarray] | None:
