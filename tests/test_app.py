@@ -496,6 +496,6 @@ def test_accuracy_is_shown_with_and_without_the_confirmed_label_errors(lab_env, 
     _, cleaned = label_issues.accuracy_without_confirmed(run_id, trained_runs.root)
     at = open_page("evaluate")
     at.selectbox(key="eval_run").set_value(run_id).run()
-    assert {m.label: m.value for m in at.metric}["Without confirmed label errors"] == f"{cleaned:.2f}%"
+    assert {m.label: m.value for m in at.metric}["Clean-label accuracy"] == f"{cleaned:.2f}%"
     table = frame_with(open_page("compare"), "test_acc_clean").set_index("run_id")
     assert table.loc[run_id, "test_acc_clean"] == pytest.approx(cleaned)
