@@ -2,6 +2,12 @@
 
 `create_model(name)` builds one, `list_models()` names them, `get_spec(name)` gives the
 recipe. Every model takes normalised (N, 1, 28, 28) input and returns logits (N, 10).
+
+Every model also has `embed(x)`: its penultimate features (N, D), the input of its last affine
+map. `last_affine()` gives that map as (weight (10, D), bias (10,)), so in eval mode
+`embed(x) @ weight.T + bias` is the logits (an ensemble, which averages its members'
+probabilities, has no last affine map; its features are its members' side by side). The
+embedding map (core.embedding) projects these features.
 """
 from __future__ import annotations
 
@@ -123,8 +129,21 @@ def count_parameters(model: nn.Module) -> int:
           source="seed 004", target=97.0,
           summary="MLP 784-64-32-10, ReLU (the seed trained 100 epochs; 20 suffice here)")
 def mlp() -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(),
-                         nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    return MLP(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _affine(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    return layer.weight, layer.bias
+
+
+class MLP(nn.Sequential):
+    """A plain stack whose last layer is the classifier (the weights' names are nn.Sequential's)."""
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self[:-1](x)
+
+    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _affine(self[-1])
 
 
 # --- seed 003: MLP with LayerNorm, dropout and He initialisation ----------------------------
@@ -146,6 +165,12 @@ class MLPLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[:-1](x)
+
+    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _affine(self.net[-1])
 
 
 @register("mlp_ln", Recipe(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, batch_size=64, epochs=15,
@@ -169,12 +194,16 @@ class LeNet(nn.Module):
         self.fc1 = nn.Linear(20 * 4 * 4, 50)  # 28 -> 24 -> 12 -> 8 -> 4 after two conv+pool
         self.fc2 = nn.Linear(50, 10)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = F.relu(self.fc1(x.flatten(1)))
-        x = F.dropout(x, 0.5, training=self.training)
-        return self.fc2(x)
+        return F.relu(self.fc1(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.dropout(self.embed(x), 0.5, training=self.training))
+
+    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _affine(self.fc2)
 
 
 @register("lenet", Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=10),
@@ -204,16 +233,24 @@ class Net16k(nn.Module):
         self.conv5 = nn.Sequential(nn.Conv2d(32, 10, kernel_size=1))
         self.gap1 = nn.Sequential(nn.AvgPool2d(2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.onecross1(x)
         x = F.relu(self.conv2(x))
         x = self.conv3(x)
         x = self.onecross1_2(x)
-        x = self.conv4(x)
-        x = self.conv5(x)
-        x = self.gap1(x)
-        return x.flatten(1)
+        return self.conv4(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gap1(self.conv5(self._trunk(x))).flatten(1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The 32 channels averaged over the 2x2 map: the 1x1 conv and the average pool are both
+        linear, so classifying the average is the same as averaging the classified pixels."""
+        return self.gap1(self._trunk(x)).flatten(1)
+
+    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.conv5[0].weight.flatten(1), self.conv5[0].bias
 
 
 @register("cnn16k", Recipe(optimizer="sgd", lr=0.01, momentum=0.9, batch_size=64, epochs=20,
@@ -243,7 +280,22 @@ class Residual(nn.Module):
         return x + self.body(x)
 
 
-class ResidualClassifier(nn.Module):
+class FeaturesThenHead(nn.Module):
+    """`self.features` (a trunk ending in flat features), then `self.head`, one linear layer."""
+    features: nn.Module
+    head: nn.Linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _affine(self.head)
+
+
+class ResidualClassifier(FeaturesThenHead):
     """Seed 000's shape: conv blocks with skip connections and max pooling, adaptive
     average pooling and a linear head. Widths are a parameter; sizes are computed."""
 
@@ -257,9 +309,6 @@ class ResidualClassifier(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(w3, 10)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
 
 @register("resnet", Recipe(optimizer="adamw", lr=4e-3, weight_decay=5e-4, batch_size=128,
                            epochs=8, schedule="onecycle", augment="affine"),
@@ -271,7 +320,7 @@ def resnet() -> nn.Module:
 
 # --- ours: the strongest model we can train in minutes on one GPU ----------------------------
 
-class LabNet(nn.Module):
+class LabNet(FeaturesThenHead):
     """One member: VGG-ish (conv-BN-ReLU x2, max-pool) x2, conv-BN-ReLU, global max pooling,
     linear."""
 
@@ -283,9 +332,6 @@ class LabNet(nn.Module):
             conv_bn(w1, w2), conv_bn(w2, w2), nn.MaxPool2d(2),   # 14 -> 7
             conv_bn(w2, w3), nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.head = nn.Linear(w3, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def combine_members(member_logits: torch.Tensor) -> torch.Tensor:
@@ -308,6 +354,13 @@ class Ensemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return combine_members(self.member_logits(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' features side by side (N, sum of their widths)."""
+        return torch.cat([m.embed(x) for m in self.members], 1)
+
+    def last_affine(self) -> None:
+        return None  # the members' probabilities are averaged: no single affine map
 
 
 @register("labnet", Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
@@ -337,6 +390,12 @@ class SpeedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head[:-1](self.features(x))
+
+    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return _affine(self.head[-1])
 
 
 @register("speedrun", Recipe(optimizer="adam", lr=1e-2, beta1=0.7, beta2=0.9, batch_size=256, epochs=1,

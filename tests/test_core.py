@@ -47,6 +47,28 @@ def test_every_model_forward_and_backward(name):
     assert model(x[:1]).shape == (1, 10)  # a batch of one keeps its shape (seed 002's squeeze bug)
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_exposes_the_features_its_logits_are_computed_from(name):
+    """The embedding map's input: penultimate features whose last affine map gives the logits
+    the model's own forward computes (an ensemble: its members' features side by side)."""
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        features, logits = model.embed(x), model(x)
+        assert features.ndim == 2 and features.shape[0] == 5 and features.shape[1] >= 10
+        affine = model.last_affine()
+        if affine is None:  # an ensemble: each member's slice is that member's own features
+            widths = [m.embed(x).shape[1] for m in model.members]
+            for member, part in zip(model.members, features.split(widths, 1)):
+                torch.testing.assert_close(part, member.embed(x))
+                weight, bias = member.last_affine()
+                torch.testing.assert_close(part @ weight.T + bias, member(x), atol=1e-5, rtol=1e-4)
+        else:
+            weight, bias = affine
+            torch.testing.assert_close(features @ weight.T + bias, logits, atol=1e-5, rtol=1e-4)
+
+
 def test_ensemble_members_train_as_if_each_were_alone():
     """labnet's members each get the gradient of their own loss, not a share of a joint one."""
     torch.manual_seed(0)
