@@ -1,4 +1,5 @@
-"""`python -m core ...`: fetch, models, train, runs, predict, sweep, bench, ensemble, label-issues."""
+"""`python -m core ...`: fetch, models, train, runs, predict, sweep, bench, ensemble, label-issues,
+embedding."""
 from __future__ import annotations
 
 import argparse
@@ -138,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "else every finished run)")
     issues.add_argument("--top", type=_positive_int, default=30, help="how many to print (default: 30)")
     issues.add_argument("--json", action="store_true", help="one JSON list of {rank, index, label, suggested, score, confirmed}")
+
+    emb = sub.add_parser("embedding", help="project a finished run's penultimate features on the test set "
+                                           "to 2-D (kept in its run folder; computed once)")
+    emb.add_argument("run", metavar="RUN", help="a finished run id")
+    emb.add_argument("--method", default="umap", choices=["umap", "tsne", "pca"],
+                     help="the projection (default: umap)")
     return parser
 
 
@@ -434,6 +441,15 @@ def cmd_label_issues(args) -> int:
     return 0
 
 
+def cmd_embedding(args) -> int:
+    from core.embedding import METHODS, embedding
+    emb = embedding(args.run, args.method, args.checkpoints, args.data)
+    how = "read from the run folder" if emb.cached else "computed and kept in the run folder"
+    print(f"{METHODS[args.method]} map of {len(emb.xy):,} test images, {how}; took {emb.seconds:.1f} s "
+          f"to compute; {int(emb.mistakes.sum())} mistakes")
+    return 0
+
+
 COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
             "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench, "ensemble": cmd_ensemble,
-            "label-issues": cmd_label_issues}
+            "label-issues": cmd_label_issues, "embedding": cmd_embedding}

@@ -1,0 +1,165 @@
+"""The embedding map: a run's penultimate features on the 10,000 test images, projected to 2-D.
+
+`embedding(run_id, method)` returns the map, computing it once per run and method and keeping
+it in the run folder as `embedding-<method>.safetensors` (points, true and predicted digits,
+and the SHA-256 of the weights it was computed from: new weights, a new map). The features are
+each model's `embed(x)` (core.models); the projections are umap-learn's UMAP and scikit-learn's
+t-SNE and PCA, all seeded, so a map is the same each time it is computed.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save
+
+from core.errors import BadInput
+from core.runs import (ACTIVE, WEIGHTS, RunError, atomic_write_bytes, is_regular_file, load_model,
+                       load_predictions, load_run,
+                       run_dir)
+
+METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
+BATCH = 500  # test images per forward pass: bounded memory for the widest model
+
+
+class EmbeddingError(RunError, BadInput):
+    """A map that cannot be drawn: the run is training, has no weights, or they no longer load."""
+
+
+@dataclass
+class Embedding:
+    method: str
+    xy: np.ndarray          # (N, 2) float32
+    labels: np.ndarray      # (N,) int64: the test set's labels
+    predicted: np.ndarray   # (N,) int64: the run's predictions from the same forward pass
+    seconds: float          # how long computing it took (features and projection)
+    cached: bool            # read from the run folder rather than computed now
+
+    @property
+    def mistakes(self) -> np.ndarray:
+        return self.predicted != self.labels
+
+
+def file_name(method: str) -> str:
+    return f"embedding-{method}.safetensors"
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise EmbeddingError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+@torch.no_grad()
+def features(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features (N, D) and predicted digits (N,) for normalised images (N, 1, 28, 28)."""
+    model.eval()
+    feats, predicted = [], []
+    for start in range(0, len(images), BATCH):
+        batch = images[start:start + BATCH]
+        feats.append(model.embed(batch))
+        predicted.append(model(batch).argmax(1))
+    return torch.cat(feats).float().numpy(), torch.cat(predicted).numpy().astype(np.int64)
+
+
+def project(feats: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """(N, D) features -> (N, 2) float32 points, deterministic for a given seed."""
+    check_method(method)
+    feats = np.asarray(feats, dtype=np.float32)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+        xy = PCA(n_components=2, random_state=seed).fit_transform(feats)
+    elif method == "tsne":
+        from sklearn.manifold import TSNE
+        xy = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(feats)
+    else:
+        import umap  # imported here: it compiles with numba on first use
+        xy = umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit_transform(feats)
+    return np.asarray(xy, dtype=np.float32)
+
+
+def _weights_sha(run_id: str, root) -> str:
+    path = run_dir(run_id, root) / WEIGHTS
+    if not is_regular_file(path):
+        raise EmbeddingError(f"run {run_id!r} has no saved weights: there are no features to map")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _saved_predictions(run_id: str, root, n: int):
+    """The run's saved test predictions, so the map rings the mistakes every page shows (a
+    forward pass in another memory layout can tip a near tie); None if there are none."""
+    try:
+        saved = load_predictions(run_id, root)["predicted"]
+    except (RunError, KeyError):
+        return None
+    return saved.astype(np.int64) if saved.shape == (n,) else None
+
+
+def cached(run_id: str, method: str = "umap", root=None) -> Embedding | None:
+    """The map kept in the run folder, if it is there, readable and of the run's current weights."""
+    path = run_dir(run_id, root) / file_name(check_method(method))
+    if not is_regular_file(path):
+        return None
+    try:
+        arrays = load_file(str(path))
+        with safe_open(str(path), "np") as handle:
+            meta = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None  # damaged: computed again and replaced
+    xy = arrays.get("xy")
+    if (meta.get("weights_sha256") != _weights_sha(run_id, root) or xy is None or xy.ndim != 2
+            or xy.shape[1] != 2 or any(arrays.get(k) is None or arrays[k].shape != (len(xy),)
+                                       for k in ("labels", "predicted"))):
+        return None
+    return Embedding(method, xy.astype(np.float32), arrays["labels"].astype(np.int64),
+                     arrays["predicted"].astype(np.int64), float(meta.get("seconds", "nan")), True)
+
+
+def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> Embedding:
+    """The run's map by `method`: from its folder when kept there, else computed and kept.
+
+    Raises EmbeddingError (with the reason, in one line) for a run still training, without
+    weights, or whose weights no longer fit its architecture. The map file is written whole or
+    not at all; a store that cannot be written to still gets the map, uncached."""
+    check_method(method)
+    run = load_run(run_id, root)
+    if run.status in ACTIVE:
+        raise EmbeddingError(f"run {run.name!r} is still {run.status}: its map is drawn from the weights it "
+                             f"keeps when it finishes")
+    found = cached(run_id, method, root)
+    if found is not None:
+        return found
+    sha = _weights_sha(run_id, root)
+    try:
+        model = load_model(run_id, root)
+    except RunError as exc:
+        raise EmbeddingError(f"cannot draw the map of run {run.name!r}: {exc}") from None
+    from core.data import load_mnist, normalize_uint8
+    mnist = load_mnist(data_root)
+    start = time.perf_counter()
+    feats, predicted = features(model, normalize_uint8(mnist.test_images))
+    saved = _saved_predictions(run_id, root, len(predicted))
+    predicted = predicted if saved is None else saved
+    xy = project(feats, method)
+    seconds = time.perf_counter() - start
+    result = Embedding(method, xy, mnist.test_labels.numpy().astype(np.int64), predicted, seconds, False)
+    data = save({"xy": xy, "labels": result.labels.astype(np.uint8),
+                 "predicted": predicted.astype(np.uint8)},
+                metadata={"method": method, "weights_sha256": sha, "seconds": f"{seconds:.2f}",
+                          "features": str(feats.shape[1])})
+    try:
+        atomic_write_bytes(run_dir(run_id, root) / file_name(method), data)
+    except OSError:
+        pass  # a read-only store: the map is shown, and computed again next time
+    return result
+
+
+def in_box(emb: Embedding, x: tuple[float, float], y: tuple[float, float]) -> np.ndarray:
+    """Indices of the points inside the rectangle x0..x1, y0..y1 (ends included, either order)."""
+    (x0, x1), (y0, y1) = sorted(x), sorted(y)
+    px, py = emb.xy[:, 0], emb.xy[:, 1]
+    return np.flatnonzero((px >= x0) & (px <= x1) & (py >= y0) & (py <= y1))
