@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch-size", required=True, help="comma-separated batch sizes, e.g. 32,128")
     add_config_options(sweep, skip=("lr", "batch_size", "sweep", "name", "group"))
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.add_argument("--ray", metavar="ADDRESS", help="run each grid point as a task on the Ray cluster at "
+                       "HOST:PORT, or 'auto' (the one on this machine); the checkpoints folder must be shared "
+                       "by every node (default: train here, one run after another)")
 
     bench = sub.add_parser("bench", help="time MNIST Lab against the seed-style pipeline, or (--time-to) "
                                          "against the fastest published recipe",
@@ -381,6 +384,12 @@ def cmd_sweep(args) -> int:
         raise ConfigError("--arch is required")
     base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
     check_trainable(base, args.data)
+    if args.ray:  # only here is Ray imported
+        from core.raysweep import run_sweep_on_ray
+        sweep_id, statuses = run_sweep_on_ray(base, lrs, sizes, args.ray, root=args.checkpoints, data_root=args.data,
+                                              stop=stop, report=lambda line: print(line, file=sys.stderr, flush=True))
+        print(grid_table(sweep_id, args.checkpoints).to_string())
+        return 0 if all(s == "finished" for s in statuses.values()) else 3
     sweep_id, writers = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
     print(f"sweep {sweep_id}: {len(writers)} runs", file=sys.stderr)
     run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,

@@ -15,6 +15,8 @@ checkpoints/<run id>/
                         read with torch.load(weights_only=True))
   dataset.json          what the run trained on: source, rows, test duplicates left out, split sizes
   lock                  flock'ed by the process that owns the run; holds its pid
+  handover              asks the lock's holder to let go: written by a Ray trial that
+                        starts while its sweep's driver holds the run (core.raysweep)
 
 Every write goes to a temporary name in the same folder and is renamed into place, so a
 reader never sees a torn file. Run ids are checked so none can name a path outside the
@@ -61,6 +63,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 DAMAGED = "damaged"   # what load_run reports for a run folder it cannot read at all (no permission)
 LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its pid
+HANDOVER_NAME = "handover"  # a Ray trial asks its sweep's driver for the run's lock (core.raysweep)
 WEIGHTS = "model.safetensors"
 PREDICTIONS = "predictions.safetensors"
 TRAIN_STATE = "train_state.pt"

@@ -440,11 +440,14 @@ def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None) -> RunWr
 
 def train(run_id: str, *, root=None, data_root=None, callback: Callback | None = None,
           stop: threading.Event | None = None, resume: bool = False,
-          writer: RunWriter | None = None, lock_fd: int | None = None, device: str | None = None) -> str:
+          writer: RunWriter | None = None, lock_fd: int | None = None, device: str | None = None,
+          queue: bool = True) -> str:
     """Train the prepared run `run_id` to its end; return the final status. The run is owned
     by this process throughout: `writer` already holds its lock, or `lock_fd` is the lock
     handed over by a launcher, or the lock is taken here (refused if another process has it).
-    `device` (a resume on another machine) replaces the device in the run's config."""
+    `device` (a resume on another machine) replaces the device in the run's config.
+    `queue=False` skips the device's slot: a scheduler that shares out devices itself (a Ray
+    cluster, core.raysweep) would otherwise have its trials wait for each other."""
     stop = stop or threading.Event()
     if writer is None:
         path = load_run(run_id, root).path  # a clear error if there is no such run
@@ -473,9 +476,10 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         if stop.is_set():
             writer.set_status("cancelled", "cancelled before it started")
             return "cancelled"
-        writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
+        if queue:
+            writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
         try:
-            with device_slot(device.type, root):
+            with device_slot(device.type, root) if queue else contextlib.nullcontext():
                 writer.set_status("running")
                 fit(cfg, writer, device, data_root, callback or (lambda e: None), stop, saved)
         except Cancelled:

@@ -1,0 +1,328 @@
+"""Sweeps on a Ray cluster: `python -m core sweep ... --ray ADDRESS` (or `--ray auto`).
+
+Each grid point is one Ray task with declared resources (1 CPU; a fraction of a GPU where the
+cluster has GPUs) that trains its run with core.train, writing into the same run store as
+every other run. The store must be one folder that every node reads and writes at the same
+path (NFS or the like): before any run is created, a task on each node looks for a marker the
+driver wrote there, and a store some node cannot see is refused.
+
+Who owns a run (its core.runs lock) at each moment:
+- the driver (the `sweep --ray` process) creates the runs and holds their locks while they
+  wait for a worker: a waiting run reads 'queued', and 'interrupted' if the driver dies;
+- a trial that starts asks for its run (the run's `handover` file), the driver lets go and
+  the trial takes the lock;
+- a worker node that dies takes its processes with it and the kernel drops their locks. Ray
+  runs the task again on another node (`max_retries`), and the retry resumes the run from its
+  last finished epoch (train_state.pt): each grid point ends as exactly one run.
+Cancel (Ctrl-C or SIGTERM to the driver, the Sweep page's button) cancels the Ray tasks; a
+running trial saves what it has and its run reads 'cancelled'.
+
+Ray is imported only inside these functions: a sweep without `--ray` never loads it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from core.config import TrainConfig
+from core.errors import LabError
+from core.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
+                       lock_held, now_iso, read_json, read_owner, run_dir)
+
+GPU_FRACTION = 0.25   # of one GPU per trial where the cluster has GPUs: MNIST models are small
+RETRIES = 3           # times Ray reruns a trial whose worker or node died
+TAKEOVER_S = 600      # seconds a trial waits for its run's lock (a dying worker may still hold it)
+CONNECT_S = 5.0       # seconds to wait for the cluster's address to answer
+DRIVERS = ".ray"      # <store>/.ray/<sweep id>/: the driver's lock (its pid) and driver.json
+
+
+class ClusterError(LabError):
+    """The cluster cannot be reached or cannot run this sweep; the message says why."""
+
+
+# --- the driver: connect, check the store, send the grid, wait ---------------------------------
+
+def connect(address: str) -> None:
+    """Join the Ray cluster at `address` ('HOST:PORT' of the head, or 'auto': the cluster
+    started on this machine or named by $RAY_ADDRESS). An address that does not answer is
+    refused within CONNECT_S seconds (ray.init alone would retry for minutes)."""
+    import logging
+
+    import ray
+    target = _resolve(address)
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_S).close()
+    except (OSError, ValueError) as exc:
+        raise ClusterError(f"no Ray cluster answers at {target}"
+                           f"{'' if target == address else f' (from --ray {address})'}: "
+                           f"{getattr(exc, 'strerror', None) or exc}; start one with `ray start --head`") from None
+    try:
+        ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise ClusterError(f"could not join the Ray cluster at {target}: {str(exc).splitlines()[0]}") from None
+
+
+def _resolve(address: str) -> str:
+    """'auto' -> the local cluster's 'HOST:PORT'; anything else must look like 'HOST:PORT'."""
+    address = address.strip()
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address  # how ray.init reads 'auto'
+        try:
+            return canonicalize_bootstrap_address("auto")
+        except ConnectionError:
+            raise ClusterError("--ray auto: no Ray cluster runs on this machine and $RAY_ADDRESS is not set; "
+                               "start one with `ray start --head`, or give its address") from None
+    if address.startswith("ray://"):
+        raise ClusterError(f"{address!r}: Ray Client addresses (ray://) are not supported; give the head's "
+                           "HOST:PORT (`ray start --head` prints it) and run the sweep on a cluster node")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"{address!r} is not a Ray cluster address: give HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'")
+    return address
+
+
+def _sees_marker(path: str, token: str) -> str:
+    """Runs on each node: '' if the marker is there with its token and the folder is writable,
+    else why not."""
+    try:
+        if Path(path).read_text() != token:
+            return "sees another folder at that path"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if not os.access(Path(path).parent, os.W_OK):
+        return "cannot write in it"
+    return ""
+
+
+def check_shared_store(root: Path) -> None:
+    """Refuse a run store that some live node of the cluster cannot read and write at `root`:
+    each trial writes its run there, and a trial retried on another node resumes from there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    token = secrets.token_hex(8)
+    marker = root / f".ray-store-check-{token}"
+    marker.write_text(token)
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        probe = ray.remote(_sees_marker)
+        refs = [probe.options(num_cpus=0, max_retries=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(str(marker), token) for n in nodes]
+        try:
+            answers = ray.get(refs, timeout=120)
+        except ray.exceptions.GetTimeoutError:
+            raise ClusterError("the cluster's nodes did not answer within 2 minutes") from None
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [f"{n['NodeManagerAddress']} {answer}" for n, answer in zip(nodes, answers) if answer]
+    if blind:
+        raise ClusterError(
+            f"the run store {root} is not shared by every node of the cluster ({'; '.join(blind)}). Each trial "
+            "writes its run there and a retried trial resumes from it, so every node must read and write that "
+            "folder at that same path (e.g. an NFS mount); choose one with --checkpoints")
+
+
+def task_resources(device: str) -> dict:
+    """What one trial asks of the cluster: 1 CPU, or GPU_FRACTION of a GPU where the cluster has GPUs."""
+    import ray
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if device == "cuda" and not gpus:
+        raise ClusterError("--device cuda, but the Ray cluster has no GPU")
+    if gpus and device != "cpu":
+        return {"num_cpus": 1, "num_gpus": GPU_FRACTION}
+    return {"num_cpus": 1}
+
+
+def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int], address: str,
+                     root=None, data_root=None, stop: threading.Event | None = None,
+                     report: Callable[[str], None] = print) -> tuple[str, dict[str, str]]:
+    """Send the grid to the Ray cluster at `address` and wait for it; return the sweep id and
+    each run's final status. Nothing is created before the cluster and the store pass their checks."""
+    import ray
+
+    from core.sweep import prepare_sweep
+    from core.data import data_dir
+    stop = stop or threading.Event()
+    store = checkpoints_dir(root).resolve()
+    store.mkdir(parents=True, exist_ok=True)
+    connect(address)
+    try:
+        check_shared_store(store)
+        resources = task_resources(base.device)
+        sweep_id, writers = prepare_sweep(base, lrs, batch_sizes, root=store)
+        driver = _claim_driver(store, sweep_id, address)
+        try:
+            report(f"sweep {sweep_id}: {len(writers)} runs on the Ray cluster at {address} "
+                   f"({len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU', 0):g} CPUs)")
+            trial = ray.remote(train_cell).options(**resources, max_retries=RETRIES)
+            data = str(data_dir(data_root).resolve())
+            refs = {trial.remote(w.run_id, str(store), data): w.run_id for w in writers}
+            return sweep_id, _wait(refs, {w.run_id: w for w in writers}, stop, report)
+        finally:
+            driver.release()
+    finally:
+        ray.shutdown()
+
+
+def _wait(refs: dict, held: dict[str, RunWriter], stop: threading.Event,
+          report: Callable[[str], None]) -> dict[str, str]:
+    """Hand each run to its trial when the trial asks, collect the trials' ends, cancel them
+    all when `stop` is set. Runs no trial took are marked here."""
+    import ray
+    from ray.exceptions import RayTaskError, TaskCancelledError
+    statuses, cancelled = {}, False
+    while refs:
+        if stop.is_set() and not cancelled:
+            for ref in refs:
+                ray.cancel(ref)
+            cancelled = True
+        done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.25)
+        for run_id in [r for r in held if (held[r].path / HANDOVER_NAME).exists()]:
+            held.pop(run_id).release()  # the trial has started: the run is its own now
+        for ref in done:
+            run_id = refs.pop(ref)
+            try:
+                statuses[run_id] = ray.get(ref)
+            except TaskCancelledError:
+                statuses[run_id] = "cancelled"
+            except RayTaskError as exc:
+                statuses[run_id] = "failed"
+                report(f"{run_id}: failed: {str(exc.cause).splitlines()[0] if exc.cause else exc}")
+            except ray.exceptions.RayError as exc:  # its workers kept dying: RETRIES used up
+                statuses[run_id] = "interrupted"
+                report(f"{run_id}: lost: {str(exc).splitlines()[0]}")
+            if run_id in held:  # the trial ended before it took the run (cancelled while waiting)
+                writer = held.pop(run_id)
+                writer.set_status("cancelled" if cancelled else "failed",
+                                  "the sweep was cancelled before this run started" if cancelled
+                                  else "its Ray trial ended before it started")
+                writer.release()
+            report(f"{run_id}: {statuses[run_id]}")
+    return statuses
+
+
+def _claim_driver(store: Path, sweep_id: str, address: str) -> RunLock:
+    """Hold <store>/.ray/<sweep id>/lock (with this pid) while the sweep runs: `cancel_sweep`
+    signals its holder, as core.jobs.cancel does a run's."""
+    folder = store / DRIVERS / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = RunLock.claim(folder)
+    (folder / "driver.json").write_text(json.dumps(
+        {"sweep": sweep_id, "address": address, "host": socket.gethostname(), "pid": os.getpid(),
+         "started": now_iso()}) + "\n")
+    return lock
+
+
+# --- the Sweep page: which sweeps run on a cluster, and stopping one ---------------------------
+
+def cluster_sweep(sweep_id: str, root=None) -> dict | None:
+    """{'address', 'host', 'pid', 'active'} of a sweep sent to a Ray cluster, None for a local one."""
+    folder = checkpoints_dir(root) / DRIVERS / sweep_id
+    info = read_json(folder / "driver.json")
+    if info is None:
+        return None
+    return {**info, "active": lock_held(folder)}
+
+
+def cancel_sweep(sweep_id: str, root=None) -> bool:
+    """Ask the driver of a Ray sweep to cancel its trials (SIGTERM through a pidfd, as
+    core.jobs.cancel). False if no driver runs it any longer."""
+    from core.jobs import _signal_owner
+    folder = checkpoints_dir(root) / DRIVERS / sweep_id
+    info = cluster_sweep(sweep_id, root)
+    if not info or not info["active"]:
+        return False
+    if info.get("host") != socket.gethostname():
+        raise ClusterError(f"sweep {sweep_id} is driven from {info.get('host')}: stop it there (Ctrl-C)")
+    pid = read_owner(folder / LOCK_NAME)
+    return pid is not None and _signal_owner(folder, pid)
+
+
+# --- a trial, on a worker node ------------------------------------------------------------------
+
+def train_cell(run_id: str, root: str, data_root: str) -> str:
+    """One grid point, in a Ray worker: take the run over, train it with core.train (resuming
+    after an attempt lost with its node), return its final status."""
+    import ray
+
+    from core.train import train
+    path = run_dir(run_id, root)
+    writer = RunWriter(run_id, root, _take_over(path))
+    run = load_run(run_id, root)
+    resume = run.status_info.get("status") != "queued"  # an earlier attempt started it
+    log = TrialLog(path / LOG_NAME)
+    log.write(f"attempt on node {ray.get_runtime_context().get_node_id()[:12]} ({socket.gethostname()}, "
+              f"pid {os.getpid()}): " + (f"resuming after epoch {run.epochs_done}" if resume else "starting"))
+    stop = threading.Event()
+    return _stoppable(lambda: train(run_id, root=root, data_root=data_root, callback=log.event, stop=stop,
+                                    resume=resume, writer=writer, queue=False), stop)
+
+
+def _take_over(path: Path) -> RunLock:
+    """Ask for the run's lock and wait until its holder lets go: the sweep's driver at once,
+    a worker of a dead node when the kernel has ended it."""
+    (path / HANDOVER_NAME).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    deadline = time.monotonic() + TAKEOVER_S
+    while True:
+        try:
+            lock = RunLock.claim(path)  # tries for a second
+            break
+        except Busy:
+            if time.monotonic() > deadline:
+                raise
+    (path / HANDOVER_NAME).unlink(missing_ok=True)
+    return lock
+
+
+def _stoppable(work: Callable[[], str], stop: threading.Event) -> str:
+    """Run `work` (the trainer) in a thread; Ray's cancel (a KeyboardInterrupt here) and a
+    SIGTERM (the dashboard's Cancel of this run) set `stop`, so the run ends 'cancelled' and
+    saved, instead of dying as a crashed worker that Ray would retry."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["status"] = work()
+        except BaseException as exc:  # re-raised below, in Ray's thread
+            outcome["error"] = exc
+    thread = threading.Thread(target=target, name="mnist-lab-trial", daemon=True)
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        thread.start()
+        while thread.is_alive():
+            try:
+                thread.join(0.5)
+            except KeyboardInterrupt:
+                stop.set()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["status"]
+
+
+class TrialLog:
+    """The trial's lines in the run's train.log (where a job's output goes): attempts, epochs, end."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, line: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(f"{dt.datetime.now().isoformat(timespec='seconds')} {line}\n")
+
+    def event(self, e) -> None:
+        if e.kind == "start":
+            self.write(f"{e.run_id}: {e.message}; from epoch {e.epoch}/{e.epochs}")
+        elif e.kind == "epoch":
+            self.write(f"epoch {e.epoch}/{e.epochs}  train loss {e.train_loss:.4f}  val acc {e.val_acc:.2f}%")
+        elif e.kind == "end":
+            self.write(f"{e.run_id}: finished, {e.message}")
