@@ -326,3 +326,36 @@ class TrialLog:
             self.write(f"epoch {e.epoch}/{e.epochs}  train loss {e.train_loss:.4f}  val acc {e.val_acc:.2f}%")
         elif e.kind == "end":
             self.write(f"{e.run_id}: finished, {e.message}")
+
+
+# --- sending a sweep from the dashboard -------------------------------------------------------
+
+def launch_driver(base: TrainConfig, lrs: list[float], batch_sizes: list[int], address: str,
+                  root=None, data_root=None, wait_s: float = 60.0) -> str:
+    """Start `python -m core sweep ... --ray ADDRESS` as its own process (it outlives the page),
+    wait until it has created the sweep's runs, and return the sweep id; ClusterError with the
+    driver's own one-line message if it gave up (no cluster, a store not shared, ...)."""
+    from core.data import data_dir
+    from core.jobs import spawn
+    store = checkpoints_dir(root).resolve()
+    logs = store / DRIVERS
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"launch-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.log"
+    process = spawn(["--checkpoints", str(store), "--data", str(data_dir(data_root).resolve()), "sweep",
+                     "--arch", base.arch, "--epochs", str(base.epochs), "--device", base.device,
+                     *(["--train-limit", str(base.train_limit)] if base.train_limit else []),
+                     "--lr", ",".join(f"{lr:g}" for lr in lrs), "--batch-size", ",".join(map(str, batch_sizes)),
+                     "--ray", address, "--quiet"], log_path=log_path)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        lines = log_path.read_text(errors="replace").splitlines()
+        started = [line.split()[1].rstrip(":") for line in lines if line.startswith("sweep ")]
+        if started:
+            return started[0]
+        if process.poll() is not None:
+            errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+            raise ClusterError(errors[-1] if errors else f"the sweep's driver stopped (exit status "
+                               f"{process.returncode}); its output is in {log_path}")
+        time.sleep(0.2)
+    raise ClusterError(f"the cluster at {address} did not take the sweep within {wait_s:.0f} s; "
+                       f"the driver goes on trying (its output: {log_path})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from core import jobs, tables
+from core import jobs, raysweep, tables
 from core.config import DEVICES, ConfigError, TrainConfig
 from core.errors import LabError
 from core.models import list_models
@@ -29,15 +29,19 @@ def launch_form(mnist_ok: bool) -> None:
         lrs_text = d[0].text_input("Learning rates", value="0.01, 0.03, 0.1", key="sweep_lrs")
         batches_text = d[1].text_input("Batch sizes", value="32, 64, 128", key="sweep_batches")
         device = d[2].selectbox("Device", DEVICES, key="sweep_device")
+        address = st.text_input("Ray cluster (optional)", key="sweep_ray", placeholder="HOST:PORT or auto",
+                                help="Send every run to this Ray cluster as a task (1 CPU, or a fraction of a "
+                                     "GPU); empty: this machine's queue. The checkpoints folder must be shared "
+                                     "by every node of the cluster.")
         st.caption("Comma-separated values; every pair becomes one run. A training-set limit keeps "
                    "a grid quick.")
         submitted = st.form_submit_button("Launch sweep", type="primary", icon=":material/play_arrow:",
                                           disabled=not mnist_ok)
     if submitted:
-        launch(arch, epochs, limit, lrs_text, batches_text, device)
+        launch(arch, epochs, limit, lrs_text, batches_text, device, address.strip())
 
 
-def launch(arch, epochs, limit, lrs_text, batches_text, device) -> None:
+def launch(arch, epochs, limit, lrs_text, batches_text, device, address="") -> None:
     try:
         lrs = parse_values(lrs_text, float, "learning rates")
         batch_sizes = parse_values(batches_text, int, "batch sizes")
@@ -45,11 +49,22 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device) -> None:
             raise ConfigError(f"{len(lrs)} x {len(batch_sizes)} = {len(lrs) * len(batch_sizes)} runs; "
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
-        check_trainable(base)  # bad data or no GPU: say so, create no run
-        sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
+        if address:  # the cluster checks the device; the driver creates the runs once it joined the cluster
+            with st.spinner(f"Sending the sweep to the Ray cluster at {address}..."):
+                sweep_id = raysweep.launch_driver(base.replace(lr=lrs[0], batch_size=batch_sizes[0]),
+                                                  lrs, batch_sizes, address)
+            writers = None
+        else:
+            check_trainable(base)  # bad data or no GPU: say so, create no run
+            sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
     except LabError as exc:
         common.report(exc, error=True)
         return
+    if writers is None:
+        st.session_state["sweep_pick"] = sweep_id
+        st.session_state["sweep_launched"] = (f"Sent {len(lrs) * len(batch_sizes)} runs as `{sweep_id}` to the "
+                                              f"Ray cluster at {address}.")
+        st.rerun()
     for writer in writers:
         jobs.launch_prepared(writer)
     st.session_state["sweep_pick"] = sweep_id
@@ -122,6 +137,24 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
                          query_params={"run": run.run_id})
 
 
+def cluster_controls(sweep_id: str) -> None:
+    """Where a sweep sent to a Ray cluster runs, and its Cancel (which cancels the Ray tasks)."""
+    cluster = raysweep.cluster_sweep(sweep_id)
+    if cluster is None:
+        return
+    text, button = st.columns([4, 1], vertical_alignment="center")
+    text.caption(f":material/hub: on the Ray cluster at `{cluster.get('address')}`, driven from "
+                 f"{cluster.get('host')} (pid {cluster.get('pid')})"
+                 + ("" if cluster["active"] else " · the driver has ended"))
+    if cluster["active"] and button.button("Cancel sweep", key=f"sweep_cancel_{sweep_id}", icon=":material/stop:"):
+        try:
+            stopped = raysweep.cancel_sweep(sweep_id)
+        except LabError as exc:
+            common.report(exc, error=True)
+            return
+        st.toast("Cancelling the sweep's Ray tasks" if stopped else "The sweep had already ended")
+
+
 def sweep_view() -> None:
     runs = st.session_state.pop("sweep_runs", None)  # read by this full run of the page
     if runs is None:  # the timer's rerun: only the active runs can have changed
@@ -139,6 +172,7 @@ def sweep_view() -> None:
     table = sweep_table(runs, sweep_id)
     statuses = table["status"].value_counts()
     st.caption(" · ".join(f"{n} {s}" for s, n in statuses.items()) + f" · {len(table)} runs")
+    cluster_controls(sweep_id)
     cells = sweep_cells(table)
     cells["selected"] = cells["run_id"] == st.session_state.get("sweep_cell")
     grid_col, detail_col = st.columns([1.2, 1], gap="large")

@@ -1,0 +1,220 @@
+"""Sweeps on a real Ray cluster on this machine's loopback (core.raysweep): a head and two
+worker nodes (ray.cluster_utils.Cluster), a sweep sent to it through the command line, a store
+that one node cannot see, a worker node killed in the middle of a trial. The fixture shuts
+every Ray process down and checks that none is left."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import REPO, require_mnist
+
+ray = pytest.importorskip("ray", reason="ray is in requirements.txt: `make test` installs it")
+
+# The fastest architecture, a few hundred images: the sweep is about Ray, not about accuracy.
+TINY = ["--arch", "mlp", "--epochs", "1", "--train-limit", "500", "--device", "cpu", "--quiet"]
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "ray/dashboard", "default_worker.py", "log_monitor.py")
+
+
+def ray_pids() -> set[int]:
+    """Pids of the Ray daemons and workers on this machine."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(name in cmdline for name in RAY_PROCESSES):
+                pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (no CPU for trials, so they land on the workers) and two 1-CPU worker nodes.
+    A node that stops answering is declared dead within about 2 s (default: 30 s)."""
+    from ray.cluster_utils import Cluster
+    before = ray_pids()
+    head = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "_system_config": {
+        "health_check_period_ms": 500, "health_check_failure_threshold": 4}})
+    try:
+        head.add_node(num_cpus=1)
+        head.add_node(num_cpus=1)
+        head.wait_for_nodes()
+        yield head
+    finally:
+        head.shutdown()
+        deadline = time.monotonic() + 30
+        while (left := ray_pids() - before) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not left, f"Ray processes left running: {sorted(left)}"
+
+
+def sweep(store: Path, *args: str, env: dict | None = None, timeout: float = 150) -> subprocess.CompletedProcess:
+    """`python -m core --checkpoints STORE sweep ARGS` in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()),
+                           "sweep", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+def sweep_runs(store: Path) -> pd.DataFrame:
+    from core.runs import list_runs
+    from core.sweep import sweep_ids, sweep_table
+    runs = list_runs(store)
+    assert len(sweep_ids(runs)) == 1
+    return sweep_table(runs, sweep_ids(runs)[0])
+
+
+@pytest.mark.timeout(240)
+def test_a_sweep_runs_across_the_cluster_and_shows_on_the_sweep_page(cluster, tmp_path, monkeypatch):
+    store = tmp_path / "shared-store"
+    done = sweep(store, "--lr", "0.05,0.1", "--batch-size", "32,64", *TINY, "--ray", "auto",
+                 env={"RAY_ADDRESS": cluster.address})
+    assert done.returncode == 0, done.stderr
+    runs = sweep_runs(store)
+    # one finished run per grid point, and nothing else in the store
+    assert sorted(zip(runs["lr"], runs["batch_size"])) == [(0.05, 32), (0.05, 64), (0.1, 32), (0.1, 64)]
+    assert list(runs["status"]) == ["finished"] * 4 and runs["val_acc"].notna().all()
+    assert len([p for p in store.iterdir() if not p.name.startswith(".")]) == 4
+    # the trials ran as Ray tasks on the two worker nodes (the head has no CPU to give)
+    logs = [(store / run_id / "train.log").read_text() for run_id in runs["run_id"]]
+    nodes = {line.split("attempt on node ")[1].split()[0] for log in logs for line in log.splitlines()
+             if "attempt on node " in line}
+    workers = {node.node_id[:12] for node in cluster.worker_nodes}
+    assert nodes <= workers and len(nodes) == 2, (nodes, workers)
+    assert "0.05" in done.stdout and "64" in done.stdout  # the grid is printed, as without --ray
+
+    # the Sweep page shows them, and says where they ran
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(store))
+    monkeypatch.setenv("MNIST_LAB_DATA", str(require_mnist()))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60).run()
+    at.switch_page("views/sweep.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="sweep_pick").value.startswith("sweep-")
+    page = "\n".join(str(c.value) for c in at.caption)
+    assert "4 finished · 4 runs" in page and "on the Ray cluster at" in page
+    assert set(at.selectbox(key="sweep_cell").options) == {
+        f"lr {lr:g} · batch {bs} · finished" for lr, bs in zip(runs["lr"], runs["batch_size"])}
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_node_killed_mid_trial_is_retried_elsewhere_and_resumes(cluster, tmp_path):
+    """Two trials of 3 epochs, one per worker. When one has finished an epoch, its node is
+    killed; Ray reruns the trial on the other node, which resumes after the finished epochs."""
+    store = tmp_path / "shared-store"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), "sweep",
+         "--lr", "0.05,0.1", "--batch-size", "32", "--arch", "lenet", "--epochs", "3", "--train-limit", "3000",
+         "--device", "cpu", "--quiet", "--ray", cluster.address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        victim, kept_rows = _kill_a_node_after_its_first_epoch(cluster, store)
+        out, err = driver.communicate(timeout=180)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, err
+    runs = sweep_runs(store)
+    assert len(runs) == 2 and list(runs["status"]) == ["finished"] * 2  # none lost, none duplicated
+    assert sorted(runs["lr"]) == [0.05, 0.1]
+    assert len([p for p in store.iterdir() if not p.name.startswith(".")]) == 2
+    history = pd.read_csv(store / victim / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    # resumed, not restarted: the epochs finished before the kill are the very rows kept
+    pd.testing.assert_frame_equal(history.iloc[:len(kept_rows)], kept_rows)
+    attempts = [line for line in (store / victim / "train.log").read_text().splitlines() if "attempt on node" in line]
+    assert len(attempts) == 2, attempts
+    assert "starting" in attempts[0] and f"resuming after epoch {len(kept_rows)}" in attempts[1]
+    first, second = (line.split("attempt on node ")[1].split()[0] for line in attempts)
+    assert first != second  # on another node
+
+
+def _kill_a_node_after_its_first_epoch(cluster, store: Path) -> tuple[str, pd.DataFrame]:
+    """Wait for a trial to finish an epoch, then kill its worker node at once (no graceful
+    stop: raylet and workers die). Return the run's id and its history rows as they were."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for history in store.glob("*/history.csv"):
+            rows = pd.read_csv(history) if history.stat().st_size else pd.DataFrame()
+            if len(rows) >= 1:
+                log = (history.parent / "train.log").read_text()
+                node_id = log.split("attempt on node ")[1].split()[0]
+                node = next(n for n in cluster.worker_nodes if n.node_id.startswith(node_id))
+                cluster.remove_node(node, allow_graceful=False)
+                rows = pd.read_csv(history)  # what it had when its node went
+                assert len(rows) < 3, "the trial finished before its node could be killed"
+                return history.parent.name, rows
+        time.sleep(0.05)
+    raise AssertionError("no trial finished an epoch within 2 minutes")
+
+
+def test_a_store_a_node_cannot_see_is_refused(cluster, tmp_path):
+    """A fourth node whose filesystem view lacks the store (its own mount namespace, with an
+    empty tmpfs over the store's parent) makes the sweep refuse it before any run exists."""
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespaces here (unshare -rm) to give a node its own filesystem")
+    hidden = tmp_path / "local-disk"
+    store = hidden / "store"
+    store.mkdir(parents=True)
+    ray_bin = Path(sys.executable).parent / "ray"
+    node = subprocess.Popen(
+        ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs none "{hidden}" && exec "{ray_bin}" start '
+         f'--address={cluster.address} --num-cpus=0 --block'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_alive_nodes(cluster.address, 1 + len(cluster.worker_nodes) + 1)
+        done = sweep(store, "--lr", "0.1", "--batch-size", "64", *TINY, "--ray", cluster.address)
+    finally:
+        os.killpg(node.pid, 15)  # `ray start --block` stops the node's processes as it leaves
+        node.wait(timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"the run store {store} is not shared by every node" in done.stderr
+    assert "cannot read it" in done.stderr and "--checkpoints" in done.stderr
+    assert [p.name for p in store.iterdir() if not p.name.startswith(".")] == []  # no run was created
+
+
+def _wait_for_alive_nodes(address: str, count: int, timeout: float = 30) -> None:
+    """Wait until the cluster has `count` live nodes, asked by a client in its own process
+    (this test process never joins a cluster)."""
+    probe = ("import ray, time, sys\nray.init(address=sys.argv[1], logging_level='ERROR')\n"
+             "alive = lambda: sum(n['Alive'] for n in ray.nodes())\n"
+             f"deadline = time.time() + {timeout}\n"
+             "while alive() < int(sys.argv[2]) and time.time() < deadline: time.sleep(0.3)\n"
+             "sys.exit(0 if alive() >= int(sys.argv[2]) else 1)\n")
+    assert subprocess.run([sys.executable, "-c", probe, address, str(count)], capture_output=True,
+                          timeout=timeout + 30).returncode == 0, f"the cluster did not reach {count} live nodes"
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "error: no Ray cluster answers at 127.0.0.1:1"),
+    ("nonsense", "error: 'nonsense' is not a Ray cluster address: give HOST:PORT"),
+    ("ray://10.0.0.5:10001", "Ray Client addresses (ray://) are not supported"),
+])
+def test_a_bad_cluster_address_is_one_line_and_creates_nothing(tmp_path, address, message):
+    store = tmp_path / "store"
+    done = sweep(store, "--lr", "0.1", "--batch-size", "64", *TINY, "--ray", address, timeout=60)
+    assert done.returncode == 1 and message in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not any(p for p in store.glob("*") if not p.name.startswith("."))
+
+
+def test_a_sweep_without_ray_does_not_import_it(tmp_path):
+    """Without --ray the sweep trains here as before, and Ray is never loaded."""
+    script = ("import sys\nfrom core.cli import main\n"
+              f"code = main(['--checkpoints', {str(tmp_path)!r}, '--data', {str(require_mnist())!r}, 'sweep', "
+              "'--lr', '0.1', '--batch-size', '64', " + ", ".join(map(repr, TINY)) + "])\n"
+              "assert code == 0, code\nassert 'ray' not in sys.modules, 'ray was imported'\n"
+              "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+    assert not (tmp_path / ".ray").exists()
