@@ -8,7 +8,8 @@ run; the store refuses to delete or rename it (`core.runs.delete_run`, `rename_r
 or a live job needs (train_state.pt, the log, the lock, progress.json), stores the test
 probabilities as float16 and the labels as uint8 when every predicted digit stays exactly
 the recorded one, names a run called "reference" "<arch> reference" (so legends tell them
-apart), and writes the marker. `verify(run_id, root)` rebuilds the model from its
+apart), writes the marker and, unless it is a sweep's cell, computes its UMAP embedding map
+(core.embedding), so the Embedding map page opens without a wait. `verify(run_id, root)` rebuilds the model from its
 committed weights on the CPU, predicts the 10,000 test images and compares the predicted
 digits and the test accuracy with the run's own files: the test suite runs it on every
 shipped run, so a reference run cannot rot.
@@ -51,6 +52,9 @@ def ship(run_id: str, root: str | os.PathLike | None = None, commit: str | None 
               "probabilities": "float16" if compact else "float32",
               "trained_at_commit": commit or _commit(), "note": "shipped with MNIST Lab; verified by tests/test_reference.py"}
     atomic_write_json(run.path / REFERENCE, marker)
+    if not run.config.get("sweep"):  # a recipe's own reference run opens its embedding map at once
+        from core.embedding import embedding
+        embedding(run_id, "umap", root)
     return marker
 
 

@@ -34,3 +34,27 @@ def attribute(model: nn.Module, images: torch.Tensor, targets, steps: int = STEP
         maps = ig.attribute(images, baselines=baseline, target=targets, n_steps=steps,
                             internal_batch_size=steps * len(images))
     return maps.detach().squeeze(1).numpy().astype(np.float32)
+
+
+def explain(model: nn.Module, image: np.ndarray, digits, steps: int = STEPS) -> np.ndarray:
+    """Maps (len(digits), 28, 28) for one 28x28 image on [0, 1] (as the Sketch page and the test
+    set's pictures hold them), one per digit asked about."""
+    from core.preprocess import normalize
+    digits = [int(d) for d in digits]
+    batch = normalize(np.asarray(image, dtype=np.float32)).expand(len(digits), -1, -1, -1)
+    return attribute(model, batch, digits, steps)
+
+
+def heatmap(amap: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
+    """An attribution map as an RGB picture (28, 28, 3) uint8: red where the pixel pushed the
+    model towards the digit, blue where it pushed away, white where it did neither; the map's
+    largest absolute value is full colour. With `image` (on [0, 1]) its ink is shaded in grey,
+    so the map can be read against the strokes."""
+    amap = np.nan_to_num(np.asarray(amap, dtype=np.float32))
+    peak = float(np.abs(amap).max())
+    v = amap / peak if peak > 0 else np.zeros_like(amap)
+    towards, away = np.clip(v, 0, 1), np.clip(-v, 0, 1)
+    rgb = np.stack([1 - away, 1 - towards - away, 1 - towards], -1)
+    if image is not None:
+        rgb = rgb * (1 - 0.35 * np.clip(np.asarray(image, dtype=np.float32), 0, 1))[..., None]
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)

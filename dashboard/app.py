@@ -16,6 +16,7 @@ PAGES = [  # (file, title, url path, icon)
     ("views/evaluate.py", "Evaluate", "evaluate", ":material/grid_on:"),
     ("views/mistakes.py", "Mistakes", "mistakes", ":material/error_outline:"),
     ("views/label_issues.py", "Label issues", "label-issues", ":material/label_off:"),
+    ("views/embedding.py", "Embedding map", "embedding", ":material/scatter_plot:"),
     ("views/sketch.py", "Sketch", "sketch", ":material/draw:"),
     ("views/data.py", "Data", "data", ":material/dataset:"),
     ("views/sweep.py", "Sweep", "sweep", ":material/grid_view:"),

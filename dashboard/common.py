@@ -437,12 +437,13 @@ def format_seconds(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
-def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour upscaling, so a 28x28 digit stays crisp in the browser."""
+def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling, so a 28x28 digit (or an RGB heatmap, 28x28x3) stays crisp
+    in the browser."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = np.clip(np.nan_to_num(image) * 255, 0, 255).astype(np.uint8)
-    return np.kron(image, np.ones((scale, scale), dtype=np.uint8))
+    return image.repeat(scale, 0).repeat(scale, 1)
 
 
 def digit_image(image: np.ndarray, width: int = 140, caption: str | None = None,
@@ -450,7 +451,7 @@ def digit_image(image: np.ndarray, width: int = 140, caption: str | None = None,
     """One digit (uint8 0..255 or floats on [0, 1]) shown large and crisp (output_format="PNG":
     lossless, pixel for pixel what the models see, as the Sketch page shows it)."""
     scale = max(1, width // image.shape[-1])
-    st.image(_enlarge(image, scale), caption=caption, width=width, output_format=output_format)
+    st.image(enlarge(image, scale), caption=caption, width=width, output_format=output_format)
 
 
 def digit_grid(images: np.ndarray, captions: Sequence[str] | None = None, *, size: int = 84,
@@ -460,7 +461,7 @@ def digit_grid(images: np.ndarray, captions: Sequence[str] | None = None, *, siz
         st.caption(empty)
         return
     scale = max(1, size // images.shape[-1])
-    st.image([_enlarge(im, scale) for im in images], caption=list(captions) if captions is not None else None,
+    st.image([enlarge(im, scale) for im in images], caption=list(captions) if captions is not None else None,
              width=size)
 
 

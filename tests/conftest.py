@@ -62,3 +62,18 @@ def lab_env(monkeypatch, tmp_path, mnist_root):
         return checkpoints
     use.empty = empty
     return use
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The Sketch pad replaced by one that has `drawn.value` on it (a data URL; None: empty)."""
+    import types
+
+    import streamlit as st
+    import streamlit.components.v2 as v2
+    state = types.SimpleNamespace(value=None)
+    monkeypatch.setattr(v2, "component", lambda name, **kwargs: (
+        lambda **options: types.SimpleNamespace(drawing=state.value)))
+    st.cache_resource.clear()  # the page registers its pad once per process
+    yield state
+    st.cache_resource.clear()

@@ -12,7 +12,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-PAGES = ("train", "compare", "evaluate", "mistakes", "sketch", "data", "sweep")
+TITLES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
+          "label_issues": "Label issues", "embedding": "Embedding map", "sketch": "Sketch", "data": "Data",
+          "sweep": "Sweep"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
+PAGES = tuple(TITLES)
 TIMEOUT = 60  # s per script run: generous, the CI machine shares 2 cores with training jobs
 
 
@@ -46,15 +49,25 @@ NEXT_STEP = {
     "compare": "No runs to compare yet",
     "evaluate": "No finished run to evaluate yet",
     "mistakes": "No finished run yet",
+    "label_issues": "No finished run with saved test predictions yet",
+    "embedding": "No finished run yet",
     "sketch": "No trained model yet",
     "sweep": "No sweep yet",
 }
 
 
+def test_every_page_is_covered():
+    """These tests' page list is the app's: a page added to the app is tested here too."""
+    import ast
+    source = APP.read_text()
+    routed = ast.literal_eval(source[source.index("PAGES = [") + len("PAGES = "):source.index("]\n") + 1])
+    assert {(Path(path).stem, title) for path, title, _, _ in routed} == set(TITLES.items())
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_without_runs_says_what_to_do(lab_env, page):
     at = open_page(page)
-    assert at.title[0].value == page.capitalize()
+    assert at.title[0].value == TITLES[page]
     if page == "data":  # needs MNIST, not runs
         assert frame_with(at, "validation").loc["total"].tolist() == [55_000, 5_000, 10_000]
     else:
@@ -255,21 +268,6 @@ def pad_drawing(image28: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The Sketch pad replaced by one that has `drawn.value` on it (a data URL; None: empty)."""
-    import types
-
-    import streamlit as st
-    import streamlit.components.v2 as v2
-    state = types.SimpleNamespace(value=None)
-    monkeypatch.setattr(v2, "component", lambda name, **kwargs: (
-        lambda **options: types.SimpleNamespace(drawing=state.value)))
-    st.cache_resource.clear()  # the page registers its pad once per process
-    yield state
-    st.cache_resource.clear()
-
-
 def cards(at: AppTest) -> dict[str, tuple[int, float]]:
     """The Sketch page's prediction cards: model name -> (predicted digit, percent sure)."""
     import re
@@ -430,7 +428,7 @@ def test_train_start_with_an_unusable_checkpoints_folder_says_so(lab_env, tmp_pa
     assert blocker.read_text() == "a file where the runs folder should be"  # nothing lost
 
 
-@pytest.mark.parametrize("page", ("train", "compare", "evaluate", "mistakes", "sketch", "sweep"))
+@pytest.mark.parametrize("page", [p for p in PAGES if p != "data"])
 def test_pages_render_with_a_hundred_runs(lab_env, trained_runs, tmp_path_factory, page):
     import shutil
     root = tmp_path_factory.getbasetemp() / "hundred-runs"

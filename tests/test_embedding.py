@@ -101,7 +101,8 @@ def test_weights_that_no_longer_load_get_a_message_and_no_map_file(lenet_run):
     save_file(state, str(weights))
     with pytest.raises(EmbeddingError, match="cannot draw the map .* do not fit lenet"):
         embedding(run_id, METHOD, root, require_mnist())
-    assert not any(p.name.startswith("embedding") for p in run_dir(run_id, root).iterdir())
+    assert not (run_dir(run_id, root) / file_name(METHOD)).exists()
+    assert not [p for p in run_dir(run_id, root).iterdir() if p.name.startswith(".")]  # no temporary left
     code, out, err = run_cli("--checkpoints", str(root), "--data", str(require_mnist()),
                              "embedding", run_id, "--method", METHOD)
     assert code != 0 and "do not fit lenet" in err and "Traceback" not in err

@@ -92,6 +92,21 @@ def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
     assert ignored("checkpoints/20990101-000000-lenet-reference/model.safetensors")  # not one of ours
 
 
+@pytest.mark.parametrize("run_id", [i for i in IDS if not load_run(i, SHIPPED).config.get("sweep")])
+def test_a_recipes_reference_run_ships_the_embedding_map_of_its_weights(run_id):
+    from core.embedding import cached, file_name
+    emb = cached(run_id, "umap", SHIPPED)
+    assert emb is not None, "no current UMAP map: run `python -m core embedding RUN` and commit it"
+    preds = load_predictions(run_id, SHIPPED)
+    assert emb.xy.shape == (10_000, 2) and np.isfinite(emb.xy).all()
+    assert np.array_equal(emb.labels, preds["labels"]) and np.array_equal(emb.predicted, preds["predicted"])
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", f"checkpoints/{run_id}/{file_name('umap')}"],
+                             cwd=REPO, capture_output=True)
+    assert tracked.returncode == 0, "the map is not committed"
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"checkpoints/{run_id}/{file_name('tsne')}"], cwd=REPO)
+    assert ignored.returncode == 0, "a map a user computes in a reference run's folder is not ignored"
+
+
 def test_cli_lists_the_reference_runs_and_predicts_with_each(tmp_path):
     from core.cli import main
     from core.data import load_mnist
@@ -133,6 +148,8 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     assert np.allclose(after["probabilities"], before["probabilities"], atol=1e-3)
     assert (tmp_path / run_id / PREDICTIONS).stat().st_size < size_before * (0.5 if half_keeps_digits else 0.8)
     assert not (tmp_path / run_id / TRAIN_STATE).exists() and reference.reference_ids(tmp_path) == [run_id]
+    from core.embedding import cached
+    assert cached(run_id, "umap", tmp_path) is not None  # its embedding map ships with it
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed: verification must say so
     from safetensors.torch import load_file, save_file

@@ -35,6 +35,34 @@ def test_completeness_the_map_sums_to_the_logit_gained_from_the_blank_page():
     assert maps.sum() == pytest.approx(float(gained), rel=0.02, abs=1e-3)
 
 
+def test_explain_gives_one_map_per_digit_asked_of_an_image_on_the_unit_scale():
+    """The pages' entry point: a [0, 1] picture, several digits; the same maps as attribute() on
+    the normalised image, digit by digit (the linear model's analytic answer again)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    raw = load_mnist(require_mnist()).test_images[0]
+    maps = saliency.explain(model, raw.numpy() / 255.0, [7, 3], steps=8)
+    weights = model[1].weight.detach().numpy().reshape(10, 28, 28)
+    normalised = normalize_uint8(raw[None]).squeeze().numpy()
+    for amap, digit in zip(maps, [7, 3]):
+        np.testing.assert_allclose(amap, (normalised - saliency.BLANK) * weights[digit], rtol=1e-4, atol=1e-6)
+
+
+def test_heatmap_is_red_towards_blue_away_white_for_nothing_and_shades_the_ink():
+    amap = np.zeros((28, 28), np.float32)
+    amap[3, 4], amap[10, 10], amap[20, 5] = 2.0, -1.0, 0.5
+    rgb = saliency.heatmap(amap)
+    assert rgb.shape == (28, 28, 3) and rgb.dtype == np.uint8
+    assert rgb[3, 4].tolist() == [255, 0, 0]          # the strongest push towards: full red
+    assert rgb[10, 10].tolist() == [128, 128, 255]    # half as strong, away: half blue
+    assert rgb[20, 5].tolist() == [255, 191, 191]     # a quarter, towards: light red
+    assert rgb[0, 0].tolist() == [255, 255, 255]      # no effect: white
+    ink = np.zeros((28, 28), np.float32)
+    ink[0, 0] = 1.0
+    assert saliency.heatmap(amap, ink)[0, 0].tolist() == [166, 166, 166]  # white under full ink: grey
+    assert saliency.heatmap(np.zeros((28, 28))).min() == 255  # an empty map is all white, not NaN
+
+
 def test_targets_must_be_digits_one_per_image():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     images = torch.zeros(2, 1, 28, 28)

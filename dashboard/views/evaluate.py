@@ -9,6 +9,7 @@ import streamlit as st
 from core import label_issues, predictions
 from core.errors import LabError
 from dashboard import common
+from dashboard.explain import image_picker
 
 CELL_IMAGES = 48  # images shown for a selected cell
 
@@ -49,7 +50,7 @@ def heatmap(cm, normalised: bool) -> None:
     st.altair_chart(chart, key="eval_heatmap", on_select=sync_from_chart, selection_mode="cell")
 
 
-def cell_images(preds, true: int, predicted: int) -> None:
+def cell_images(run, preds, true: int, predicted: int) -> None:
     examples = predictions.cell_examples(preds, true, predicted)
     kind = "correct" if true == predicted else "mistaken"
     st.markdown(f"**{len(examples):,}** test images of a **{true}** predicted as **{predicted}** "
@@ -63,6 +64,7 @@ def cell_images(preds, true: int, predicted: int) -> None:
     common.digit_grid(images[shown["index"].to_numpy()],
                       [f"#{i} · {c:.0%}" for i, c in zip(shown["index"], shown["confidence"])],
                       size=64, empty="No test image falls in this cell.")
+    image_picker(run, images, shown["index"].to_numpy(), shown["label"].to_numpy(), key="ev_why")
     if len(examples) > CELL_IMAGES:
         st.caption(f"Showing {CELL_IMAGES} of {len(examples):,}; the Mistakes page pages through all.")
 
@@ -165,7 +167,7 @@ with detail_col:
     a, b = st.columns(2)
     true = a.selectbox("True digit", range(10), key="eval_true")
     predicted = b.selectbox("Predicted digit", range(10), key="eval_predicted")
-    cell_images(preds, int(true), int(predicted))
+    cell_images(run, preds, int(true), int(predicted))
 
 st.subheader("Per-class scores", divider="gray")
 scores = predictions.per_class_table(cm)

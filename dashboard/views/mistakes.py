@@ -10,6 +10,7 @@ import streamlit as st
 from core import predictions
 from core.errors import LabError
 from dashboard import common
+from dashboard.explain import image_picker
 
 PER_PAGE = 40
 ORDER_LABELS = {"confident": "Most confident first", "unsure": "Least confident first",
@@ -17,8 +18,9 @@ ORDER_LABELS = {"confident": "Most confident first", "unsure": "Least confident 
 ANY = "any"
 
 
-def gallery(frame, images, key: str, caption) -> None:
-    """One page of a mistakes table as images, with a page picker under it."""
+def gallery(frame, images, key: str, caption, run) -> None:
+    """One page of a mistakes table as images, with a page picker under it and the saliency
+    of `run`'s model for any image of the page."""
     if frame.empty:
         st.info("No test image matches.", icon=":material/check_circle:")
         return
@@ -33,6 +35,7 @@ def gallery(frame, images, key: str, caption) -> None:
     left.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
     right.caption(f"Images {window.start + 1}–{window.stop} of {len(frame):,} · {pages} page"
                   f"{'s' if pages != 1 else ''} of {PER_PAGE}")
+    image_picker(run, images, shown["index"].to_numpy(), shown["label"].to_numpy(), key=f"{key}_why")
 
 
 def one_run(run, preds, images) -> None:
@@ -49,7 +52,7 @@ def one_run(run, preds, images) -> None:
                              predicted=None if predicted == ANY else int(predicted), order=order)
     if true != ANY or predicted != ANY:
         st.caption(f"{len(frame):,} mistakes match the filter.")
-    gallery(frame, images, "mis", lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}")
+    gallery(frame, images, "mis", lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}", run)
 
 
 def two_runs(run_a, preds_a, finished, images) -> None:
@@ -73,12 +76,13 @@ def two_runs(run_a, preds_a, finished, images) -> None:
     matrices(preds_a, preds_b, name_a, name_b)
     tabs = st.tabs([f"{name_a} wrong, {name_b} right ({len(a_only):,})",
                     f"{name_b} wrong, {name_a} right ({len(b_only):,})"])
-    for tab, indices, wrong, key in ((tabs[0], a_only, preds_a, "mis_a"), (tabs[1], b_only, preds_b, "mis_b")):
+    for tab, indices, wrong, key, run in ((tabs[0], a_only, preds_a, "mis_a", run_a),
+                                          (tabs[1], b_only, preds_b, "mis_b", run_b)):
         with tab:
             frame = predictions.mistakes(wrong, order="confident")
             frame = frame[frame["index"].isin(indices)].reset_index(drop=True)
             gallery(frame, images, key,
-                    lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}")
+                    lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}", run)
 
 
 def matrix_chart(frame, value: str, title: str, scale: alt.Scale, text: str):

@@ -17,6 +17,7 @@ sends anything (its debounce is fixed), which alone was the whole latency budget
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 
@@ -28,6 +29,7 @@ from core import handwriting, tables
 from core.models import list_models
 from core.preprocess import ImageError, to_mnist
 from dashboard import common
+from dashboard.explain import saliency_panel
 
 CANVAS = 280      # px, ten times MNIST's side
 STROKE = 18       # px on the canvas: about MNIST's 2 px pen after scaling the digit to 20 px
@@ -189,6 +191,19 @@ def predictions(digit: np.ndarray, models: list) -> None:
     all_probs = common.probabilities([model for _, model in loaded], digit)
     cards = "".join(card(run, probs) for (run, _), probs in zip(loaded, all_probs))
     st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
+    why(digit, [run for run, _ in loaded])
+
+
+def why(digit: np.ndarray, models: list) -> None:
+    """Saliency of the drawing for one model: what pushed it towards its digit and towards
+    another. Off by default: a stroke with it off costs nothing more."""
+    if not st.toggle("Why? Show the saliency of the drawing", key="sketch_why",
+                     help="Integrated Gradients: which strokes pushed a model towards a digit"):
+        return
+    by_id = {r.run_id: r for r in models}
+    run_id = st.selectbox("Model", list(by_id), key="sketch_why_run", format_func=lambda i: common.run_label(by_id[i]))
+    drawing = hashlib.sha1(np.ascontiguousarray(digit).tobytes()).hexdigest()[:12]  # a new drawing: the runner-up again
+    saliency_panel(by_id[run_id], digit, true=None, key=f"sketch_why_{drawing}")
 
 
 def save(digit: np.ndarray) -> None:

@@ -1,0 +1,122 @@
+"""Embedding map: where a run's model puts each of the 10,000 test images, its penultimate
+features projected to 2-D (core.embedding), coloured by the true digit, its mistakes and the
+dataset's confirmed label errors ringed. Drag a box to see the images inside it; Shift-drag
+pans, the wheel zooms, a double click resets the view.
+
+The map is computed once per run and projection and kept in the run folder; the reference
+runs ship theirs, so it opens without a wait.
+"""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import embedding as maps
+from core.errors import LabError
+from core.label_issues import confirmed_indices
+from dashboard import common
+from dashboard.explain import image_picker
+
+SHOWN = 60  # images of a selection shown at once
+MARKS = {"": "", "mistake": "the run's mistake", "label": "confirmed label error"}
+# first measured on this 2-core CPU (2026-11-24): labnet's UMAP map 53 s, lenet's 31 s, PCA 1-4 s
+EXPECTED = {"umap": "about 30-60 s", "tsne": "about 25-40 s", "pca": "a few seconds"}
+
+
+def points(emb: maps.Embedding) -> pd.DataFrame:
+    """One row per test image: x, y, index, true digit, prediction and what ring it gets."""
+    ring = np.where(emb.mistakes, "mistake", "")
+    ring[confirmed_indices()] = "label"
+    return pd.DataFrame({"x": emb.xy[:, 0], "y": emb.xy[:, 1], "index": np.arange(len(emb.xy)),
+                         "digit": emb.labels.astype(str), "predicted": emb.predicted, "ring": ring})
+
+
+def chart(frame: pd.DataFrame) -> alt.LayerChart:
+    brush = alt.selection_interval(name="brush", on="[pointerdown[!event.shiftKey], window:pointerup] > "
+                                                   "window:pointermove!", zoom=False)
+    view = alt.selection_interval(bind="scales", translate="[pointerdown[event.shiftKey], window:pointerup] > "
+                                                           "window:pointermove!", zoom="wheel!")
+    tooltip = [alt.Tooltip("index:Q", title="test image"), alt.Tooltip("digit:N", title="true digit"),
+               alt.Tooltip("predicted:Q", title="predicted")]
+    x = alt.X("x:Q", title=None, axis=alt.Axis(labels=False, ticks=False))
+    y = alt.Y("y:Q", title=None, axis=alt.Axis(labels=False, ticks=False))
+    dots = alt.Chart(frame).mark_circle(size=14, opacity=0.75).encode(
+        x=x, y=y, tooltip=tooltip,
+        color=alt.Color("digit:N", title="true digit", scale=alt.Scale(scheme="category10"),
+                        sort=[str(d) for d in range(10)], legend=alt.Legend(orient="right")),
+    ).add_params(brush, view)
+    rings = []
+    for kind, colour, size, width in (("mistake", "#222222", 70, 1.2), ("label", "#d62728", 180, 2.2)):
+        subset = frame[frame["ring"] == kind]
+        rings.append(alt.Chart(subset).mark_point(shape="circle", filled=False, size=size, strokeWidth=width,
+                                                  color=colour).encode(x=x, y=y, tooltip=tooltip))
+    return alt.layer(dots, *rings).properties(height=560)
+
+
+def dragged_box(event) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The box dragged on the map, ((x0, x1), (y0, y1)) in the map's units; None when there is none."""
+    box = (getattr(getattr(event, "selection", None), "brush", None) or {}) if event else {}
+    if len(box.get("x") or ()) != 2 or len(box.get("y") or ()) != 2:
+        return None
+    return tuple(sorted(map(float, box["x"]))), tuple(sorted(map(float, box["y"])))
+
+
+st.title("Embedding map")
+st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
+           "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
+           "are ringed in black, the 15 test labels people confirmed wrong in red.")
+runs = common.load_runs()
+candidates = [r for r in runs if r.status == "finished" and r.has_weights]
+if not candidates:
+    common.no_runs_notice("No finished run yet: train one on the **Train** page and map its test images here.")
+    st.stop()
+if not common.require_mnist("The embedding map"):
+    st.stop()
+common.show_run_warnings(runs)
+left, right = st.columns([2, 1])
+with left:
+    run = common.pick_run("Run", candidates, key="emb_run", query_param="run")
+method = right.segmented_control("Projection", list(maps.METHODS), default="umap", key="emb_method",
+                                 format_func=lambda m: maps.METHODS[m].split(" (")[0],
+                                 help="UMAP keeps neighbours together and clusters apart; t-SNE similar; PCA is "
+                                      "linear and shows the features' main directions") or "umap"
+emb = maps.cached(run.run_id, method, common._base())
+if emb is None:
+    st.info(f"The {maps.METHODS[method]} map of **{run.name}** is not computed yet: {EXPECTED[method]} on a "
+            "CPU, once; it is kept in the run folder.", icon=":material/scatter_plot:")
+    if not st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute"):
+        st.stop()
+    try:
+        with st.spinner(f"Projecting the features of 10,000 test images ({EXPECTED[method]})…"):
+            emb = maps.embedding(run.run_id, method, common._base())
+    except LabError as exc:
+        common.report(exc)
+        st.stop()
+    st.toast(f"Map computed in {emb.seconds:.0f} s and kept in the run folder", icon=":material/check:")
+
+frame = points(emb)
+m = st.columns(3)
+m[0].metric("Test images", f"{len(frame):,}")
+m[1].metric("Mistakes (black rings)", f"{int(emb.mistakes.sum()):,}")
+m[2].metric("Confirmed label errors (red rings)", f"{int((frame['ring'] == 'label').sum())}")
+event = st.altair_chart(chart(frame), key=f"emb_chart_{run.run_id}_{method}", on_select="rerun",
+                        selection_mode=["brush"], width="stretch")
+st.caption("Drag a box to see its images · Shift-drag to pan · wheel to zoom · double-click to reset · "
+           f"computed in {emb.seconds:.0f} s ({maps.METHODS[method]})")
+box = dragged_box(event)
+if box is None:
+    st.info("Drag a box over a region of the map to see its images.", icon=":material/select:")
+    st.stop()
+images = common.test_images()
+if images is None:
+    st.stop()
+chosen = maps.in_box(emb, *box)
+(x0, x1), (y0, y1) = box
+st.markdown(f"**{len(chosen):,} images selected**" + (f", the first {SHOWN} shown" if len(chosen) > SHOWN else "")
+            + f" · x {x0:.3f} to {x1:.3f}, y {y0:.3f} to {y1:.3f}")
+shown = chosen[:SHOWN]
+common.digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
+                  empty="No test image inside the box.")
+image_picker(run, images, shown, emb.labels[shown], key="emb_why")
