@@ -22,6 +22,7 @@ candidates = [r for r in runs if r.status == "finished" and r.has_predictions]
 if not candidates:
     common.no_runs_notice("No finished run with saved test predictions yet: train one on the **Train** page.")
     st.stop()
+common.show_run_warnings(runs)
 by_id = {r.run_id: r for r in candidates}
 default = [i for i in label_issues.default_runs(common._base()) if i in by_id]
 chosen = st.multiselect("Runs whose probabilities rank the images", list(by_id), default=default,
