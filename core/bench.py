@@ -465,3 +465,32 @@ def saliency_latency(repeats: int = 10, root=None, data_root=None,
                          "weights": best.get(arch, "untrained weights")}
         report(f"  saliency {arch:<8} p50 {results[arch]['p50_ms']:7.1f} ms   p95 {results[arch]['p95_ms']:7.1f} ms")
     return results
+
+
+def embedding_costs(methods: tuple[str, ...] = ("umap", "tsne", "pca"), root=None, data_root=None,
+                    report: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
+    """Seconds to draw one run's embedding map (core.embedding), per architecture with the best
+    finished run of each: the features of the 10,000 test images, then each projection, on the
+    CPU, nothing read from or written to the run folder. Issue 13's budget is 90 s a map. The
+    first UMAP in a process includes numba's compilation (10-30 s here), as a fresh dashboard's does."""
+    from core import tables
+    from core.data import load_mnist, normalize_uint8
+    from core.embedding import check_method, features, project
+    from core.runs import list_runs, load_model
+    for method in methods:
+        check_method(method)
+    x = normalize_uint8(load_mnist(data_root).test_images)
+    results = {}
+    for run in sorted(tables.best_run_per_arch(list_runs(root)), key=lambda r: r.arch):
+        model = load_model(run.run_id, root)
+        start = time.perf_counter()
+        feats, _ = features(model, x)
+        row = {"features": time.perf_counter() - start, "width": feats.shape[1]}
+        for method in methods:
+            start = time.perf_counter()
+            project(feats, method)
+            row[method] = time.perf_counter() - start
+        results[run.arch] = row
+        report(f"  map {run.arch:<8} {feats.shape[1]:>4} features {row['features']:5.1f} s  "
+               + "  ".join(f"{m} {row[m]:5.1f} s (map {row['features'] + row[m]:5.1f} s)" for m in methods))
+    return results

@@ -135,3 +135,13 @@ def test_points_in_a_box_are_those_inside_it_whichever_way_it_was_drawn():
     assert in_box(emb, (0.5, 2.5), (0.5, 2.5)).tolist() == [1, 2]
     assert in_box(emb, (2.5, 0.5), (3.0, 0.0)).tolist() == [1, 2, 3]  # dragged right to left, bottom up
     assert in_box(emb, (5, 6), (5, 6)).tolist() == []
+
+
+def test_bench_times_the_map_of_the_best_run_of_each_architecture(lenet_run):
+    from core.bench import embedding_costs
+    root, run_id = lenet_run
+    lines = []
+    results = embedding_costs(methods=("pca",), root=root, data_root=require_mnist(), report=lines.append)
+    assert list(results) == ["lenet"] and results["lenet"]["width"] == load_model(run_id, root).fc2.in_features
+    assert results["lenet"]["features"] > 0 and results["lenet"]["pca"] > 0 and len(lines) == 1
+    assert not (run_dir(run_id, root) / file_name("pca")).exists()  # timed, not kept

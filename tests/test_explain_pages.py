@@ -104,6 +104,15 @@ def test_embedding_map_opens_with_the_shipped_map_and_rings_what_it_should(refer
     assert metrics["Test images"] == "10,000"
     assert len(at.get("vega_lite_chart")) == 1
     assert "Drag a box" in texts(at)
+    import json
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    params = spec.get("params", []) + [p for layer in spec["layer"] for p in layer.get("params", [])]
+    assert {p["name"] for p in params if p.get("bind") == "scales"}, "no zoom and pan"
+    assert any(p["name"] == "brush" and p["select"]["type"] == "interval" for p in params)
+    tips = [t["field"] for layer in spec["layer"] for t in layer["encoding"]["tooltip"]]
+    assert "index" in tips and "digit" in tips
+    rings = [layer for layer in spec["layer"] if layer["mark"].get("filled") is False]
+    assert len(rings) == 2  # mistakes and confirmed label errors
     assert sorted(p.name for p in (reference_lenet / LENET).glob("embedding-*")) == ["embedding-umap.safetensors"]
 
 

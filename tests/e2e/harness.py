@@ -299,6 +299,27 @@ def full_screenshot(page, path: Path, max_height: int = 12_000) -> None:
         page.set_viewport_size(VIEWPORT)
 
 
+def drag_box_on_chart(page, timeout: float = 60.0, box=(0.35, 0.35, 0.6, 0.6)) -> bool:
+    """Drag a box over the page's first Vega chart (fractions of its width and height, left,
+    top, right, bottom): the embedding map's selection. False when the page has no chart."""
+    chart = page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg')
+    if not chart.count():
+        return False
+    chart.first.scroll_into_view_if_needed()
+    page.wait_for_timeout(800)  # ms: Vega binds its pointer handlers after the first paint
+    area = chart.first.bounding_box()
+    x0, y0 = area["x"] + area["width"] * box[0], area["y"] + area["height"] * box[1]
+    x1, y1 = area["x"] + area["width"] * box[2], area["y"] + area["height"] * box[3]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(x0 + (x1 - x0) * k / 10, y0 + (y1 - y0) * k / 10)
+    page.mouse.up()
+    page.wait_for_timeout(300)
+    wait_for_app(page, timeout)
+    return True
+
+
 def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=tuple(PAGES),
                      sketch_digit: str = "7", timeout: float = 90.0) -> list[tuple[Path, list[str]]]:
     """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it.
@@ -318,6 +339,12 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                 draw_digit(page, sketch_digit)
                 page.wait_for_timeout(300)
                 wait_for_app(page, timeout)
+                why = page.get_by_text("Why? Show the saliency of the drawing")
+                if why.count():  # the saliency of the drawing, for the first model
+                    why.click()
+                    wait_for_app(page, timeout)
+            if path == "embedding":
+                drag_box_on_chart(page, timeout)
             # Park the mouse right of the content: no tooltip, hover highlight or sidebar button.
             page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)
             page.wait_for_timeout(800)  # ms: charts (Vega) and images finish painting after the run

@@ -38,16 +38,7 @@ def test_a_box_dragged_on_the_embedding_map_shows_the_images_inside_it(page, bas
     emb = maps.cached(run.run_id, "pca", server.checkpoints)
     assert emb is not None, "the map was not kept in the run folder"
 
-    page.wait_for_timeout(800)  # ms: Vega binds its pointer handlers after the first paint
-    box = chart.bounding_box()
-    # a box over the middle of the plot, where PCA's cloud is dense
-    x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
-    x1, y1 = box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for k in range(1, 11):
-        page.mouse.move(x0 + (x1 - x0) * k / 10, y0 + (y1 - y0) * k / 10)
-    page.mouse.up()
+    assert harness.drag_box_on_chart(page), "no chart to drag on"
     summary = page.locator('[data-testid="stMarkdownContainer"]', has_text="images selected").last
     summary.wait_for(timeout=30_000)
     harness.wait_for_app(page)
