@@ -14,6 +14,7 @@ checkpoints/<run id>/
   train_state.pt        optimizer/scheduler/RNG state at the last finished epoch (for --resume;
                         read with torch.load(weights_only=True))
   dataset.json          what the run trained on: source, rows, test duplicates left out, split sizes
+  embedding-<method>.safetensors  the embedding map (core.embedding), keyed by the weights' SHA-256
   lock                  flock'ed by the process that owns the run; holds its pid
   handover              asks the lock's holder to let go: written by a Ray trial that
                         starts while its sweep's driver holds the run (core.raysweep)
