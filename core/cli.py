@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ms per training step of every architecture on the CPU, per memory layout and optimizer implementation")
     bench.add_argument("--saliency", action="store_true",
                        help="ms per Integrated Gradients map (one test image, one model of each architecture)")
+    bench.add_argument("--embedding", action="store_true",
+                       help="time the embedding map (features + UMAP, t-SNE, PCA) of the best run of each architecture")
     bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
     ensemble = sub.add_parser("ensemble", help="save finished runs as one run (kind ensemble) that "
@@ -383,13 +385,13 @@ def cmd_sweep(args) -> int:
     if args.arch is None:
         raise ConfigError("--arch is required")
     base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
-    check_trainable(base, args.data)
-    if args.ray:  # only here is Ray imported
+    if args.ray:  # only here is Ray imported; the cluster, not this machine, must have the device
         from core.raysweep import run_sweep_on_ray
         sweep_id, statuses = run_sweep_on_ray(base, lrs, sizes, args.ray, root=args.checkpoints, data_root=args.data,
                                               stop=stop, report=lambda line: print(line, file=sys.stderr, flush=True))
         print(grid_table(sweep_id, args.checkpoints).to_string())
         return 0 if all(s == "finished" for s in statuses.values()) else 3
+    check_trainable(base, args.data)
     sweep_id, writers = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
     print(f"sweep {sweep_id}: {len(writers)} runs", file=sys.stderr)
     run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
@@ -406,6 +408,8 @@ def cmd_bench(args) -> int:
     if args.time_to is not None:
         result = bench.run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
                                 train_limit=args.train_limit, data_root=args.data, report=report)
+    elif args.embedding:
+        result = bench.embedding_costs(root=args.checkpoints, data_root=args.data, report=report)
     elif args.saliency:
         result = bench.saliency_latency(repeats=args.sketch_repeats, root=args.checkpoints, data_root=args.data,
                                         report=report)

@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from core.runs import (ACTIVE, LOCK_NAME, LOG_NAME, RunError, RunLock, RunWriter, checkpoints_dir, flock, load_run,
-                       lock_held, read_owner, run_dir)
+                       lock_held, read_json, read_owner, run_dir)
 
 
 class Cancelled(Exception):
@@ -105,6 +106,9 @@ def cancel(run_id: str, root=None, wait_s: float = 2.0) -> bool:
     has and marks the run 'cancelled'). Only the holder of the run's lock is signalled, through
     a pidfd, so a recycled pid is never hit. Returns False if no live process owns the run."""
     path = run_dir(run_id, root)
+    host = (read_json(path / "status.json") or {}).get("host")
+    if lock_held(path) and host and host != socket.gethostname():  # its pid means nothing here
+        raise RunError(f"run {run_id!r} runs on {host} (a Ray sweep's trial): cancel it there, or cancel its sweep")
     deadline = time.monotonic() + wait_s
     while lock_held(path):
         pid = read_owner(path / LOCK_NAME)

@@ -148,12 +148,18 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
     each run's final status. Nothing is created before the cluster and the store pass their checks."""
     import ray
 
-    from core.sweep import prepare_sweep
     from core.data import data_dir
+    from core.sweep import prepare_sweep
+    from core.train import load_source
     stop = stop or threading.Event()
+    load_source(base, data_root)  # the data is readable (the device is the cluster's to check)
     store = checkpoints_dir(root).resolve()
     store.mkdir(parents=True, exist_ok=True)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     connect(address)
+    for sig, handler in handlers.items():  # ray.init puts its own (fatal) ones in their place
+        if handler is not None:
+            signal.signal(sig, handler)
     try:
         check_shared_store(store)
         resources = task_resources(base.device)
@@ -179,6 +185,7 @@ def _wait(refs: dict, held: dict[str, RunWriter], stop: threading.Event,
     import ray
     from ray.exceptions import RayTaskError, TaskCancelledError
     statuses, cancelled = {}, False
+    paths = [writer.path for writer in held.values()]
     while refs:
         if stop.is_set() and not cancelled:
             for ref in refs:
@@ -206,6 +213,9 @@ def _wait(refs: dict, held: dict[str, RunWriter], stop: threading.Event,
                                   else "its Ray trial ended before it started")
                 writer.release()
             report(f"{run_id}: {statuses[run_id]}")
+    deadline = time.monotonic() + 60
+    while cancelled and any(map(lock_held, paths)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a cancelled trial is still saving its run: this process leaving would kill it
     return statuses
 
 
@@ -257,6 +267,9 @@ def train_cell(run_id: str, root: str, data_root: str) -> str:
     path = run_dir(run_id, root)
     writer = RunWriter(run_id, root, _take_over(path))
     run = load_run(run_id, root)
+    if run.status_info.get("status") == "finished":  # an earlier attempt finished as its node went
+        writer.release()
+        return "finished"
     resume = run.status_info.get("status") != "queued"  # an earlier attempt started it
     log = TrialLog(path / LOG_NAME)
     log.write(f"attempt on node {ray.get_runtime_context().get_node_id()[:12]} ({socket.gethostname()}, "
@@ -287,19 +300,21 @@ def _stoppable(work: Callable[[], str], stop: threading.Event) -> str:
     SIGTERM (the dashboard's Cancel of this run) set `stop`, so the run ends 'cancelled' and
     saved, instead of dying as a crashed worker that Ray would retry."""
     outcome: dict = {}
+    finished = threading.Event()
 
     def target():
         try:
             outcome["status"] = work()
         except BaseException as exc:  # re-raised below, in Ray's thread
             outcome["error"] = exc
-    thread = threading.Thread(target=target, name="mnist-lab-trial", daemon=True)
+        finally:
+            finished.set()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        thread.start()
-        while thread.is_alive():
+        threading.Thread(target=target, name="mnist-lab-trial", daemon=True).start()
+        while not finished.is_set():  # not Thread.join: one interrupted can think a live thread ended
             try:
-                thread.join(0.5)
+                time.sleep(0.2)
             except KeyboardInterrupt:
                 stop.set()
     finally:

@@ -121,6 +121,8 @@ def test_a_worker_node_killed_mid_trial_is_retried_elsewhere_and_resumes(cluster
         out, err = driver.communicate(timeout=180)
     finally:
         driver.kill()
+        if len(cluster.worker_nodes) < 2:
+            cluster.add_node(num_cpus=1)  # two workers again, for the tests after this one
     assert driver.returncode == 0, err
     runs = sweep_runs(store)
     assert len(runs) == 2 and list(runs["status"]) == ["finished"] * 2  # none lost, none duplicated
@@ -135,6 +137,70 @@ def test_a_worker_node_killed_mid_trial_is_retried_elsewhere_and_resumes(cluster
     assert "starting" in attempts[0] and f"resuming after epoch {len(kept_rows)}" in attempts[1]
     first, second = (line.split("attempt on node ")[1].split()[0] for line in attempts)
     assert first != second  # on another node
+
+
+def open_sweep_page(store: Path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(store))
+    monkeypatch.setenv("MNIST_LAB_DATA", str(require_mnist()))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=90).run()
+    at.switch_page("views/sweep.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_for(condition, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(240)
+def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(cluster, tmp_path, monkeypatch):
+    from core import jobs, raysweep
+    from core.runs import list_runs
+    store = tmp_path / "shared-store"
+    store.mkdir()
+    at = open_sweep_page(store, monkeypatch)
+    at.selectbox(key="sweep_arch").set_value("lenet")
+    at.number_input(key="sweep_epochs").set_value(40)  # far longer than the test waits
+    at.number_input(key="sweep_limit").set_value(3000)
+    at.selectbox(key="sweep_device").set_value("cpu")
+    at.text_input(key="sweep_lrs").set_value("0.05")
+    at.text_input(key="sweep_batches").set_value("32, 64")
+    at.text_input(key="sweep_ray").set_value("127.0.0.1:1")
+    next(b for b in at.button if b.label == "Launch sweep").click().run()
+    assert [e.value for e in at.error] == ["no Ray cluster answers at 127.0.0.1:1: Connection refused; "
+                                           "start one with `ray start --head`"]
+    assert list_runs(store) == []
+
+    at.text_input(key="sweep_ray").set_value(cluster.address)
+    next(b for b in at.button if b.label == "Launch sweep").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (sent,) = [s.value for s in at.success]
+    assert sent.startswith("Sent 2 runs as `sweep-") and cluster.address in sent
+    sweep_id = at.selectbox(key="sweep_pick").value
+    assert raysweep.cluster_sweep(sweep_id, store)["active"]
+    wait_for(lambda: [r.status for r in list_runs(store)] == ["running", "running"], "both trials to run")
+
+    # the dashboard's Cancel of one run stops that trial (its worker is signalled); it is not retried
+    one, other = (r.run_id for r in list_runs(store))
+    assert jobs.cancel(one, store)
+    wait_for(lambda: {r.run_id: r.status for r in list_runs(store)}[one] == "cancelled", "the run to cancel")
+    # the Sweep page's Cancel sweep cancels the Ray tasks that are left, and the driver ends
+    at.run()
+    assert "on the Ray cluster at" in "\n".join(str(c.value) for c in at.caption)
+    next(b for b in at.button if b.label == "Cancel sweep").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    wait_for(lambda: not raysweep.cluster_sweep(sweep_id, store)["active"], "the driver to end")
+    runs = {r.run_id: r for r in list_runs(store)}
+    assert [r.status for r in runs.values()] == ["cancelled", "cancelled"]
+    assert all(r.epochs_done < 40 for r in runs.values())
+    for run_id in (one, other):
+        assert (store / run_id / "train.log").read_text().count("attempt on node") == 1
+    (driver_log,) = [log for log in map(Path.read_text, (store / ".ray").glob("launch-*.log")) if sweep_id in log]
+    assert driver_log.count(": cancelled") == 2 and "failed" not in driver_log  # each trial saved, none crashed
 
 
 def _kill_a_node_after_its_first_epoch(cluster, store: Path) -> tuple[str, pd.DataFrame]:
