@@ -484,7 +484,7 @@ def embedding_costs(methods: tuple[str, ...] = ("umap", "tsne", "pca"), root=Non
     for run in sorted(tables.best_run_per_arch(list_runs(root)), key=lambda r: r.arch):
         model = load_model(run.run_id, root)
         start = time.perf_counter()
-        feats, _ = features(model, x)
+        feats = features(model, x)
         row = {"features": time.perf_counter() - start, "width": feats.shape[1]}
         for method in methods:
             start = time.perf_counter()

@@ -145,3 +145,15 @@ def test_bench_times_the_map_of_the_best_run_of_each_architecture(lenet_run):
     assert list(results) == ["lenet"] and results["lenet"]["width"] == load_model(run_id, root).fc2.in_features
     assert results["lenet"]["features"] > 0 and results["lenet"]["pca"] > 0 and len(lines) == 1
     assert not (run_dir(run_id, root) / file_name("pca")).exists()  # timed, not kept
+
+
+def test_a_run_without_saved_predictions_gets_its_mistakes_from_its_model(lenet_run):
+    root, run_id = lenet_run
+    saved = load_predictions(run_id, root)
+    (run_dir(run_id, root) / "predictions.safetensors").unlink()
+    emb = embedding(run_id, METHOD, root, require_mnist())
+    model = load_model(run_id, root)
+    with torch.no_grad():  # oracle: the model's own argmax, in the default memory layout
+        digits = model(normalize_uint8(load_mnist(require_mnist()).test_images)).argmax(1).numpy()
+    assert (emb.predicted != digits).sum() <= 2  # a near tie may read either way in another layout
+    assert (emb.predicted != saved["predicted"]).sum() <= 2
