@@ -50,10 +50,11 @@ class ClusterError(LabError):
 
 # --- the driver: connect, check the store, send the grid, wait ---------------------------------
 
-def connect(address: str) -> None:
+def connect(address: str) -> str:
     """Join the Ray cluster at `address` ('HOST:PORT' of the head, or 'auto': the cluster
     started on this machine or named by $RAY_ADDRESS). An address that does not answer is
-    refused within CONNECT_S seconds (ray.init alone would retry for minutes)."""
+    refused within CONNECT_S seconds (ray.init alone would retry for minutes). Returns the
+    head's 'HOST:PORT'."""
     import logging
 
     import ray
@@ -69,6 +70,7 @@ def connect(address: str) -> None:
         ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ClusterError(f"could not join the Ray cluster at {target}: {str(exc).splitlines()[0]}") from None
+    return target
 
 
 def _resolve(address: str) -> str:
@@ -156,7 +158,7 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
     store = checkpoints_dir(root).resolve()
     store.mkdir(parents=True, exist_ok=True)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    connect(address)
+    address = connect(address)
     for sig, handler in handlers.items():  # ray.init puts its own (fatal) ones in their place
         if handler is not None:
             signal.signal(sig, handler)
@@ -166,7 +168,7 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
         sweep_id, writers = prepare_sweep(base, lrs, batch_sizes, root=store)
         driver = _claim_driver(store, sweep_id, address)
         try:
-            report(f"sweep {sweep_id}: {len(writers)} runs on the Ray cluster at {address} "
+            report(f"sweep {sweep_id}: {len(writers)} run{'s' * (len(writers) != 1)} on the Ray cluster at {address} "
                    f"({len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU', 0):g} CPUs)")
             trial = ray.remote(train_cell).options(**resources, max_retries=RETRIES)
             data = str(data_dir(data_root).resolve())

@@ -242,7 +242,7 @@ def test_a_store_a_node_cannot_see_is_refused(cluster, tmp_path):
     finally:
         os.killpg(node.pid, 15)  # `ray start --block` stops the node's processes as it leaves
         node.wait(timeout=30)
-    assert done.returncode == 1
+    assert done.returncode == 1, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert f"the run store {store} is not shared by every node" in done.stderr
     assert "cannot read it" in done.stderr and "--checkpoints" in done.stderr
