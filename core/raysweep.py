@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -237,6 +238,8 @@ def _claim_driver(store: Path, sweep_id: str, address: str) -> RunLock:
 
 def cluster_sweep(sweep_id: str, root=None) -> dict | None:
     """{'address', 'host', 'pid', 'active'} of a sweep sent to a Ray cluster, None for a local one."""
+    if not re.fullmatch(r"sweep-[0-9]{8}-[0-9]{6}", sweep_id):  # ids come from config.json: no paths
+        return None
     folder = checkpoints_dir(root) / DRIVERS / sweep_id
     info = read_json(folder / "driver.json")
     if info is None:
