@@ -45,13 +45,25 @@ def explain(model: nn.Module, image: np.ndarray, digits, steps: int = STEPS) -> 
     return attribute(model, batch, digits, steps)
 
 
+def _scale(amap: np.ndarray, outliers: float = 0.02) -> float:
+    """The smallest |value| at which the sorted absolute values' running total reaches
+    (1 - outliers) of their sum: values above it count as outliers and show at full colour."""
+    ordered = np.sort(np.abs(amap).ravel())
+    total = ordered.cumsum()
+    if total[-1] <= 0:
+        return 0.0
+    return float(ordered[np.searchsorted(total, total[-1] * (1 - outliers))])
+
+
 def heatmap(amap: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     """An attribution map as an RGB picture (28, 28, 3) uint8: red where the pixel pushed the
-    model towards the digit, blue where it pushed away, white where it did neither; the map's
-    largest absolute value is full colour. With `image` (on [0, 1]) its ink is shaded in grey,
+    model towards the digit, blue where it pushed away, white where it did neither. Full colour
+    is the largest absolute value once the few largest values that make up 2% of the total are
+    set aside (as Captum's own visualisation scales), so one extreme pixel does not wash out the
+    rest. With `image` (on [0, 1]) its ink is shaded in grey,
     so the map can be read against the strokes."""
     amap = np.nan_to_num(np.asarray(amap, dtype=np.float32))
-    peak = float(np.abs(amap).max())
+    peak = _scale(amap)
     v = amap / peak if peak > 0 else np.zeros_like(amap)
     towards, away = np.clip(v, 0, 1), np.clip(-v, 0, 1)
     rgb = np.stack([1 - away, 1 - towards - away, 1 - towards], -1)

@@ -28,6 +28,13 @@ def _maps(base: str, run_id: str, weights: tuple | None, image: bytes, digits: t
     return saliency.explain(model, np.frombuffer(image, np.float32).reshape(28, 28).copy(), digits)
 
 
+SCALE, FRAME = 4, 2  # a heatmap is shown 4x, in a 2 px grey frame (its white would merge with the page)
+
+
+def framed(rgb: np.ndarray) -> np.ndarray:
+    return np.pad(rgb, ((FRAME, FRAME), (FRAME, FRAME), (0, 0)), constant_values=200)
+
+
 def unit_image(image: np.ndarray) -> np.ndarray:
     """A 28x28 digit as float32 on [0, 1], from uint8 0..255 or floats already on [0, 1]."""
     image = np.asarray(image)
@@ -61,8 +68,8 @@ def saliency_panel(run, image: np.ndarray, *, true: int | None, key: str) -> Non
         with col:
             sure = f"{probs[digit]:.0%}" if probs[digit] >= 0.005 else "<1%"
             label = f"towards {digit} ({what + ', ' if what else ''}{sure})"
-            st.image(common.enlarge(saliency.heatmap(amap, image), 4), width=112, caption=label,
-                     output_format="PNG")
+            st.image(framed(common.enlarge(saliency.heatmap(amap, image), SCALE)), caption=label,
+                     width=SCALE * 28 + 2 * FRAME, output_format="PNG")
     st.caption(HOW)
 
 

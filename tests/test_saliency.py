@@ -61,6 +61,11 @@ def test_heatmap_is_red_towards_blue_away_white_for_nothing_and_shades_the_ink()
     ink[0, 0] = 1.0
     assert saliency.heatmap(amap, ink)[0, 0].tolist() == [166, 166, 166]  # white under full ink: grey
     assert saliency.heatmap(np.zeros((28, 28))).min() == 255  # an empty map is all white, not NaN
+    # one extreme pixel (under 2% of the total) does not wash out the rest: it is clipped
+    spiky = np.full((28, 28), 1.0, np.float32)
+    spiky[0, 0] = 10.0   # 1.3% of the total; scaled by the maximum, every other pixel would be pale
+    assert saliency.heatmap(spiky)[0, 0].tolist() == [255, 0, 0]
+    assert saliency.heatmap(spiky)[5, 5].tolist() == [255, 0, 0]
 
 
 def test_targets_must_be_digits_one_per_image():

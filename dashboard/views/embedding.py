@@ -113,8 +113,10 @@ images = common.test_images()
 if images is None:
     st.stop()
 chosen = maps.in_box(emb, *box)
+chosen = chosen[np.argsort(~emb.mistakes[chosen], kind="stable")]  # the run's mistakes first
 (x0, x1), (y0, y1) = box
-st.markdown(f"**{len(chosen):,} images selected**" + (f", the first {SHOWN} shown" if len(chosen) > SHOWN else "")
+st.markdown(f"**{len(chosen):,} images selected**, {int(emb.mistakes[chosen].sum()):,} of them mistakes"
+            + (f"; the first {SHOWN} shown, mistakes first" if len(chosen) > SHOWN else "")
             + f" · x {x0:.3f} to {x1:.3f}, y {y0:.3f} to {y1:.3f}")
 shown = chosen[:SHOWN]
 common.digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,

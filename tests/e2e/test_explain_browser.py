@@ -55,6 +55,9 @@ def test_a_box_dragged_on_the_embedding_map_shows_the_images_inside_it(page, bas
     captions = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
     shown = [int(m.group(1)) for c in captions if (m := re.match(r"#(\d+) · ", c.strip()))]
     assert shown and set(shown) <= set(inside.tolist()) and len(shown) == min(60, count)
+    wrong = int(emb.mistakes[inside].sum())
+    assert re.search(rf"{wrong:,} of them mistakes", text), text
+    assert emb.mistakes[shown].tolist() == sorted(emb.mistakes[shown].tolist(), reverse=True)  # mistakes first
     for index in shown[:10]:  # each caption gives the image's true digit and the run's prediction
         caption = next(c for c in captions if c.strip().startswith(f"#{index} · "))
         assert caption.strip() == f"#{index} · {emb.labels[index]} → {emb.predicted[index]}"
@@ -96,7 +99,10 @@ def test_sketch_saliency_shows_the_models_heatmaps_for_the_drawing(page, base_ur
     # so a pixel may differ by a few levels; the picture must be the same)
     expected = saliency.explain(model.model, image, digits)
     for k in range(2):
-        shown = fetch_image(page, base_url, heat.nth(k).locator("img"))[::4, ::4].astype(float)
+        from dashboard.explain import FRAME, SCALE
+        framed = fetch_image(page, base_url, heat.nth(k).locator("img"))
+        assert framed.shape == (28 * SCALE + 2 * FRAME,) * 2 + (3,)
+        shown = framed[FRAME:-FRAME:SCALE, FRAME:-FRAME:SCALE].astype(float)
         oracle = saliency.heatmap(expected[k], image).astype(float)
         assert shown.shape == oracle.shape
         assert np.abs(shown - oracle).mean() < 6 and np.corrcoef(shown.ravel(), oracle.ravel())[0, 1] > 0.97
