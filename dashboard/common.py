@@ -149,10 +149,6 @@ def _read_dataset(path: str, mtime: int) -> dict:
     return read_json(Path(path)) or {}
 
 
-def finished_with_predictions(runs: Sequence[Run]) -> list[Run]:
-    return [r for r in runs if r.status == "finished" and r.has_predictions]
-
-
 def _mtime(path) -> int:
     try:
         return os.stat(path).st_mtime_ns
@@ -497,19 +493,27 @@ def probability_chart(probabilities: np.ndarray, height: int = 180) -> alt.Chart
     ).properties(height=height)
 
 
+def finished_runs_or_stop(what_next: str, *, needs: str = "predictions") -> list[Run]:
+    """The finished runs that have saved `needs` ("predictions" or "weights"), after warning
+    about damaged run folders; when there is none, say `what_next` and stop the page."""
+    runs = load_runs()
+    have = (lambda r: r.has_predictions) if needs == "predictions" else (lambda r: r.has_weights)
+    finished = [r for r in runs if r.status == "finished" and have(r)]
+    if not finished:
+        no_runs_notice(what_next)
+        st.stop()
+    show_run_warnings(runs)
+    return finished
+
+
 def finished_run_or_stop(what_next: str, key: str, needs_mnist: str | None = None):
     """The opening of a page about one finished run: say what to do when there is none,
     warn about damaged runs, let the user pick one (its id follows the URL's ?run=), and
     load its saved predictions. Returns (runs with predictions, picked run, predictions);
     stops the page when any of them is missing."""
-    runs = load_runs()
-    finished = finished_with_predictions(runs)
-    if not finished:
-        no_runs_notice(what_next)
-        st.stop()
+    finished = finished_runs_or_stop(what_next)
     if needs_mnist and not require_mnist(needs_mnist):
         st.stop()
-    show_run_warnings(runs)
     run = pick_run("Run", finished, key=key, query_param="run")
     preds = predictions(run)
     if preds is None:

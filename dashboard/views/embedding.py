@@ -67,14 +67,10 @@ st.title("Embedding map")
 st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
            "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
            "are ringed in black, the 15 test labels people confirmed wrong in red.")
-runs = common.load_runs()
-candidates = [r for r in runs if r.status == "finished" and r.has_weights]
-if not candidates:
-    common.no_runs_notice("No finished run yet: train one on the **Train** page and map its test images here.")
-    st.stop()
+candidates = common.finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
+                                          "images here.", needs="weights")
 if not common.require_mnist("The embedding map"):
     st.stop()
-common.show_run_warnings(runs)
 left, right = st.columns([2, 1])
 with left:
     run = common.pick_run("Run", candidates, key="emb_run", query_param="run")

@@ -17,12 +17,8 @@ st.title("Label issues")
 st.caption("Some test labels are wrong, and a model that disagrees with them is right. The images are "
            "ranked by cleanlab's label quality score (self-confidence: the probability the chosen runs, "
            "averaged, give the label; lowest first), computed from their saved test probabilities.")
-runs = common.load_runs()
-candidates = [r for r in runs if r.status == "finished" and r.has_predictions]
-if not candidates:
-    common.no_runs_notice("No finished run with saved test predictions yet: train one on the **Train** page.")
-    st.stop()
-common.show_run_warnings(runs)
+candidates = common.finished_runs_or_stop("No finished run with saved test predictions yet: train one on the "
+                                          "**Train** page.")
 by_id = {r.run_id: r for r in candidates}
 default = [i for i in label_issues.default_runs(common._base()) if i in by_id]
 chosen = st.multiselect("Runs whose probabilities rank the images", list(by_id), default=default,

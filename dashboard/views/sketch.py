@@ -295,13 +295,9 @@ def page() -> None:
     st.title("Sketch")
     st.caption("Draw a digit with the mouse (or a finger): the models see it the way MNIST was made, "
                "scaled into a 20 px box and centred by its centre of mass in 28x28.")
-    runs = common.load_runs()
-    candidates = [r for r in runs if r.status == "finished" and r.has_weights]
-    if not candidates:
-        common.no_runs_notice("No trained model yet: train one on the **Train** page (lenet takes a few "
-                              "minutes on a CPU), then draw digits here and see what it makes of them.")
-        st.stop()
-    common.show_run_warnings(runs)
+    candidates = common.finished_runs_or_stop("No trained model yet: train one on the **Train** page (lenet takes "
+                                              "a few minutes on a CPU), then draw digits here and see what it "
+                                              "makes of them.", needs="weights")
     models = choose_models(candidates)
     st.fragment(sketch_panel)(models)
     handwriting_section(models)
