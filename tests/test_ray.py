@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -203,9 +204,39 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     assert driver_log.count(": cancelled") == 2 and "failed" not in driver_log  # each trial saved, none crashed
 
 
+def kill_node(cluster, node) -> None:
+    """Kill a node as a machine dies: its raylet and, at the same moment, every process it
+    started (a worker left alone would train on for seconds before it noticed)."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    family = descendants(raylet)
+    cluster.remove_node(node, allow_graceful=False)  # the node is dead to Ray first...
+    for pid in family:  # ...then its trial dies too, so Ray reruns it on another node
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of the processes below `pid`, from /proc."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def _kill_a_node_after_its_first_epoch(cluster, store: Path) -> tuple[str, pd.DataFrame]:
-    """Wait for a trial to finish an epoch, then kill its worker node at once (no graceful
-    stop: raylet and workers die). Return the run's id and its history rows as they were."""
+    """Wait for a trial to finish an epoch, then kill its worker node at once. Return the
+    run's id and its history rows as they were."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for history in store.glob("*/history.csv"):
@@ -214,7 +245,7 @@ def _kill_a_node_after_its_first_epoch(cluster, store: Path) -> tuple[str, pd.Da
                 log = (history.parent / "train.log").read_text()
                 node_id = log.split("attempt on node ")[1].split()[0]
                 node = next(n for n in cluster.worker_nodes if n.node_id.startswith(node_id))
-                cluster.remove_node(node, allow_graceful=False)
+                kill_node(cluster, node)
                 rows = pd.read_csv(history)  # what it had when its node went
                 assert len(rows) < 3, "the trial finished before its node could be killed"
                 return history.parent.name, rows
