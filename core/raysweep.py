@@ -57,8 +57,10 @@ def connect(address: str) -> str:
     refused within CONNECT_S seconds (ray.init alone would retry for minutes). Returns the
     head's 'HOST:PORT'."""
     import logging
-
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError("Ray is not installed in this environment: pip install -r requirements.txt") from None
     target = _resolve(address)
     host, _, port = target.rpartition(":")
     try:
