@@ -14,7 +14,7 @@ from core.ensemble import EnsembleError, combine, create_ensemble
 from core.runs import (PREDICTIONS, atomic_write_bytes, list_run_ids, load_model, load_predictions, load_run,
                        tensors_bytes)
 from tests.helpers import REPO
-from tests.test_app import drawn, frame_with, open_page, texts  # noqa: F401 (drawn: a fixture)
+from tests.test_app import frame_with, open_page, texts
 
 
 @pytest.fixture
