@@ -345,6 +345,11 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                     wait_for_app(page, timeout)
             if path == "embedding":
                 drag_box_on_chart(page, timeout)
+            if path == "mistakes":  # the saliency of the first mistake shown
+                why = page.get_by_text("Why? The saliency of one of these images")
+                if why.count():
+                    why.first.click()
+                    wait_for_app(page, timeout)
             # Park the mouse right of the content: no tooltip, hover highlight or sidebar button.
             page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)
             page.wait_for_timeout(800)  # ms: charts (Vega) and images finish painting after the run
