@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from core.config import ConfigError, TrainConfig
 from core.data import data_dir, split_indices
-from core.models import create_model, list_models
+from core.models import channels_last, create_model, list_models
 from core.preprocess import MNIST_MEAN, MNIST_STD, to_mnist
 from core.train import prepare_run, resolve_device, train
 
@@ -81,9 +81,9 @@ def plain_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: tor
     x, y = normalize_uint8(mnist.train_images[train_idx]).to(device), mnist.train_labels[train_idx].long().to(device)
     torch.manual_seed(0)
     model = create_model(arch).to(device)
-    channels_last = get_spec(arch).cpu_channels_last or device.type == "cuda"
-    if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    fast_layout = get_spec(arch).cpu_channels_last or device.type == "cuda"
+    if fast_layout:
+        model, x = channels_last(model, x)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     times = []
     for _ in range(epochs):

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
 from core.errors import BadInput
+from core.models import channels_last
 from core.runs import (ACTIVE, WEIGHTS, RunError, atomic_write_bytes, is_regular_file, load_model,
-                       load_predictions, load_run,
-                       run_dir)
+                       load_predictions, load_run, run_dir)
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
 BATCH = 500  # test images per forward pass: bounded memory for the widest model
@@ -35,7 +35,7 @@ class Embedding:
     method: str
     xy: np.ndarray          # (N, 2) float32
     labels: np.ndarray      # (N,) int64: the test set's labels
-    predicted: np.ndarray   # (N,) int64: the run's predictions from the same forward pass
+    predicted: np.ndarray   # (N,) int64: the run's saved test predictions (its model's, if it has none)
     seconds: float          # how long computing it took (features and projection)
     cached: bool            # read from the run folder rather than computed now
 
@@ -54,26 +54,19 @@ def check_method(method: str) -> str:
     return method
 
 
-def _conv_layout(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
-    """channels_last for a convolutional model on the CPU: 2-3x faster here (core.bench.step_costs
-    measured the same for training). The model is converted in place."""
+def _fast_layout(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+    """channels_last for a convolutional model on the CPU: 2-3x faster here, as core.bench's
+    step_costs measured for training. The model is converted in place."""
     if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        return model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+        return channels_last(model, images)
     return model, images
 
 
 @torch.inference_mode()
 def features(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     """Penultimate features (N, D) for normalised images (N, 1, 28, 28)."""
-    model, images = _conv_layout(model.eval(), images)
+    model, images = _fast_layout(model.eval(), images)
     return torch.cat([model.embed(images[i:i + BATCH]) for i in range(0, len(images), BATCH)]).float().numpy()
-
-
-@torch.inference_mode()
-def predicted_digits(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """The model's digits (N,), for a run without saved predictions."""
-    model, images = _conv_layout(model.eval(), images)
-    return torch.cat([model(images[i:i + BATCH]).argmax(1) for i in range(0, len(images), BATCH)]).numpy().astype(np.int64)
 
 
 def project(feats: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
@@ -109,24 +102,28 @@ def _saved_predictions(run_id: str, root, n: int):
     return saved.astype(np.int64) if saved.shape == (n,) else None
 
 
-def cached(run_id: str, method: str = "umap", root=None) -> Embedding | None:
-    """The map kept in the run folder, if it is there, readable and of the run's current weights."""
-    path = run_dir(run_id, root) / file_name(check_method(method))
+def _read(path, sha: str, method: str) -> Embedding | None:
+    """The map file at `path` if it is readable, whole and of the weights whose SHA-256 is `sha`."""
     if not is_regular_file(path):
         return None
     try:
-        arrays = load_file(str(path))
         with safe_open(str(path), "np") as handle:
             meta = handle.metadata() or {}
+            arrays = {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError, ValueError):
         return None  # damaged: computed again and replaced
     xy = arrays.get("xy")
-    if (meta.get("weights_sha256") != _weights_sha(run_id, root) or xy is None or xy.ndim != 2
-            or xy.shape[1] != 2 or any(arrays.get(k) is None or arrays[k].shape != (len(xy),)
-                                       for k in ("labels", "predicted"))):
+    if (meta.get("weights_sha256") != sha or xy is None or xy.ndim != 2 or xy.shape[1] != 2
+            or any(arrays.get(k) is None or arrays[k].shape != (len(xy),) for k in ("labels", "predicted"))):
         return None
     return Embedding(method, xy.astype(np.float32), arrays["labels"].astype(np.int64),
                      arrays["predicted"].astype(np.int64), float(meta.get("seconds", "nan")), True)
+
+
+def cached(run_id: str, method: str = "umap", root=None) -> Embedding | None:
+    """The map kept in the run folder, if it is there, readable and of the run's current weights."""
+    path = run_dir(run_id, root) / file_name(check_method(method))
+    return _read(path, _weights_sha(run_id, root), method) if is_regular_file(path) else None
 
 
 def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> Embedding:
@@ -140,31 +137,36 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> E
     if run.status in ACTIVE:
         raise EmbeddingError(f"run {run.name!r} is still {run.status}: its map is drawn from the weights it "
                              f"keeps when it finishes")
-    found = cached(run_id, method, root)
+    path = run_dir(run_id, root) / file_name(method)
+    sha = _weights_sha(run_id, root)
+    found = _read(path, sha, method)
     if found is not None:
         return found
-    sha = _weights_sha(run_id, root)
     try:
         model = load_model(run_id, root)
     except RunError as exc:
         raise EmbeddingError(f"cannot draw the map of run {run.name!r}: {exc}") from None
     from core.data import load_mnist, normalize_uint8
+    from core.train import evaluate
     mnist = load_mnist(data_root)
     start = time.perf_counter()
-    images = normalize_uint8(mnist.test_images)
+    model, images = _fast_layout(model.eval(), normalize_uint8(mnist.test_images))
+    labels = mnist.test_labels.long()
     feats = features(model, images)
     predicted = _saved_predictions(run_id, root, len(images))
-    if predicted is None:
-        predicted = predicted_digits(model, images)
+    if predicted is None:  # a run without saved predictions: its model's own digits
+        with torch.inference_mode():
+            _, _, probs = evaluate(model, images, labels)
+        predicted = probs.argmax(1).numpy().astype(np.int64)
     xy = project(feats, method)
     seconds = time.perf_counter() - start
-    result = Embedding(method, xy, mnist.test_labels.numpy().astype(np.int64), predicted, seconds, False)
+    result = Embedding(method, xy, labels.numpy().astype(np.int64), predicted, seconds, False)
     data = save({"xy": xy, "labels": result.labels.astype(np.uint8),
                  "predicted": predicted.astype(np.uint8)},
                 metadata={"method": method, "weights_sha256": sha, "seconds": f"{seconds:.2f}",
                           "features": str(feats.shape[1])})
     try:
-        atomic_write_bytes(run_dir(run_id, root) / file_name(method), data)
+        atomic_write_bytes(path, data)
     except OSError:
         pass  # a read-only store: the map is shown, and computed again next time
     return result

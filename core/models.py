@@ -119,6 +119,11 @@ def create_model(name: str) -> nn.Module:
     return get_spec(name).build()
 
 
+def channels_last(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """The model (converted in place) and a batch in the channels_last memory format."""
+    return model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

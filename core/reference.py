@@ -9,8 +9,8 @@ or a live job needs (train_state.pt, the log, the lock, progress.json), stores t
 probabilities as float16 and the labels as uint8 when every predicted digit stays exactly
 the recorded one, names a run called "reference" "<arch> reference" (so legends tell them
 apart), writes the marker and, unless it is a sweep's cell, computes its UMAP embedding map
-(core.embedding), so the Embedding map page opens without a wait. `verify(run_id, root)` rebuilds the model from its
-committed weights on the CPU, predicts the 10,000 test images and compares the predicted
+(core.embedding), so the Embedding map page opens without a wait. `verify(run_id, root)`
+rebuilds the model from its committed weights on the CPU, predicts the 10,000 test images and compares the predicted
 digits and the test accuracy with the run's own files: the test suite runs it on every
 shipped run, so a reference run cannot rot.
 """
@@ -84,6 +84,7 @@ def verify(run_id: str, root: str | os.PathLike | None = None, data_root=None) -
     """Rebuild the run's model from its weights on the CPU, predict MNIST's test set the way
     the trainer did (batches of 1,000, the run's memory layout) and compare."""
     from core.data import load_mnist, normalize_uint8
+    from core.models import channels_last
     from core.runs import load_model
     from core.train import evaluate
     run = load_run(run_id, root)
@@ -91,7 +92,7 @@ def verify(run_id: str, root: str | os.PathLike | None = None, data_root=None) -
     mnist = load_mnist(data_root)
     x, y = normalize_uint8(mnist.test_images), mnist.test_labels.long()
     if run.metrics.get("channels_last"):
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model, x = channels_last(model, x)
     _, accuracy, probs = evaluate(model, x, y)
     recorded = load_predictions(run_id, root)
     if not np.array_equal(recorded["labels"], y.numpy()):

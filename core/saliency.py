@@ -60,8 +60,8 @@ def heatmap(amap: np.ndarray, image: np.ndarray | None = None) -> np.ndarray:
     model towards the digit, blue where it pushed away, white where it did neither. Full colour
     is the largest absolute value once the few largest values that make up 2% of the total are
     set aside (as Captum's own visualisation scales), so one extreme pixel does not wash out the
-    rest. With `image` (on [0, 1]) its ink is shaded in grey,
-    so the map can be read against the strokes."""
+    rest. With `image` (on [0, 1]) its ink is shaded in grey, so the map can be read against
+    the strokes."""
     amap = np.nan_to_num(np.asarray(amap, dtype=np.float32))
     peak = _scale(amap)
     v = amap / peak if peak > 0 else np.zeros_like(amap)
