@@ -20,9 +20,9 @@ from dashboard import common
 from dashboard.explain import image_picker
 
 SHOWN = 60  # images of a selection shown at once
-MARKS = {"": "", "mistake": "the run's mistake", "label": "confirmed label error"}
-# first measured on this 2-core CPU (2026-11-24): labnet's UMAP map 53 s, lenet's 31 s, PCA 1-4 s
-EXPECTED = {"umap": "about 30-60 s", "tsne": "about 25-40 s", "pca": "a few seconds"}
+# measured on this 2-core CPU (`python -m core bench --embedding`, 2026-11-24, docs/BENCHMARKS.md):
+# UMAP 7-14 s a map, 35 s for a process's first (numba compiles it); t-SNE 24-31 s; PCA under 7 s
+EXPECTED = {"umap": "about 10-35 s", "tsne": "about 25-30 s", "pca": "a few seconds"}
 
 
 def points(emb: maps.Embedding) -> pd.DataFrame:
@@ -117,4 +117,4 @@ st.markdown(f"**{len(chosen):,} images selected**, {int(emb.mistakes[chosen].sum
 shown = chosen[:SHOWN]
 common.digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
                   empty="No test image inside the box.")
-image_picker(run, images, shown, emb.labels[shown], key="emb_why")
+image_picker([run], images, shown, emb.labels[shown], key="emb_why")

@@ -64,7 +64,7 @@ def cell_images(run, preds, true: int, predicted: int) -> None:
     common.digit_grid(images[shown["index"].to_numpy()],
                       [f"#{i} · {c:.0%}" for i, c in zip(shown["index"], shown["confidence"])],
                       size=64, empty="No test image falls in this cell.")
-    image_picker(run, images, shown["index"].to_numpy(), shown["label"].to_numpy(), key="ev_why")
+    image_picker([run], images, shown["index"].to_numpy(), shown["label"].to_numpy(), key="ev_why")
     if len(examples) > CELL_IMAGES:
         st.caption(f"Showing {CELL_IMAGES} of {len(examples):,}; the Mistakes page pages through all.")
 

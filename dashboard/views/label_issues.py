@@ -50,7 +50,8 @@ captions = [f"#{r.index} · label {r.label} → {r.suggested} · {r.score:.3f}"
             + (" · confirmed" if r.confirmed else "") + f" · {len(r.agree)}/{len(chosen)} agree"
             for r in table.itertuples()]
 common.digit_grid(images[table["index"].to_numpy()], captions, size=84)
-image_picker([by_id[i] for i in chosen], images, table["index"].to_numpy(), table["label"].to_numpy(), key="li_why")
+image_picker([by_id[i] for i in chosen], images, table["index"].to_numpy(), table["label"].to_numpy(),
+             key="li_why")
 with st.expander("As a table (which runs agree with the suggested digit)"):
     st.dataframe(table.assign(agree=[", ".join(names[i] for i in a) for a in table["agree"]]),
                  hide_index=True, width="stretch", key="li_table",

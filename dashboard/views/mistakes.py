@@ -35,7 +35,7 @@ def gallery(frame, images, key: str, caption, run) -> None:
     left.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
     right.caption(f"Images {window.start + 1}–{window.stop} of {len(frame):,} · {pages} page"
                   f"{'s' if pages != 1 else ''} of {PER_PAGE}")
-    image_picker(run, images, shown["index"].to_numpy(), shown["label"].to_numpy(), key=f"{key}_why")
+    image_picker([run], images, shown["index"].to_numpy(), shown["label"].to_numpy(), key=f"{key}_why")
 
 
 def one_run(run, preds, images) -> None:
