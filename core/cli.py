@@ -11,7 +11,7 @@ import sys
 import threading
 from dataclasses import MISSING, fields
 
-from core.config import RECIPE_FIELDS, ConfigError, TrainConfig
+from core.config import RECIPE_FIELDS, SWEPT_FIELDS, ConfigError, TrainConfig
 from core.errors import LabError
 
 
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train a learning-rate x batch-size grid")
     sweep.add_argument("--lr", required=True, help="comma-separated learning rates, e.g. 0.01,0.1")
     sweep.add_argument("--batch-size", required=True, help="comma-separated batch sizes, e.g. 32,128")
-    add_config_options(sweep, skip=("lr", "batch_size", "sweep", "name", "group"))
+    add_config_options(sweep, skip=SWEPT_FIELDS)
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.add_argument("--ray", metavar="ADDRESS", help="run each grid point as a task on the Ray cluster at "
                        "HOST:PORT, or 'auto' (the one on this machine); the checkpoints folder must be shared "

@@ -27,6 +27,7 @@ class ConfigError(BadInput, ValueError):
 # Fields whose default comes from the architecture's recipe (None means "use the recipe"):
 # exactly the fields of `Recipe`, the one list of them.
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+SWEPT_FIELDS = ("lr", "batch_size", "sweep", "name", "group")  # a sweep sets these for each of its runs
 
 
 def name_problem(name: object) -> str | None:

@@ -30,10 +30,11 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from core.config import TrainConfig
+from core.config import SWEPT_FIELDS, TrainConfig
 from core.errors import LabError
 from core.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
                        lock_held, now_iso, read_json, read_owner, run_dir)
@@ -352,6 +353,22 @@ class TrialLog:
 
 # --- sending a sweep from the dashboard -------------------------------------------------------
 
+def sweep_args(base: TrainConfig, lrs: list[float], batch_sizes: list[int]) -> list[str]:
+    """`python -m core sweep` options that rebuild `base` field for field (every knob the driver
+    must pass on, not only those the Sweep page shows), with the grid's values."""
+    args = ["sweep"]
+    for f in fields(TrainConfig):
+        value = getattr(base, f.name)
+        if f.name in SWEPT_FIELDS or value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return args + ["--lr", ",".join(map(repr, lrs)), "--batch-size", ",".join(map(str, batch_sizes))]
+
+
 def launch_driver(base: TrainConfig, lrs: list[float], batch_sizes: list[int], address: str,
                   root=None, data_root=None, wait_s: float = 60.0) -> str:
     """Start `python -m core sweep ... --ray ADDRESS` as its own process (it outlives the page),
@@ -363,11 +380,8 @@ def launch_driver(base: TrainConfig, lrs: list[float], batch_sizes: list[int], a
     logs = store / DRIVERS
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"launch-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.log"
-    process = spawn(["--checkpoints", str(store), "--data", str(data_dir(data_root).resolve()), "sweep",
-                     "--arch", base.arch, "--epochs", str(base.epochs), "--device", base.device,
-                     *(["--train-limit", str(base.train_limit)] if base.train_limit else []),
-                     "--lr", ",".join(f"{lr:g}" for lr in lrs), "--batch-size", ",".join(map(str, batch_sizes)),
-                     "--ray", address, "--quiet"], log_path=log_path)
+    process = spawn(["--checkpoints", str(store), "--data", str(data_dir(data_root).resolve()),
+                     *sweep_args(base, lrs, batch_sizes), "--ray", address, "--quiet"], log_path=log_path)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         lines = log_path.read_text(errors="replace").splitlines()
