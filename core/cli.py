@@ -3,7 +3,6 @@ embedding."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import signal
@@ -13,6 +12,7 @@ from dataclasses import MISSING, fields
 
 from core.config import RECIPE_FIELDS, SWEPT_FIELDS, ConfigError, TrainConfig
 from core.errors import LabError
+from core.runs import strict_json
 
 
 class Parser(argparse.ArgumentParser):
@@ -283,15 +283,23 @@ def _train_seeds(args, stop) -> int:
     check_trainable(base, args.data)  # before any run folder exists
     group, writers = prepare_seeds(base, seeds, root=args.checkpoints, group=args.group)
     print(f"seed group {group}: {len(writers)} runs (seeds {', '.join(map(str, seeds))})", file=sys.stderr)
-    run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
-              callback_factory=lambda: ProgressPrinter(args.quiet))
+    try:
+        run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
+                  callback_factory=lambda: ProgressPrinter(args.quiet))
+    except LabError as exc:  # a run failed and ended the group: its summary first, then the error
+        failure = exc
+    else:
+        failure = None
     runs = [load_run(w.run_id, args.checkpoints) for w in writers]
     for run in runs:
         print(f"{run.run_id}  seed {run.config.get('seed')}  {run.status}  "
               f"val {tables.format_pct(run.val_acc)}  test {tables.format_pct(run.test_acc)}")
     summary = tables.group_table(runs).iloc[0]
-    print(f"group {group}: test accuracy {tables.mean_std_text(summary.test_mean, summary.test_std)} "
-          f"over {summary.n} runs (val {tables.mean_std_text(summary.val_mean, summary.val_std)})")
+    print(f"group {group}: test accuracy {tables.mean_std_text(summary.test_mean, summary.test_std)}, "
+          f"val {tables.mean_std_text(summary.val_mean, summary.val_std)}, over the finished runs: "
+          f"{summary.count_text}")
+    if failure is not None:
+        raise failure
     return 0 if all(r.status == "finished" for r in runs) else 3
 
 
@@ -350,13 +358,13 @@ def cmd_predict(args) -> int:
         except (ImageError, CSVFormatError) as exc:
             failed += 1
             if args.json:
-                print(json.dumps({"file": image, "error": str(exc)}))
+                print(strict_json({"file": image, "error": str(exc)}))
             else:
                 print(f"{image}: error: {exc}", file=sys.stderr)
             continue
         digit = int(probs.argmax())
         if args.json:
-            print(json.dumps({"file": image, "digit": digit,
+            print(strict_json({"file": image, "digit": digit,
                               "probabilities": [round(float(p), 6) for p in probs]}))
         else:
             print(f"{image}: {digit} ({probs[digit] * 100:.1f}%)")
@@ -372,7 +380,7 @@ def _predict_csv(predictor, path: str, as_json: bool) -> int:
         record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p]}
         if table.has_labels:
             record["label"] = int(table.labels[row - 1])
-        print(json.dumps(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%)")
+        print(strict_json(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%)")
     return 0
 
 
@@ -423,7 +431,7 @@ def cmd_bench(args) -> int:
                                  sketch_repeats=args.sketch_repeats, data_root=args.data, root=args.checkpoints,
                                  report=report)
     if args.json:
-        print(json.dumps(result))
+        print(strict_json(result))
     return 0
 
 
@@ -437,13 +445,17 @@ def cmd_label_issues(args) -> int:
     from core import label_issues
     if args.top < 1:
         raise ConfigError(f"--top must be a whole number >= 1, got {args.top}")
-    runs = args.runs or label_issues.default_runs(args.checkpoints)
+    runs = args.runs
+    if not runs:  # the default: runs a damaged one is left out of, with a warning naming it
+        runs, skipped = label_issues.usable_default_runs(args.checkpoints)
+        for warning in skipped:
+            print(f"warning: {warning}", file=sys.stderr)
     ranking = label_issues.rank(runs, args.checkpoints)
     top = ranking.top(args.top)
     rows = [{"rank": n, "index": int(r.index), "label": int(r.label), "suggested": int(r.suggested),
              "score": float(r.score), "confirmed": bool(r.confirmed)} for n, r in enumerate(top.itertuples(), 1)]
     if args.json:
-        print(json.dumps(rows))
+        print(strict_json(rows))
         return 0
     print(f"label issues from {len(runs)} run(s); {ranking.confirmed_in_top(args.top)} of the 15 "
           f"human-confirmed errors in the top {args.top}")
@@ -456,8 +468,14 @@ def cmd_label_issues(args) -> int:
 
 def cmd_embedding(args) -> int:
     from core.embedding import METHODS, embedding
-    emb = embedding(args.run, args.method, args.checkpoints, args.data)
-    how = "read from the run folder" if emb.cached else "computed and kept in the run folder"
+    emb = embedding(args.run, args.method, args.checkpoints, args.data,
+                    report=lambda line: print(line, file=sys.stderr, flush=True))
+    if emb.cached:
+        how = "read from the run folder"
+    elif emb.not_kept:
+        how = f"computed, but not kept in the run folder ({emb.not_kept}): it will be computed again next time"
+    else:
+        how = "computed and kept in the run folder"
     print(f"{METHODS[args.method]} map of {len(emb.xy):,} test images, {how}; took {emb.seconds:.1f} s "
           f"to compute; {int(emb.mistakes.sum())} mistakes")
     return 0

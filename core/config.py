@@ -18,6 +18,9 @@ AUGMENTS = ("none", "rotate", "affine")
 DEVICES = ("auto", "cpu", "cuda")
 MAX_EPOCHS = 1000
 MAX_BATCH = 60_000
+# torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: 2**32 would train exactly
+# as seed 0 does. Larger seeds are refused rather than folded, so two seeds never collide.
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(BadInput, ValueError):
@@ -28,6 +31,12 @@ class ConfigError(BadInput, ValueError):
 # exactly the fields of `Recipe`, the one list of them.
 RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
 SWEPT_FIELDS = ("lr", "batch_size", "sweep", "name", "group")  # a sweep sets these for each of its runs
+
+
+def seed_problem(seed: object) -> str:
+    """The message for a seed out of range (TrainConfig and `--seeds` say the same)."""
+    return (f"seed must be a whole number 0..{MAX_SEED:,} (torch keeps 32 bits of a seed, so a larger one "
+            f"would repeat a smaller one), got {seed!r}")
 
 
 def name_problem(name: object) -> str | None:
@@ -142,8 +151,8 @@ class TrainConfig:
         need(0 <= number("aug_zoom", float) < 1, f"aug_zoom must be in [0, 1), got {self.aug_zoom}")
         flag("ema")
         need(0 < number("ema_decay", float) < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63,
-             f"seed must be a whole number >= 0, got {self.seed!r}")
+        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
+             seed_problem(self.seed))
         choice("device", DEVICES)
         need(1 <= number("val_size", int) < 60_000, f"val_size must be 1..59999, got {self.val_size}")
         if self.train_limit is not None:

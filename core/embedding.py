@@ -9,8 +9,10 @@ t-SNE and PCA, all seeded, so a map is the same each time it is computed.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,8 +21,8 @@ from safetensors.numpy import save
 
 from core.errors import BadInput
 from core.models import channels_last
-from core.runs import (ACTIVE, WEIGHTS, RunError, atomic_write_bytes, is_regular_file, load_model,
-                       load_predictions, load_run, run_dir)
+from core.runs import (ACTIVE, WEIGHTS, RunError, atomic_write_bytes, describe_os_error, is_regular_file,
+                       load_model, load_predictions, load_run, run_dir)
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
 BATCH = 500  # test images per forward pass: bounded memory for the widest model
@@ -38,6 +40,7 @@ class Embedding:
     predicted: np.ndarray   # (N,) int64: the run's saved test predictions (its model's, if it has none)
     seconds: float          # how long computing it took (features and projection)
     cached: bool            # read from the run folder rather than computed now
+    not_kept: str | None = None  # computed now but not kept in the run folder: why (else None)
 
     @property
     def mistakes(self) -> np.ndarray:
@@ -102,36 +105,76 @@ def _saved_predictions(run_id: str, root, n: int):
     return saved.astype(np.int64) if saved.shape == (n,) else None
 
 
-def _read(path, sha: str, method: str) -> Embedding | None:
-    """The map file at `path` if it is readable, whole and of the weights whose SHA-256 is `sha`."""
+def _read(path, sha: str, method: str, labels: np.ndarray) -> tuple[Embedding | None, str | None]:
+    """(the map kept at `path`, None) if it is whole, of the weights whose SHA-256 is `sha` and of
+    the test images whose labels are `labels`; else (None, why not: None when there is no file
+    or it is of other weights, which is no damage). A damaged map is computed again."""
     if not is_regular_file(path):
-        return None
+        return None, None
     try:
         with safe_open(str(path), "np") as handle:
             meta = handle.metadata() or {}
             arrays = {k: handle.get_tensor(k) for k in handle.keys()}
-    except (SafetensorError, OSError, ValueError):
-        return None  # damaged: computed again and replaced
-    xy = arrays.get("xy")
-    if (meta.get("weights_sha256") != sha or xy is None or xy.ndim != 2 or xy.shape[1] != 2
-            or any(arrays.get(k) is None or arrays[k].shape != (len(xy),) for k in ("labels", "predicted"))):
-        return None
-    return Embedding(method, xy.astype(np.float32), arrays["labels"].astype(np.int64),
-                     arrays["predicted"].astype(np.int64), float(meta.get("seconds", "nan")), True)
+    except (SafetensorError, OSError, ValueError) as exc:
+        return None, f"the file is unreadable ({exc})"
+    if meta.get("weights_sha256") != sha:
+        return None, None  # new weights, a new map
+    problem = _check_map(meta, arrays, method, labels)
+    if problem:
+        return None, problem
+    return Embedding(method, arrays["xy"].astype(np.float32), arrays["labels"].astype(np.int64),
+                     arrays["predicted"].astype(np.int64), float(meta["seconds"]), True), None
 
 
-def cached(run_id: str, method: str = "umap", root=None) -> Embedding | None:
-    """The map kept in the run folder, if it is there, readable and of the run's current weights."""
+def _check_map(meta: dict, arrays: dict, method: str, labels: np.ndarray) -> str | None:
+    """Why a kept map cannot be drawn, or None: one point per test image, finite, the test
+    set's labels, digits 0..9, and a time that is a number."""
+    xy, kept_labels, predicted = (arrays.get(k) for k in ("xy", "labels", "predicted"))
+    if xy is None or kept_labels is None or predicted is None:
+        return "it lacks points, labels or predicted digits"
+    if xy.shape != (len(labels), 2) or kept_labels.shape != (len(labels),) or predicted.shape != (len(labels),):
+        return (f"it holds {xy.shape[0] if xy.ndim else 0:,} points of shape {xy.shape}, for {len(labels):,} "
+                "test images")
+    if not np.issubdtype(xy.dtype, np.floating) or not np.isfinite(xy).all():
+        return "its points are not all finite numbers"
+    if not np.array_equal(kept_labels.astype(np.int64), labels):
+        return "its labels are not those of the test set"
+    if not np.issubdtype(predicted.dtype, np.integer) or predicted.min() < 0 or predicted.max() > 9:
+        return "its predicted digits are not all 0..9"
+    if meta.get("method", method) != method:
+        return f"it is a {meta.get('method')!r:.20} map, not {method}"
+    try:
+        seconds = float(meta.get("seconds", ""))
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        return f"its time {meta.get('seconds')!r:.20} is not a number of seconds"
+    return None
+
+
+def _test_labels(data_root) -> np.ndarray:
+    from core.data import load_mnist
+    return load_mnist(data_root).test_labels.numpy().astype(np.int64)
+
+
+def cached(run_id: str, method: str = "umap", root=None, data_root=None) -> Embedding | None:
+    """The map kept in the run folder, if it is there, whole and of the run's current weights."""
     path = run_dir(run_id, root) / file_name(check_method(method))
-    return _read(path, _weights_sha(run_id, root), method) if is_regular_file(path) else None
+    if not is_regular_file(path):
+        return None
+    return _read(path, _weights_sha(run_id, root), method, _test_labels(data_root))[0]
 
 
-def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> Embedding:
+def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
+              report: Callable[[str], None] | None = None) -> Embedding:
     """The run's map by `method`: from its folder when kept there, else computed and kept.
 
     Raises EmbeddingError (with the reason, in one line) for a run still training, without
-    weights, or whose weights no longer fit its architecture. The map file is written whole or
-    not at all; a store that cannot be written to still gets the map, uncached."""
+    weights, or whose weights no longer fit its architecture. A kept map is checked before it
+    is used (a damaged one is computed again). The map file is written whole or not at all; a
+    store that cannot be written to still gets the map, with `not_kept` saying why.
+    `report` gets one line per stage (features, projection, keeping), with the seconds taken."""
+    report = report or (lambda line: None)
     check_method(method)
     run = load_run(run_id, root)
     if run.status in ACTIVE:
@@ -139,9 +182,12 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> E
                              f"keeps when it finishes")
     path = run_dir(run_id, root) / file_name(method)
     sha = _weights_sha(run_id, root)
-    found = _read(path, sha, method)
+    test_labels = _test_labels(data_root)
+    found, damage = _read(path, sha, method, test_labels)
     if found is not None:
         return found
+    if damage:
+        report(f"the kept {method} map is damaged ({damage}): computing it again")
     try:
         model = load_model(run_id, root)
     except RunError as exc:
@@ -152,14 +198,19 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> E
     start = time.perf_counter()
     model, images = _fast_layout(model.eval(), normalize_uint8(mnist.test_images))
     labels = mnist.test_labels.long()
+    report(f"features of {len(images):,} test images…")
     feats = features(model, images)
     predicted = _saved_predictions(run_id, root, len(images))
     if predicted is None:  # a run without saved predictions: its model's own digits
         with torch.inference_mode():
             _, _, probs = evaluate(model, images, labels)
         predicted = probs.argmax(1).numpy().astype(np.int64)
+    report(f"features ({feats.shape[1]} per image) in {time.perf_counter() - start:.1f} s; "
+           f"projecting with {METHODS[method]}…")
+    projected = time.perf_counter()
     xy = project(feats, method)
     seconds = time.perf_counter() - start
+    report(f"{METHODS[method]} projection in {time.perf_counter() - projected:.1f} s")
     result = Embedding(method, xy, labels.numpy().astype(np.int64), predicted, seconds, False)
     data = save({"xy": xy, "labels": result.labels.astype(np.uint8),
                  "predicted": predicted.astype(np.uint8)},
@@ -167,8 +218,8 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None) -> E
                           "features": str(feats.shape[1])})
     try:
         atomic_write_bytes(path, data)
-    except OSError:
-        pass  # a read-only store: the map is shown, and computed again next time
+    except OSError as exc:  # a read-only store or a full disk: the map is shown, computed again next time
+        result.not_kept = describe_os_error(exc, path.parent)
     return result
 
 

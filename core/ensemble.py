@@ -18,7 +18,6 @@ softmax-based reader (Sketch, `python -m core predict`) gets the mean probabilit
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +26,8 @@ import torch
 from core.config import name_problem
 from core.errors import BadInput
 from core.metrics import confusion_matrix, per_class
-from core.predictions import check_predictions, same_images
-from core.runs import (RunError, RunWriter, Run, load_model, load_predictions, load_run, now_iso,
-                       run_dir)
+from core.predictions import same_images
+from core.runs import RunError, Run, load_model, load_predictions, load_run, now_iso, staged_run
 
 KIND = "ensemble"
 MIN_MEMBERS = 2
@@ -93,12 +91,9 @@ def combine(member_ids, root=None) -> Combined:
             raise EnsembleError(f"run {_label(run)} has no saved test predictions: it cannot take part "
                                 "in an ensemble")
         try:
-            p = load_predictions(run_id, root)
+            p = load_predictions(run_id, root)  # checked there: shapes, classes, probabilities
         except RunError as exc:
             raise EnsembleError(str(exc)) from None
-        problem = check_predictions(p)
-        if problem:
-            raise EnsembleError(f"run {_label(run)}: {problem}")
         runs.append(run)
         preds.append(p)
     first = preds[0]["labels"]
@@ -121,12 +116,39 @@ def _member_archs(run: Run) -> str | list:
     return run.arch
 
 
-def build_model(member_archs: list):
-    """An untrained `core.models.Ensemble` shaped like `member_archs` (for load_state_dict)."""
-    from core.models import Ensemble, create_model
+MAX_NESTING = 8  # ensembles of ensembles, this many levels deep at most
+
+
+def check_member_archs(member_archs, depth: int = 1) -> None:
+    """RunError unless `member_archs` is a non-empty list of architecture names and such lists,
+    nested at most MAX_NESTING deep (a deeper one is refused before Python's recursion limit)."""
     if not isinstance(member_archs, list) or not member_archs:
         raise RunError("an ensemble's config.json lists no member_archs")
-    return Ensemble([build_model(a) if isinstance(a, list) else create_model(str(a)) for a in member_archs])
+    if depth > MAX_NESTING:
+        raise RunError(f"an ensemble's config.json nests member_archs more than {MAX_NESTING} deep: "
+                       "it was not written by MNIST Lab")
+    for arch in member_archs:
+        if isinstance(arch, list):
+            check_member_archs(arch, depth + 1)
+        elif not isinstance(arch, str):
+            raise RunError(f"an ensemble's config.json lists {arch!r:.40} among its member_archs, not an "
+                           "architecture name")
+
+
+def build_model(member_archs: list):
+    """An untrained `core.models.Ensemble` shaped like `member_archs` (for load_state_dict)."""
+    check_member_archs(member_archs)
+    return _build(member_archs)
+
+
+def _build(member_archs: list):
+    from core.models import Ensemble, create_model
+    return Ensemble([_build(a) if isinstance(a, list) else create_model(a) for a in member_archs])
+
+
+def saved_members(state: dict) -> int:
+    """How many members an ensemble's saved weights hold (keys members.<i>.…)."""
+    return len({key.split(".")[1] for key in state if key.startswith("members.") and key.count(".") >= 2})
 
 
 def _metrics(combined: Combined) -> dict:
@@ -172,20 +194,15 @@ def create_ensemble(member_ids, name: str | None = None, root=None) -> str:
     state = {k: v.contiguous() for k, v in Ensemble(models).state_dict().items()}
     config = {"kind": KIND, "arch": KIND, "name": name, "members": [r.run_id for r in combined.members],
               "member_archs": [_member_archs(r) for r in combined.members]}
-    metrics = _metrics(combined)
-    writer = RunWriter.create(config, root=root)
     try:
+        check_member_archs(config["member_archs"])
+    except RunError as exc:
+        raise EnsembleError(str(exc)) from None
+    metrics = _metrics(combined)
+    with staged_run(config, root) as writer:  # a kill leaves nothing or the whole run
         writer.save_weights(state, KIND)
         writer.save_predictions(torch.from_numpy(combined.labels),
                                 torch.from_numpy(combined.probabilities.astype(np.float32)))
         writer.write_metrics(metrics)
         writer.set_status("finished", f"ensemble of {len(combined.members)} runs")
-    except BaseException as exc:
-        writer.release()
-        shutil.rmtree(run_dir(writer.run_id, root), ignore_errors=True)
-        if isinstance(exc, OSError):
-            from core.runs import describe_os_error
-            raise RunError(describe_os_error(exc, writer.path)) from None
-        raise
-    writer.release()
     return writer.run_id

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import LabError
+from core.errors import BadInput, LabError
 from core.predictions import same_images
 from core.runs import RunError, load_predictions, load_run
 
@@ -49,9 +49,14 @@ class Ranking:
 
 
 def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, mean probabilities, each run's predicted digits) of runs tested on the same images."""
+    """(labels, mean probabilities, each run's predicted digits) of runs tested on the same images.
+    A run that cannot take part is refused by name (core.runs.load_predictions checks its file)."""
     if not run_ids:
         raise LabError("choose at least one finished run with saved test predictions")
+    repeated = sorted({r for r in run_ids if run_ids.count(r) > 1})
+    if repeated:
+        raise BadInput(f"run {', '.join(map(repr, repeated))} is listed more than once: each run's "
+                       "probabilities are averaged once")
     first, probs, predicted = None, [], []
     for run_id in run_ids:
         try:
@@ -63,7 +68,7 @@ def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np
         elif not same_images(preds, first):
             raise LabError(f"run {run_id!r} was tested on other images than {run_ids[0]!r}: "
                            "their probabilities cannot be combined")
-        probs.append(preds["probabilities"])
+        probs.append(preds["probabilities"].astype(np.float64))
         predicted.append(preds["predicted"])
     return first["labels"], np.mean(probs, axis=0), np.stack(predicted)
 
@@ -87,11 +92,30 @@ def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
 
 def default_runs(root: str | os.PathLike | None = None) -> list[str]:
     """The reference runs of the default recipes (one per architecture), else every finished
-    run with saved predictions."""
+    run with saved predictions: the candidates `usable_default_runs` checks."""
     from core.runs import list_runs
     finished = [r for r in list_runs(root) if r.status == "finished" and r.has_predictions]
     reference = [r.run_id for r in finished if r.reference and not r.config.get("sweep")]  # not the grid's
     return reference or [r.run_id for r in finished]
+
+
+def usable_default_runs(root: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
+    """(the default runs whose saved predictions can be ranked together, a warning naming each
+    run left out and why). A run picked by default is skipped, not fatal: one damaged run in a
+    store must not break the ranking of the others; asked for by name, `rank` refuses it."""
+    usable, skipped, first = [], [], None
+    for run_id in default_runs(root):
+        try:
+            preds = load_predictions(run_id, root)
+        except RunError as exc:
+            skipped.append(f"left out run {run_id!r}: {exc}")
+            continue
+        if first is not None and not same_images(preds, first):
+            skipped.append(f"left out run {run_id!r}: it was tested on other images than {usable[0]!r}")
+            continue
+        first = first if first is not None else preds
+        usable.append(run_id)
+    return usable, skipped
 
 
 def accuracy_without_confirmed(run_id: str, root: str | os.PathLike | None = None) -> tuple[float, float]:

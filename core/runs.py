@@ -32,6 +32,7 @@ import fcntl
 import functools
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -48,6 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
@@ -89,11 +91,20 @@ def run_dir(run_id: str, root: str | os.PathLike | None = None) -> Path:
     """The folder of `run_id`, refusing ids that could leave the checkpoints folder."""
     if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
         raise RunError(f"{run_id!r} is not a valid run id (letters, digits, '.', '_', '-')")
-    base = checkpoints_dir(root).resolve()
-    path = (base / run_id).resolve()
+    try:
+        base = checkpoints_dir(root).resolve()
+        path = (base / run_id).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11's resolve)
+        raise RunError(f"run {run_id!r} cannot be opened: {_path_problem(exc)}") from None
     if path.parent != base:
         raise RunError(f"{run_id!r} is not a valid run id")
     return path
+
+
+def _path_problem(exc: Exception) -> str:
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "its path is a loop of symbolic links"
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 def slug(text: str) -> str:
@@ -140,7 +151,28 @@ def _umask() -> int:
 
 
 def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode(), durable)
+    """Strict JSON (RFC 8259): a figure that is not a finite number (a diverged loss) is written
+    as null, never as NaN or Infinity, which other readers of the file refuse."""
+    atomic_write_bytes(path, (strict_json(obj, indent=2) + "\n").encode(), durable)
+
+
+def strict_json(obj: Any, **kwargs) -> str:
+    """json.dumps that writes NaN and infinities as null: the one way the lab writes JSON."""
+    return json.dumps(_finite(obj), allow_nan=False, default=_json_default, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):  # numpy's float64 is a float too
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        return _finite(float(obj))
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return _finite(obj.tolist())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -340,6 +372,60 @@ class RunWriter:
     def release(self) -> None:
         if self.lock is not None:
             self.lock.release()
+
+
+STAGING_PREFIX = ".staging-"  # hidden: list_run_ids never shows a run still being written
+STALE_STAGING_S = 60.0        # an unlocked staging folder this old was left by a killed process
+
+
+@contextlib.contextmanager
+def staged_run(config_dict: dict, root: str | os.PathLike | None = None):
+    """Yield a RunWriter whose files go to a hidden folder of the store, renamed into place as
+    the run's folder when the block ends: a process killed at any moment leaves nothing
+    visible or the whole run. For runs written in one go (ensembles); a trained run is written
+    in place, its lock telling readers that its owner lives. A staging folder left by a killed
+    process is removed by the next staged run."""
+    base = checkpoints_dir(root)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(base)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=base))
+    except OSError as exc:
+        raise RunError(describe_os_error(exc, base)) from None
+    writer = None
+    try:
+        writer = RunWriter(new_run_id(config_dict["arch"], config_dict.get("name"), root), root,
+                           RunLock.claim(staging))
+        writer.path = staging
+        writer.write_config(config_dict)
+        yield writer
+        for _ in range(100):  # another run took the id meanwhile: take the next one
+            final = run_dir(writer.run_id, root)
+            if not os.path.lexists(final):
+                os.rename(staging, final)
+                break
+            writer.run_id = new_run_id(config_dict["arch"], config_dict.get("name"), root)
+        else:
+            raise RunError(f"could not find a free run id in {base}")
+        writer.path = final
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise RunError(describe_os_error(exc, base)) from None
+        raise
+    finally:
+        if writer is not None:
+            writer.release()
+
+
+def _remove_stale_staging(base: Path) -> None:
+    for path in base.glob(STAGING_PREFIX + "*"):
+        try:
+            old = time.time() - path.lstat().st_mtime > STALE_STAGING_S
+        except OSError:
+            continue
+        if old and path.is_dir() and not path.is_symlink() and not lock_held(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # --- reading runs ---------------------------------------------------------------------------
@@ -570,6 +656,8 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     progress, problem = _read_json(path / "progress.json")
     if problem:
         warnings.append(problem)
+    if config.get("kind") == "ensemble" and status != "finished":  # written whole since issue 19
+        warnings.append("an ensemble whose writing was killed before it finished: delete it")
     return Run(run_id, path, config, status, status_info, history, metrics or {}, progress or {}, warnings)
 
 
@@ -613,12 +701,19 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
         why = next((w for w in run.warnings if "config.json" in w), "config.json has no arch")
         raise RunError(f"run {run_id!r} names no architecture to rebuild: {why}")
     arch = run.config["arch"]
+    state = load_state_dict(run_id, root)
     if run.config.get("kind") == "ensemble":  # runs combined without training (core.ensemble)
-        from core.ensemble import build_model
-        model = build_model(run.config.get("member_archs"))
+        from core.ensemble import build_model, saved_members
+        try:
+            model = build_model(run.config.get("member_archs"))
+        except RunError as exc:
+            raise RunError(f"run {run_id!r} cannot be rebuilt: {exc}") from None
+        listed, saved = len(run.config["member_archs"]), saved_members(state)
+        if listed != saved:
+            raise RunError(f"run {run_id!r} cannot be rebuilt: config.json's member_archs lists {listed} members "
+                           f"but its weights hold {saved}: the run folder was edited or damaged")
     else:
         model = create_model(arch)
-    state = load_state_dict(run_id, root)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -631,19 +726,30 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
 
 
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Saved test predictions: labels (N,), predicted (N,), probabilities (N, 10)."""
+    """Saved test predictions: labels (N,), predicted (N,), probabilities (N, 10), checked by
+    core.predictions.check_predictions (shapes, classes, finite probabilities summing to 1), so
+    every reader gets predictions it can use or a RunError that names the run and the problem."""
+    from core.predictions import check_predictions
     path = run_dir(run_id, root) / PREDICTIONS
-    if not is_regular_file(path):
+    if not path.parent.is_dir():
+        raise RunError(f"no run {run_id!r} in {checkpoints_dir(root)}")
+    data, problem = _read_bytes(path)
+    if problem:
+        raise RunError(f"the test predictions of run {run_id!r} cannot be read: {problem}")
+    if data is None:
         raise RunError(f"run {run_id!r} has no saved test predictions")
     try:
-        arrays = {k: v.numpy() for k, v in load_file(str(path)).items()}
-        # a reference run stores labels as uint8 and probabilities as float16 (core.reference)
-        for key, dtype in (("labels", np.int64), ("predicted", np.int64), ("probabilities", np.float32)):
-            if key in arrays:
-                arrays[key] = arrays[key].astype(dtype, copy=False)
-        return arrays
-    except (SafetensorError, OSError, ValueError) as exc:
+        arrays = {k: v.numpy() for k, v in load_tensors(data).items()}
+    except (SafetensorError, ValueError, TypeError) as exc:
         raise RunError(f"the predictions of run {run_id!r} are unreadable ({exc})") from None
+    # a reference run stores labels as uint8 and probabilities as float16 (core.reference)
+    for key, dtype in (("labels", np.int64), ("predicted", np.int64), ("probabilities", np.float32)):
+        if key in arrays and np.issubdtype(arrays[key].dtype, np.integer if dtype is np.int64 else np.floating):
+            arrays[key] = arrays[key].astype(dtype, copy=False)
+    problem = check_predictions(arrays)
+    if problem:
+        raise RunError(f"the test predictions of run {run_id!r} cannot be used: {problem}")
+    return arrays
 
 
 def train_state_exists(run_path: Path) -> bool:

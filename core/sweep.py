@@ -9,7 +9,8 @@ from typing import Iterable
 
 import pandas as pd
 
-from core.config import ConfigError, TrainConfig
+from core.config import MAX_SEED, ConfigError, TrainConfig, seed_problem
+from core.errors import LabError
 from core.runs import Run, RunWriter, list_runs
 from core.train import prepare_run, train
 
@@ -54,14 +55,27 @@ def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
 
 def run_sweep(writers: list[RunWriter], root=None, data_root=None, stop=None, callback_factory=None) -> None:
     """Train the sweep's runs one after another in this process; runs not started when `stop`
-    is set are marked cancelled."""
+    is set are marked cancelled. A run that fails with a LabError (a full disk, a file gone)
+    ends the sweep: the runs not started are marked cancelled with the reason, each run
+    has its final status, and the error is raised afterwards for the caller to report."""
+    failure: LabError | None = None
     for writer in writers:
-        if stop is not None and stop.is_set():
-            writer.set_status("cancelled", "the sweep was stopped before this run started")
+        if failure is not None or (stop is not None and stop.is_set()):
+            why = (f"not started: run {failure_id} failed ({failure})" if failure is not None
+                   else "the sweep was stopped before this run started")
+            try:
+                writer.set_status("cancelled", why)
+            except OSError:  # the disk that failed the run may refuse this too: shown as interrupted
+                pass
             writer.release()
             continue
-        train(writer.run_id, root=root, data_root=data_root, stop=stop, writer=writer,
-              callback=callback_factory() if callback_factory else None)
+        try:
+            train(writer.run_id, root=root, data_root=data_root, stop=stop, writer=writer,
+                  callback=callback_factory() if callback_factory else None)
+        except LabError as exc:
+            failure, failure_id = exc, writer.run_id
+    if failure is not None:
+        raise failure
 
 
 def sweep_runs(sweep_id: str, root=None) -> pd.DataFrame:
@@ -115,8 +129,8 @@ def parse_seeds(text: str) -> list[int]:
     than MAX_SEEDS, ...). The one seed-list grammar of the CLI and the Train page."""
     seeds = parse_values(text, int, "seeds", limit=MAX_SEEDS)
     for seed in seeds:
-        if not 0 <= seed < 2**63:
-            raise ConfigError(f"seeds must be whole numbers >= 0, got {seed}")
+        if not 0 <= seed <= MAX_SEED:
+            raise ConfigError(seed_problem(seed))
     return seeds
 
 

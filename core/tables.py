@@ -97,7 +97,8 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
 
 # --- seed groups: one recipe over several seeds (config "group") ------------------------------
 
-GROUP_COLUMNS = ["group", "arch", "runs", "n", "test_mean", "test_std", "val_mean", "val_std", "test_text"]
+GROUP_COLUMNS = ["group", "arch", "runs", "n", "test_mean", "test_std", "val_mean", "val_std", "test_text",
+                 "count_text"]
 
 
 def run_group(run: Run) -> str | None:
@@ -126,25 +127,43 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def group_table(runs: Iterable[Run]) -> pd.DataFrame:
     """One row per seed group among `runs` (GROUP_COLUMNS), newest group first: `runs` counts
-    its runs, `n` those with a test accuracy; mean and sample std (ddof=1, NaN with one run) of
-    their test and validation accuracy, and the test figure as text ('99.01 ± 0.05%')."""
+    its runs, `n` its finished runs with a test accuracy, the only ones averaged: mean and
+    sample std (ddof=1, NaN with one run) of their test and of their validation accuracy (a run
+    cancelled after an epoch has a validation figure but is no member of the result), the test
+    figure as text ('99.01 ± 0.05%') and the count as text ('2 of 3 runs; left out: 1 cancelled')."""
     members: dict[str, list[Run]] = {}
     for run in runs:
         if run_group(run):
             members.setdefault(run_group(run), []).append(run)
     rows = []
     for group, group_runs in members.items():
-        tested = [r for r in group_runs if r.test_acc is not None]
-        test_mean, test_std = _mean_std([r.test_acc for r in tested])
-        val_mean, val_std = _mean_std([r.val_acc for r in group_runs if r.val_acc is not None])
+        counted = [r for r in group_runs if r.status == "finished" and r.test_acc is not None]
+        test_mean, test_std = _mean_std([r.test_acc for r in counted])
+        val_mean, val_std = _mean_std([r.val_acc for r in counted if r.val_acc is not None])
         arches = sorted({r.arch for r in group_runs})
-        rows.append({"group": group, "arch": ", ".join(arches), "runs": len(group_runs), "n": len(tested),
+        rows.append({"group": group, "arch": ", ".join(arches), "runs": len(group_runs), "n": len(counted),
                      "test_mean": test_mean, "test_std": test_std, "val_mean": val_mean, "val_std": val_std,
-                     "test_text": mean_std_text(test_mean, test_std)})
+                     "test_text": mean_std_text(test_mean, test_std),
+                     "count_text": count_text(counted, group_runs)})
     frame = pd.DataFrame(rows, columns=GROUP_COLUMNS)
     for column in ("test_mean", "test_std", "val_mean", "val_std"):
         frame[column] = frame[column].astype("float64")
     return frame.sort_values("group", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def count_text(counted: list[Run], group_runs: list[Run]) -> str:
+    """'3 runs', or '2 of 3 runs; left out: 1 cancelled' when some did not finish."""
+    total = len(group_runs)
+    if len(counted) == total:
+        return f"{total} run{'s' * (total != 1)}"
+    ids = {r.run_id for r in counted}
+    left: dict[str, int] = {}
+    for run in group_runs:
+        if run.run_id not in ids:
+            reason = run.status if run.status != "finished" else "without a test figure"
+            left[reason] = left.get(reason, 0) + 1
+    return (f"{len(counted)} of {total} runs; left out: "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(left.items())))
 
 
 def group_curves(runs: Iterable[Run], *, x: str = "epoch", smoothing: float = 0.0) -> pd.DataFrame:

@@ -450,8 +450,12 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
     cluster, core.raysweep) would otherwise have its trials wait for each other."""
     stop = stop or threading.Event()
     if writer is None:
-        path = load_run(run_id, root).path  # a clear error if there is no such run
-        writer = RunWriter(run_id, root, RunLock.claim(path, lock_fd))
+        found = load_run(run_id, root)  # a clear error if there is no such run
+        if found.config.get("kind") == "ensemble":  # core.ensemble: combined, never trained
+            raise RunError(f"run {run_id!r} is an ensemble of finished runs: nothing in it is trained, so "
+                           "there is nothing to resume" + ("" if found.status == "finished" else
+                           "; it is debris of an ensemble whose writing was killed: delete it"))
+        writer = RunWriter(run_id, root, RunLock.claim(found.path, lock_fd))
     try:
         run = load_run(run_id, root)  # read under the lock: nobody else changes it now
         if not run.config:

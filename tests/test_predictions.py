@@ -73,7 +73,7 @@ def test_page_slice_and_check_predictions():
     assert predictions.check_predictions(fake_predictions()) is None
     bad = fake_predictions()
     bad["probabilities"] = bad["probabilities"][:, :9]
-    assert "inconsistent" in predictions.check_predictions(bad)
+    assert "(500, 9); expected (N,), (N,) and (N, 10)" in predictions.check_predictions(bad)
 
 
 def test_two_runs_matrices_and_their_difference_against_a_count_by_hand():

@@ -67,13 +67,14 @@ def test_cli_seeds_trains_one_run_per_seed_in_one_group_and_prints_mean_and_std(
     test = np.array([r.test_acc for r in runs])
     val = np.array([r.val_acc for r in runs])
     last = out.strip().splitlines()[-1]
-    assert last == (f"group {group}: test accuracy {text(test.mean(), test.std(ddof=1))} over 2 runs "
-                    f"(val {text(val.mean(), val.std(ddof=1))})")
+    assert last == (f"group {group}: test accuracy {text(test.mean(), test.std(ddof=1))}, "
+                    f"val {text(val.mean(), val.std(ddof=1))}, over the finished runs: 2 runs")
 
 
 @pytest.mark.parametrize("seeds, words", [
     ("x", "'x' in the seeds is not a whole number"),
-    ("0,-1", "seeds must be whole numbers >= 0"),
+    ("0,-1", "seed must be a whole number 0..4,294,967,295"),
+    ("0,4294967296", "seed must be a whole number 0..4,294,967,295 (torch keeps 32 bits of a seed"),
     (",", "give at least one of the seeds"),
     (",".join(map(str, range(21))), "at most 20 seeds, got 21"),
     ("0.5", "'0.5' in the seeds is not a whole number"),
