@@ -393,7 +393,7 @@ def cmd_sweep(args) -> int:
     if args.arch is None:
         raise ConfigError("--arch is required")
     base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
-    if args.ray:  # only here is Ray imported; the cluster, not this machine, must have the device
+    if args.ray is not None:  # `--ray ""` too, which is refused; only here is Ray imported (the cluster has the device)
         from core.raysweep import run_sweep_on_ray
         sweep_id, statuses = run_sweep_on_ray(base, lrs, sizes, args.ray, root=args.checkpoints, data_root=args.data,
                                               stop=stop, report=lambda line: print(line, file=sys.stderr, flush=True))

@@ -102,20 +102,27 @@ def default_runs(root: str | os.PathLike | None = None) -> list[str]:
 def usable_default_runs(root: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
     """(the default runs whose saved predictions can be ranked together, a warning naming each
     run left out and why). A run picked by default is skipped, not fatal: one damaged run in a
-    store must not break the ranking of the others; asked for by name, `rank` refuses it."""
-    usable, skipped, first = [], [], None
+    store must not break the ranking of the others; asked for by name, `rank` refuses it. Runs
+    tested on different images cannot be averaged: those of the test set most runs share stay."""
+    readable, skipped = [], []
     for run_id in default_runs(root):
         try:
-            preds = load_predictions(run_id, root)
+            readable.append((run_id, load_predictions(run_id, root)["labels"]))
         except RunError as exc:
             skipped.append(f"left out run {run_id!r}: {exc}")
-            continue
-        if first is not None and not same_images(preds, first):
-            skipped.append(f"left out run {run_id!r}: it was tested on other images than {usable[0]!r}")
-            continue
-        first = first if first is not None else preds
-        usable.append(run_id)
-    return usable, skipped
+    sets: list[list[tuple[str, np.ndarray]]] = []  # runs grouped by the test labels they hold
+    for run_id, labels in readable:
+        same = next((s for s in sets if np.array_equal(s[0][1], labels)), None)
+        if same is None:
+            sets.append([(run_id, labels)])
+        else:
+            same.append((run_id, labels))
+    kept = max(sets, key=len) if sets else []  # the first of the largest on a tie
+    for group in sets:
+        if group is not kept:
+            skipped += [f"left out run {run_id!r}: it was tested on other images than {kept[0][0]!r}"
+                        for run_id, _ in group]
+    return [run_id for run_id, _ in kept], skipped
 
 
 def accuracy_without_confirmed(run_id: str, root: str | os.PathLike | None = None) -> tuple[float, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,53 @@ STATUS_ICONS = {"running": ":material/progress_activity:", "queued": ":material/
                 "finished": ":material/check_circle:", "failed": ":material/error:",
                 "cancelled": ":material/cancel:", "interrupted": ":material/pause_circle:",
                 "unknown": ":material/help:", "damaged": ":material/broken_image:"}
+
+
+# --- text from run folders in Markdown ---------------------------------------------------------
+
+_MD_CUT = ":small[]"  # an empty <span>: nothing to see, but the text on either side is two text nodes
+_MD_SPECIAL = re.compile(r"[\\`*\[\]<>$~|{}!#+=&@^]"      # always escaped
+                         r"|(?<![^\W_])[-_]|[-_](?![^\W_])"  # - and _, except between two letters or digits
+                         r"|:(?!\s)")                        # a colon, except before a space
+_MD_LIST_NUMBER = re.compile(r"(^|[\r\n])([ \t]*\d+)([.)])")  # "1." or "1)" opening a line: a list
+_MD_CUTS = re.compile(r"(?i:(?<=www)(?=\.))|(?<=[-<>~=])(?=\\[-<>~=])")
+
+
+def _md_escape(match: re.Match) -> str:
+    char = match.group()
+    if char == ":":
+        return "\\:" + _MD_CUT
+    return (_MD_CUT if char == "@" else "") + "\\" + char
+
+
+def md_text(text: object) -> str:
+    """`text` (a run's name or group, a message that quotes values from a run folder) made safe
+    to put in a string Streamlit renders as Markdown (st.markdown, captions, alerts, toasts, the
+    labels of tabs, expanders, widgets and metrics, radio options): it shows exactly as typed,
+    as no link, emphasis, code, heading, list, table, HTML, colour directive (`:red[...]`), icon
+    (`:material/...:`), emoji (`:smile:`), LaTeX (`$x$`) or typographic arrow (`->`).
+
+    A backslash goes before each ASCII punctuation character that can mean something in
+    CommonMark, GFM or Streamlit (CommonMark shows `\\X` as X): always before \\ ` * [ ] < > $ ~ |
+    { } ! # + = & @ ^; before - and _ unless both neighbours are letters or digits (`t10k-labels`,
+    `member_archs`: no emphasis, list or arrow can start there); before a colon unless a space
+    follows; before the . or ) of a number that opens a line. ' " , ; ? % / ( and a lone . stay
+    as they are, so messages read the same in the page's source.
+
+    Streamlit 1.67's frontend also changes the text after the Markdown is parsed, where the
+    backslashes are gone: in each text node, web and e-mail addresses become links (GFM
+    autolink literals: `https://...`, `www....`, `a@b.c`), `:material_x:` and `:streamlit:`
+    icons, `:smile:` an emoji, `->`, `--` and `>=` arrows and dashes. Those patterns are cut
+    apart with an empty `:small[]` directive (an empty span): after each escaped colon, before
+    each @, before the dot after "www" and between two of - < > ~ =.
+    tests/e2e/test_names_browser.py checks all this in Chromium.
+
+    The result is for Markdown only (a table, a chart or st.text shows text as it is) and must
+    not follow a colon directly (the colon could join it into a shortcode, or be the one before
+    a `:small[]`, which is then no directive)."""
+    escaped = _MD_SPECIAL.sub(_md_escape, str(text))
+    escaped = _MD_LIST_NUMBER.sub(r"\1\2\\\3", escaped)
+    return _MD_CUTS.sub(_MD_CUT, escaped)
 
 
 # --- cached readers ---------------------------------------------------------------------------
@@ -166,21 +214,29 @@ CLEAN_HELP = ("Test accuracy on the 9,985 test images whose label was not among 
 
 
 @st.cache_data(max_entries=4096, show_spinner=False)
-def _accuracy_without_confirmed(base: str, run_id: str, mtime: int) -> float | None:
-    """Kept apart from the predictions' own small cache: Compare's table asks it of every run on
-    every rerun, and one figure per run is all it needs."""
+def _accuracy_without_confirmed(base: str, run_id: str, mtime: int) -> tuple[float | None, str | None]:
+    """(the figure, None), or (None, why the predictions cannot be used). Kept apart from the
+    predictions' own small cache: Compare's table asks it of every run on every rerun, and one
+    figure per run is all it needs."""
     from core.label_issues import accuracy_without_confirmed
     try:
-        return accuracy_without_confirmed(run_id, base)[1]
-    except (RunError, KeyError, ValueError):
-        return None
+        return accuracy_without_confirmed(run_id, base)[1], None
+    except RunError as exc:
+        return None, str(exc)
 
 
 def accuracy_without_confirmed(run: Run) -> float | None:
     """The run's test accuracy without the 15 confirmed label errors, None without predictions."""
     if not run.has_predictions:
         return None
-    return _accuracy_without_confirmed(_base(), run.run_id, _mtime(run.path / PREDICTIONS))
+    return _accuracy_without_confirmed(_base(), run.run_id, _mtime(run.path / PREDICTIONS))[0]
+
+
+def predictions_problem(run: Run) -> str | None:
+    """Why the run's saved test predictions cannot be used, None if they can (or there are none)."""
+    if not run.has_predictions:
+        return None
+    return _accuracy_without_confirmed(_base(), run.run_id, _mtime(run.path / PREDICTIONS))[1]
 
 
 def predictions(run: Run) -> dict[str, np.ndarray] | None:
@@ -188,11 +244,11 @@ def predictions(run: Run) -> dict[str, np.ndarray] | None:
     try:
         preds = _read_predictions(_base(), run.run_id, _mtime(run.path / PREDICTIONS))
     except RunError as exc:
-        st.warning(f"**{run.name}**: {exc}", icon=":material/warning:")
+        st.warning(f"**{md_text(run.name)}**: {md_text(exc)}", icon=":material/warning:")
         return None
     problem = check_predictions(preds)
     if problem:
-        st.warning(f"**{run.name}**: {problem}", icon=":material/warning:")
+        st.warning(f"**{md_text(run.name)}**: {md_text(problem)}", icon=":material/warning:")
         return None
     return preds
 
@@ -219,7 +275,7 @@ def predictor(run: Run):
     try:
         return _predictor(_base(), run.run_id, _stamp(run.path / WEIGHTS))
     except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other models still show
-        report(exc, f"**{run.name}**: cannot load its model")
+        report(exc, f"**{md_text(run.name)}**: cannot load its model")
         return None
 
 
@@ -274,7 +330,7 @@ def handwriting_scores(runs: Sequence[Run], hw: handwriting.HandwritingSet) -> p
             result = _handwriting_score(_base(), run.run_id, _stamp(run.path / WEIGHTS),
                                         folder, set_mtime)
         except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback; other runs still score
-            report(exc, f"**{run.name}**: cannot score it")
+            report(exc, f"**{md_text(run.name)}**: cannot score it")
             continue
         rows.append({"model": run.name, "arch": run.arch, **result, "test_acc": run.test_acc})
     return pd.DataFrame(rows, columns=["model", "arch", "correct", "total", "accuracy", "test_acc"])
@@ -305,10 +361,12 @@ def test_images() -> np.ndarray | None:
 
 def report(exc: Exception, context: str = "", *, error: bool = False) -> None:
     """Show an error caught on a page. A LabError's message was written for the user: it becomes
-    a warning (an error with error=True), after `context`. Anything else is a bug or a fault of
-    the machine, not the user's to fix: it is shown with its traceback (st.exception)."""
+    a warning (an error with error=True), after `context` (Markdown; the message is shown as
+    text, md_text: it may quote a run's name or a value from a run folder). Anything else is a
+    bug or a fault of the machine, not the user's to fix: it is shown with its traceback
+    (st.exception)."""
     if isinstance(exc, LabError):
-        text = f"{context}: {exc}" if context else str(exc)
+        text = f"{context}: {md_text(exc)}" if context else md_text(exc)
         if error:
             st.error(text, icon=":material/error:")
         else:
@@ -363,7 +421,7 @@ def show_run_warnings(runs: Sequence[Run]) -> None:
     damaged = [(r, r.warnings) for r in runs if r.warnings]
     if not damaged:
         return
-    lines = "\n".join(f"- `{r.run_id}`: {'; '.join(p)}" for r, p in damaged[:20])
+    lines = "\n".join(f"- `{r.run_id}`: {'; '.join(map(md_text, p))}" for r, p in damaged[:20])
     more = f"\n- … and {len(damaged) - 20} more" if len(damaged) > 20 else ""
     st.warning(f"**{len(damaged)} run folder{'s' if len(damaged) != 1 else ''} "
                f"{'have' if len(damaged) != 1 else 'has'} problems** (shown as far as readable):\n"

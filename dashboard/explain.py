@@ -58,7 +58,7 @@ def saliency_panel(run, image: np.ndarray, *, true: int | None, key: str) -> Non
         maps = _maps(common._base(), run.run_id, common._stamp(run.path / WEIGHTS), image.tobytes(),
                      (predicted, int(other)))
     except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback
-        common.report(exc, f"**{run.name}**: no saliency map")
+        common.report(exc, f"**{common.md_text(run.name)}**: no saliency map")
         return
     cols = st.columns(3)
     with cols[0]:

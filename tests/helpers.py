@@ -79,3 +79,10 @@ def write_digits_csv(dest, images, labels=None) -> None:
         Path(dest).write_text(text)
     else:
         dest.write(text.encode())
+
+
+def shown(markdown: str) -> str:
+    """What a user reads of a Markdown string made with dashboard.common.md_text: its empty
+    `:small[]` cuts and its backslash escapes taken out (for text with no other Markdown)."""
+    import re
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown.replace(":small[]", ""))

@@ -21,8 +21,9 @@ def fake_predictions(n=500, seed=0):
 
 def test_confusion_tables():
     preds = fake_predictions()
-    cm = confusion_matrix(preds["labels"], preds["predicted"])
-    assert np.array_equal(predictions.prediction_confusion(preds), cm)
+    cm = predictions.prediction_confusion(preds)
+    from sklearn.metrics import confusion_matrix as sklearn_confusion  # the oracle: scikit-learn's count
+    assert np.array_equal(cm, sklearn_confusion(preds["labels"], preds["predicted"], labels=range(10)))
     table = predictions.confusion_table(cm)
     assert table["count"].sum() == 500 and len(table) == 100
     row = table[table["true"] == 3]
@@ -99,3 +100,18 @@ def test_two_runs_matrices_and_their_difference_against_a_count_by_hand():
     other = {"labels": np.roll(labels, 1), "predicted": labels}
     with pytest.raises(predictions.PredictionsError, match="not evaluated on the same test images"):
         predictions.compared_confusions(a, other)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_class_scores_are_scikit_learns(seed):
+    """Oracle: scikit-learn's precision, recall, F1 and support (0 where a digit is never
+    predicted or never present, as per_class does), on predictions with absent classes too."""
+    from sklearn.metrics import precision_recall_fscore_support
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 8, 700)                       # digits 8 and 9 never present
+    predicted = np.where(rng.random(700) < 0.7, labels, rng.integers(0, 10, 700))
+    predicted[predicted == 7] = 6                           # 7 never predicted
+    scores = predictions.per_class_table(confusion_matrix(labels, predicted))
+    p, r, f, support = precision_recall_fscore_support(labels, predicted, labels=range(10), zero_division=0)
+    assert np.allclose(scores["precision"], p) and np.allclose(scores["recall"], r)
+    assert np.allclose(scores["f1"], f) and scores["support"].tolist() == support.tolist()

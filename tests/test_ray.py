@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -159,6 +160,7 @@ def wait_for(condition, what: str, timeout: float = 90) -> None:
 def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(cluster, tmp_path, monkeypatch):
     from core import jobs, raysweep
     from core.runs import list_runs
+    from dashboard.common import md_text  # the page shows addresses and messages made safe for Markdown
     store = tmp_path / "shared-store"
     store.mkdir()
     at = open_sweep_page(store, monkeypatch)
@@ -170,15 +172,15 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     at.text_input(key="sweep_batches").set_value("32, 64")
     at.text_input(key="sweep_ray").set_value("127.0.0.1:1")
     next(b for b in at.button if b.label == "Launch sweep").click().run()
-    assert [e.value for e in at.error] == ["no Ray cluster answers at 127.0.0.1:1: Connection refused; "
-                                           "start one with `ray start --head`"]
+    assert [e.value for e in at.error] == [md_text("no Ray cluster answers at 127.0.0.1:1: Connection refused; "
+                                                   "start one with `ray start --head`")]
     assert list_runs(store) == []
 
     at.text_input(key="sweep_ray").set_value(cluster.address)
     next(b for b in at.button if b.label == "Launch sweep").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     (sent,) = [s.value for s in at.success]
-    assert sent.startswith("Sent 2 runs as `sweep-") and cluster.address in sent
+    assert sent.startswith("Sent 2 runs as `sweep-") and md_text(cluster.address) in sent
     sweep_id = at.selectbox(key="sweep_pick").value
     assert raysweep.cluster_sweep(sweep_id, store)["active"]
     wait_for(lambda: [r.status for r in list_runs(store)] == ["running", "running"], "both trials to run")
@@ -301,6 +303,50 @@ def test_a_bad_cluster_address_is_one_line_and_creates_nothing(tmp_path, address
     assert done.returncode == 1 and message in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not any(p for p in store.glob("*") if not p.name.startswith("."))
+
+
+def test_the_address_check_knows_a_ray_cluster_and_refuses_its_other_ports(cluster):
+    """check_address asks the head's GCS for its cluster id: the head passes, by IPv4 and by IPv6
+    in brackets; the raylet's gRPC port (a Ray port, but no GCS) is refused in one line."""
+    from core.raysweep import ClusterError, check_address
+    assert check_address(cluster.address) == cluster.address
+    assert check_address(f" {cluster.address} ") == cluster.address
+    port = cluster.address.rpartition(":")[2]
+    try:
+        socket.create_connection(("::1", int(port)), timeout=5).close()
+    except OSError:
+        pass  # the GCS is not on the IPv6 loopback here
+    else:
+        assert check_address(f"[::1]:{port}") == f"[::1]:{port}"
+    raylet = f"127.0.0.1:{cluster.head_node.node_manager_port}"
+    with pytest.raises(ClusterError) as refused:
+        check_address(raylet)
+    assert str(refused.value) == (f"something answers at {raylet} but it is not a Ray cluster (it speaks gRPC, but "
+                                  "has no Ray GCS service); give the head's address as `ray start --head` prints it "
+                                  "(port 6379 by default)")
+
+
+@pytest.mark.timeout(180)
+def test_a_driver_that_does_not_take_the_sweep_in_time_is_ended(cluster, tmp_path):
+    """The Sweep page's launch_driver used to give up waiting and leave its driver running, with
+    no Cancel (the driver had no sweep yet). Now the driver is ended (SIGTERM, then SIGKILL) and
+    nothing of it is left: no process, no run."""
+    from core import raysweep
+    from core.config import TrainConfig
+    from tests.test_ray_address import drivers_of
+    store = tmp_path / "shared-store"
+    base = TrainConfig(arch="mlp", epochs=1, train_limit=500, device="cpu", lr=0.1, batch_size=64)
+    start = time.monotonic()
+    with pytest.raises(raysweep.ClusterError) as stopped:
+        raysweep.launch_driver(base, [0.1], [64], cluster.address, root=store, data_root=require_mnist(), wait_s=2)
+    message = str(stopped.value)
+    assert message.startswith(f"the cluster at {cluster.address} did not take the sweep within 2 s, so its driver "
+                              "was stopped (SIGTERM") or "(SIGKILL" in message, message
+    assert "; no run was created (its output: " in message
+    assert time.monotonic() - start < 2 + raysweep.CONNECT_S + raysweep.PROBE_S + raysweep.STOP_GRACE_S + 5
+    assert drivers_of(store) == []
+    assert [p.name for p in store.iterdir() if not p.name.startswith(".")] == []
+    assert not list((store / ".ray").glob("sweep-*"))  # no driver lock: the page had nothing to cancel
 
 
 def test_a_sweep_without_ray_does_not_import_it(tmp_path):

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import TrainConfig
 from core.models import get_spec
+from tests.helpers import shown
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 TIMEOUT = 60
@@ -177,7 +178,7 @@ def test_train_start_on_altered_mnist_says_so_and_creates_no_run(lab_env, tmp_pa
     assert not at.exception, [e.value for e in at.exception]
     (error,) = at.error
     assert error.value.startswith("Could not start the run: ")
-    assert "t10k-labels-idx1-ubyte is corrupt" in error.value and "python -m core fetch" in error.value
+    assert "t10k-labels-idx1-ubyte is corrupt" in error.value and "python -m core fetch" in shown(error.value)
     assert not any(lab_env.empty.iterdir())  # no run folder, not even the locks folder
 
 

@@ -18,6 +18,10 @@ def runs_table(runs: list) -> list:
     """The table; returns the runs selected in it (or the newest few with curves)."""
     table = tables.run_table(runs)
     table["test_acc_clean"] = [common.accuracy_without_confirmed(r) for r in runs]
+    for run in runs:  # its clean-label figure is blank: say why, by name
+        problem = common.predictions_problem(run)
+        if problem:
+            st.warning(f"**{common.md_text(run.name)}**: {common.md_text(problem)}", icon=":material/warning:")
     event = st.dataframe(
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
@@ -60,14 +64,15 @@ def groups_table(runs: list) -> None:
         return
     st.subheader("Seed groups", divider="gray")
     st.caption("One recipe trained over several seeds: mean ± sample standard deviation over the group's "
-               "runs (± – with a single run). Tick a member run below to draw the group as a band.")
+               "finished runs (± – with a single run); a run that did not finish is counted out, test and "
+               "validation alike. Tick a member run below to draw the group as a band.")
     shown = groups.assign(val_text=[tables.mean_std_text(m, s) for m, s in zip(groups.val_mean, groups.val_std)])
     st.dataframe(shown, key="compare_groups", hide_index=True, width="stretch",
                  height=min(300, 38 + 35 * len(shown)),
-                 column_order=["group", "arch", "runs", "test_text", "val_text"],
+                 column_order=["group", "arch", "count_text", "test_text", "val_text"],
                  column_config={"group": st.column_config.TextColumn("Seed group"),
                                 "arch": st.column_config.TextColumn("Arch"),
-                                "runs": st.column_config.NumberColumn("Runs"),
+                                "count_text": st.column_config.TextColumn("Runs averaged"),
                                 "test_text": st.column_config.TextColumn("Test acc (mean ± std)"),
                                 "val_text": st.column_config.TextColumn("Val acc (mean ± std)",
                                                                         help=common.VAL_HELP)})
@@ -151,9 +156,9 @@ def manage(runs: list) -> None:
             try:
                 rename_run(run.run_id, new_name)
             except LabError as exc:
-                st.error(str(exc))
+                st.error(common.md_text(exc))
             else:
-                st.toast(f"Renamed to {new_name.strip()}", icon=":material/edit:")
+                st.toast(f"Renamed to {common.md_text(new_name.strip())}", icon=":material/edit:")
                 st.rerun()
     with right:
         pending = st.session_state.get("compare_delete") == run.run_id
@@ -163,16 +168,17 @@ def manage(runs: list) -> None:
                 st.session_state["compare_delete"] = run.run_id
                 st.rerun()
         else:
-            st.warning(f"Delete **{run.name}** (`{run.run_id}`) and all its files? This cannot be undone.")
+            st.warning(f"Delete **{common.md_text(run.name)}** (`{run.run_id}`) and all its files? "
+                       "This cannot be undone.")
             yes, no = st.columns(2)
             if yes.button("Yes, delete it", type="primary", icon=":material/delete_forever:"):
                 st.session_state.pop("compare_delete", None)
                 try:
                     delete_run(run.run_id)
                 except LabError as exc:
-                    st.error(str(exc))
+                    st.error(common.md_text(exc))
                 else:
-                    st.toast(f"Deleted {run.name}", icon=":material/delete:")
+                    st.toast(f"Deleted {common.md_text(run.name)}", icon=":material/delete:")
                     st.rerun()
             if no.button("Keep it"):
                 st.session_state.pop("compare_delete", None)

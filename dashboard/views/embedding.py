@@ -80,17 +80,29 @@ method = right.segmented_control("Projection", list(maps.METHODS), default="umap
                                       "linear and shows the features' main directions") or "umap"
 emb = maps.cached(run.run_id, method, common._base())
 if emb is None:
-    st.info(f"The {maps.METHODS[method]} map of **{run.name}** is not computed yet: {EXPECTED[method]} on a "
-            "CPU, once; it is kept in the run folder.", icon=":material/scatter_plot:")
+    st.info(f"The {maps.METHODS[method]} map of **{common.md_text(run.name)}** is not computed yet: "
+            f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.", icon=":material/scatter_plot:")
     if not st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute"):
         st.stop()
+    stages = st.empty()
+    done: list[str] = []
+
+    def stage(line: str) -> None:  # called between the stages, in this script's thread
+        done.append(line)
+        stages.caption(" · ".join(done))
     try:
-        with st.spinner(f"Projecting the features of 10,000 test images ({EXPECTED[method]})…"):
-            emb = maps.embedding(run.run_id, method, common._base())
+        with st.spinner(f"Computing the map of 10,000 test images ({EXPECTED[method]} on an idle CPU; longer "
+                        "when the machine is busy)…", show_time=True):
+            emb = maps.embedding(run.run_id, method, common._base(), report=stage)
     except LabError as exc:
         common.report(exc)
         st.stop()
-    st.toast(f"Map computed in {emb.seconds:.0f} s and kept in the run folder", icon=":material/check:")
+    stages.empty()
+    if emb.not_kept:
+        st.warning(f"Map computed in {emb.seconds:.0f} s, but it could not be kept in the run folder "
+                   f"({emb.not_kept}): it will be computed again next time.", icon=":material/warning:")
+    else:
+        st.toast(f"Map computed in {emb.seconds:.0f} s and kept in the run folder", icon=":material/check:")
 
 frame = points(emb)
 m = st.columns(3)

@@ -93,7 +93,7 @@ def ensemble_section(finished: list) -> None:
                    "image by image. Saved, it is a run like any other (Compare, Mistakes, Sketch).")
         message = st.session_state.pop("eval_ens_message", None)
         if message and message[0] == "error":
-            st.error(f"Could not save the ensemble: {message[1]}", icon=":material/error:")
+            st.error(f"Could not save the ensemble: {common.md_text(message[1])}", icon=":material/error:")
         elif message:
             st.success(f"Saved as run `{message[1]}`: it is shown above.", icon=":material/check_circle:")
         by_id = {r.run_id: r for r in finished}

@@ -20,7 +20,10 @@ st.caption("Some test labels are wrong, and a model that disagrees with them is 
 candidates = common.finished_runs_or_stop("No finished run with saved test predictions yet: train one on the "
                                           "**Train** page.")
 by_id = {r.run_id: r for r in candidates}
-default = [i for i in label_issues.default_runs(common._base()) if i in by_id]
+usable, skipped = label_issues.usable_default_runs(common._base())
+for warning in skipped:  # picked by default but unusable: left out, by name
+    st.warning(common.md_text(warning[:1].upper() + warning[1:]), icon=":material/warning:")
+default = [i for i in usable if i in by_id]
 chosen = st.multiselect("Runs whose probabilities rank the images", list(by_id), default=default,
                         format_func=lambda i: common.run_label(by_id[i]), key="li_runs",
                         help="By default the reference run of each default recipe; their probabilities are averaged.")

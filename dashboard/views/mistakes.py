@@ -69,13 +69,14 @@ def two_runs(run_a, preds_a, finished, images) -> None:
     try:
         a_only, b_only = predictions.disagreements(preds_a, preds_b)
     except LabError as exc:
-        st.warning(str(exc), icon=":material/warning:")
+        st.warning(common.md_text(exc), icon=":material/warning:")
         return
     names = common.unique_names([run_a, run_b])
     name_a, name_b = names[run_a.run_id], names[run_b.run_id]
     matrices(preds_a, preds_b, name_a, name_b)
-    tabs = st.tabs([f"{name_a} wrong, {name_b} right ({len(a_only):,})",
-                    f"{name_b} wrong, {name_a} right ({len(b_only):,})"])
+    text_a, text_b = common.md_text(name_a), common.md_text(name_b)  # tab labels are Markdown
+    tabs = st.tabs([f"{text_a} wrong, {text_b} right ({len(a_only):,})",
+                    f"{text_b} wrong, {text_a} right ({len(b_only):,})"])
     for tab, indices, wrong, key, run in ((tabs[0], a_only, preds_a, "mis_a", run_a),
                                           (tabs[1], b_only, preds_b, "mis_b", run_b)):
         with tab:
@@ -96,7 +97,8 @@ def matrix_chart(frame, value: str, title: str, scale: alt.Scale, text: str):
 
 
 def matrices(preds_a, preds_b, name_a: str, name_b: str) -> None:
-    """The two confusion matrices side by side and their difference (B - A)."""
+    """The two confusion matrices side by side and their difference (B - A). The names title
+    the charts as they are and go into the Markdown around them through md_text."""
     cm_a, cm_b, diff = predictions.compared_confusions(preds_a, preds_b)
     counts = alt.Scale(type="symlog", scheme="blues")
     a, b = (predictions.confusion_table(cm) for cm in (cm_a, cm_b))
@@ -104,14 +106,15 @@ def matrices(preds_a, preds_b, name_a: str, name_b: str) -> None:
     # green: better in B (fewer mistakes, more hits), red: worse; zero is white
     limit = max(1, int(abs(diff).max()))
     diverging = alt.Scale(scheme="redyellowgreen", domain=[-limit, limit], domainMid=0)
-    st.markdown(f"**Confusion matrices side by side**, and what changes from **{name_a}** to **{name_b}**: "
+    text_a, text_b = common.md_text(name_a), common.md_text(name_b)
+    st.markdown(f"**Confusion matrices side by side**, and what changes from **{text_a}** to **{text_b}**: "
                 "green cells are better in the second run (fewer of that mistake, or more right), red worse.")
     st.altair_chart(alt.hconcat(matrix_chart(a, "count", name_a, counts, "count"),
                                 matrix_chart(b, "count", name_b, counts, "count"),
                                 matrix_chart(change, "better", f"{name_b} − {name_a}", diverging, "change"))
                     .resolve_scale(color="independent"), key="mis_matrices")
     off = ~np.eye(10, dtype=bool)
-    st.caption(f"Mistakes: {int(cm_a[off].sum()):,} for {name_a}, {int(cm_b[off].sum()):,} for {name_b} "
+    st.caption(f"Mistakes: {int(cm_a[off].sum()):,} for {text_a}, {int(cm_b[off].sum()):,} for {text_b} "
                f"({int(diff[off].sum()):+,}).")
 
 

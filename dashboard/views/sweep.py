@@ -50,7 +50,7 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device, address="") -> N
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
         if address:  # the cluster checks the device; the driver creates the runs once it joined the cluster
-            with st.spinner(f"Sending the sweep to the Ray cluster at {address}..."):
+            with st.spinner(f"Sending the sweep to the Ray cluster at {common.md_text(address)}..."):
                 sweep_id = raysweep.launch_driver(base.replace(lr=lrs[0], batch_size=batch_sizes[0]),
                                                   lrs, batch_sizes, address)
             writers = None
@@ -63,7 +63,7 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device, address="") -> N
     if writers is None:
         st.session_state["sweep_pick"] = sweep_id
         st.session_state["sweep_launched"] = (f"Sent {len(lrs) * len(batch_sizes)} runs as `{sweep_id}` to the "
-                                              f"Ray cluster at {address}.")
+                                              f"Ray cluster at {common.md_text(address)}.")
         st.rerun()
     for writer in writers:
         jobs.launch_prepared(writer)
@@ -143,8 +143,8 @@ def cluster_controls(sweep_id: str) -> None:
     if cluster is None:
         return
     text, button = st.columns([4, 1], vertical_alignment="center")
-    text.caption(f":material/hub: on the Ray cluster at `{cluster.get('address')}`, driven from "
-                 f"{cluster.get('host')} (pid {cluster.get('pid')})"
+    text.caption(f":material/hub: on the Ray cluster at {common.md_text(cluster.get('address'))}, driven from "
+                 f"{common.md_text(cluster.get('host'))} (pid {common.md_text(cluster.get('pid'))})"
                  + ("" if cluster["active"] else " · the driver has ended"))
     if cluster["active"] and button.button("Cancel sweep", key=f"sweep_cancel_{sweep_id}", icon=":material/stop:"):
         try:

@@ -226,7 +226,7 @@ def cancel(run_id: str) -> None:
     try:
         stopped = jobs.cancel(run_id)
     except LabError as exc:
-        st.toast(str(exc), icon=":material/error:")
+        st.toast(common.md_text(exc), icon=":material/error:")
         return
     watch()
     st.toast("Stopping…" if stopped else "That job is not running here any more",
@@ -238,7 +238,7 @@ def resume(run_id: str, device: str | None = None) -> None:
     try:
         jobs.resume(run_id, device=device)
     except LabError as exc:
-        st.toast(str(exc), icon=":material/error:")
+        st.toast(common.md_text(exc), icon=":material/error:")
         return
     watch()
     st.toast(f"Resuming on {device.upper()} from its last saved epoch: this machine has no CUDA GPU"
@@ -260,19 +260,21 @@ def progress_line(run) -> None:
     epochs = tables.planned_epochs(run) or p.get("epochs")
     if run.status != "running" or not p:
         message = run.status_info.get("message") or "waiting for its turn"
-        st.caption(f":material/schedule: {message}")
+        st.caption(f":material/schedule: {common.md_text(message)}")
         return
     fraction = tables.epoch_fraction(p)
     eta = tables.eta_seconds(p, run.history, epochs)
-    st.progress(fraction, text=f"Epoch {p.get('epoch', '?')}/{epochs} · step {p.get('step', 0)}/"
-                               f"{p.get('steps', '?')} · about {common.format_seconds(eta)} left")
+    epoch, step, steps = (common.md_text(p.get(k, d)) for k, d in (("epoch", "?"), ("step", 0), ("steps", "?")))
+    st.progress(fraction, text=f"Epoch {epoch}/{common.md_text(epochs)} · step {step}/{steps} · "
+                               f"about {common.format_seconds(eta)} left")
 
 
 def latest_run_card(run) -> None:
     with st.container(border=True):
         head, badge = st.columns([4, 1], vertical_alignment="center")
-        detail = f"`{run.run_id}` · {run.arch}" if run.name != run.run_id else run.arch
-        head.markdown(f"#### {run.name}\n:gray[{detail}]")
+        arch = common.md_text(run.arch)
+        detail = f"`{run.run_id}` · {arch}" if run.name != run.run_id else arch
+        head.markdown(f"#### {common.md_text(run.name)}\n:gray[{detail}]")
         with badge:
             common.status_badge(run.status)
         epochs = tables.planned_epochs(run)
@@ -289,7 +291,7 @@ def latest_run_card(run) -> None:
         if run.status in ("running", "queued"):
             progress_line(run)
         elif run.status == "failed":
-            st.error(run.status_info.get("message") or "the job failed", icon=":material/error:")
+            st.error(common.md_text(run.status_info.get("message") or "the job failed"), icon=":material/error:")
         elif run.status == "finished":
             st.markdown(f"Run **finished** with **{run.test_acc:.2f}%** test accuracy."
                         if run.test_acc is not None else "Run **finished**.")
@@ -314,7 +316,7 @@ def queue_section(active: list) -> None:
     for run in active:
         with st.container(border=True):
             cols = st.columns([3, 1, 1], vertical_alignment="center")
-            cols[0].markdown(f"**{run.name}** :gray[· {run.arch} · `{run.run_id}`]")
+            cols[0].markdown(f"**{common.md_text(run.name)}** :gray[· {common.md_text(run.arch)} · `{run.run_id}`]")
             with cols[1]:
                 common.status_badge(run.status)
             cols[2].button("Cancel", key=f"cancel_{run.run_id}", icon=":material/stop:",
@@ -338,7 +340,7 @@ def recent_section(runs: list) -> None:
                      "sec_per_epoch": st.column_config.NumberColumn("s/epoch", format="%.1f", width="small")})
     for run in [r for r in recent if tables.is_resumable(r)]:
         cols = st.columns([4, 1], vertical_alignment="center")
-        cols[0].markdown(f"{common.status_text(run.status)} **{run.name}** stopped after "
+        cols[0].markdown(f"{common.status_text(run.status)} **{common.md_text(run.name)}** stopped after "
                          f"{run.epochs_done} of {tables.planned_epochs(run) or '?'} epochs")
         resume_button(run, cols[1], f"resume_{run.run_id}")
 
