@@ -1,5 +1,6 @@
-# MNIST Lab. `make run` starts the dashboard, `make test` runs the tests; each installs what
-# is missing first. VENV may point at a shared folder (CI reuses one per requirements hash).
+# MNIST Lab. `make run` starts the dashboard, `make test` runs every test, `make test-fast` the fast
+# tier (no slow, browser or ray marks: run it after each edit); each installs what is missing first.
+# VENV may point at a shared folder (CI reuses one per requirements hash).
 PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8501
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell { cat requirements.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 DEV_HASH := $(shell { cat requirements.txt requirements-dev.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 
-.PHONY: run test install install-dev data browser bench screenshots clean-venv
+.PHONY: run test test-fast install install-dev data browser bench screenshots clean-venv
 
 run: install data
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
@@ -19,6 +20,9 @@ run: install data
 
 test: install-dev data browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install-dev data
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not browser and not ray"
 
 install: $(VENV)/.installed-$(REQ_HASH)
 install-dev: $(VENV)/.installed-dev-$(DEV_HASH)

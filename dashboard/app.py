@@ -37,4 +37,5 @@ def main() -> None:
     page.run()
 
 
-main()
+if __name__ == "__main__":  # Streamlit runs the app as __main__; tests import PAGES from here
+    main()

@@ -147,6 +147,7 @@ def test_a_bad_run_picked_by_default_is_left_out_with_a_warning(store, case):
     assert store_state(root) == before
 
 
+@pytest.mark.slow
 def test_the_label_issues_page_warns_about_a_bad_run_and_ranks_the_others(lab_env, store):
     from tests.test_app import open_page
     root = lab_env(own_store(store))
@@ -174,6 +175,7 @@ def test_duplicated_and_missing_runs_in_label_issues(store):
     assert store_state(store) == before
 
 
+@pytest.mark.slow
 def test_a_predictions_file_that_cannot_be_read_names_the_os_error(store):
     path = store / MLP / PREDICTIONS
     path.chmod(0)
@@ -315,6 +317,7 @@ def _whole(store: Path, run_id: str) -> None:
     load_predictions(run_id, store)
 
 
+@pytest.mark.slow
 def test_killing_the_ensemble_command_at_any_moment_leaves_nothing_or_a_whole_run(store):
     """SIGKILL at moments spread over the command's life (start-up, reading, writing): each time
     the store holds the runs it had plus, at most, one whole ensemble; never a visible fragment."""
@@ -384,6 +387,7 @@ BAD_MAPS = {  # name -> (arrays, metadata) changes to a whole map
 
 
 @pytest.mark.parametrize("case", list(BAD_MAPS))
+@pytest.mark.slow
 def test_a_damaged_map_of_the_current_weights_is_computed_again(store, case, mnist_root):
     from core import embedding as maps
     path = store / LENET / maps.file_name("pca")
@@ -418,6 +422,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
 
+@pytest.mark.slow
 def test_a_map_that_cannot_be_kept_is_not_called_kept(store, mnist_root):
     before = store_state(store)
     proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(mnist_root),
@@ -433,6 +438,7 @@ def test_a_map_that_cannot_be_kept_is_not_called_kept(store, mnist_root):
     assert store_state(store) == before  # no map, no temporary file
 
 
+@pytest.mark.slow
 def test_a_read_only_run_folder_gets_its_map_uncached_and_says_so(store, mnist_root):
     folder = store / LENET
     folder.chmod(0o555)
@@ -454,6 +460,7 @@ def test_a_read_only_run_folder_gets_its_map_uncached_and_says_so(store, mnist_r
 TINY = ("--arch", "mlp", "--epochs", "2", "--train-limit", "3000", "--val-size", "500", "--device", "cpu", "--quiet")
 
 
+@pytest.mark.slow
 def test_a_cancelled_seed_group_averages_only_its_finished_runs(tmp_path, mnist_root):
     """SIGTERM while the second of three seeds trains (after its first epoch): the group's test and
     validation figures are those of the finished run alone, and the count says so."""
@@ -481,6 +488,7 @@ def test_a_cancelled_seed_group_averages_only_its_finished_runs(tmp_path, mnist_
         f"{mean_std_text(runs[5].val_acc, None)}, over the finished runs: 1 of 3 runs; left out: 2 cancelled")
 
 
+@pytest.mark.slow
 def test_a_seed_group_on_a_full_disk_marks_every_run_and_prints_its_summary(tmp_path, mnist_root):
     root = tmp_path / "runs"
     proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(root), "--data", str(mnist_root),

@@ -58,9 +58,7 @@ NEXT_STEP = {
 
 def test_every_page_is_covered():
     """These tests' page list is the app's: a page added to the app is tested here too."""
-    import ast
-    source = APP.read_text()
-    routed = ast.literal_eval(source[source.index("PAGES = [") + len("PAGES = "):source.index("]\n") + 1])
+    from dashboard.app import PAGES as routed  # the router's own list (importing it runs nothing)
     assert {(Path(path).stem, title) for path, title, _, _ in routed} == set(TITLES.items())
 
 
@@ -83,6 +81,7 @@ def test_missing_mnist_offers_fetch(lab_env, monkeypatch, tmp_path):
 
 # --- with real runs -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_train_shows_newest_run_status_and_test_accuracy(lab_env, trained_runs):
     from core.runs import load_run
     lab_env(trained_runs.root)
@@ -103,6 +102,7 @@ def test_train_bad_value_shows_config_error(lab_env):
     assert not any(lab_env.empty.iterdir())  # no run was created
 
 
+@pytest.mark.slow
 def test_train_start_launches_a_real_job_with_the_form_values(lab_env):
     import time
     from core.runs import list_runs
@@ -279,6 +279,7 @@ def cards(at: AppTest) -> dict[str, tuple[int, float]]:
     return found
 
 
+@pytest.mark.slow
 def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_runs, drawn, mnist_root):
     """Every architecture is selected by default; a drawing gets a card from each model, whose
     prediction and confidence are the model's own on the same preprocessed image; saving it
@@ -443,6 +444,7 @@ def test_pages_render_with_a_hundred_runs(lab_env, trained_runs, tmp_path_factor
         assert len(frame_with(at, "test_acc")) == 100
 
 
+@pytest.mark.slow
 def test_a_fresh_clones_lab_shows_the_reference_runs_and_protects_them(lab_env, trained_runs, tmp_path):
     """The shipped checkpoints/ beside a user's own run: every page has something to show,
     the table marks which is which, and only the user's run can be renamed or deleted."""

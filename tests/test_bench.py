@@ -18,6 +18,7 @@ def bench_json(capsys, *args: str) -> tuple[dict, str]:
     return json.loads(captured.out.strip().splitlines()[-1]), captured.err
 
 
+@pytest.mark.slow
 def test_bench_times_every_pipeline_and_every_sketch_model(capsys):
     result, err = bench_json(capsys, "--train-limit", "1500", "--sketch-repeats", "3", "--rounds", "2")
     assert result["images"] == 1500 and result["arch"] == "lenet" and result["batch_size"] == 64
@@ -55,6 +56,7 @@ def test_the_published_net_is_the_published_size():
     assert sum(p.numel() for p in PublishedNet().parameters()) == by_hand == 215_194
 
 
+@pytest.mark.slow
 def test_time_to_races_both_recipes_seed_by_seed(capsys):
     result, err = bench_json(capsys, "--time-to", "99.0", "--seeds", "2", "--train-limit", "2000")
     assert result["recipe"] == "speedrun" and result["seeds"] == 2
@@ -101,6 +103,7 @@ def test_step_costs_times_every_layout_and_optimizer_of_each_architecture():
     assert all(ms > 0 for arch in result.values() for ms in arch.values())
 
 
+@pytest.mark.slow
 def test_bench_reads_past_a_damaged_run(tmp_path, trained_runs, capsys):
     root = trained_runs.copy_to(tmp_path / "runs")
     damaged = root / "20200101-000000-mlp-damaged"

@@ -51,6 +51,7 @@ TINY = ("--arch", "mlp", "--epochs", "1", "--train-limit", "500", "--device", "c
 # --- 1. errors found before the folder exists ---------------------------------------------------
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
+@pytest.mark.slow
 def test_a_bad_csv_leaves_no_run_folder(tmp_path, command):
     extra = ("--lr", "0.01", "--batch-size", "64") if command == "sweep" else ()
     bad = tmp_path / "bad.csv"
@@ -87,6 +88,7 @@ def altered_mnist(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["label", "pixel"])
+@pytest.mark.slow
 def test_altered_mnist_content_is_refused_before_any_folder(tmp_path, altered_mnist, kind):
     err = refused(cli(tmp_path, "train", *TINY, data=altered_mnist[kind]), "MD5", "python -m core fetch", code=1)
     assert "t10k-" in err
@@ -126,6 +128,7 @@ def test_verified_mnist_is_not_hashed_again(tmp_path, monkeypatch):
     data.verify_mnist(tmp_path)
 
 
+@pytest.mark.slow
 def test_resume_can_move_a_run_to_the_cpu(tmp_path):
     from core.config import TrainConfig
     from core.runs import load_run
@@ -140,12 +143,14 @@ def test_resume_can_move_a_run_to_the_cpu(tmp_path):
 
 # --- 3. smaller ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_refuses_options_it_would_ignore(tmp_path):
     refused(cli(tmp_path, "train", "--resume", "some-run", "--epochs", "3", "--lr", "0.1"),
             "--resume", "--epochs", "--lr")
     refused(cli(tmp_path, "train", "--resume", "some-run", "--run-id", "some-run"), "--resume", "--run-id")
 
 
+@pytest.mark.slow
 def test_run_id_on_a_finished_run_says_it_is_finished(tmp_path):
     from core.config import TrainConfig
     from core.train import prepare_run
@@ -156,17 +161,20 @@ def test_run_id_on_a_finished_run_says_it_is_finished(tmp_path):
     assert "--resume" not in err
 
 
+@pytest.mark.slow
 def test_an_empty_csv_option_is_refused(tmp_path):
     refused(cli(tmp_path, "train", *TINY, "--csv", ""), "--csv")
     assert runs_left(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_one_row_csv_says_it_has_too_few_rows(tmp_path):
     err = refused(cli(tmp_path, "train", *TINY, "--csv", str(digits_csv(tmp_path / "one.csv", 1))), "too few rows")
     assert "between 1 and 0" not in err
     assert runs_left(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_relative_csv_is_stored_absolute(tmp_path):
     from core.runs import load_run
     digits_csv(tmp_path / "digits.csv", 30)
@@ -177,6 +185,7 @@ def test_a_relative_csv_is_stored_absolute(tmp_path):
 
 
 @pytest.mark.parametrize("separator, shown", [(";", "';'"), ("\t", "tab")])
+@pytest.mark.slow
 def test_another_separator_is_named_briefly(tmp_path, separator, shown):
     path = digits_csv(tmp_path / "digits.csv", 3)
     path.write_text(path.read_text().replace(",", separator))
@@ -195,6 +204,7 @@ def test_csv_files_have_a_size_cap(tmp_path, monkeypatch):
         csvdata.read_digits_csv(path.read_bytes())
 
 
+@pytest.mark.slow
 def test_cancelling_a_sweep_exits_3(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "core", "--checkpoints", str(tmp_path / "c"), "--data",
                              str(require_mnist()), "sweep", "--arch", "mlp", "--lr", "0.01,0.02",
@@ -210,6 +220,7 @@ def test_cancelling_a_sweep_exits_3(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_sweep_grid_has_a_cell_cap(tmp_path):
     from core.config import ConfigError, TrainConfig
     from core.sweep import MAX_CELLS, prepare_sweep
@@ -224,6 +235,7 @@ def test_a_sweep_grid_has_a_cell_cap(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--epochs", "0"),
                                            ("--sketch-repeats", "0"), ("--train-limit", "-5")])
+@pytest.mark.slow
 def test_bench_validates_its_options_up_front(tmp_path, option, value):
     started = time.perf_counter()
     refused(cli(tmp_path, "bench", "--device", "cpu", "--train-limit", "500", option, value), option, ">= 1")

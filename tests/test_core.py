@@ -163,6 +163,7 @@ def test_split_keeps_the_test_set_whole_and_apart():
 
 # --- training and the run folder ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_short_training_learns(trained):
     root, run_id = trained
     run = load_run(run_id, root)
@@ -189,6 +190,7 @@ def test_run_folder_format(trained):
     assert json.loads((path / "status.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_saved_run_reloads_and_gives_the_same_predictions(trained):
     root, run_id = trained
     model = load_model(run_id, root)
@@ -203,6 +205,7 @@ def test_saved_run_reloads_and_gives_the_same_predictions(trained):
     assert acc == pytest.approx(load_run(run_id, root).test_acc, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_an_ensemble_trains_saves_and_reloads_through_the_real_loop(tmp_path):
     run_id = train_tiny(tmp_path, "labnet", epochs=1, train_limit=1000, schedule="none", lr=0.02)
     run = load_run(run_id, tmp_path)
@@ -325,6 +328,7 @@ def test_cli_help_states_every_config_fields_default(monkeypatch):
             assert f"default: {f.default}" in text, (flag, text)
 
 
+@pytest.mark.slow
 def test_cli_is_a_real_program(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path), "train",
                            "--arch", "lenet", "--lr", "zero"], capture_output=True, text=True, cwd=REPO)
@@ -381,6 +385,7 @@ def test_ema_warms_up_then_averages():
     assert restored.updates == 201 and torch.equal(restored.module.weight, ema.module.weight)
 
 
+@pytest.mark.slow
 def test_an_ema_run_cancelled_after_epoch_1_resumes_to_the_unbroken_runs_result(tmp_path):
     cfg = TrainConfig(arch="mlp", epochs=2, train_limit=3000, ema=True, device="cpu", seed=0)
     unbroken, status = train_new(cfg, tmp_path)

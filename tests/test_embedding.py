@@ -37,6 +37,7 @@ def test_pca_map_is_the_features_projected_on_their_two_principal_axes():
 
 
 @pytest.mark.parametrize("method", ["umap", "tsne"])
+@pytest.mark.slow
 def test_nonlinear_maps_keep_planted_clusters_apart(method):
     """Five clusters in 30-D: in the 2-D map each point's nearest neighbour is of its own cluster."""
     rng = np.random.default_rng(1)
@@ -51,6 +52,7 @@ def test_nonlinear_maps_keep_planted_clusters_apart(method):
     np.testing.assert_array_equal(project(feats, method), xy)  # seeded: the same map each time
 
 
+@pytest.mark.slow
 def test_a_runs_map_is_computed_once_kept_in_its_folder_and_read_back(lenet_run):
     root, run_id = lenet_run
     emb = embedding(run_id, METHOD, root, require_mnist())
@@ -147,6 +149,7 @@ def test_bench_times_the_map_of_the_best_run_of_each_architecture(lenet_run):
     assert not (run_dir(run_id, root) / file_name("pca")).exists()  # timed, not kept
 
 
+@pytest.mark.slow
 def test_a_run_without_saved_predictions_gets_its_mistakes_from_its_model(lenet_run):
     root, run_id = lenet_run
     saved = load_predictions(run_id, root)

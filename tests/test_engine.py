@@ -37,6 +37,7 @@ def dead_pid() -> int:
 
 # --- bug 1: a resume that finds every epoch done finishes the run ------------------------------------
 
+@pytest.mark.slow
 def test_resume_after_a_death_in_the_final_evaluation_finishes_the_run(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=1000)
     before = load_run(run_id, tmp_path)
@@ -58,6 +59,7 @@ def test_resume_after_a_death_in_the_final_evaluation_finishes_the_run(tmp_path)
 # --- bug 2: the selection figure describes the kept weights --------------------------------------------
 
 @pytest.mark.parametrize("ema", [False, True])
+@pytest.mark.slow
 def test_kept_weights_reproduce_the_validation_and_test_figures(tmp_path, ema):
     run_id = train_tiny(tmp_path, "mlp", epochs=3, train_limit=2000, ema=ema)
     run = load_run(run_id, tmp_path)
@@ -88,6 +90,7 @@ def test_the_best_run_is_chosen_by_the_kept_weights_figure(tmp_path):
 
 # --- bug 3: a training CSV never holds the test set ------------------------------------------------
 
+@pytest.mark.slow
 def test_csv_rows_identical_to_mnist_test_images_are_left_out(tmp_path):
     mnist = load_mnist(require_mnist())
     train_part = mnist.train_images[:300].numpy(), mnist.train_labels[:300].numpy()
@@ -106,6 +109,7 @@ def test_csv_rows_identical_to_mnist_test_images_are_left_out(tmp_path):
     assert dataset["train"] + dataset["validation"] == 300
 
 
+@pytest.mark.slow
 def test_a_csv_made_only_of_test_images_is_refused(tmp_path):
     mnist = load_mnist(require_mnist())
     csv = tmp_path / "leak.csv"
@@ -141,6 +145,7 @@ def test_config_json_holds_every_field_and_rebuilds_the_same_config(tmp_path):
     assert TrainConfig.from_dict(saved) == cfg.replace(arch="mlp", epochs=1, train_limit=200)
 
 
+@pytest.mark.slow
 def test_rotation_by_zero_degrees_trains_exactly_like_no_augmentation(tmp_path):
     # An oracle for the augmentation knob: a 0-degree rotation is the identity.
     plain = train_tiny(tmp_path, "mlp", epochs=1, train_limit=1000, augment="none")
@@ -171,12 +176,14 @@ def test_every_new_knob_is_validated(bad):
 
 # --- bug 5: only the project's own errors lose their traceback -----------------------------------------
 
+@pytest.mark.slow
 def test_a_bad_input_is_one_line_with_exit_2(tmp_path):
     proc = cli("train", "--arch", "mlp", "--ema-decay", "2", root=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: ema_decay must be in (0, 1), got 2.0"
 
 
+@pytest.mark.slow
 def test_debug_prints_the_traceback_of_a_known_error(tmp_path):
     proc = cli("--debug", "train", "--arch", "mlp", "--ema-decay", "2", root=tmp_path)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
@@ -192,6 +199,7 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch, capsys):
         cli_mod.main(["models"])
 
 
+@pytest.mark.slow
 def test_cuda_asked_for_without_a_gpu_leaves_no_run_folder(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -219,6 +227,7 @@ def test_cancel_never_signals_a_process_that_does_not_hold_the_run(tmp_path):
         sleeper.wait()
 
 
+@pytest.mark.slow
 def test_a_launched_job_owns_its_run_from_creation_and_cancel_reaches_it(tmp_path):
     cfg = TrainConfig(arch="lenet", epochs=30, train_limit=20000, device="cpu", name="owned")
     run_id = jobs.launch(cfg, root=tmp_path, data_root=require_mnist())
@@ -238,6 +247,7 @@ def test_a_launched_job_owns_its_run_from_creation_and_cancel_reaches_it(tmp_pat
     assert run.status == "cancelled" and run.has_weights
 
 
+@pytest.mark.slow
 def test_two_resumes_of_one_run_started_together_train_it_once(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=2, train_limit=2000)
     folder = run_dir(run_id, tmp_path)
@@ -257,6 +267,7 @@ def test_two_resumes_of_one_run_started_together_train_it_once(tmp_path):
     assert run.status == "finished" and run.test_acc == finished.test_acc
 
 
+@pytest.mark.slow
 def test_a_process_owning_a_run_refuses_a_second_owner(tmp_path):
     from core.runs import Busy, RunLock
     from core.train import prepare_run
@@ -288,6 +299,7 @@ def test_run_files_honour_the_umask(tmp_path):
     assert (run_dir(private, tmp_path) / "config.json").stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.slow
 def test_a_disk_too_full_for_the_weights_fails_the_run_and_a_later_resume_finishes_it(tmp_path):
     # 200 KiB per file: the per-epoch state (~210 KiB for mlp) cannot be written, as on a full disk.
     import resource
@@ -310,6 +322,7 @@ def test_a_disk_too_full_for_the_weights_fails_the_run_and_a_later_resume_finish
     assert run.status == "finished" and run.history["epoch"].tolist() == [1, 2, 3] and run.has_weights
 
 
+@pytest.mark.slow
 def test_a_damaged_train_state_is_refused_and_the_run_is_left_as_it_was(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=3, train_limit=500)
     folder = run_dir(run_id, tmp_path)
@@ -332,6 +345,7 @@ def test_a_damaged_train_state_is_refused_and_the_run_is_left_as_it_was(tmp_path
     assert load_run(run_id, tmp_path).history["epoch"].tolist() == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_resuming_a_run_whose_config_names_no_architecture_is_one_line(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=2, train_limit=300)
     folder = run_dir(run_id, tmp_path)

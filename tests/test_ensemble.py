@@ -129,6 +129,7 @@ def test_a_failed_write_leaves_no_run_folder(runs, monkeypatch):
     assert not [p for p in root.iterdir() if p.name not in before]
 
 
+@pytest.mark.slow
 def test_cli_ensemble_prints_the_run_id_and_refuses_bad_input_in_one_line(runs):
     root, members = runs
 
@@ -145,6 +146,7 @@ def test_cli_ensemble_prints_the_run_id_and_refuses_bad_input_in_one_line(runs):
     assert refused.stderr.count("\n") == 1 and "no saved test predictions" in refused.stderr
     assert cli(members[0]).returncode == 2
 
+@pytest.mark.slow
 def test_cli_predict_with_an_ensemble(runs, tmp_path, mnist_root):
     from PIL import Image
 
@@ -166,6 +168,7 @@ def test_cli_predict_with_an_ensemble(runs, tmp_path, mnist_root):
 
 # --- the dashboard --------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_evaluate_combines_runs_and_saves_the_ensemble(lab_env, runs):
     root, members = runs
     lab_env(root)

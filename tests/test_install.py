@@ -29,6 +29,7 @@ def mnist_lab() -> str:
     return str(script)
 
 
+@pytest.mark.slow
 def test_mnist_lab_models_is_python_m_core_models(mnist_lab, tmp_path):
     installed = run([mnist_lab, "models"], cwd=tmp_path)  # elsewhere: only the install can serve it
     module = run([sys.executable, "-m", "core", "models"], cwd=REPO)
@@ -36,6 +37,7 @@ def test_mnist_lab_models_is_python_m_core_models(mnist_lab, tmp_path):
     assert installed.stdout == module.stdout and "lenet" in installed.stdout
 
 
+@pytest.mark.slow
 def test_mnist_lab_help_is_python_m_core_help(mnist_lab, tmp_path):
     installed = run([mnist_lab, "--help"], cwd=tmp_path)
     module = run([sys.executable, "-m", "core", "--help"], cwd=REPO)
@@ -45,6 +47,7 @@ def test_mnist_lab_help_is_python_m_core_help(mnist_lab, tmp_path):
         assert command in installed.stdout
 
 
+@pytest.mark.slow
 def test_mnist_lab_exits_with_the_clis_status(mnist_lab, tmp_path):
     proc = run([mnist_lab, "--checkpoints", str(tmp_path), "train", "--arch", "alexnet"], cwd=tmp_path)
     assert proc.returncode == 2  # core.cli.main's return value, not 0 or 1
@@ -66,6 +69,7 @@ def test_packages_import_from_this_checkout_anywhere(tmp_path):
     assert tests_spec == "None"
 
 
+@pytest.mark.slow
 def test_the_dashboard_starts_from_another_directory(tmp_path):
     """`streamlit run /path/to/dashboard/app.py` from elsewhere: the router and the Train page
     import `core` and `dashboard` from the install (AppTest in a fresh process, cwd elsewhere)."""

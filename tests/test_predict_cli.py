@@ -48,6 +48,7 @@ def cli(*argv):
     return subprocess.run([sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_reads_every_kind_of_drawing(run, tmp_path):
     root, run_id = run
     mnist = load_mnist(require_mnist())
@@ -72,6 +73,7 @@ def test_predict_reads_every_kind_of_drawing(run, tmp_path):
         assert digits[i] == digits[i + 1] == digits[i + 2], files[i]
 
 
+@pytest.mark.slow
 def test_predict_plain_output_and_an_empty_drawing(run, tmp_path):
     root, run_id = run
     blank = tmp_path / "blank.png"
@@ -81,6 +83,7 @@ def test_predict_plain_output_and_an_empty_drawing(run, tmp_path):
     assert "empty" in proc.stderr.lower() and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_csv_is_trained_on_like_mnist_and_unlabelled_csv_is_predicted(run, tmp_path):
     root, run_id = run
     mnist = load_mnist(require_mnist())
@@ -108,6 +111,7 @@ def test_csv_is_trained_on_like_mnist_and_unlabelled_csv_is_predicted(run, tmp_p
     assert proc.returncode == 2 and "label" in proc.stderr and "Traceback" not in proc.stderr  # bad input
 
 
+@pytest.mark.slow
 def test_a_bad_csv_names_the_row_and_column(run, tmp_path):
     root, run_id = run
     bad = tmp_path / "bad.csv"

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import REPO, require_mnist
 
+pytestmark = pytest.mark.ray  # a real Ray cluster, or servers, on loopback
+
 # The fastest architecture, a few hundred images: the sweep is about Ray, not about accuracy.
 TINY = ["--arch", "mlp", "--epochs", "1", "--train-limit", "500", "--device", "cpu", "--quiet"]
 RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "ray/dashboard", "default_worker.py", "log_monitor.py")

@@ -16,6 +16,8 @@ import pytest
 from tests.helpers import REPO, require_mnist
 from tests.test_ray import TINY, sweep
 
+pytestmark = pytest.mark.ray  # a real Ray cluster, or servers, on loopback
+
 LIMIT_S = 30  # far above check_address's own bound (CONNECT_S + PROBE_S = 10 s) plus Python's start
 
 

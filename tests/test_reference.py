@@ -42,6 +42,7 @@ def test_every_default_recipe_has_a_reference_run_and_the_set_is_small():
 
 
 @pytest.mark.parametrize("run_id", IDS)
+@pytest.mark.slow
 def test_a_reference_model_predicts_exactly_what_its_run_recorded(run_id):
     verdict = reference.verify(run_id, SHIPPED, require_mnist())
     assert verdict.differing == 0, f"{verdict.differing} test images predicted differently"
@@ -107,6 +108,7 @@ def test_a_recipes_reference_run_ships_the_embedding_map_of_its_weights(run_id):
     assert ignored.returncode == 0, "a map a user computes in a reference run's folder is not ignored"
 
 
+@pytest.mark.slow
 def test_cli_lists_the_reference_runs_and_predicts_with_each(tmp_path):
     from core.cli import main
     from core.data import load_mnist
@@ -133,6 +135,7 @@ def test_a_reference_run_cannot_be_deleted_or_renamed(tmp_path):
     assert load_run(run_id, tmp_path).name == load_run(run_id, SHIPPED).name and (tmp_path / run_id).is_dir()
 
 
+@pytest.mark.slow
 def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catches_tampering(tmp_path):
     run_id = train_tiny(tmp_path, "lenet", epochs=1, train_limit=1000)
     before = load_predictions(run_id, tmp_path)

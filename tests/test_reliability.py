@@ -52,6 +52,7 @@ def progress(root: Path, run_id: str) -> dict:
 
 # --- killed, cancelled, resumed -----------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_keeps_history_and_resume_matches_an_unbroken_run(tmp_path):
     # lenet has dropout, so an exact match also proves the random state was restored
     settings = ["--arch", "lenet", "--epochs", "3", "--train-limit", "6000"]
@@ -82,6 +83,7 @@ def test_sigkill_mid_epoch_keeps_history_and_resume_matches_an_unbroken_run(tmp_
     assert final.test_acc == reference.test_acc
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_at_the_next_step_and_saves(tmp_path):
     proc = start_training(tmp_path, "--arch", "lenet", "--epochs", "50", "--train-limit", "20000", "--name", "stopme")
     run_id = only_run(tmp_path, "stopme")
@@ -97,6 +99,7 @@ def test_sigterm_cancels_at_the_next_step_and_saves(tmp_path):
     load_model(run_id, tmp_path)  # what it saved loads
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_finished_run(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=1000)
     proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path), "train", "--resume", run_id],
@@ -106,6 +109,7 @@ def test_resume_refuses_a_finished_run(tmp_path):
 
 # --- atomic files ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_reader_polling_a_running_job_never_sees_a_torn_file(tmp_path):
     proc = start_training(tmp_path, "--arch", "mlp", "--epochs", "6", "--train-limit", "8000", "--name", "polled")
     run_id = only_run(tmp_path, "polled")
@@ -138,6 +142,7 @@ class Exploit:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.slow
 def test_a_crafted_pickle_is_refused_and_never_runs(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=1000)
     marker = tmp_path / "pwned"
@@ -185,6 +190,7 @@ def test_run_ids_cannot_leave_the_checkpoints_folder(tmp_path, bad):
         delete_run(bad, tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_refuses_escaping_names(tmp_path):
     for argv in (["predict", "../../etc", "x.png"], ["train", "--resume", "/etc"]):
         proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path), *argv],
@@ -206,6 +212,7 @@ def cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_missing_or_partial_mnist_is_explained(tmp_path):
     empty = tmp_path / "empty"
     proc = cli("--data", str(empty), "--checkpoints", str(tmp_path / "c"), "train", "--arch", "mlp")
@@ -299,6 +306,7 @@ def test_fetch_failure_says_which_routes_were_tried_and_leaves_nothing(tmp_path,
     assert (raw / "train-images-idx3-ubyte").read_bytes() == b"partial"
 
 
+@pytest.mark.slow
 def test_fetch_through_torchvisions_download_gets_verified_files(tmp_path, mirror, monkeypatch, capsys):
     from torchvision.datasets import MNIST
     monkeypatch.setattr(MNIST, "resources", mirror.serve(genuine_mnist()))
@@ -310,6 +318,7 @@ def test_fetch_through_torchvisions_download_gets_verified_files(tmp_path, mirro
     assert all(md5sum(raw / name) == md5 for name, md5 in MD5.items())
 
 
+@pytest.mark.slow
 def test_fetch_refuses_a_mirror_serving_altered_files(tmp_path, mirror, monkeypatch, capsys):
     """torchvision checks the .gz it was told to expect; fetch checks the files themselves."""
     from torchvision.datasets import MNIST
@@ -324,6 +333,7 @@ def test_fetch_refuses_a_mirror_serving_altered_files(tmp_path, mirror, monkeypa
     assert not [p for p in (tmp_path / "MNIST" / "raw").iterdir()]  # nothing moved into place
 
 
+@pytest.mark.slow
 def test_fetch_uses_and_verifies_a_copy_already_there(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -334,6 +344,7 @@ def test_fetch_uses_and_verifies_a_copy_already_there(tmp_path):
     assert proc.returncode == 0 and "copy already there" in proc.stderr
 
 
+@pytest.mark.slow
 def test_checkpoints_path_not_a_folder_gets_a_message(tmp_path):
     blocker = tmp_path / "checkpoints"
     blocker.write_text("not a folder")
@@ -348,6 +359,7 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_fails_the_run_with_a_message(tmp_path):
     proc = start_training(tmp_path, "--arch", "mlp_ln", "--epochs", "1", "--train-limit", "500",
                           "--name", "full", preexec=_limit_file_size)
@@ -358,6 +370,7 @@ def test_a_disk_that_fills_up_fails_the_run_with_a_message(tmp_path):
     assert run.status == "failed" and "write" in run.status_info["message"]
 
 
+@pytest.mark.slow
 def test_predict_refuses_files_that_are_not_images(tmp_path):
     run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=1000)
     text = tmp_path / "notes.png"
@@ -371,6 +384,7 @@ def test_predict_refuses_files_that_are_not_images(tmp_path):
 
 # --- two jobs, one device -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_second_job_waits_for_the_first_and_a_crashed_job_frees_its_slot(tmp_path):
     first = start_training(tmp_path, "--arch", "lenet", "--epochs", "30", "--train-limit", "20000", "--name", "first")
     first_id = only_run(tmp_path, "first")
@@ -389,6 +403,7 @@ def test_second_job_waits_for_the_first_and_a_crashed_job_frees_its_slot(tmp_pat
     assert load_run(first_id, tmp_path).status == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_queued_job_can_be_cancelled(tmp_path):
     from core.jobs import cancel, device_slot
     with device_slot("cpu", tmp_path):                                 # the CPU is busy
@@ -409,6 +424,7 @@ def test_dashboard_listens_on_localhost_by_default():
     assert "ADDRESS ?= 127.0.0.1" in (REPO / "Makefile").read_text()
 
 
+@pytest.mark.slow
 def test_fetch_completes_a_gzipped_copy_and_verifies_it(tmp_path):
     import gzip
     import shutil
@@ -425,6 +441,7 @@ def test_fetch_completes_a_gzipped_copy_and_verifies_it(tmp_path):
     assert missing_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_weights_from_an_earlier_version_of_the_architecture_get_a_message(tmp_path):
     """A run saved before its architecture changed (as labnet did) is named, not a traceback."""
     run_id = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500)

@@ -77,6 +77,7 @@ def test_targets_must_be_digits_one_per_image():
         saliency.attribute(model, images, [1, 10])
 
 
+@pytest.mark.slow
 def test_bench_times_a_saliency_map_for_every_architecture(tmp_path, capsys):
     import json
     from core.cli import main

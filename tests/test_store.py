@@ -106,6 +106,7 @@ def _cli(*argv, as_user: bool = False):
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))
+@pytest.mark.slow
 def test_cli_lists_a_damaged_run_and_predicts_with_the_others(trained_runs, tmp_path, case):
     root = tmp_path / "checkpoints"
     damaged = _damaged_copy(trained_runs, root, [case])[case]
@@ -127,6 +128,7 @@ def test_cli_lists_a_damaged_run_and_predicts_with_the_others(trained_runs, tmp_
         _restore(root)
 
 
+@pytest.mark.slow
 def test_cli_says_why_a_run_is_unreadable(trained_runs, tmp_path):
     root = tmp_path / "checkpoints"
     damaged = _damaged_copy(trained_runs, root, ["unreadable"])["unreadable"]
@@ -142,6 +144,7 @@ def test_cli_says_why_a_run_is_unreadable(trained_runs, tmp_path):
         _restore(root)
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_arch_that_is_not_a_name_in_one_line(trained_runs, tmp_path):
     root = tmp_path / "checkpoints"
     damaged = _damaged_copy(trained_runs, root, ["arch-list"])["arch-list"]
@@ -221,6 +224,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_page_renders_beside_an_unreadable_run(trained_runs, tmp_path, mnist_root):
     root = tmp_path / "checkpoints"
     damaged = _damaged_copy(trained_runs, root, ["unreadable"])["unreadable"]

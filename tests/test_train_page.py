@@ -241,6 +241,7 @@ def test_resume_of_a_cuda_run_on_a_machine_without_one_offers_the_cpu(lab_env, t
     assert resumed == [(run_id, None)]
 
 
+@pytest.mark.slow
 def test_jobs_resume_can_move_a_cuda_run_to_the_cpu(tmp_path):
     import time
     import torch

@@ -185,27 +185,33 @@ def manage(runs: list) -> None:
                 st.rerun()
 
 
-st.title("Compare")
-st.caption("Every run in one table: sort by any column, tick rows to overlay their curves.")
-runs = common.load_runs()
-if not runs:
-    common.no_runs_notice("No runs to compare yet: train two or more models on the **Train** page "
-                          "(or `python -m core train --arch lenet`), then come back here.")
-    st.stop()
-common.show_run_warnings(runs)
-groups_table(runs)
-chosen = runs_table(runs)
-st.subheader("Curves", divider="gray")
-controls = st.columns([2, 2, 3])
-show_bands = controls[2].toggle("Show seed groups as bands", value=True, key="compare_bands",
-                                help="a ticked run of a seed group draws its whole group: the mean over its "
-                                     "seeds as a line, ± one sample standard deviation as a band")
-x_axis = controls[0].radio("X axis", ["epoch", "wall time"], horizontal=True, key="compare_x")
-smoothing = controls[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing",
-                               help="exponential moving average, as TensorBoard draws it")
-if chosen:
-    curves_grid(chosen, "epoch" if x_axis == "epoch" else "time", smoothing, runs=runs, bands=show_bands)
-else:
-    st.info("No run has a finished epoch yet: curves appear here once one has.",
-            icon=":material/hourglass_top:")
-manage(runs)
+def page() -> None:
+    """The compare page, as Streamlit runs it (dashboard/app.py routes here)."""
+    st.title("Compare")
+    st.caption("Every run in one table: sort by any column, tick rows to overlay their curves.")
+    runs = common.load_runs()
+    if not runs:
+        common.no_runs_notice("No runs to compare yet: train two or more models on the **Train** page "
+                              "(or `python -m core train --arch lenet`), then come back here.")
+        st.stop()
+    common.show_run_warnings(runs)
+    groups_table(runs)
+    chosen = runs_table(runs)
+    st.subheader("Curves", divider="gray")
+    controls = st.columns([2, 2, 3])
+    show_bands = controls[2].toggle("Show seed groups as bands", value=True, key="compare_bands",
+                                    help="a ticked run of a seed group draws its whole group: the mean over its "
+                                         "seeds as a line, ± one sample standard deviation as a band")
+    x_axis = controls[0].radio("X axis", ["epoch", "wall time"], horizontal=True, key="compare_x")
+    smoothing = controls[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing",
+                                   help="exponential moving average, as TensorBoard draws it")
+    if chosen:
+        curves_grid(chosen, "epoch" if x_axis == "epoch" else "time", smoothing, runs=runs, bands=show_bands)
+    else:
+        st.info("No run has a finished epoch yet: curves appear here once one has.",
+                icon=":material/hourglass_top:")
+    manage(runs)
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

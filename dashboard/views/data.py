@@ -105,13 +105,19 @@ def csv_import() -> None:
     common.digit_grid(images, captions, size=84)
 
 
-st.title("Data")
-st.caption("MNIST as the models see it: 60,000 training images (55,000 train + 5,000 validation) "
-           "and 10,000 test images, 28x28, white on black.")
-if common.require_mnist("Browsing MNIST"):
-    arrays = common.mnist()
-    if arrays is not None:
-        samples(arrays)
-        counts(arrays)
-        means(arrays)
-csv_import()
+def page() -> None:
+    """The data page, as Streamlit runs it (dashboard/app.py routes here)."""
+    st.title("Data")
+    st.caption("MNIST as the models see it: 60,000 training images (55,000 train + 5,000 validation) "
+               "and 10,000 test images, 28x28, white on black.")
+    if common.require_mnist("Browsing MNIST"):
+        arrays = common.mnist()
+        if arrays is not None:
+            samples(arrays)
+            counts(arrays)
+            means(arrays)
+    csv_import()
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

@@ -63,70 +63,76 @@ def dragged_box(event) -> tuple[tuple[float, float], tuple[float, float]] | None
     return tuple(sorted(map(float, box["x"]))), tuple(sorted(map(float, box["y"])))
 
 
-st.title("Embedding map")
-st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
-           "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
-           "are ringed in black, the 15 test labels people confirmed wrong in red.")
-candidates = common.finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
-                                          "images here.", needs="weights")
-if not common.require_mnist("The embedding map"):
-    st.stop()
-left, right = st.columns([2, 1])
-with left:
-    run = common.pick_run("Run", candidates, key="emb_run", query_param="run")
-method = right.segmented_control("Projection", list(maps.METHODS), default="umap", key="emb_method",
-                                 format_func=lambda m: maps.METHODS[m].split(" (")[0],
-                                 help="UMAP keeps neighbours together and clusters apart; t-SNE similar; PCA is "
-                                      "linear and shows the features' main directions") or "umap"
-emb = maps.cached(run.run_id, method, common._base())
-if emb is None:
-    st.info(f"The {maps.METHODS[method]} map of **{common.md_text(run.name)}** is not computed yet: "
-            f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.", icon=":material/scatter_plot:")
-    if not st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute"):
+def page() -> None:
+    """The embedding page, as Streamlit runs it (dashboard/app.py routes here)."""
+    st.title("Embedding map")
+    st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
+               "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
+               "are ringed in black, the 15 test labels people confirmed wrong in red.")
+    candidates = common.finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
+                                              "images here.", needs="weights")
+    if not common.require_mnist("The embedding map"):
         st.stop()
-    stages = st.empty()
-    done: list[str] = []
+    left, right = st.columns([2, 1])
+    with left:
+        run = common.pick_run("Run", candidates, key="emb_run", query_param="run")
+    method = right.segmented_control("Projection", list(maps.METHODS), default="umap", key="emb_method",
+                                     format_func=lambda m: maps.METHODS[m].split(" (")[0],
+                                     help="UMAP keeps neighbours together and clusters apart; t-SNE similar; PCA is "
+                                          "linear and shows the features' main directions") or "umap"
+    emb = maps.cached(run.run_id, method, common._base())
+    if emb is None:
+        st.info(f"The {maps.METHODS[method]} map of **{common.md_text(run.name)}** is not computed yet: "
+                f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.", icon=":material/scatter_plot:")
+        if not st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute"):
+            st.stop()
+        stages = st.empty()
+        done: list[str] = []
 
-    def stage(line: str) -> None:  # called between the stages, in this script's thread
-        done.append(line)
-        stages.caption(" · ".join(done))
-    try:
-        with st.spinner(f"Computing the map of 10,000 test images ({EXPECTED[method]} on an idle CPU; longer "
-                        "when the machine is busy)…", show_time=True):
-            emb = maps.embedding(run.run_id, method, common._base(), report=stage)
-    except LabError as exc:
-        common.report(exc)
+        def stage(line: str) -> None:  # called between the stages, in this script's thread
+            done.append(line)
+            stages.caption(" · ".join(done))
+        try:
+            with st.spinner(f"Computing the map of 10,000 test images ({EXPECTED[method]} on an idle CPU; longer "
+                            "when the machine is busy)…", show_time=True):
+                emb = maps.embedding(run.run_id, method, common._base(), report=stage)
+        except LabError as exc:
+            common.report(exc)
+            st.stop()
+        stages.empty()
+        if emb.not_kept:
+            st.warning(f"Map computed in {emb.seconds:.0f} s, but it could not be kept in the run folder "
+                       f"({emb.not_kept}): it will be computed again next time.", icon=":material/warning:")
+        else:
+            st.toast(f"Map computed in {emb.seconds:.0f} s and kept in the run folder", icon=":material/check:")
+
+    frame = points(emb)
+    m = st.columns(3)
+    m[0].metric("Test images", f"{len(frame):,}")
+    m[1].metric("Mistakes (black rings)", f"{int(emb.mistakes.sum()):,}")
+    m[2].metric("Confirmed label errors (red rings)", f"{int((frame['ring'] == 'label').sum())}")
+    event = st.altair_chart(chart(frame), key=f"emb_chart_{run.run_id}_{method}", on_select="rerun",
+                            selection_mode=["brush"], width="stretch")
+    st.caption("Drag a box to see its images · Shift-drag to pan · wheel to zoom · double-click to reset · "
+               f"computed in {emb.seconds:.0f} s ({maps.METHODS[method]})")
+    box = dragged_box(event)
+    if box is None:
+        st.info("Drag a box over a region of the map to see its images.", icon=":material/select:")
         st.stop()
-    stages.empty()
-    if emb.not_kept:
-        st.warning(f"Map computed in {emb.seconds:.0f} s, but it could not be kept in the run folder "
-                   f"({emb.not_kept}): it will be computed again next time.", icon=":material/warning:")
-    else:
-        st.toast(f"Map computed in {emb.seconds:.0f} s and kept in the run folder", icon=":material/check:")
+    images = common.test_images()
+    if images is None:
+        st.stop()
+    chosen = maps.in_box(emb, *box)
+    chosen = chosen[np.argsort(~emb.mistakes[chosen], kind="stable")]  # the run's mistakes first
+    (x0, x1), (y0, y1) = box
+    st.markdown(f"**{len(chosen):,} images selected**, {int(emb.mistakes[chosen].sum()):,} of them mistakes"
+                + (f"; the first {SHOWN} shown, mistakes first" if len(chosen) > SHOWN else "")
+                + f" · x {x0:.3f} to {x1:.3f}, y {y0:.3f} to {y1:.3f}")
+    shown = chosen[:SHOWN]
+    common.digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
+                      empty="No test image inside the box.")
+    image_picker([run], images, shown, emb.labels[shown], key="emb_why")
 
-frame = points(emb)
-m = st.columns(3)
-m[0].metric("Test images", f"{len(frame):,}")
-m[1].metric("Mistakes (black rings)", f"{int(emb.mistakes.sum()):,}")
-m[2].metric("Confirmed label errors (red rings)", f"{int((frame['ring'] == 'label').sum())}")
-event = st.altair_chart(chart(frame), key=f"emb_chart_{run.run_id}_{method}", on_select="rerun",
-                        selection_mode=["brush"], width="stretch")
-st.caption("Drag a box to see its images · Shift-drag to pan · wheel to zoom · double-click to reset · "
-           f"computed in {emb.seconds:.0f} s ({maps.METHODS[method]})")
-box = dragged_box(event)
-if box is None:
-    st.info("Drag a box over a region of the map to see its images.", icon=":material/select:")
-    st.stop()
-images = common.test_images()
-if images is None:
-    st.stop()
-chosen = maps.in_box(emb, *box)
-chosen = chosen[np.argsort(~emb.mistakes[chosen], kind="stable")]  # the run's mistakes first
-(x0, x1), (y0, y1) = box
-st.markdown(f"**{len(chosen):,} images selected**, {int(emb.mistakes[chosen].sum()):,} of them mistakes"
-            + (f"; the first {SHOWN} shown, mistakes first" if len(chosen) > SHOWN else "")
-            + f" · x {x0:.3f} to {x1:.3f}, y {y0:.3f} to {y1:.3f}")
-shown = chosen[:SHOWN]
-common.digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
-                  empty="No test image inside the box.")
-image_picker([run], images, shown, emb.labels[shown], key="emb_why")
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

@@ -127,55 +127,61 @@ def ensemble_section(finished: list) -> None:
                                               "its predictions the mean of theirs")
 
 
-st.title("Evaluate")
-st.caption("The test set through one finished run: where it goes wrong and for which digits.")
-finished, run, preds = common.finished_run_or_stop(
-    "No finished run to evaluate yet: train a model on the **Train** page; "
-    "when it finishes, its confusion matrix and per-class scores appear here.", key="eval_run")
-cm = predictions.prediction_confusion(preds)
-correct = int(cm.trace())
-total = int(cm.sum())
-m = st.columns(5)
-m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%")
-_, cleaned = label_issues.accuracies(preds)
-m[1].metric("Clean-label accuracy", f"{cleaned:.2f}%", help=common.CLEAN_HELP)
-m[2].metric("Test images", f"{total:,}")
-m[3].metric("Mistakes", f"{total - correct:,}")
-parameters = run.metrics.get("parameters")
-m[4].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
+def page() -> None:
+    """The evaluate page, as Streamlit runs it (dashboard/app.py routes here)."""
+    st.title("Evaluate")
+    st.caption("The test set through one finished run: where it goes wrong and for which digits.")
+    finished, run, preds = common.finished_run_or_stop(
+        "No finished run to evaluate yet: train a model on the **Train** page; "
+        "when it finishes, its confusion matrix and per-class scores appear here.", key="eval_run")
+    cm = predictions.prediction_confusion(preds)
+    correct = int(cm.trace())
+    total = int(cm.sum())
+    m = st.columns(5)
+    m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%")
+    _, cleaned = label_issues.accuracies(preds)
+    m[1].metric("Clean-label accuracy", f"{cleaned:.2f}%", help=common.CLEAN_HELP)
+    m[2].metric("Test images", f"{total:,}")
+    m[3].metric("Mistakes", f"{total - correct:,}")
+    parameters = run.metrics.get("parameters")
+    m[4].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
 
-if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
-    st.session_state["eval_true"], st.session_state["eval_predicted"] = predictions.top_confusion(cm)
-    st.session_state["eval_cell_run"] = run.run_id
-st.session_state.setdefault("eval_true", 0)
-st.session_state.setdefault("eval_predicted", 0)
+    if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
+        st.session_state["eval_true"], st.session_state["eval_predicted"] = predictions.top_confusion(cm)
+        st.session_state["eval_cell_run"] = run.run_id
+    st.session_state.setdefault("eval_true", 0)
+    st.session_state.setdefault("eval_predicted", 0)
 
-matrix_col, detail_col = st.columns([1.1, 1], gap="large")
-with matrix_col:
-    st.subheader("Confusion matrix", divider="gray")
-    normalised = st.toggle("Row-normalised (% of each true digit)", key="eval_normalised")
-    heatmap(cm, normalised)
-    with st.expander("As a table"):
-        table = predictions.confusion_table(cm).pivot(index="true", columns="predicted", values="count")
-        table.index.name, table.columns.name = "true \\ predicted", None
-        table.columns = [str(c) for c in table.columns]
-        st.dataframe(table, key="eval_cm_table")
-        st.caption(f"{total:,} test images in all.")
-with detail_col:
-    st.subheader("Images behind a cell", divider="gray")
-    st.caption("Click a cell of the matrix, or choose one here.")
-    a, b = st.columns(2)
-    true = a.selectbox("True digit", range(10), key="eval_true")
-    predicted = b.selectbox("Predicted digit", range(10), key="eval_predicted")
-    cell_images(run, preds, int(true), int(predicted))
+    matrix_col, detail_col = st.columns([1.1, 1], gap="large")
+    with matrix_col:
+        st.subheader("Confusion matrix", divider="gray")
+        normalised = st.toggle("Row-normalised (% of each true digit)", key="eval_normalised")
+        heatmap(cm, normalised)
+        with st.expander("As a table"):
+            table = predictions.confusion_table(cm).pivot(index="true", columns="predicted", values="count")
+            table.index.name, table.columns.name = "true \\ predicted", None
+            table.columns = [str(c) for c in table.columns]
+            st.dataframe(table, key="eval_cm_table")
+            st.caption(f"{total:,} test images in all.")
+    with detail_col:
+        st.subheader("Images behind a cell", divider="gray")
+        st.caption("Click a cell of the matrix, or choose one here.")
+        a, b = st.columns(2)
+        true = a.selectbox("True digit", range(10), key="eval_true")
+        predicted = b.selectbox("Predicted digit", range(10), key="eval_predicted")
+        cell_images(run, preds, int(true), int(predicted))
 
-st.subheader("Per-class scores", divider="gray")
-scores = predictions.per_class_table(cm)
-st.dataframe(scores, hide_index=True, width="stretch", key="eval_scores", column_config={
-    "digit": st.column_config.NumberColumn("Digit"),
-    "precision": st.column_config.ProgressColumn("Precision", format="percent", min_value=0, max_value=1),
-    "recall": st.column_config.ProgressColumn("Recall", format="percent", min_value=0, max_value=1),
-    "f1": st.column_config.ProgressColumn("F1", format="percent", min_value=0, max_value=1),
-    "support": st.column_config.NumberColumn("Support (test images)")})
+    st.subheader("Per-class scores", divider="gray")
+    scores = predictions.per_class_table(cm)
+    st.dataframe(scores, hide_index=True, width="stretch", key="eval_scores", column_config={
+        "digit": st.column_config.NumberColumn("Digit"),
+        "precision": st.column_config.ProgressColumn("Precision", format="percent", min_value=0, max_value=1),
+        "recall": st.column_config.ProgressColumn("Recall", format="percent", min_value=0, max_value=1),
+        "f1": st.column_config.ProgressColumn("F1", format="percent", min_value=0, max_value=1),
+        "support": st.column_config.NumberColumn("Support (test images)")})
 
-ensemble_section(finished)
+    ensemble_section(finished)
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

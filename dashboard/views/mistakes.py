@@ -118,13 +118,19 @@ def matrices(preds_a, preds_b, name_a: str, name_b: str) -> None:
                f"({int(diff[off].sum()):+,}).")
 
 
-st.title("Mistakes")
-st.caption("Every test image a run gets wrong, with what it said and how sure it was.")
-finished, run, preds = common.finished_run_or_stop(
-    "No finished run yet, so no mistakes to look at: train a model on the **Train** page and its "
-    "wrong test predictions appear here.", key="mis_run", needs_mnist="The gallery")
-images = common.test_images()
-if images is None:
-    st.stop()
-one_run(run, preds, images)
-two_runs(run, preds, finished, images)
+def page() -> None:
+    """The mistakes page, as Streamlit runs it (dashboard/app.py routes here)."""
+    st.title("Mistakes")
+    st.caption("Every test image a run gets wrong, with what it said and how sure it was.")
+    finished, run, preds = common.finished_run_or_stop(
+        "No finished run yet, so no mistakes to look at: train a model on the **Train** page and its "
+        "wrong test predictions appear here.", key="mis_run", needs_mnist="The gallery")
+    images = common.test_images()
+    if images is None:
+        st.stop()
+    one_run(run, preds, images)
+    two_runs(run, preds, finished, images)
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

@@ -196,23 +196,29 @@ def sweep_view() -> None:
         st.rerun()
 
 
-st.title("Sweep")
-st.caption("A grid of learning rates x batch sizes, each cell an ordinary run in the queue "
-           "(one job per device at a time). Watch validation accuracy fill in.")
-mnist_ok = common.require_mnist("A sweep")
-if st.session_state.get("sweep_launched"):
-    st.success(st.session_state.pop("sweep_launched"), icon=":material/grid_view:")
-runs = common.load_runs()
-common.show_run_warnings(runs)
-have_sweeps = bool(sweep_ids(runs))
-with st.expander("Launch a sweep", expanded=not have_sweeps, icon=":material/add:"):
-    launch_form(mnist_ok)
-if not have_sweeps:
-    common.no_runs_notice("No sweep yet: choose an architecture, a few learning rates and batch sizes "
-                          "above and press **Launch sweep**. With a training-set limit of 10,000 and "
-                          "3 epochs, a 3x3 mlp grid takes a few minutes on a CPU.", link_to_train=False)
-    st.stop()
-polling = any(r.status in ("running", "queued") for r in runs if r.config.get("sweep"))
-st.session_state["sweep_polling"] = polling
-st.session_state["sweep_runs"] = runs
-st.fragment(sweep_view, run_every=2.0 if polling else None)()
+def page() -> None:
+    """The sweep page, as Streamlit runs it (dashboard/app.py routes here)."""
+    st.title("Sweep")
+    st.caption("A grid of learning rates x batch sizes, each cell an ordinary run in the queue "
+               "(one job per device at a time). Watch validation accuracy fill in.")
+    mnist_ok = common.require_mnist("A sweep")
+    if st.session_state.get("sweep_launched"):
+        st.success(st.session_state.pop("sweep_launched"), icon=":material/grid_view:")
+    runs = common.load_runs()
+    common.show_run_warnings(runs)
+    have_sweeps = bool(sweep_ids(runs))
+    with st.expander("Launch a sweep", expanded=not have_sweeps, icon=":material/add:"):
+        launch_form(mnist_ok)
+    if not have_sweeps:
+        common.no_runs_notice("No sweep yet: choose an architecture, a few learning rates and batch sizes "
+                              "above and press **Launch sweep**. With a training-set limit of 10,000 and "
+                              "3 epochs, a 3x3 mlp grid takes a few minutes on a CPU.", link_to_train=False)
+        st.stop()
+    polling = any(r.status in ("running", "queued") for r in runs if r.config.get("sweep"))
+    st.session_state["sweep_polling"] = polling
+    st.session_state["sweep_runs"] = runs
+    st.fragment(sweep_view, run_every=2.0 if polling else None)()
+
+
+if __name__ == "__main__":  # Streamlit runs a page as __main__; tests import it
+    page()

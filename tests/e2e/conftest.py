@@ -22,10 +22,6 @@ SEED_RUNS = [
 ]
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "e2e: end-to-end tests in a real Chromium against the real Streamlit app")
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     # Fail, not skip: CI installs Chromium, so its absence is a broken setup, not an option.

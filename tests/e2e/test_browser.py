@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e import harness
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 # The run started from the Train page: lenet, 2 epochs over the whole 55,000-image split. That is
 # ~16 s of training on an idle 2-core CPU, long enough for the page (polling every second) to show

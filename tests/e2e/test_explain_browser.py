@@ -12,7 +12,7 @@ import pytest
 from tests.e2e import harness
 from tests.e2e.test_browser import seen_image
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 
 def fetch_image(page, base_url, locator) -> np.ndarray:

@@ -13,7 +13,7 @@ import pytest
 from tests.e2e import harness
 from tests.test_run_names import HOSTILE, LENET, hostile_copy
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 LINK_TEXT = "[click me](https://evil.example/x)"
 
