@@ -82,16 +82,18 @@ def page() -> None:
                                           "linear and shows the features' main directions") or "umap"
     emb = maps.cached(run.run_id, method, common._base())
     if emb is None:
-        st.info(f"The {maps.METHODS[method]} map of **{common.md_text(run.name)}** is not computed yet: "
-                f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.", icon=":material/scatter_plot:")
-        if not st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute"):
+        notice = st.empty()  # the offer goes once the map is there
+        with notice.container():
+            st.info(f"The {maps.METHODS[method]} map of **{common.md_text(run.name)}** is not computed yet: "
+                    f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.",
+                    icon=":material/scatter_plot:")
+            clicked = st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute")
+        if not clicked:
             st.stop()
         stages = st.empty()
-        done: list[str] = []
 
-        def stage(line: str) -> None:  # called between the stages, in this script's thread
-            done.append(line)
-            stages.caption(" · ".join(done))
+        def stage(line: str) -> None:  # called between the stages, in this script's thread: the latest shows
+            stages.caption(line)
         try:
             with st.spinner(f"Computing the map of 10,000 test images ({EXPECTED[method]} on an idle CPU; longer "
                             "when the machine is busy)…", show_time=True):
@@ -100,11 +102,12 @@ def page() -> None:
             common.report(exc)
             st.stop()
         stages.empty()
+        notice.empty()
         if emb.not_kept:
-            st.warning(f"Map computed in {emb.seconds:.0f} s, but it could not be kept in the run folder "
+            st.warning(f"Map computed in {emb.seconds:.1f} s, but it could not be kept in the run folder "
                        f"({emb.not_kept}): it will be computed again next time.", icon=":material/warning:")
         else:
-            st.toast(f"Map computed in {emb.seconds:.0f} s and kept in the run folder", icon=":material/check:")
+            st.toast(f"Map computed in {emb.seconds:.1f} s and kept in the run folder", icon=":material/check:")
 
     frame = points(emb)
     m = st.columns(3)
@@ -114,7 +117,7 @@ def page() -> None:
     event = st.altair_chart(chart(frame), key=f"emb_chart_{run.run_id}_{method}", on_select="rerun",
                             selection_mode=["brush"], width="stretch")
     st.caption("Drag a box to see its images · Shift-drag to pan · wheel to zoom · double-click to reset · "
-               f"computed in {emb.seconds:.0f} s ({maps.METHODS[method]})")
+               f"computed in {emb.seconds:.1f} s ({maps.METHODS[method]})")
     box = dragged_box(event)
     if box is None:
         st.info("Drag a box over a region of the map to see its images.", icon=":material/select:")
