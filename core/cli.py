@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 
 from core.config import RECIPE_FIELDS, SWEPT_FIELDS, ConfigError, TrainConfig
 from core.errors import LabError
-from core.runs import strict_json
+from core.fsio import strict_json
 
 
 class Parser(argparse.ArgumentParser):
@@ -232,7 +232,8 @@ def stop_on_signals() -> threading.Event:
 
     def handler(*_):
         stop.set()
-        from core.jobs import Cancelled, waiting_for_slot
+        from core.errors import Cancelled
+        from core.jobs import waiting_for_slot
         if waiting_for_slot():  # still queued: leave the blocking wait at once
             raise Cancelled()
     for sig in (signal.SIGTERM, signal.SIGINT):

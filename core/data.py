@@ -28,7 +28,7 @@ import torch
 
 from core.preprocess import MNIST_MEAN, MNIST_STD
 from core.errors import LabError
-from core.runs import atomic_write_json
+from core.fsio import atomic_write_json
 
 DATA_ENV = "MNIST_LAB_DATA"
 DEFAULT_DATA_DIR = "data"

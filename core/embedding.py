@@ -20,9 +20,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from core.errors import BadInput
+from core.fsio import atomic_write_bytes
 from core.models import channels_last
-from core.runs import (ACTIVE, WEIGHTS, RunError, atomic_write_bytes, describe_os_error, is_regular_file,
-                       load_model, load_predictions, load_run, run_dir)
+from core.runs import (ACTIVE, WEIGHTS, RunError, describe_os_error, is_regular_file, load_model, load_predictions,
+                       load_run, run_dir)
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
 BATCH = 500  # test images per forward pass: bounded memory for the widest model

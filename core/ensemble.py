@@ -27,6 +27,7 @@ from core.config import name_problem
 from core.errors import BadInput
 from core.metrics import confusion_matrix, per_class
 from core.predictions import same_images
+from core.rebuild import RebuildError, check_member_archs
 from core.runs import RunError, Run, load_model, load_predictions, load_run, now_iso, staged_run
 
 KIND = "ensemble"
@@ -116,41 +117,6 @@ def _member_archs(run: Run) -> str | list:
     return run.arch
 
 
-MAX_NESTING = 8  # ensembles of ensembles, this many levels deep at most
-
-
-def check_member_archs(member_archs, depth: int = 1) -> None:
-    """RunError unless `member_archs` is a non-empty list of architecture names and such lists,
-    nested at most MAX_NESTING deep (a deeper one is refused before Python's recursion limit)."""
-    if not isinstance(member_archs, list) or not member_archs:
-        raise RunError("an ensemble's config.json lists no member_archs")
-    if depth > MAX_NESTING:
-        raise RunError(f"an ensemble's config.json nests member_archs more than {MAX_NESTING} deep: "
-                       "it was not written by MNIST Lab")
-    for arch in member_archs:
-        if isinstance(arch, list):
-            check_member_archs(arch, depth + 1)
-        elif not isinstance(arch, str):
-            raise RunError(f"an ensemble's config.json lists {arch!r:.40} among its member_archs, not an "
-                           "architecture name")
-
-
-def build_model(member_archs: list):
-    """An untrained `core.models.Ensemble` shaped like `member_archs` (for load_state_dict)."""
-    check_member_archs(member_archs)
-    return _build(member_archs)
-
-
-def _build(member_archs: list):
-    from core.models import Ensemble, create_model
-    return Ensemble([_build(a) if isinstance(a, list) else create_model(a) for a in member_archs])
-
-
-def saved_members(state: dict) -> int:
-    """How many members an ensemble's saved weights hold (keys members.<i>.…)."""
-    return len({key.split(".")[1] for key in state if key.startswith("members.") and key.count(".") >= 2})
-
-
 def _metrics(combined: Combined) -> dict:
     labels, probs, predicted = combined.labels, combined.probabilities, combined.predicted
     cm = confusion_matrix(labels, predicted)
@@ -196,7 +162,7 @@ def create_ensemble(member_ids, name: str | None = None, root=None) -> str:
               "member_archs": [_member_archs(r) for r in combined.members]}
     try:
         check_member_archs(config["member_archs"])
-    except RunError as exc:
+    except RebuildError as exc:
         raise EnsembleError(str(exc)) from None
     metrics = _metrics(combined)
     with staged_run(config, root) as writer:  # a kill leaves nothing or the whole run

@@ -15,3 +15,8 @@ class LabError(Exception):
 class BadInput(LabError):
     """The user gave something unusable: an option, a file, an image, a name."""
     exit_code = 2
+
+
+class Cancelled(Exception):
+    """A job was asked to stop (SIGTERM, Ctrl-C or the dashboard's Cancel): not an error, the
+    trainer saves what it has and marks the run cancelled."""

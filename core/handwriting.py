@@ -23,7 +23,7 @@ from typing import Iterable
 
 import numpy as np
 
-from core.runs import atomic_write_bytes, file_lock
+from core.fsio import atomic_write_bytes, file_lock
 from core.errors import LabError
 
 HANDWRITING_ENV = "MNIST_LAB_HANDWRITING"

@@ -21,12 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from core.runs import (ACTIVE, LOCK_NAME, LOG_NAME, RunError, RunLock, RunWriter, checkpoints_dir, flock, load_run,
+from core.fsio import flock
+from core.runs import (ACTIVE, LOCK_NAME, LOG_NAME, RunError, RunLock, RunWriter, checkpoints_dir, load_run,
                        lock_held, read_json, read_owner, run_dir)
-
-
-class Cancelled(Exception):
-    """The job was asked to stop (SIGTERM, Ctrl-C or the dashboard's Cancel)."""
 
 
 _waiting_for_slot = False  # read by signal handlers: a queued job can be cancelled at once
@@ -117,11 +114,13 @@ def cancel(run_id: str, root=None, wait_s: float = 2.0) -> bool:
                 raise RunError(f"run {run_id!r} is starting; try again in a moment")
             time.sleep(0.05)
             continue
-        return _signal_owner(path, pid)
+        return signal_owner(path, pid)
     return False
 
 
-def _signal_owner(path: Path, pid: int) -> bool:
+def signal_owner(path: Path, pid: int) -> bool:
+    """SIGTERM to `pid` if, and only while, it holds the lock in `path` (a run's, or a Ray sweep's
+    driver's): through a pidfd, so a recycled pid is never hit. False if it holds it no longer."""
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:

@@ -27,7 +27,6 @@ Ray is imported only inside these functions: a sweep without `--ray` never loads
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import secrets
@@ -42,6 +41,7 @@ from typing import Callable
 
 from core.config import SWEPT_FIELDS, TrainConfig
 from core.errors import BadInput, LabError
+from core.fsio import atomic_write_bytes, atomic_write_json
 from core.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
                        lock_held, now_iso, read_json, read_owner, run_dir)
 
@@ -363,9 +363,8 @@ def _claim_driver(store: Path, sweep_id: str, address: str) -> RunLock:
     folder = store / DRIVERS / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
     lock = RunLock.claim(folder)
-    (folder / "driver.json").write_text(json.dumps(
-        {"sweep": sweep_id, "address": address, "host": socket.gethostname(), "pid": os.getpid(),
-         "started": now_iso()}) + "\n")
+    atomic_write_json(folder / "driver.json", {"sweep": sweep_id, "address": address, "host": socket.gethostname(),
+                                              "pid": os.getpid(), "started": now_iso()})
     return lock
 
 
@@ -385,7 +384,7 @@ def cluster_sweep(sweep_id: str, root=None) -> dict | None:
 def cancel_sweep(sweep_id: str, root=None) -> bool:
     """Ask the driver of a Ray sweep to cancel its trials (SIGTERM through a pidfd, as
     core.jobs.cancel). False if no driver runs it any longer."""
-    from core.jobs import _signal_owner
+    from core.jobs import signal_owner
     folder = checkpoints_dir(root) / DRIVERS / sweep_id
     info = cluster_sweep(sweep_id, root)
     if not info or not info["active"]:
@@ -393,7 +392,7 @@ def cancel_sweep(sweep_id: str, root=None) -> bool:
     if info.get("host") != socket.gethostname():
         raise ClusterError(f"sweep {sweep_id} is driven from {info.get('host')}: stop it there (Ctrl-C)")
     pid = read_owner(folder / LOCK_NAME)
-    return pid is not None and _signal_owner(folder, pid)
+    return pid is not None and signal_owner(folder, pid)
 
 
 # --- a trial, on a worker node ------------------------------------------------------------------
@@ -422,7 +421,7 @@ def train_cell(run_id: str, root: str, data_root: str) -> str:
 def _take_over(path: Path) -> RunLock:
     """Ask for the run's lock and wait until its holder lets go: the sweep's driver at once,
     a worker of a dead node when the kernel has ended it."""
-    (path / HANDOVER_NAME).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    atomic_write_bytes(path / HANDOVER_NAME, f"{socket.gethostname()} {os.getpid()}\n".encode())
     deadline = time.monotonic() + TAKEOVER_S
     while True:
         try:

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.runs import (LOCK_NAME, LOG_NAME, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError, atomic_write_bytes,
-                       atomic_write_json, load_predictions, load_run, run_dir, tensors_bytes)
+from core.fsio import atomic_write_bytes, atomic_write_json
+from core.runs import (LOCK_NAME, LOG_NAME, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError, load_predictions, load_run,
+                       run_dir, tensors_bytes)
 
 DROPPED = (TRAIN_STATE, LOG_NAME, LOCK_NAME, "progress.json")  # only a resume or a live job reads these
 

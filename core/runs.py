@@ -28,11 +28,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import functools
 import io
 import json
-import math
 import os
 import pickle
 import re
@@ -55,6 +53,8 @@ from safetensors.torch import save as save_tensors
 
 from core.config import TrainConfig, name_problem
 from core.errors import LabError
+from core.fsio import atomic_write_bytes, atomic_write_json, flock
+from core.rebuild import RebuildError, build_model, saved_members
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
@@ -122,69 +122,6 @@ def new_run_id(arch: str, name: str | None = None, root: str | os.PathLike | Non
     return candidate
 
 
-# --- atomic writes ------------------------------------------------------------------------
-
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
-    """The one way files are written: to a temporary file beside `path`, fsync, then rename
-    over it, so a reader sees the old file or the new one, never a torn one. `durable=False`
-    skips the fsync (still never torn, but a power cut may lose it): for progress.json,
-    rewritten 20 times an epoch, where the fsync was most of a progress report's cost."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: honour the umask, as open() would
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
-    """Strict JSON (RFC 8259): a figure that is not a finite number (a diverged loss) is written
-    as null, never as NaN or Infinity, which other readers of the file refuse."""
-    atomic_write_bytes(path, (strict_json(obj, indent=2) + "\n").encode(), durable)
-
-
-def strict_json(obj: Any, **kwargs) -> str:
-    """json.dumps that writes NaN and infinities as null: the one way the lab writes JSON."""
-    return json.dumps(_finite(obj), allow_nan=False, default=_json_default, **kwargs)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):  # numpy's float64 is a float too
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.floating):
-        return _finite(float(obj))
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return _finite(obj.tolist())
-    return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
 def tensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     return save_tensors({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
 
@@ -199,25 +136,6 @@ def torch_bytes(obj: Any) -> bytes:
 
 class Busy(RunError):
     """Another process holds the lock (it owns the run)."""
-
-
-def flock(handle, *, wait: bool = True, shared: bool = False) -> bool:
-    """Take an flock on an open file; with wait=False return False at once if it is held.
-    The kernel drops it when the process dies, so a dead process never holds a lock."""
-    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
-    try:
-        fcntl.flock(handle, flags)
-    except BlockingIOError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it."""
-    with open(path, "a") as handle:  # closing the file drops the lock
-        flock(handle)
-        yield
 
 
 class RunLock:
@@ -692,8 +610,8 @@ def load_state_dict(run_id: str, root: str | os.PathLike | None = None) -> dict[
 
 
 def load_model(run_id: str, root: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
-    """Rebuild the run's architecture from config.json and load its weights, in eval mode."""
-    from core.models import create_model
+    """Rebuild the run's architecture from config.json (core.rebuild) and load its weights, in
+    eval mode."""
     run = load_run(run_id, root)
     if run.status == DAMAGED:
         raise RunError(f"run {run_id!r} cannot be used: {'; '.join(run.warnings)}")
@@ -702,18 +620,15 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
         raise RunError(f"run {run_id!r} names no architecture to rebuild: {why}")
     arch = run.config["arch"]
     state = load_state_dict(run_id, root)
+    try:
+        model = build_model(run.config)
+    except RebuildError as exc:
+        raise RunError(f"run {run_id!r} cannot be rebuilt: {exc}") from None
     if run.config.get("kind") == "ensemble":  # runs combined without training (core.ensemble)
-        from core.ensemble import build_model, saved_members
-        try:
-            model = build_model(run.config.get("member_archs"))
-        except RunError as exc:
-            raise RunError(f"run {run_id!r} cannot be rebuilt: {exc}") from None
         listed, saved = len(run.config["member_archs"]), saved_members(state)
         if listed != saved:
             raise RunError(f"run {run_id!r} cannot be rebuilt: config.json's member_archs lists {listed} members "
                            f"but its weights hold {saved}: the run folder was edited or damaged")
-    else:
-        model = create_model(arch)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -59,6 +59,7 @@ def run_sweep(writers: list[RunWriter], root=None, data_root=None, stop=None, ca
     ends the sweep: the runs not started are marked cancelled with the reason, each run
     has its final status, and the error is raised afterwards for the caller to report."""
     failure: LabError | None = None
+    failure_id = ""  # the run that failed
     for writer in writers:
         if failure is not None or (stop is not None and stop.is_set()):
             why = (f"not started: run {failure_id} failed ({failure})" if failure is not None

@@ -30,7 +30,8 @@ from torch import nn
 
 from core import data as data_mod
 from core.config import ConfigError, TrainConfig
-from core.jobs import Cancelled, device_slot
+from core.errors import Cancelled
+from core.jobs import device_slot
 from core.metrics import confusion_matrix, per_class
 from core.models import combine_members, count_parameters, create_model, get_spec
 from core.runs import (RunError, RunLock, RunWriter, describe_os_error, load_run,

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save as save_numpy
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from core import label_issues
-from core.runs import (PREDICTIONS, WEIGHTS, RunError, atomic_write_bytes, list_run_ids, load_model,
-                       load_predictions, load_run)
+from core.runs import PREDICTIONS, WEIGHTS, RunError, list_run_ids, load_model, load_predictions, load_run
 from tests.helpers import REPO, require_mnist, run_cli
 
 SHIPPED = REPO / "checkpoints"

@@ -1,0 +1,97 @@
+"""Files written whole and files locked: the one way MNIST Lab writes a file and takes a lock,
+for the run store (core.runs), MNIST's verification record (core.data) and the handwriting set
+(core.handwriting). Nothing here knows what the files hold."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    """The one way files are written: to a temporary file beside `path`, fsync, then rename
+    over it, so a reader sees the old file or the new one, never a torn one. `durable=False`
+    skips the fsync (still never torn, but a power cut may lose it): for progress.json,
+    rewritten 20 times an epoch, where the fsync was most of a progress report's cost."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: honour the umask, as open() would
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    """Strict JSON (RFC 8259): a figure that is not a finite number (a diverged loss) is written
+    as null, never as NaN or Infinity, which other readers of the file refuse."""
+    atomic_write_bytes(path, (strict_json(obj, indent=2) + "\n").encode(), durable)
+
+
+def strict_json(obj: Any, **kwargs) -> str:
+    """json.dumps that writes NaN and infinities as null: the one way the lab writes JSON."""
+    return json.dumps(_finite(obj), allow_nan=False, default=_json_default, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):  # numpy's float64 is a float too
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.floating):
+        return _finite(float(obj))
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return _finite(obj.tolist())
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+
+def flock(handle, *, wait: bool = True, shared: bool = False) -> bool:
+    """Take an flock on an open file; with wait=False return False at once if it is held.
+    The kernel drops it when the process dies, so a dead process never holds a lock."""
+    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(handle, flags)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it."""
+    with open(path, "a") as handle:  # closing the file drops the lock
+        flock(handle)
+        yield
