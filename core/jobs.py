@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from core.fsio import flock
-from core.runs import (ACTIVE, LOCK_NAME, LOG_NAME, RunError, RunLock, RunWriter, checkpoints_dir, load_run,
-                       lock_held, read_json, read_owner, run_dir)
+from core.runs import (LOCK_NAME, LOG_NAME, STATUS, RunError, RunLock, RunWriter, checkpoints_dir, is_resumable,
+                       load_run, lock_held, read_json, read_owner, run_dir)
 
 
 _waiting_for_slot = False  # read by signal handlers: a queued job can be cancelled at once
@@ -92,8 +92,10 @@ def resume(run_id: str, root=None, data_root=None, device: str | None = None) ->
     """Continue a stopped run from its last saved epoch; `device` (e.g. 'cpu' for a run made
     for 'cuda' on a machine without a GPU) replaces the device in its config."""
     run = load_run(run_id, root)
-    if run.status in ACTIVE or run.status == "finished":
-        raise RunError(f"run {run_id!r} is {run.status}; only an interrupted, cancelled or failed run resumes")
+    if not is_resumable(run):
+        raise RunError(f"run {run_id!r} is {run.status}" + (f" after {run.epochs_done} epochs" if run.epochs_done
+                       else " without a finished epoch") + "; only an interrupted, cancelled or failed run with a "
+                       "finished epoch resumes")
     extra = ("--device", device) if device else ()
     return _spawn_trainer(RunWriter(run_id, root, RunLock.claim(run.path)), "--resume", root, data_root, extra)
 
@@ -103,7 +105,7 @@ def cancel(run_id: str, root=None, wait_s: float = 2.0) -> bool:
     has and marks the run 'cancelled'). Only the holder of the run's lock is signalled, through
     a pidfd, so a recycled pid is never hit. Returns False if no live process owns the run."""
     path = run_dir(run_id, root)
-    host = (read_json(path / "status.json") or {}).get("host")
+    host = (read_json(path / STATUS) or {}).get("host")
     if lock_held(path) and host and host != socket.gethostname():  # its pid means nothing here
         raise RunError(f"run {run_id!r} runs on {host} (a Ray sweep's trial): cancel it there, or cancel its sweep")
     deadline = time.monotonic() + wait_s

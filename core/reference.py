@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from core.fsio import atomic_write_bytes, atomic_write_json
-from core.runs import (LOCK_NAME, LOG_NAME, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError, load_predictions, load_run,
-                       run_dir, tensors_bytes)
+from core.runs import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE, RunError,
+                       load_predictions, load_run, run_dir, tensors_bytes)
 
-DROPPED = (TRAIN_STATE, LOG_NAME, LOCK_NAME, "progress.json")  # only a resume or a live job reads these
+DROPPED = (TRAIN_STATE, LOG_NAME, LOCK_NAME, PROGRESS)  # only a resume or a live job reads these
 
 
 def ship(run_id: str, root: str | os.PathLike | None = None, commit: str | None = None) -> dict:
@@ -48,7 +48,7 @@ def ship(run_id: str, root: str | os.PathLike | None = None, commit: str | None 
     for name in DROPPED:
         (run.path / name).unlink(missing_ok=True)
     if run.config.get("name") in (None, "reference"):  # curves' legends and tables tell them apart
-        atomic_write_json(run.path / "config.json", {**run.config, "name": f"{run.arch} reference"})
+        atomic_write_json(run.path / CONFIG, {**run.config, "name": f"{run.arch} reference"})
     marker = {"reference": True, "recipe": run.arch,
               "probabilities": "float16" if compact else "float32",
               "trained_at_commit": commit or _commit(), "note": "shipped with MNIST Lab; verified by tests/test_reference.py"}

@@ -67,13 +67,18 @@ ACTIVE = ("queued", "running")
 DAMAGED = "damaged"   # what load_run reports for a run folder it cannot read at all (no permission)
 LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its pid
 HANDOVER_NAME = "handover"  # a Ray trial asks its sweep's driver for the run's lock (core.raysweep)
+CONFIG = "config.json"
+STATUS = "status.json"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+PROGRESS = "progress.json"
 WEIGHTS = "model.safetensors"
 PREDICTIONS = "predictions.safetensors"
 TRAIN_STATE = "train_state.pt"
 DATASET = "dataset.json"
 LOG_NAME = "train.log"  # output of a job process (core.jobs)
 REFERENCE = "reference.json"  # marks a reference run shipped with MNIST Lab (core.reference)
-SMALL_FILES = ("config.json", "status.json", "history.csv", "metrics.json", "progress.json", WEIGHTS)
+SMALL_FILES = (CONFIG, STATUS, HISTORY, METRICS, PROGRESS, WEIGHTS)
 """The files `load_run` reads (and the weights' presence): a run changed iff one of them did."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -252,25 +257,25 @@ class RunWriter:
         return writer
 
     def write_config(self, config_dict: dict) -> None:
-        atomic_write_json(self.path / "config.json", {"format": FORMAT_VERSION, **config_dict})
+        atomic_write_json(self.path / CONFIG, {"format": FORMAT_VERSION, **config_dict})
 
     def set_status(self, status: str, message: str = "", **extra: Any) -> None:
         assert status in STATUSES, status
-        previous = read_json(self.path / "status.json") or {}
-        atomic_write_json(self.path / "status.json", {
+        previous = read_json(self.path / STATUS) or {}
+        atomic_write_json(self.path / STATUS, {
             "status": status, "pid": os.getpid(), "host": socket.gethostname(),
             "created": previous.get("created", now_iso()), "updated": now_iso(),
             "message": message, **extra})
 
     def write_progress(self, **progress: Any) -> None:
-        atomic_write_json(self.path / "progress.json", {"updated": now_iso(), **progress}, durable=False)
+        atomic_write_json(self.path / PROGRESS, {"updated": now_iso(), **progress}, durable=False)
 
     def write_history(self, rows: list[dict]) -> None:
         frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-        atomic_write_bytes(self.path / "history.csv", frame.to_csv(index=False).encode())
+        atomic_write_bytes(self.path / HISTORY, frame.to_csv(index=False).encode())
 
     def write_metrics(self, metrics: dict) -> None:
-        atomic_write_json(self.path / "metrics.json", metrics)
+        atomic_write_json(self.path / METRICS, metrics)
 
     def write_dataset(self, info: dict) -> None:
         atomic_write_json(self.path / DATASET, info)
@@ -537,6 +542,17 @@ class Run:
         return is_regular_file(self.path / REFERENCE)
 
 
+RESUMABLE = ("interrupted", "cancelled", "failed")
+
+
+def is_resumable(run: Run) -> bool:
+    """The one definition: stopped before its end with at least one saved epoch (history lists
+    only epochs whose train state was saved first, so a listed epoch can always be resumed), and
+    trained (an ensemble is combined, never trained)."""
+    return (run.status in RESUMABLE and run.epochs_done > 0 and bool(run.config)
+            and run.config.get("kind") != "ensemble")
+
+
 def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     """Read a run's small files. Never raises for damaged content: problems become warnings,
     each naming the file and what is wrong; a folder that cannot be read at all is 'damaged'."""
@@ -549,14 +565,14 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
         return Run(run_id, path, {}, DAMAGED, {}, pd.DataFrame(columns=HISTORY_COLUMNS), {}, {},
                    [f"the run folder is not readable ({exc.strerror or exc})"])
     warnings = []
-    config, problem = _read_json(path / "config.json")
+    config, problem = _read_json(path / CONFIG)
     if config is None:
         warnings.append(problem or "config.json is missing")
         config = {}
     else:
         config, problems = _check_config(config)
         warnings += problems
-    status_info, problem = _read_json(path / "status.json")
+    status_info, problem = _read_json(path / STATUS)
     if not status_info:
         warnings.append(problem or "status.json is missing or empty")
         status_info = {}
@@ -565,13 +581,13 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     status = effective_status(status_info, path)
     if os.path.lexists(path / LOCK_NAME) and not is_regular_file(path / LOCK_NAME):
         warnings.append(f"{LOCK_NAME} is not a regular file, so no process can own the run")
-    history, problem = _read_history(path / "history.csv")
+    history, problem = _read_history(path / HISTORY)
     if problem:
         warnings.append(problem)
-    metrics, problem = _read_json(path / "metrics.json")
+    metrics, problem = _read_json(path / METRICS)
     if problem or (status == "finished" and not metrics):
         warnings.append(problem or "metrics.json is missing")
-    progress, problem = _read_json(path / "progress.json")
+    progress, problem = _read_json(path / PROGRESS)
     if problem:
         warnings.append(problem)
     if config.get("kind") == "ensemble" and status != "finished":  # written whole since issue 19
@@ -694,11 +710,11 @@ def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None
         raise RunError(name_problem(new_name))
     path = run_dir(run_id, root)
     _refuse_reference(path, "renamed")
-    config = read_json(path / "config.json")
+    config = read_json(path / CONFIG)
     if config is None:
         raise RunError(f"run {run_id!r} has no readable config.json")
     config["name"] = new_name
-    atomic_write_json(path / "config.json", config)
+    atomic_write_json(path / CONFIG, config)
 
 
 def _refuse_reference(path: Path, verb: str) -> None:

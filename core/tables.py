@@ -13,7 +13,6 @@ import pandas as pd
 from core.models import list_models
 from core.runs import ACTIVE, Run
 
-RESUMABLE = ("interrupted", "cancelled", "failed")
 
 
 def seconds_per_epoch(run: Run) -> float | None:
@@ -60,12 +59,6 @@ def eta_seconds(progress: dict, history: pd.DataFrame, epochs: int | None = None
             return None
         per_epoch = float(elapsed) / done
     return max(0.0, (1.0 - done) * per_epoch + max(0, epochs - epoch) * per_epoch)
-
-
-def is_resumable(run: Run) -> bool:
-    """Stopped before its end with at least one saved epoch (history lists only epochs whose
-    train state was saved first, so a listed epoch can always be resumed)."""
-    return run.status in RESUMABLE and run.epochs_done > 0 and bool(run.config)
 
 
 RUN_TABLE_COLUMNS = ["run_id", "name", "reference", "arch", "status", "parameters", "epochs", "epochs_planned",

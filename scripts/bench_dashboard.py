@@ -51,17 +51,18 @@ def train_seed_run(checkpoints: Path) -> Path:
 
 def copy_runs(seed: Path, checkpoints: Path, count: int) -> list[str]:
     """`count` copies of the seed run, each with its own id, name and creation time (oldest first)."""
-    from core.runs import atomic_write_json, read_json
+    from core.fsio import atomic_write_json
+    from core.runs import CONFIG, LOCK_NAME, LOG_NAME, STATUS, read_json
     ids = []
     for i in range(count):
         run_id = f"20261123-{i:06d}-mlp-copy"
         dest = checkpoints / run_id
-        shutil.copytree(seed, dest, ignore=shutil.ignore_patterns("lock", "train.log"))
-        config = read_json(dest / "config.json")
-        atomic_write_json(dest / "config.json", {**config, "name": f"copy {i:03d}"})
-        status = read_json(dest / "status.json")
+        shutil.copytree(seed, dest, ignore=shutil.ignore_patterns(LOCK_NAME, LOG_NAME))
+        config = read_json(dest / CONFIG)
+        atomic_write_json(dest / CONFIG, {**config, "name": f"copy {i:03d}"})
+        status = read_json(dest / STATUS)
         created = f"2026-11-23T00:{i // 60:02d}:{i % 60:02d}.000+00:00"
-        atomic_write_json(dest / "status.json", {**status, "created": created, "updated": created})
+        atomic_write_json(dest / STATUS, {**status, "created": created, "updated": created})
         ids.append(run_id)
     return ids
 
@@ -69,23 +70,24 @@ def copy_runs(seed: Path, checkpoints: Path, count: int) -> list[str]:
 def make_running(checkpoints: Path, run_id: str):
     """Turn a copied run into one being trained now: status 'running', one epoch done, a
     progress.json halfway through epoch 2, and its lock held by this process (the returned lock)."""
-    from core.runs import RunLock, RunWriter, read_json
+    from core.runs import CONFIG, HISTORY, METRICS, PREDICTIONS, RunLock, RunWriter, read_json
     path = checkpoints / run_id
-    for name in ("metrics.json", "predictions.safetensors"):
+    for name in (METRICS, PREDICTIONS):
         (path / name).unlink()
     writer = RunWriter(run_id, checkpoints, RunLock.claim(path))
     writer.set_status("running")
-    history = (path / "history.csv").read_text().splitlines()
-    (path / "history.csv").write_text("\n".join(history[:2]) + "\n")  # header and epoch 1
-    epochs = (read_json(path / "config.json") or {}).get("epochs", 2)
+    history = (path / HISTORY).read_text().splitlines()
+    (path / HISTORY).write_text("\n".join(history[:2]) + "\n")  # header and epoch 1
+    epochs = (read_json(path / CONFIG) or {}).get("epochs", 2)
     write_progress(path, 0, epochs)
     return writer
 
 
 def write_progress(path: Path, step: int, epochs: int = 2) -> None:
     """progress.json of a job halfway through epoch 2 (as core.train writes it)."""
-    from core.runs import atomic_write_json, now_iso
-    atomic_write_json(path / "progress.json", {"updated": now_iso(), "epoch": 2, "epochs": epochs,
+    from core.fsio import atomic_write_json
+    from core.runs import PROGRESS, now_iso
+    atomic_write_json(path / PROGRESS, {"updated": now_iso(), "epoch": 2, "epochs": epochs,
                                                "step": 50 + step, "steps": 100, "train_loss": 1.9,
                                                "train_acc": 50.0, "epoch_seconds": 1.0})
 

@@ -136,7 +136,7 @@ def train_tiny(checkpoints: Path, arch: str) -> None:
 def one_run_per_arch(source: Path, dest: Path, log) -> list[str]:
     """Fill `dest` with one finished run of each registered architecture; their names."""
     from core.models import list_models
-    from core.runs import load_model
+    from core.runs import LOCK_NAME, LOG_NAME, load_model
     found = best_runs(source)
     for arch, run in list(found.items()):
         try:
@@ -146,7 +146,7 @@ def one_run_per_arch(source: Path, dest: Path, log) -> list[str]:
             del found[arch]
     missing = [arch for arch in list_models() if arch not in found]
     for arch, run in found.items():
-        shutil.copytree(run.path, dest / run.run_id, ignore=shutil.ignore_patterns("lock", "train.log"))
+        shutil.copytree(run.path, dest / run.run_id, ignore=shutil.ignore_patterns(LOCK_NAME, LOG_NAME))
         log(f"  {arch:9s} {run.run_id} (from {source})")
     for arch in missing:
         started = time.monotonic()

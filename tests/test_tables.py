@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from core import tables
-from core.runs import HISTORY_COLUMNS, Run
+from core.runs import HISTORY_COLUMNS, Run, is_resumable
 from tests.helpers import history_rows, make_run
 
 
@@ -25,9 +25,9 @@ def test_seconds_per_epoch_and_eta():
 
 
 def test_is_resumable():
-    assert tables.is_resumable(make_run(status="interrupted", history=history_rows()))
-    assert not tables.is_resumable(make_run(status="cancelled"))  # no saved epoch
-    assert not tables.is_resumable(make_run(status="finished", history=history_rows()))
+    assert is_resumable(make_run(status="interrupted", history=history_rows()))
+    assert not is_resumable(make_run(status="cancelled"))  # no saved epoch
+    assert not is_resumable(make_run(status="finished", history=history_rows()))
 
 
 def test_run_table_keeps_numbers_sortable():
@@ -91,3 +91,21 @@ def test_live_curves_adds_the_epoch_in_progress():
     train_loss = frame[(frame["split"] == "train") & (frame["metric"] == "loss")]
     assert train_loss["epoch"].tolist() == [1, 2, 2.5] and train_loss["value"].iloc[-1] == 0.2
     assert len(tables.live_curves(history, None)) == 8  # 2 epochs x 2 splits x 2 metrics
+
+
+def test_one_definition_of_resumable_for_the_page_and_the_jobs(tmp_path):
+    """The Train page offers Resume where core.runs.is_resumable says so, and core.jobs.resume
+    refuses exactly the others: a run interrupted before its first epoch has nothing to resume from."""
+    from core import jobs
+    from core.config import TrainConfig
+    from core.errors import LabError
+    from core.runs import RunWriter, load_run
+    assert not is_resumable(make_run(status="interrupted", history=history_rows(), kind="ensemble"))
+    writer = RunWriter.create(TrainConfig(arch="mlp", name="never trained").to_dict(), root=tmp_path)
+    writer.release()  # its owner is gone before an epoch: interrupted, with no epoch
+    run = load_run(writer.run_id, tmp_path)
+    assert run.status == "interrupted" and not is_resumable(run)
+    with pytest.raises(LabError, match="is interrupted without a finished epoch; only an interrupted, cancelled or "
+                                       "failed run with a finished epoch resumes"):
+        jobs.resume(writer.run_id, tmp_path)
+    assert load_run(writer.run_id, tmp_path).status == "interrupted"

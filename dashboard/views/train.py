@@ -18,6 +18,7 @@ from core import jobs, tables
 from core.config import TrainConfig
 from core.errors import LabError
 from core.models import get_spec, list_models
+from core.runs import is_resumable
 from core.sweep import MAX_SEEDS, parse_seeds, prepare_seeds
 from core.train import check_trainable
 from dashboard import common
@@ -304,7 +305,7 @@ def latest_run_card(run) -> None:
         if run.status in ("running", "queued"):
             buttons[0].button("Cancel", key=f"cancel_latest_{run.run_id}", icon=":material/stop:",
                               on_click=cancel, args=(run.run_id,))
-        if tables.is_resumable(run):
+        if is_resumable(run):
             resume_button(run, buttons[0], f"resume_latest_{run.run_id}")
 
 
@@ -338,7 +339,7 @@ def recent_section(runs: list) -> None:
                      "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help=common.VAL_HELP),
                      "test_acc": st.column_config.NumberColumn("Test", format="%.2f%%", width="small"),
                      "sec_per_epoch": st.column_config.NumberColumn("s/epoch", format="%.1f", width="small")})
-    for run in [r for r in recent if tables.is_resumable(r)]:
+    for run in [r for r in recent if is_resumable(r)]:
         cols = st.columns([4, 1], vertical_alignment="center")
         cols[0].markdown(f"{common.status_text(run.status)} **{common.md_text(run.name)}** stopped after "
                          f"{run.epochs_done} of {tables.planned_epochs(run) or '?'} epochs")
