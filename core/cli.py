@@ -8,9 +8,9 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import MISSING, fields
+from dataclasses import MISSING
 
-from core.config import RECIPE_FIELDS, SWEPT_FIELDS, ConfigError, TrainConfig
+from core.config import SWEPT_FIELDS, ConfigError, TrainConfig, field_specs
 from core.errors import LabError
 from core.fsio import strict_json
 
@@ -41,30 +41,29 @@ def _float(text: str) -> float:
 
 
 def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One option per TrainConfig field, so the CLI and the saved config use the same words."""
-    for f in fields(TrainConfig):
-        if f.name in skip:
+    """One option per TrainConfig field (core.config.field_specs), so the CLI and the saved
+    config use the same words."""
+    for spec in field_specs():
+        if spec.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if f.name in RECIPE_FIELDS:
+        help_text = spec.help
+        if spec.recipe:
             help_text += " (default: the architecture's recipe, see `python -m core models`)"
-        elif f.default is not MISSING and "default:" not in help_text:
-            help_text += f" (default: {'none' if f.default is None else f.default})"
-        kind = f.type if isinstance(f.type, str) else f.type.__name__
-        if "bool" in kind:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif "int" in kind:
-            parser.add_argument(flag, type=_positive_int, default=None, help=help_text, metavar="N")
-        elif "float" in kind:
-            parser.add_argument(flag, type=_float, default=None, help=help_text, metavar="X")
+        elif spec.default is not MISSING and "default:" not in help_text:
+            help_text += f" (default: {'none' if spec.default is None else spec.default})"
+        if spec.kind is bool:
+            parser.add_argument(spec.flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif spec.kind is int:
+            parser.add_argument(spec.flag, type=_positive_int, default=None, help=help_text, metavar="N")
+        elif spec.kind is float:
+            parser.add_argument(spec.flag, type=_float, default=None, help=help_text, metavar="X")
         else:
-            parser.add_argument(flag, default=None, help=help_text, choices=f.metadata.get("choices"))
+            parser.add_argument(spec.flag, default=None, help=help_text, choices=spec.choices)
 
 
 def config_from_args(args: argparse.Namespace, **override) -> TrainConfig:
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
+    given = {spec.name: getattr(args, spec.name) for spec in field_specs()
+             if getattr(args, spec.name, None) is not None}
     given.update(override)
     return TrainConfig(**given)
 
@@ -309,8 +308,8 @@ def _check_resume_options(args) -> None:
     if args.resume and args.run_id:
         raise ConfigError("give --resume RUN or --run-id RUN, not both")
     allowed = {"device"} if args.resume else set()
-    ignored = ["--" + f.name.replace("_", "-") for f in fields(TrainConfig)
-               if f.name not in allowed and getattr(args, f.name, None) is not None]
+    ignored = [spec.flag for spec in field_specs()
+               if spec.name not in allowed and getattr(args, spec.name, None) is not None]
     if ignored:
         option = "--resume" if args.resume else "--run-id"
         raise ConfigError(f"{option} trains with the run's saved config; {', '.join(ignored)} would be ignored"

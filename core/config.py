@@ -6,7 +6,9 @@ fields, and every run folder stores it as `config.json`, so all three speak the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
 from dataclasses import dataclass, field, fields
 
 from core.errors import BadInput
@@ -162,6 +164,9 @@ class TrainConfig:
         flag("compile")
         if self.name is not None:
             need(name_problem(self.name) is None, name_problem(self.name) or "")
+        for name in ("csv", "sweep"):  # text when given (a path, a sweep id)
+            need(getattr(self, name) is None or isinstance(getattr(self, name), str),
+                 f"{name} must be text, got {getattr(self, name)!r}")
         if self.group is not None:
             need(isinstance(self.group, str) and 0 < len(self.group) <= 80 and self.group.isprintable(),
                  f"a group id must be 1..80 printable characters, got {self.group!r}")
@@ -190,4 +195,43 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+# --- the fields, as every reader of a config sees them ----------------------------------------
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One TrainConfig field as the CLI's option, the Train form's widget, the Ray driver's
+    arguments and the check of a saved config.json all read it: one reading of the dataclass."""
+    name: str
+    kind: type              # int, float, str or bool
+    optional: bool          # `X | None`: None is a value of its own (a recipe field's None is the recipe's)
+    default: object         # for the fields the recipe does not fill
+    help: str
+    choices: tuple | None
+    recipe: bool            # filled from the architecture's recipe
+    advanced: bool          # an expert's knob (under "Advanced" in the form)
+
+    @property
+    def flag(self) -> str:
+        """The command line's option: --batch-size for batch_size."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def json_types(self) -> tuple[type, ...]:
+        """The JSON types its value may have in config.json (a whole number is a float too)."""
+        return (int, float) if self.kind is float else (self.kind,)
+
+
+@functools.cache
+def field_specs() -> tuple[FieldSpec, ...]:
+    """Every TrainConfig field, in the dataclass's order."""
+    hints = typing.get_type_hints(TrainConfig)
+    specs = []
+    for f in fields(TrainConfig):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        specs.append(FieldSpec(f.name, args[0] if args else hints[f.name], bool(args), f.default,
+                               f.metadata.get("help", ""), f.metadata.get("choices"),
+                               bool(f.metadata.get("recipe")), bool(f.metadata.get("advanced"))))
+    return tuple(specs)
 

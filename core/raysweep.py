@@ -35,11 +35,10 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
-from core.config import SWEPT_FIELDS, TrainConfig
+from core.config import SWEPT_FIELDS, TrainConfig, field_specs
 from core.errors import BadInput, LabError
 from core.fsio import atomic_write_bytes, atomic_write_json
 from core.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
@@ -488,15 +487,14 @@ def sweep_args(base: TrainConfig, lrs: list[float], batch_sizes: list[int]) -> l
     """`python -m core sweep` options that rebuild `base` field for field (every knob the driver
     must pass on, not only those the Sweep page shows), with the grid's values."""
     args = ["sweep"]
-    for f in fields(TrainConfig):
-        value = getattr(base, f.name)
-        if f.name in SWEPT_FIELDS or value is None:
+    for spec in field_specs():
+        value = getattr(base, spec.name)
+        if spec.name in SWEPT_FIELDS or value is None:
             continue
-        flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):
-            args.append(flag if value else "--no-" + flag[2:])
+            args.append(spec.flag if value else "--no-" + spec.flag[2:])
         else:
-            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+            args += [spec.flag, repr(value) if isinstance(value, float) else str(value)]
     return args + ["--lr", ",".join(map(repr, lrs)), "--batch-size", ",".join(map(str, batch_sizes))]
 
 

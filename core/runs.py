@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import functools
 import io
 import json
 import os
@@ -39,7 +38,7 @@ import socket
 import stat
 import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
-from core.config import TrainConfig, name_problem
+from core.config import field_specs, name_problem
 from core.errors import LabError
 from core.fsio import atomic_write_bytes, atomic_write_json, flock
 from core.rebuild import RebuildError, build_model, saved_members
@@ -436,17 +435,10 @@ def _read_history(path: Path) -> tuple[pd.DataFrame, str | None]:
     return frame, None
 
 
-@functools.cache  # the dataclass does not change while the program runs; load_run asks per run
 def _config_types() -> dict[str, tuple[type, ...]]:
     """TrainConfig field -> the JSON types its value may have in config.json (None always may,
     except for arch: a recipe field's None means 'the architecture's value')."""
-    known = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": ()}
-    out = {}
-    for f in fields(TrainConfig):
-        names = [name.strip() for name in str(f.type).split("|")]
-        if all(name in known for name in names):
-            out[f.name] = tuple(t for name in names for t in known[name])
-    return out
+    return {spec.name: spec.json_types for spec in field_specs()}
 
 
 def _check_config(config: dict) -> tuple[dict, list[str]]:

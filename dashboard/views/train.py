@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import typing
 
 import streamlit as st
 
 from core import jobs, tables
-from core.config import TrainConfig
+from core.config import FieldSpec, TrainConfig, field_specs
 from core.errors import LabError
 from core.models import get_spec, list_models
 from core.runs import is_resumable
@@ -38,16 +37,8 @@ AUTO = ("auto", "on", "off")  # a `bool | None` field: None lets the trainer dec
 
 
 @dataclasses.dataclass(frozen=True)
-class FormField:
-    """One TrainConfig field as the form shows it."""
-    name: str
-    kind: type              # int, float, str or bool
-    optional: bool          # `X | None`: 0, "" or "auto" in the form stand for None
-    default: object         # for fields the recipe does not fill
-    help: str
-    choices: tuple | None
-    recipe: bool            # filled from the architecture's recipe
-    advanced: bool          # under "Advanced"
+class FormField(FieldSpec):
+    """One TrainConfig field as the form shows it (an optional field's None is 0, "" or "auto")."""
 
     @property
     def key(self) -> str:   # train_epochs, train_lr, ..., train_limit (not train_train_limit)
@@ -77,16 +68,8 @@ class FormField:
 
 
 def form_fields() -> list[FormField]:
-    hints = typing.get_type_hints(TrainConfig)
-    out = []
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in NOT_IN_FORM:
-            continue
-        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
-        out.append(FormField(f.name, args[0] if args else hints[f.name], bool(args), f.default,
-                             f.metadata.get("help", ""), f.metadata.get("choices"),
-                             bool(f.metadata.get("recipe")), bool(f.metadata.get("advanced"))))
-    return out
+    return [FormField(*(getattr(spec, f.name) for f in dataclasses.fields(FieldSpec)))
+            for spec in field_specs() if spec.name not in NOT_IN_FORM]
 
 
 FIELDS = form_fields()
