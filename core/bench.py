@@ -9,7 +9,7 @@ falls on both:
         written plainly as the seed projects do (num_workers=0, their default);
       plain loop: the same model in the plainest loop over in-memory tensors (the floor: what
         the trainer's bookkeeping costs is its distance from this);
-      MNIST Lab: the trainer itself (`core.train`); its training and validation seconds are
+      MNIST Lab: the trainer itself (`core.training.loop`); its training and validation seconds are
         read apart from history.csv.
     Then the sketch path: preprocess one 280x280 drawing and run one model of each registered
     architecture on it, timed per prediction, p50 and p95.
@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from core.config import ConfigError, TrainConfig
-from core.data import data_dir, split_indices
+from core.data.mnist import data_dir, split_indices
 from core.models import channels_last, create_model, list_models
-from core.preprocess import MNIST_MEAN, MNIST_STD, to_mnist
-from core.train import prepare_run, resolve_device, train
+from core.data.images import MNIST_MEAN, MNIST_STD, to_mnist
+from core.training.loop import prepare_run, resolve_device, train
 
 
 def _sync(device: torch.device) -> None:
@@ -75,7 +75,7 @@ def plain_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: tor
                  train_idx: torch.Tensor, data_root) -> list[float]:
     """Seconds per epoch of the plainest loop over in-memory tensors: the same model (in the
     memory layout the trainer picks for it), Adam, shuffled index slices, nothing else."""
-    from core.data import load_mnist, normalize_uint8
+    from core.data.mnist import load_mnist, normalize_uint8
     from core.models import get_spec
     mnist = load_mnist(data_root)
     x, y = normalize_uint8(mnist.train_images[train_idx]).to(device), mnist.train_labels[train_idx].long().to(device)
@@ -104,7 +104,7 @@ def plain_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: tor
 def scratch_run(cfg: TrainConfig, data_root=None):
     """Train `cfg` with MNIST Lab's own trainer in a scratch run folder, deleted afterwards;
     return the finished run as read (history, metrics: what the benchmarks time and score)."""
-    from core.runs import load_run
+    from core.store.runs import load_run
     with tempfile.TemporaryDirectory() as root:
         writer = prepare_run(cfg, root=root)
         train(writer.run_id, root=root, data_root=data_root, writer=writer)
@@ -144,8 +144,8 @@ def latency_ms(call: Callable[[], object], repeats: int, warmup: int) -> dict[st
 
 def sketch_latency(repeats: int, root=None) -> dict[str, dict[str, float]]:
     """Milliseconds per (preprocess + one model's forward pass), p50/p95, per architecture."""
-    from core.predict import Predictor
-    from core.runs import list_runs
+    from core.analysis.predict import Predictor
+    from core.store.runs import list_runs
     best: dict[str, str] = {}
     for run in list_runs(root):
         if run.status == "finished" and run.has_weights and run.arch not in best:
@@ -245,7 +245,7 @@ def published_recipe(seed: int, device: torch.device, data_root=None,
     in memory, normalised and shuffled once (as its data_saver.py stores them), Adam lr 1e-2
     with betas (0.7, 0.9), OneCycleLR without momentum cycling, batch 256, one epoch, NLL of
     log-softmax; tested in batches of 2,000. Timed: the training loop only, as published."""
-    from core.data import load_mnist, normalize_uint8
+    from core.data.mnist import load_mnist, normalize_uint8
     mnist = load_mnist(data_root)
     order = torch.randperm(60_000, generator=torch.Generator().manual_seed(seed))[:train_limit]
     train_data = normalize_uint8(mnist.train_images[order]).to(device)
@@ -333,7 +333,7 @@ def run_race(target: float = 99.0, seeds: int = 3, recipe: str | None = None, de
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, impl: str) -> torch.optim.Optimizer:
     """The recipe's optimizer with one implementation: 'for-loop', 'foreach' or 'fused'."""
-    from core.train import build_optimizer
+    from core.training.loop import build_optimizer
     flags = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[impl]
     return build_optimizer(model, cfg, **flags)
 
@@ -345,9 +345,9 @@ def step_costs(steps: int = 20, rounds: int = 3, archs: list[str] | None = None,
     (for-loop, foreach, fused), each timed in `rounds` interleaved rounds of `steps` steps on
     real MNIST batches; the medians. This is the measurement behind each architecture's
     `cpu_channels_last` and the engine's choice of optimizer implementation."""
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     from core.models import get_spec
-    from core.data import normalize_uint8
+    from core.data.mnist import normalize_uint8
     mnist = load_mnist(data_root)
     results: dict[str, dict[str, float]] = {}
     for arch in archs or list_models():
@@ -396,9 +396,9 @@ def bookkeeping_costs(arch: str = "lenet", steps: int = 200, data_root=None,
     the CPU: the EMA update, the running loss/accuracy sums, and the progress reports (a
     progress.json written atomically and one sync with the device, REPORTS_PER_EPOCH times),
     each timed over `steps` calls beside the bare training step."""
-    from core.data import load_mnist, normalize_uint8
-    from core.runs import RunWriter
-    from core.train import EMA, REPORTS_PER_EPOCH, build_trainee
+    from core.data.mnist import load_mnist, normalize_uint8
+    from core.store.runs import RunWriter
+    from core.training.loop import EMA, REPORTS_PER_EPOCH, build_trainee
     cfg = TrainConfig(arch=arch, device="cpu")
     t = build_trainee(cfg, torch.device("cpu"), steps_per_epoch=steps)
     mnist = load_mnist(data_root)
@@ -449,13 +449,13 @@ def bookkeeping_costs(arch: str = "lenet", steps: int = 200, data_root=None,
 
 def saliency_latency(repeats: int = 10, root=None, data_root=None,
                      report: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
-    """Milliseconds for one test image's Integrated Gradients map (core.saliency, 32 steps) per
+    """Milliseconds for one test image's Integrated Gradients map (core.analysis.saliency, 32 steps) per
     architecture on the CPU, p50/p95, with the best finished run of each (untrained weights
     where there is none): the saliency budget of issue 13 is 300 ms per image per model."""
-    from core import tables
-    from core.data import load_mnist, normalize_uint8
-    from core.runs import list_runs, load_model
-    from core.saliency import attribute
+    from core.store import tables
+    from core.data.mnist import load_mnist, normalize_uint8
+    from core.store.runs import list_runs, load_model
+    from core.analysis.saliency import attribute
     best = {r.arch: r.run_id for r in tables.best_run_per_arch(list_runs(root))}
     image = normalize_uint8(load_mnist(data_root).test_images[:1])
     results = {}
@@ -469,14 +469,14 @@ def saliency_latency(repeats: int = 10, root=None, data_root=None,
 
 def embedding_costs(methods: tuple[str, ...] = ("umap", "tsne", "pca"), root=None, data_root=None,
                     report: Callable[[str], None] = print) -> dict[str, dict[str, float]]:
-    """Seconds to draw one run's embedding map (core.embedding), per architecture with the best
+    """Seconds to draw one run's embedding map (core.analysis.embedding), per architecture with the best
     finished run of each: the features of the 10,000 test images, then each projection, on the
     CPU, nothing read from or written to the run folder. Issue 13's budget is 90 s a map. The
     first UMAP in a process includes numba's compilation (10-30 s here), as a fresh dashboard's does."""
-    from core import tables
-    from core.data import load_mnist, normalize_uint8
-    from core.embedding import check_method, features, project
-    from core.runs import list_runs, load_model
+    from core.store import tables
+    from core.data.mnist import load_mnist, normalize_uint8
+    from core.analysis.embedding import check_method, features, project
+    from core.store.runs import list_runs, load_model
     for method in methods:
         check_method(method)
     x = normalize_uint8(load_mnist(data_root).test_images)

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train one run per seed (e.g. 0,1,2), one after another, as one seed group; "
                             "prints the group's test accuracy as mean ± std (not with --seed or --resume)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the run's lock, from core.jobs
+    train.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the run's lock, from core.training.jobs
 
     sub.add_parser("runs", help="list runs")
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 # --- commands ---------------------------------------------------------------------------------
 
 def cmd_fetch(args) -> int:
-    from core.data import fetch
+    from core.data.mnist import fetch
     fetch(args.data, report=lambda m: print(m, file=sys.stderr))
     return 0
 
@@ -232,7 +232,7 @@ def stop_on_signals() -> threading.Event:
     def handler(*_):
         stop.set()
         from core.errors import Cancelled
-        from core.jobs import waiting_for_slot
+        from core.training.jobs import waiting_for_slot
         if waiting_for_slot():  # still queued: leave the blocking wait at once
             raise Cancelled()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -241,7 +241,7 @@ def stop_on_signals() -> threading.Event:
 
 
 def cmd_train(args) -> int:
-    from core.train import check_trainable, prepare_run, train
+    from core.training.loop import check_trainable, prepare_run, train
     stop = stop_on_signals()
     if args.seeds is not None:
         return _train_seeds(args, stop)
@@ -267,10 +267,10 @@ def cmd_train(args) -> int:
 def _train_seeds(args, stop) -> int:
     """`train --seeds 0,1,2`: one run per seed in one seed group, trained one after another;
     each run's result, then the group's accuracy as mean ± std (sample std, ddof=1)."""
-    from core import tables
-    from core.runs import load_run
-    from core.sweep import parse_seeds, prepare_seeds, run_sweep
-    from core.train import check_trainable
+    from core.store import tables
+    from core.store.runs import load_run
+    from core.training.grids import parse_seeds, prepare_seeds, run_sweep
+    from core.training.loop import check_trainable
     clash = [option for option, value in (("--seed", args.seed), ("--resume", args.resume),
                                           ("--run-id", args.run_id)) if value is not None]
     if clash:
@@ -326,7 +326,7 @@ def _absolute_csv(args) -> dict:
 
 
 def cmd_runs(args) -> int:
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     runs = list_runs(args.checkpoints)
     if not runs:
         print("no runs yet: start one with `python -m core train --arch lenet`")
@@ -344,9 +344,9 @@ def cmd_runs(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.predict import Predictor
-    from core.preprocess import ImageError
-    from core.csvdata import CSVFormatError
+    from core.analysis.predict import Predictor
+    from core.data.images import ImageError
+    from core.data.csvfile import CSVFormatError
     predictor = Predictor.from_run(args.run, args.checkpoints)
     failed = 0
     for image in args.images:
@@ -372,7 +372,7 @@ def cmd_predict(args) -> int:
 
 
 def _predict_csv(predictor, path: str, as_json: bool) -> int:
-    from core.csvdata import read_digits_csv
+    from core.data.csvfile import read_digits_csv
     table = read_digits_csv(path)
     probs = predictor.probabilities(table.images.numpy().astype("float32") / 255.0)
     for row, p in enumerate(probs, start=1):
@@ -385,8 +385,8 @@ def _predict_csv(predictor, path: str, as_json: bool) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from core.sweep import grid_table, parse_values, prepare_sweep, run_sweep
-    from core.train import check_trainable
+    from core.training.grids import grid_table, parse_values, prepare_sweep, run_sweep
+    from core.training.loop import check_trainable
     stop = stop_on_signals()
     lrs = parse_values(args.lr, float, "learning rates (--lr)")
     sizes = parse_values(args.batch_size, int, "batch sizes (--batch-size)")
@@ -394,7 +394,7 @@ def cmd_sweep(args) -> int:
         raise ConfigError("--arch is required")
     base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
     if args.ray is not None:  # `--ray ""` too, which is refused; only here is Ray imported (the cluster has the device)
-        from core.raysweep import run_sweep_on_ray
+        from core.training.raysweep import run_sweep_on_ray
         sweep_id, statuses = run_sweep_on_ray(base, lrs, sizes, args.ray, root=args.checkpoints, data_root=args.data,
                                               stop=stop, report=lambda line: print(line, file=sys.stderr, flush=True))
         print(grid_table(sweep_id, args.checkpoints).to_string())
@@ -436,13 +436,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from core.ensemble import create_ensemble
+    from core.analysis.ensemble import create_ensemble
     print(create_ensemble(args.runs, name=args.name, root=args.checkpoints))
     return 0
 
 
 def cmd_label_issues(args) -> int:
-    from core import label_issues
+    from core.analysis import label_issues
     if args.top < 1:
         raise ConfigError(f"--top must be a whole number >= 1, got {args.top}")
     runs = args.runs
@@ -467,7 +467,7 @@ def cmd_label_issues(args) -> int:
 
 
 def cmd_embedding(args) -> int:
-    from core.embedding import METHODS, embedding
+    from core.analysis.embedding import METHODS, embedding
     emb = embedding(args.run, args.method, args.checkpoints, args.data,
                     report=lambda line: print(line, file=sys.stderr, flush=True))
     if emb.cached:

@@ -1,6 +1,6 @@
 """Files written whole and files locked: the one way MNIST Lab writes a file and takes a lock,
-for the run store (core.runs), MNIST's verification record (core.data) and the handwriting set
-(core.handwriting). Nothing here knows what the files hold."""
+for the run store (core.store.runs), MNIST's verification record (core.data.mnist) and the handwriting set
+(core.data.handwriting). Nothing here knows what the files hold."""
 from __future__ import annotations
 
 import contextlib

@@ -7,7 +7,7 @@ Every model also has `embed(x)`: its penultimate features (N, D), the input of i
 map. `last_affine()` gives that map as (weight (10, D), bias (10,)), so in eval mode
 `embed(x) @ weight.T + bias` is the logits (an ensemble, which averages its members'
 probabilities, has no last affine map; its features are its members' side by side). The
-embedding map (core.embedding) projects these features.
+embedding map (core.analysis.embedding) projects these features.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Recipe:
     aug_shift: float = 2.0          # affine: shifts drawn from +-this many pixels
     aug_zoom: float = 0.1           # affine: zoom drawn from 1 +- this
     ema: bool = False               # keep and evaluate an exponential moving average of the weights
-    ema_decay: float = 0.999        # EMA: decay per step (after a warm-up, see core.train.EMA)
+    ema_decay: float = 0.999        # EMA: decay per step (after a warm-up, see core.training.loop.EMA)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -347,7 +347,7 @@ def combine_members(member_logits: torch.Tensor) -> torch.Tensor:
 
 class Ensemble(nn.Module):
     """K independently initialised members trained side by side on the same batches, each on
-    its own loss (the training loop calls `member_logits`, see core.train.training_loss).
+    its own loss (the training loop calls `member_logits`, see core.training.loop.training_loss).
     `forward` averages the members' probabilities, so it returns logits like any model."""
 
     def __init__(self, members: list[nn.Module]):

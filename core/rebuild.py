@@ -1,6 +1,6 @@
 """Rebuilding a run's model from its config.json: one architecture of the registry
-(core.models), or an ensemble of finished runs (core.ensemble) whose `member_archs` lists its
-members' architectures, nested for a member that is itself an ensemble. core.runs.load_model
+(core.models), or an ensemble of finished runs (core.analysis.ensemble) whose `member_archs` lists its
+members' architectures, nested for a member that is itself an ensemble. core.store.runs.load_model
 builds the model here and loads the weights into it."""
 from __future__ import annotations
 

@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import data as data_mod
-from core import handwriting
-from core.predictions import check_predictions
+from core.data import mnist as data_mod
+from core.data import handwriting
+from core.metrics import check_predictions
 from core.errors import LabError
-from core.runs import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, RunError, checkpoints_dir,
+from core.store.runs import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, WEIGHTS, Run, RunError, checkpoints_dir,
                        effective_status, list_run_ids, load_predictions, load_run, read_json)
 
 VAL_HELP = "validation accuracy of the weights the run keeps and tests (its last epoch; the EMA's with EMA)"
@@ -95,7 +95,7 @@ def _base() -> str:
 
 
 def _signature(folder: str) -> tuple:
-    """(mtime, size, inode) of each file `load_run` reads (core.runs.SMALL_FILES): every run file
+    """(mtime, size, inode) of each file `load_run` reads (core.store.runs.SMALL_FILES): every run file
     is written by renaming a new file into place, so any write changes the signature."""
     out = []
     for name in SMALL_FILES:
@@ -218,7 +218,7 @@ def _accuracy_without_confirmed(base: str, run_id: str, mtime: int) -> tuple[flo
     """(the figure, None), or (None, why the predictions cannot be used). Kept apart from the
     predictions' own small cache: Compare's table asks it of every run on every rerun, and one
     figure per run is all it needs."""
-    from core.label_issues import accuracy_without_confirmed
+    from core.analysis.label_issues import accuracy_without_confirmed
     try:
         return accuracy_without_confirmed(run_id, base)[1], None
     except RunError as exc:
@@ -265,7 +265,7 @@ def _stamp(path) -> tuple | None:
 
 @st.cache_resource(max_entries=32, show_spinner="Loading model…")
 def _predictor(base: str, run_id: str, weights: tuple | None):
-    from core.predict import Predictor
+    from core.analysis.predict import Predictor
     return Predictor.from_run(run_id, base)
 
 
@@ -301,7 +301,7 @@ def probabilities(models: Sequence, image: np.ndarray) -> list[np.ndarray]:
     inference_mode on one thread: a single image is too small to share, and a second thread
     waits for a core that a training job may be using (stalls of tens of ms)."""
     import torch
-    from core.preprocess import normalize
+    from core.data.images import normalize
     batch = normalize(image)
     with _TORCH_THREADS:
         threads = torch.get_num_threads()
@@ -522,7 +522,7 @@ def digit_grid(images: np.ndarray, captions: Sequence[str] | None = None, *, siz
 # --- charts ----------------------------------------------------------------------------------
 
 def show_history(curves: pd.DataFrame, height: int = 220) -> None:
-    """One run's loss and accuracy (core.tables.live_curves), train and validation, side by side."""
+    """One run's loss and accuracy (core.store.tables.live_curves), train and validation, side by side."""
     colours = alt.Scale(domain=["train", "validation"], range=["#4c78a8", "#f58518"])
     integer_epochs = bool((curves["epoch"] % 1 == 0).all())
     for column, metric in zip(st.columns(2), ("loss", "accuracy")):

@@ -1,6 +1,6 @@
 """Saliency on the pages: for one image and one run, heatmaps of what pushed its model towards
 the digit it predicts and towards the true digit (or one the user picks), by Captum's
-Integrated Gradients (core.saliency). Mistakes, Evaluate's confusion cells, Label issues, the
+Integrated Gradients (core.analysis.saliency). Mistakes, Evaluate's confusion cells, Label issues, the
 embedding map and Sketch all show it through `saliency_panel` or `image_picker`.
 
 A map costs 1.4 to 33 ms (p95) per image and model on this CPU (`python -m core bench --saliency`), so
@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
-from core import saliency
-from core.runs import WEIGHTS
+from core.analysis import saliency
+from core.store.runs import WEIGHTS
 from dashboard import common
 
 HOW = ("Integrated Gradients (Captum), from a blank page to the image: **red** pixels pushed the model "

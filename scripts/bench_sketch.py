@@ -117,9 +117,9 @@ SEND_HOOK_JS = """(() => {
 # --- the runs -----------------------------------------------------------------------------------
 
 def best_runs(checkpoints: Path) -> dict:
-    """arch -> the best finished run with weights in `checkpoints` (core.tables.best_run_per_arch)."""
-    from core.runs import list_runs
-    from core.tables import best_run_per_arch
+    """arch -> the best finished run with weights in `checkpoints` (core.store.tables.best_run_per_arch)."""
+    from core.store.runs import list_runs
+    from core.store.tables import best_run_per_arch
     if not checkpoints.is_dir():
         return {}
     return {run.arch: run for run in best_run_per_arch(list_runs(checkpoints))}
@@ -136,7 +136,7 @@ def train_tiny(checkpoints: Path, arch: str) -> None:
 def one_run_per_arch(source: Path, dest: Path, log) -> list[str]:
     """Fill `dest` with one finished run of each registered architecture; their names."""
     from core.models import list_models
-    from core.runs import LOCK_NAME, LOG_NAME, load_model
+    from core.store.runs import LOCK_NAME, LOG_NAME, load_model
     found = best_runs(source)
     for arch, run in list(found.items()):
         try:

@@ -2,7 +2,7 @@
 
     python -m scripts.recipe_table [--checkpoints ./checkpoints] [--name NAME]
 
-By default it reads the reference runs shipped in ./checkpoints (core.reference), so the
+By default it reads the reference runs shipped in ./checkpoints (core.store.reference), so the
 README's table and the shipped runs are the same thing (tests/test_reference.py checks it).
 With --name it reads your own finished runs of that name instead (the full recipe, as
 `python -m core train --arch lenet --name NAME` makes it). For each registered architecture
@@ -18,7 +18,7 @@ import sys
 
 from core.config import ConfigError, TrainConfig
 from core.models import count_parameters, get_spec, list_models
-from core.runs import list_runs
+from core.store.runs import list_runs
 
 
 def is_current_recipe(run, spec, parameters: int) -> bool:

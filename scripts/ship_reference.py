@@ -3,8 +3,8 @@
     python -m scripts.ship_reference --from DIR [--from DIR2 ...] [--to checkpoints] [--commit SHA]
 
 Every finished run in each --from folder is copied to --to, made a reference run
-(core.reference.ship: no optimizer state or log, float16 probabilities when no predicted digit
-changes), then verified (its weights reproduce its recorded predictions and test accuracy).
+(core.store.reference.ship: no optimizer state or log, float16 probabilities when no predicted digit
+changes; a recipe's own run gets its UMAP map), then verified (its weights reproduce its recorded predictions and test accuracy).
 The .gitignore block that lets git see exactly these run folders is rewritten, and the sizes
 are printed. A run that fails verification is removed again and the script exits with 1.
 """
@@ -15,11 +15,21 @@ import shutil
 import sys
 from pathlib import Path
 
-from core import reference
-from core.runs import list_runs
+from core.analysis.embedding import embedding
+from core.store import reference
+from core.store.runs import list_runs, load_run
 
 REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "# reference runs (scripts/ship_reference.py): tracked", "# end of reference runs"
+
+
+def ship(run_id: str, dest: Path, commit: str | None = None) -> dict:
+    """Make the run a reference run (core.store.reference.ship) and, for a recipe's own run (not
+    a sweep's), compute its UMAP map, so the Embedding map page opens full."""
+    marker = reference.ship(run_id, dest, commit=commit)
+    if not load_run(run_id, dest).config.get("sweep"):
+        embedding(run_id, "umap", dest)
+    return marker
 
 
 def folder_size(path: Path) -> int:
@@ -57,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             if target.exists():
                 shutil.rmtree(target)
             shutil.copytree(run.path, target)
-            reference.ship(run.run_id, dest, commit=args.commit)
+            ship(run.run_id, dest, commit=args.commit)
             verdict = reference.verify(run.run_id, dest, args.data)
             if not verdict.ok:
                 shutil.rmtree(target)

@@ -14,7 +14,7 @@ from tests.helpers import DATA
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The repository's data/ folder, which must hold the real MNIST files."""
-    from core.data import is_available
+    from core.data.mnist import is_available
     if not is_available(DATA):
         pytest.fail(f"MNIST is not in {DATA}: run `python -m core fetch` first (CI fetches it before the tests)")
     return DATA

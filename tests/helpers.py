@@ -26,7 +26,7 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
 
 
 def require_mnist() -> Path:
-    from core.data import is_available
+    from core.data.mnist import is_available
     if not is_available(DATA):
         pytest.fail(f"MNIST is not in {DATA}: run `python -m core fetch` first (make test does)")
     return DATA
@@ -34,7 +34,7 @@ def require_mnist() -> Path:
 
 def train_new(config, root: Path, **kwargs) -> tuple[str, str]:
     """Create a run for `config` in `root` and train it in this process: (run id, final status)."""
-    from core.train import prepare_run, train
+    from core.training.loop import prepare_run, train
     writer = prepare_run(config, root=root)
     kwargs.setdefault("data_root", require_mnist())
     return writer.run_id, train(writer.run_id, root=root, writer=writer, **kwargs)
@@ -54,7 +54,7 @@ def make_run(run_id="20260101-000000-mlp", *, arch="mlp", status="finished", epo
              metrics=None, progress=None, created="2026-01-01T00:00:00", **config):
     """A `Run` as if read from a folder (which does not exist), for the table and sweep views."""
     import pandas as pd
-    from core.runs import HISTORY_COLUMNS, Run
+    from core.store.runs import HISTORY_COLUMNS, Run
     history = pd.DataFrame(history or [], columns=HISTORY_COLUMNS)
     return Run(run_id, Path("/nowhere") / run_id, {"arch": arch, "epochs": epochs, **config}, status,
                {"status": status, "created": created}, history, metrics or {}, progress or {})

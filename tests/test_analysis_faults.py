@@ -20,8 +20,8 @@ import torch
 from safetensors.numpy import save as save_numpy
 from safetensors.torch import load_file
 
-from core import label_issues
-from core.runs import PREDICTIONS, WEIGHTS, RunError, list_run_ids, load_model, load_predictions, load_run
+from core.analysis import label_issues
+from core.store.runs import PREDICTIONS, WEIGHTS, RunError, list_run_ids, load_model, load_predictions, load_run
 from tests.helpers import REPO, require_mnist, run_cli
 
 SHIPPED = REPO / "checkpoints"
@@ -209,7 +209,7 @@ def test_seeds_torch_would_fold_together_are_refused(tmp_path):
 def test_every_json_the_lab_writes_is_strict(tmp_path):
     """A diverged run's figures (NaN, infinities) are written as null, never as NaN."""
     from core.config import TrainConfig
-    from core.runs import RunWriter
+    from core.store.runs import RunWriter
     writer = RunWriter.create(TrainConfig(arch="mlp", name="diverged").to_dict(), root=tmp_path)
     writer.write_metrics({"test_accuracy": 9.8, "test_loss": float("nan"), "nested": [float("inf"), np.float32("-inf")],
                           "array": np.array([1.0, np.nan])})
@@ -290,7 +290,7 @@ def test_an_ensemble_config_that_cannot_be_rebuilt_says_why(store, tmp_path, cas
 
 
 def test_sketch_shows_an_unbuildable_ensemble_as_a_warning(lab_env, store, drawn, mnist_root):
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     from tests.test_app import cards, open_page, pad_drawing
     deep: list = ["mlp"]
     for _ in range(500):
@@ -388,7 +388,7 @@ BAD_MAPS = {  # name -> (arrays, metadata) changes to a whole map
 @pytest.mark.parametrize("case", list(BAD_MAPS))
 @pytest.mark.slow
 def test_a_damaged_map_of_the_current_weights_is_computed_again(store, case, mnist_root):
-    from core import embedding as maps
+    from core.analysis import embedding as maps
     path = store / LENET / maps.file_name("pca")
     whole = maps.embedding(LENET, "pca", store, mnist_root)
     assert not whole.not_kept and path.exists()
@@ -467,7 +467,7 @@ def test_a_cancelled_seed_group_averages_only_its_finished_runs(tmp_path, mnist_
     proc = subprocess.Popen([sys.executable, "-m", "core", "--checkpoints", str(root), "--data", str(mnist_root),
                              "train", *TINY, "--epochs", "6", "--seeds", "5,6,7"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         runs = {r.config.get("seed"): r for r in list_runs(root)}
@@ -480,7 +480,7 @@ def test_a_cancelled_seed_group_averages_only_its_finished_runs(tmp_path, mnist_
     runs = {r.config["seed"]: r for r in list_runs(root)}
     assert [runs[s].status for s in (5, 6, 7)] == ["finished", "cancelled", "cancelled"]
     assert runs[6].val_acc is not None  # it has a validation figure, and is still no member of the result
-    from core.tables import mean_std_text
+    from core.store.tables import mean_std_text
     group = runs[5].config["group"]
     assert out.strip().splitlines()[-1] == (
         f"group {group}: test accuracy {mean_std_text(runs[5].test_acc, None)}, val "
@@ -494,7 +494,7 @@ def test_a_seed_group_on_a_full_disk_marks_every_run_and_prints_its_summary(tmp_
                            "train", *TINY, "--arch", "mlp_ln", "--seeds", "0,1"], cwd=REPO, capture_output=True,
                           text=True, preexec_fn=_limit_file_size, timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     runs = {r.config["seed"]: r for r in list_runs(root)}
     assert runs[0].status == "failed" and runs[1].status == "cancelled"
     assert runs[1].status_info["message"].startswith(f"not started: run {runs[0].run_id} failed (could not write")
@@ -519,7 +519,7 @@ def test_pages_warn_about_probabilities_that_are_not_probabilities(lab_env, stor
 
 
 def test_the_embedding_page_recomputes_a_damaged_map_and_says_when_it_cannot_keep_it(lab_env, store):
-    from core import embedding as maps
+    from core.analysis import embedding as maps
     from tests.test_app import open_page
     root = lab_env(store)
     path = root / LENET / maps.file_name("pca")

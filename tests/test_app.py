@@ -83,7 +83,7 @@ def test_missing_mnist_offers_fetch(lab_env, monkeypatch, tmp_path):
 
 @pytest.mark.slow
 def test_train_shows_newest_run_status_and_test_accuracy(lab_env, trained_runs):
-    from core.runs import load_run
+    from core.store.runs import load_run
     lab_env(trained_runs.root)
     newest = load_run(trained_runs.ids["lenet"], trained_runs.root)
     at = open_page("train")
@@ -105,7 +105,7 @@ def test_train_bad_value_shows_config_error(lab_env):
 @pytest.mark.slow
 def test_train_start_launches_a_real_job_with_the_form_values(lab_env):
     import time
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     at = open_page("train")
     at.selectbox(key="train_arch").set_value("mlp").run()
     assert at.number_input(key="train_epochs").value == 20  # the mlp recipe filled the form
@@ -127,7 +127,7 @@ def test_train_start_launches_a_real_job_with_the_form_values(lab_env):
 
 
 def test_compare_lists_runs_with_test_accuracy(lab_env, trained_runs):
-    from core.runs import load_run
+    from core.store.runs import load_run
     lab_env(trained_runs.root)
     at = open_page("compare")
     table = frame_with(at, "test_acc").set_index("name")
@@ -139,7 +139,7 @@ def test_compare_lists_runs_with_test_accuracy(lab_env, trained_runs):
 
 
 def test_compare_rename_and_delete(lab_env, trained_runs, tmp_path):
-    from core.runs import list_run_ids, load_run
+    from core.store.runs import list_run_ids, load_run
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     mlp = trained_runs.ids["mlp"]
     at = open_page("compare")
@@ -155,7 +155,7 @@ def test_compare_rename_and_delete(lab_env, trained_runs, tmp_path):
 
 
 def test_evaluate_confusion_matrix_and_cell_images(lab_env, trained_runs):
-    from core.runs import load_predictions
+    from core.store.runs import load_predictions
     lab_env(trained_runs.root)
     at = open_page("evaluate")
     at.selectbox(key="eval_run").set_value(trained_runs.ids["mlp"]).run()
@@ -185,8 +185,8 @@ def test_evaluate_opens_the_run_in_the_link(lab_env, trained_runs):
 
 
 def test_mistakes_counts_and_disagreements(lab_env, trained_runs):
-    from core.predictions import disagreements
-    from core.runs import load_predictions
+    from core.analysis.predictions import disagreements
+    from core.store.runs import load_predictions
     lab_env(trained_runs.root)
     at = open_page("mistakes")
     at.selectbox(key="mis_run").set_value(trained_runs.ids["mlp"]).run()
@@ -209,9 +209,9 @@ def test_mistakes_counts_and_disagreements(lab_env, trained_runs):
 
 
 def test_sketch_empty_drawing_models_and_handwriting_scores(lab_env, trained_runs, mnist_root):
-    from core import handwriting
-    from core.data import load_mnist
-    from core.predict import Predictor
+    from core.data import handwriting
+    from core.data.mnist import load_mnist
+    from core.analysis.predict import Predictor
     lab_env(trained_runs.root)
     mnist = load_mnist(mnist_root)
     for index in range(5):  # five real test digits stand in for a person's drawings
@@ -239,7 +239,7 @@ def seven_runs(trained_runs, tmp_path_factory) -> Path:
     import torch
 
     from core.models import create_model, list_models
-    from core.runs import FORMAT_VERSION, WEIGHTS, atomic_write_bytes, atomic_write_json, read_json, tensors_bytes
+    from core.store.runs import FORMAT_VERSION, WEIGHTS, atomic_write_bytes, atomic_write_json, read_json, tensors_bytes
     root = tmp_path_factory.mktemp("seven-runs")
     for arch, run_id in trained_runs.ids.items():
         shutil.copytree(trained_runs.root / run_id, root / run_id)
@@ -284,12 +284,12 @@ def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_run
     """Every architecture is selected by default; a drawing gets a card from each model, whose
     prediction and confidence are the model's own on the same preprocessed image; saving it
     reaches the handwriting section outside the fragment."""
-    from core import handwriting
-    from core.data import load_mnist
+    from core.data import handwriting
+    from core.data.mnist import load_mnist
     from core.models import list_models
-    from core.predict import Predictor
-    from core.preprocess import to_mnist
-    from core.runs import list_runs
+    from core.analysis.predict import Predictor
+    from core.data.images import to_mnist
+    from core.store.runs import list_runs
     from dashboard.views.sketch import decode_drawing
     lab_env(seven_runs)
     runs = {r.name: r for r in list_runs(seven_runs)}
@@ -340,7 +340,7 @@ def test_data_csv_import_shows_rows_or_errors(lab_env):
 
 def test_sweep_shows_the_grid_of_a_prepared_sweep(lab_env, tmp_path):
     from core.config import TrainConfig
-    from core.sweep import prepare_sweep
+    from core.training.grids import prepare_sweep
     root = lab_env(tmp_path / "sweep-runs")
     sweep_id, writers = prepare_sweep(TrainConfig(arch="mlp", epochs=1, train_limit=100),
                                       [0.01, 0.1], [32, 64], root=root)  # queued while their locks are held
@@ -387,9 +387,9 @@ def test_damaged_run_warns_and_page_renders(damaged_runs, page):
 
 def test_train_shows_a_running_job_live_and_cancels_it(lab_env, tmp_path):
     """A run whose lock a live process holds (a stand-in `sleep`, handed the lock the way
-    core.jobs hands it to a trainer) is shown live; Cancel signals that process."""
+    core.training.jobs hands it to a trainer) is shown live; Cancel signals that process."""
     from core.config import TrainConfig
-    from core.runs import RunWriter
+    from core.store.runs import RunWriter
     root = lab_env(tmp_path / "live")
     writer = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
     job = subprocess.Popen(["sleep", "60"], pass_fds=(writer.lock.fileno(),))
@@ -449,8 +449,8 @@ def test_a_fresh_clones_lab_shows_the_reference_runs_and_protects_them(lab_env, 
     """The shipped checkpoints/ beside a user's own run: every page has something to show,
     the table marks which is which, and only the user's run can be renamed or deleted."""
     import shutil
-    from core import reference
-    from core.runs import load_run
+    from core.store import reference
+    from core.store.runs import load_run
     from tests.helpers import REPO
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     shipped = reference.reference_ids(REPO / "checkpoints")
@@ -473,7 +473,8 @@ def test_a_fresh_clones_lab_shows_the_reference_runs_and_protects_them(lab_env, 
 
 def test_label_issues_page_ranks_with_the_reference_runs_and_marks_the_confirmed(lab_env, tmp_path):
     import shutil
-    from core import label_issues, reference
+    from core.analysis import label_issues
+    from core.store import reference
     from tests.helpers import REPO
     root = lab_env(tmp_path / "runs")
     for run_id in reference.reference_ids(REPO / "checkpoints"):
@@ -490,7 +491,7 @@ def test_label_issues_page_ranks_with_the_reference_runs_and_marks_the_confirmed
 
 
 def test_accuracy_is_shown_with_and_without_the_confirmed_label_errors(lab_env, trained_runs):
-    from core import label_issues
+    from core.analysis import label_issues
     lab_env(trained_runs.root)
     run_id = trained_runs.ids["mlp"]
     _, cleaned = label_issues.accuracy_without_confirmed(run_id, trained_runs.root)

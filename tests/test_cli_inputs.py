@@ -99,14 +99,14 @@ def test_altered_mnist_content_is_refused_before_any_folder(tmp_path, altered_mn
 
 
 def test_a_bad_magic_number_is_worded_as_such(altered_mnist):
-    from core.data import DataError, load_mnist
+    from core.data.mnist import DataError, load_mnist
     with pytest.raises(DataError, match="magic number") as info:
         load_mnist(altered_mnist["magic"])
     assert "bytes, expected" not in str(info.value)
 
 
 def test_a_truncated_file_names_its_size(tmp_path):
-    from core.data import DataError, load_mnist
+    from core.data.mnist import DataError, load_mnist
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in RAW:
@@ -118,7 +118,7 @@ def test_a_truncated_file_names_its_size(tmp_path):
 
 
 def test_verified_mnist_is_not_hashed_again(tmp_path, monkeypatch):
-    from core import data
+    from core.data import mnist as data
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in RAW:
@@ -131,8 +131,8 @@ def test_verified_mnist_is_not_hashed_again(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_resume_can_move_a_run_to_the_cpu(tmp_path):
     from core.config import TrainConfig
-    from core.runs import load_run
-    from core.train import prepare_run
+    from core.store.runs import load_run
+    from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp", epochs=1, train_limit=500, device="cuda"), root=tmp_path / "c")
     writer.release()
     proc = cli(tmp_path, "train", "--resume", writer.run_id, "--device", "cpu", "--quiet")
@@ -153,7 +153,7 @@ def test_resume_refuses_options_it_would_ignore(tmp_path):
 @pytest.mark.slow
 def test_run_id_on_a_finished_run_says_it_is_finished(tmp_path):
     from core.config import TrainConfig
-    from core.train import prepare_run
+    from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp", epochs=1, device="cpu"), root=tmp_path / "c")
     writer.set_status("finished")
     writer.release()
@@ -176,7 +176,7 @@ def test_a_one_row_csv_says_it_has_too_few_rows(tmp_path):
 
 @pytest.mark.slow
 def test_a_relative_csv_is_stored_absolute(tmp_path):
-    from core.runs import load_run
+    from core.store.runs import load_run
     digits_csv(tmp_path / "digits.csv", 30)
     proc = cli(tmp_path, "train", *TINY, "--csv", "digits.csv", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -195,7 +195,7 @@ def test_another_separator_is_named_briefly(tmp_path, separator, shown):
 
 
 def test_csv_files_have_a_size_cap(tmp_path, monkeypatch):
-    from core import csvdata
+    from core.data import csvfile as csvdata
     path = digits_csv(tmp_path / "digits.csv", 20)
     monkeypatch.setattr(csvdata, "MAX_CSV_BYTES", 1000)
     with pytest.raises(csvdata.CSVFormatError, match="larger than"):
@@ -223,7 +223,7 @@ def test_cancelling_a_sweep_exits_3(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_grid_has_a_cell_cap(tmp_path):
     from core.config import ConfigError, TrainConfig
-    from core.sweep import MAX_CELLS, prepare_sweep
+    from core.training.grids import MAX_CELLS, prepare_sweep
     lrs = [0.001 * (i + 1) for i in range(MAX_CELLS + 1)]
     with pytest.raises(ConfigError, match=f"at most {MAX_CELLS}"):
         prepare_sweep(TrainConfig(arch="mlp"), lrs, [64], root=tmp_path / "c")

@@ -8,7 +8,7 @@ import pytest
 
 from core.cli import build_parser
 from core.config import ConfigError, TrainConfig, field_specs
-from core.runs import _check_config
+from core.store.runs import _check_config
 
 WRONG = {int: "three", float: "fast", str: 7, bool: "yes"}  # a JSON value of another kind
 

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from core.config import ConfigError, TrainConfig
-from core.data import load_mnist, make_split, split_indices
+from core.data.mnist import load_mnist, make_split, split_indices
 from core.models import (Ensemble, LabNet, UnknownModelError, count_parameters, create_model, get_spec,
                          list_models)
-from core.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
-from core.train import build_optimizer, evaluate, train, training_loss
+from core.store.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
+from core.metrics import evaluate
+from core.training.loop import build_optimizer, train, training_loss
 from tests.helpers import run_cli, DATA, REPO, require_mnist, train_new, train_tiny
 
 
@@ -356,7 +357,7 @@ def test_cli_sweep_runs_the_grid(tmp_path):
                              "--arch", "mlp", "--lr", "0.05,0.2", "--batch-size", "64,256",
                              "--epochs", "1", "--train-limit", "1500", "--quiet")
     assert code == 0, err
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     runs = list_runs(tmp_path)
     assert len(runs) == 4 and len({r.config["sweep"] for r in runs}) == 1
     assert {(r.config["lr"], r.config["batch_size"]) for r in runs} == {(0.05, 64), (0.05, 256), (0.2, 64), (0.2, 256)}
@@ -370,7 +371,7 @@ def test_cli_sweep_refuses_a_bad_list(tmp_path):
 
 
 def test_ema_warms_up_then_averages():
-    from core.train import EMA
+    from core.training.loop import EMA
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     ema = EMA(model, decay=0.9)

@@ -1,4 +1,4 @@
-"""Tests for core.csvdata: digits in the Kaggle digit-recognizer CSV format."""
+"""Tests for core.data.csvfile: digits in the Kaggle digit-recognizer CSV format."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.csvdata import CSVFormatError, DigitsCSV, read_digits_csv
+from core.data.csvfile import CSVFormatError, DigitsCSV, read_digits_csv
 from tests.helpers import write_digits_csv
 
 PIXEL_NAMES = [f"pixel{i}" for i in range(784)]

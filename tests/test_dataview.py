@@ -1,11 +1,11 @@
-"""core.dataview on small synthetic data, checked against the same computation done another way."""
+"""core.data.view on small synthetic data, checked against the same computation done another way."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core import dataview
-from core.data import split_indices
+from core.data import view as dataview
+from core.data.mnist import split_indices
 
 
 def test_split_positions_match_the_training_split():

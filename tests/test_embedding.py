@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import load_mnist, normalize_uint8
-from core.embedding import EmbeddingError, cached, embedding, file_name, in_box, project
-from core.reference import reference_ids
-from core.runs import WEIGHTS, load_model, load_predictions, run_dir
+from core.data.mnist import load_mnist, normalize_uint8
+from core.analysis.embedding import EmbeddingError, cached, embedding, file_name, in_box, project
+from core.store.reference import reference_ids
+from core.store.runs import WEIGHTS, load_model, load_predictions, run_dir
 from tests.helpers import REPO, require_mnist, run_cli
 
 METHOD = "pca"  # the runs' tests use PCA: seconds, where UMAP's first call compiles for ~30 s
@@ -131,7 +131,7 @@ def test_cli_prints_the_map_summary(lenet_run):
 
 
 def test_points_in_a_box_are_those_inside_it_whichever_way_it_was_drawn():
-    from core.embedding import Embedding
+    from core.analysis.embedding import Embedding
     xy = np.array([[0, 0], [1, 1], [2, 2], [1, 3], [-1, 1]], dtype=np.float32)
     emb = Embedding("pca", xy, np.zeros(5, np.int64), np.zeros(5, np.int64), 0.0, True)
     assert in_box(emb, (0.5, 2.5), (0.5, 2.5)).tolist() == [1, 2]

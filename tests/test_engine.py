@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import jobs
+from core.training import jobs
 from core.config import TrainConfig
-from core.data import load_mnist, make_split
-from core.runs import load_model, load_predictions, load_run, lock_held, run_dir
-from core.train import build_optimizer, lr_factor
+from core.data.mnist import load_mnist, make_split
+from core.store.runs import load_model, load_predictions, load_run, lock_held, run_dir
+from core.training.loop import build_optimizer, lr_factor
 from tests.helpers import REPO, require_mnist, train_new, train_tiny, write_digits_csv
 
 
@@ -80,7 +80,7 @@ def test_kept_weights_reproduce_the_validation_and_test_figures(tmp_path, ema):
 
 
 def test_the_best_run_is_chosen_by_the_kept_weights_figure(tmp_path):
-    from core.tables import best_run_per_arch
+    from core.store.tables import best_run_per_arch
     a = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500, name="a")
     b = train_tiny(tmp_path, "mlp", epochs=2, train_limit=3000, name="b")
     runs = [load_run(a, tmp_path), load_run(b, tmp_path)]
@@ -269,8 +269,8 @@ def test_two_resumes_of_one_run_started_together_train_it_once(tmp_path):
 
 @pytest.mark.slow
 def test_a_process_owning_a_run_refuses_a_second_owner(tmp_path):
-    from core.runs import Busy, RunLock
-    from core.train import prepare_run
+    from core.store.runs import Busy, RunLock
+    from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp"), root=tmp_path)
     try:
         with pytest.raises(Busy, match="owned by another process"):

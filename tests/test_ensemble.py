@@ -1,4 +1,4 @@
-"""Ensembles without training (core.ensemble): the oracle (the mean of the members' saved
+"""Ensembles without training (core.analysis.ensemble): the oracle (the mean of the members' saved
 probabilities), the model that averages the members' own, refusals that leave nothing behind,
 the CLI, and the Evaluate and Sketch pages."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.ensemble import EnsembleError, combine, create_ensemble
-from core.runs import (PREDICTIONS, atomic_write_bytes, list_run_ids, load_model, load_predictions, load_run,
+from core.analysis.ensemble import EnsembleError, combine, create_ensemble
+from core.store.runs import (PREDICTIONS, atomic_write_bytes, list_run_ids, load_model, load_predictions, load_run,
                        tensors_bytes)
 from tests.helpers import REPO
 from tests.test_app import frame_with, open_page, texts
@@ -49,9 +49,9 @@ def test_ensemble_predictions_are_the_mean_of_the_members(runs):
 
 
 def test_ensemble_model_averages_the_members_probabilities(runs, mnist_root):
-    from core.data import load_mnist
-    from core.predict import Predictor
-    from core.preprocess import normalize
+    from core.data.mnist import load_mnist
+    from core.analysis.predict import Predictor
+    from core.data.images import normalize
     root, members = runs
     run_id = create_ensemble(members, name="mlp and lenet", root=root)
     images = load_mnist(mnist_root).test_images[:200].numpy().astype(np.float32) / 255
@@ -116,7 +116,7 @@ def test_bad_member_lists_are_refused(runs, case):
 
 
 def test_a_failed_write_leaves_no_run_folder(runs, monkeypatch):
-    from core.runs import RunWriter
+    from core.store.runs import RunWriter
     root, members = runs
     before = list_run_ids(root)
 
@@ -150,8 +150,8 @@ def test_cli_ensemble_prints_the_run_id_and_refuses_bad_input_in_one_line(runs):
 def test_cli_predict_with_an_ensemble(runs, tmp_path, mnist_root):
     from PIL import Image
 
-    from core.data import load_mnist
-    from core.predict import Predictor
+    from core.data.mnist import load_mnist
+    from core.analysis.predict import Predictor
     root, members = runs
     run_id = create_ensemble(members, root=root)
     image = tmp_path / "digit.png"
@@ -206,9 +206,9 @@ def test_evaluate_says_why_runs_cannot_be_combined(lab_env, runs):
 
 
 def test_sketch_can_pick_the_ensemble_and_shows_its_card(lab_env, runs, drawn, mnist_root):
-    from core.data import load_mnist
-    from core.predict import Predictor
-    from core.preprocess import to_mnist
+    from core.data.mnist import load_mnist
+    from core.analysis.predict import Predictor
+    from core.data.images import to_mnist
     from dashboard.views.sketch import decode_drawing
     from tests.test_app import cards, pad_drawing
     root, members = runs

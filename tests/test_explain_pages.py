@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from core import embedding as maps
-from core.predict import Predictor
-from core.reference import reference_ids
-from core.runs import WEIGHTS, load_predictions
+from core.analysis import embedding as maps
+from core.analysis.predict import Predictor
+from core.store.reference import reference_ids
+from core.store.runs import WEIGHTS, load_predictions
 from tests.helpers import REPO
 from tests.test_app import open_page, texts
 
@@ -49,7 +49,7 @@ def reference_lenet(lab_env, tmp_path):
 
 
 def test_mistakes_explain_the_chosen_image_for_the_predicted_and_the_true_digit(reference_lenet, mnist_root):
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     at = open_page("mistakes")
     images = load_mnist(mnist_root).test_images.numpy()
     preds = load_predictions(LENET, reference_lenet)
@@ -68,7 +68,7 @@ def test_mistakes_explain_the_chosen_image_for_the_predicted_and_the_true_digit(
 
 
 def test_confusion_cell_and_label_issue_images_have_saliency(reference_lenet, mnist_root):
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     images = load_mnist(mnist_root).test_images.numpy()
     preds = load_predictions(LENET, reference_lenet)
     at = open_page("evaluate")
@@ -143,8 +143,8 @@ def test_embedding_map_of_weights_that_no_longer_load_says_why(reference_lenet):
 
 
 def test_sketch_saliency_explains_the_drawing_for_the_chosen_model(lab_env, trained_runs, drawn, mnist_root):
-    from core.data import load_mnist
-    from core.preprocess import to_mnist
+    from core.data.mnist import load_mnist
+    from core.data.images import to_mnist
     from dashboard.views.sketch import decode_drawing
     from tests.test_app import pad_drawing
     lab_env(trained_runs.root)

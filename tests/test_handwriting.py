@@ -1,11 +1,11 @@
-"""core.handwriting: saving, listing and deleting drawings, and scoring models on them."""
+"""core.data.handwriting: saving, listing and deleting drawings, and scoring models on them."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core import handwriting
-from core.handwriting import HandwritingError
+from core.data import handwriting
+from core.data.handwriting import HandwritingError
 
 
 def digit(value: int = 200) -> np.ndarray:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core import label_issues
+from core.analysis import label_issues
 from core.config import TrainConfig
 from core.errors import LabError
-from core.runs import RunWriter, load_predictions, load_run
+from core.store.runs import RunWriter, load_predictions, load_run
 from tests.helpers import REPO
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import load_mnist
-from core.runs import load_predictions, load_run
+from core.data.mnist import load_mnist
+from core.store.runs import load_predictions, load_run
 from tests.helpers import REPO, require_mnist, train_tiny, write_digits_csv
 
 

@@ -1,12 +1,12 @@
-"""core.predictions on synthetic predictions, checked against the same computation done another way."""
+"""core.analysis.predictions on synthetic predictions, checked against the same computation done another way."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core import predictions
+from core.analysis import predictions
 from core.errors import LabError
-from core.metrics import confusion_matrix
+from core.metrics import check_predictions, confusion_matrix
 
 
 def fake_predictions(n=500, seed=0):
@@ -71,10 +71,10 @@ def test_page_slice_and_check_predictions():
     assert predictions.page_slice(95, 1, 40) == (slice(0, 40), 3)
     assert predictions.page_slice(95, 9, 40) == (slice(80, 95), 3)
     assert predictions.page_slice(0, 1, 40) == (slice(0, 0), 1)
-    assert predictions.check_predictions(fake_predictions()) is None
+    assert check_predictions(fake_predictions()) is None
     bad = fake_predictions()
     bad["probabilities"] = bad["probabilities"][:, :9]
-    assert "(500, 9); expected (N,), (N,) and (N, 10)" in predictions.check_predictions(bad)
+    assert "(500, 9); expected (N,), (N,) and (N, 10)" in check_predictions(bad)
 
 
 def test_two_runs_matrices_and_their_difference_against_a_count_by_hand():

@@ -1,4 +1,4 @@
-"""Tests for core.preprocess: user images and drawings into MNIST form."""
+"""Tests for core.data.images: user images and drawings into MNIST form."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from core.preprocess import (
+from core.data.images import (
     MAX_IMAGE_PIXELS,
     MNIST_MEAN,
     MNIST_STD,

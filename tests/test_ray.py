@@ -1,4 +1,4 @@
-"""Sweeps on a real Ray cluster on this machine's loopback (core.raysweep): a head and two
+"""Sweeps on a real Ray cluster on this machine's loopback (core.training.raysweep): a head and two
 worker nodes (ray.cluster_utils.Cluster), a sweep sent to it through the command line, a store
 that one node cannot see, a worker node killed in the middle of a trial. The fixture shuts
 every Ray process down and checks that none is left."""
@@ -68,8 +68,8 @@ def sweep(store: Path, *args: str, env: dict | None = None, timeout: float = 150
 
 
 def sweep_runs(store: Path) -> pd.DataFrame:
-    from core.runs import list_runs
-    from core.sweep import sweep_ids, sweep_table
+    from core.store.runs import list_runs
+    from core.training.grids import sweep_ids, sweep_table
     runs = list_runs(store)
     assert len(sweep_ids(runs)) == 1
     return sweep_table(runs, sweep_ids(runs)[0])
@@ -160,8 +160,9 @@ def wait_for(condition, what: str, timeout: float = 90) -> None:
 
 @pytest.mark.timeout(240)
 def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(cluster, tmp_path, monkeypatch):
-    from core import jobs, raysweep
-    from core.runs import list_runs
+    from core.training import jobs
+    from core.training import raysweep
+    from core.store.runs import list_runs
     from dashboard.common import md_text  # the page shows addresses and messages made safe for Markdown
     store = tmp_path / "shared-store"
     store.mkdir()
@@ -310,7 +311,7 @@ def test_a_bad_cluster_address_is_one_line_and_creates_nothing(tmp_path, address
 def test_the_address_check_knows_a_ray_cluster_and_refuses_its_other_ports(cluster):
     """check_address asks the head's GCS for its cluster id: the head passes, by IPv4 and by IPv6
     in brackets; the raylet's gRPC port (a Ray port, but no GCS) is refused in one line."""
-    from core.raysweep import ClusterError, check_address
+    from core.training.raysweep import ClusterError, check_address
     assert check_address(cluster.address) == cluster.address
     assert check_address(f" {cluster.address} ") == cluster.address
     port = cluster.address.rpartition(":")[2]
@@ -333,7 +334,7 @@ def test_a_driver_that_does_not_take_the_sweep_in_time_is_ended(cluster, tmp_pat
     """The Sweep page's launch_driver used to give up waiting and leave its driver running, with
     no Cancel (the driver had no sweep yet). Now the driver is ended (SIGTERM, then SIGKILL) and
     nothing of it is left: no process, no run."""
-    from core import raysweep
+    from core.training import raysweep
     from core.config import TrainConfig
     from tests.test_ray_address import drivers_of
     store = tmp_path / "shared-store"

@@ -1,5 +1,5 @@
 """`sweep --ray ADDRESS` with an address that is not a Ray cluster (issue 19): every address is
-checked before a driver starts (core.raysweep.check_address), and each refusal is one line,
+checked before a driver starts (core.training.raysweep.check_address), and each refusal is one line,
 within seconds, with nothing created in the store. Real processes: a real `python -m http.server`
 on loopback, the real CLI in its own process, the Sweep page's launch_driver. No Ray cluster is
 needed here (tests/test_ray.py has those)."""
@@ -160,7 +160,7 @@ def test_the_sweep_pages_launch_against_an_http_server_starts_no_driver(tmp_path
     """The Sweep page's path (raysweep.launch_driver) blocked 60 s, then left its driver running
     with no Cancel. The address is now checked before the driver would start: refused at once,
     no process left, nothing in the store."""
-    from core import raysweep
+    from core.training import raysweep
     from core.config import TrainConfig
     store = a_store(tmp_path)
     before = listing(store)
@@ -202,7 +202,7 @@ def test_a_driver_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
     driver stuck where it does not act on SIGTERM (inside ray.init) gets SIGKILL after the grace,
     and is reaped; its whole process group goes (a real process that ignores SIGTERM stands in
     for the stuck driver)."""
-    from core import raysweep
+    from core.training import raysweep
     stuck = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
                               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
                               "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -240,7 +240,7 @@ def test_a_cluster_with_token_authentication_is_told_from_something_else(tmp_pat
     plain = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
 
     def check(env: dict) -> str:
-        done = subprocess.run([sys.executable, "-c", "import sys\nfrom core.raysweep import ClusterError, check_address\n"
+        done = subprocess.run([sys.executable, "-c", "import sys\nfrom core.training.raysweep import ClusterError, check_address\n"
                                "try:\n    print(check_address(sys.argv[1]))\nexcept ClusterError as exc:\n"
                                "    print(f'error: {exc}')\n", address], capture_output=True, text=True, cwd=REPO,
                               env=env, timeout=LIMIT_S)

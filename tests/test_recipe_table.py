@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from core.models import count_parameters, create_model, get_spec
-from core.runs import load_run
+from core.store.runs import load_run
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_table.py"
 spec_ = importlib.util.spec_from_file_location("recipe_table", SCRIPT)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import reference
+from core.store import reference
 from core.config import RECIPE_FIELDS, TrainConfig
 from core.models import list_models
-from core.runs import (FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError,
+from core.store.runs import (FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError,
                        delete_run, load_model, load_predictions, load_run, rename_run)
 from tests.helpers import REPO, require_mnist, train_tiny
 
@@ -74,7 +74,7 @@ def test_a_reference_run_reads_as_a_current_finished_run(run_id):
 
 
 def test_the_readme_accuracy_table_is_generated_from_the_reference_runs():
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     generated = _recipe_table().table(list_runs(SHIPPED))
     assert generated in (REPO / "README.md").read_text(), \
         "README's accuracy table differs from `python -m scripts.recipe_table`: paste its output"
@@ -95,7 +95,7 @@ def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
 
 @pytest.mark.parametrize("run_id", [i for i in IDS if not load_run(i, SHIPPED).config.get("sweep")])
 def test_a_recipes_reference_run_ships_the_embedding_map_of_its_weights(run_id):
-    from core.embedding import cached, file_name
+    from core.analysis.embedding import cached, file_name
     emb = cached(run_id, "umap", SHIPPED)
     assert emb is not None, "no current UMAP map: run `python -m core embedding RUN` and commit it"
     preds = load_predictions(run_id, SHIPPED)
@@ -111,7 +111,7 @@ def test_a_recipes_reference_run_ships_the_embedding_map_of_its_weights(run_id):
 @pytest.mark.slow
 def test_cli_lists_the_reference_runs_and_predicts_with_each(tmp_path):
     from core.cli import main
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     image = load_mnist(require_mnist()).test_images[0].numpy()   # a 7
     Image.fromarray(image).save(tmp_path / "seven.png")
     out, err = io.StringIO(), io.StringIO()
@@ -143,7 +143,8 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     # float16 is used iff rounding to it changes no image's top digit (a 1-epoch model has near ties)
     half_keeps_digits = (before["probabilities"].astype(np.float16).astype(np.float32).argmax(1)
                          == before["predicted"]).all()
-    marker = reference.ship(run_id, tmp_path, commit="abc")
+    from scripts.ship_reference import ship  # what ships the reference runs: reference.ship and the map
+    marker = ship(run_id, tmp_path, commit="abc")
     after = load_predictions(run_id, tmp_path)
     assert marker["probabilities"] == ("float16" if half_keeps_digits else "float32")
     assert marker["trained_at_commit"] == "abc"
@@ -151,7 +152,7 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     assert np.allclose(after["probabilities"], before["probabilities"], atol=1e-3)
     assert (tmp_path / run_id / PREDICTIONS).stat().st_size < size_before * (0.5 if half_keeps_digits else 0.8)
     assert not (tmp_path / run_id / TRAIN_STATE).exists() and reference.reference_ids(tmp_path) == [run_id]
-    from core.embedding import cached
+    from core.analysis.embedding import cached
     assert cached(run_id, "umap", tmp_path) is not None  # its embedding map ships with it
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed: verification must say so
@@ -173,7 +174,7 @@ def test_only_a_finished_run_can_be_shipped(tmp_path):
 
 
 def test_the_tables_and_pickers_mark_reference_runs(tmp_path):
-    from core import tables
+    from core.store import tables
     from dashboard import common
     shutil.copytree(SHIPPED / IDS[0], tmp_path / IDS[0])
     own = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500)

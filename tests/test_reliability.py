@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from core.config import TrainConfig
-from core.data import MD5, md5sum
-from core.runs import RunError, load_model, load_run, load_train_state, run_dir, rename_run, delete_run
+from core.data.mnist import MD5, md5sum
+from core.store.runs import RunError, load_model, load_run, load_train_state, run_dir, rename_run, delete_run
 from tests.helpers import REPO, require_mnist, train_tiny
 
 
@@ -199,7 +199,7 @@ def test_cli_refuses_escaping_names(tmp_path):
 
 
 def test_a_run_name_is_only_a_label(tmp_path):
-    from core.train import prepare_run
+    from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp", name="../../etc/passwd"), root=tmp_path)
     run_id = writer.run_id
     writer.release()
@@ -222,7 +222,7 @@ def test_missing_or_partial_mnist_is_explained(tmp_path):
     for name in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (raw / name).symlink_to(require_mnist() / "MNIST" / "raw" / name)
     (raw / "train-images-idx3-ubyte").write_bytes((require_mnist() / "MNIST" / "raw" / "train-images-idx3-ubyte").read_bytes()[:1000])
-    from core.data import DataError, load_mnist
+    from core.data.mnist import DataError, load_mnist
     with pytest.raises(DataError, match="corrupt or partial"):
         load_mnist(tmp_path / "partial")
 
@@ -393,8 +393,8 @@ def test_second_job_waits_for_the_first_and_a_crashed_job_frees_its_slot(tmp_pat
     second_id = only_run(tmp_path, "second")
     time.sleep(3)
     assert load_run(second_id, tmp_path).status == "queued"           # waits in the queue
-    from core.runs import list_runs
-    from core.tables import active
+    from core.store.runs import list_runs
+    from core.store.tables import active
     assert [r.run_id for r in active(list_runs(tmp_path))] == [first_id, second_id]
     first.send_signal(signal.SIGKILL)                                  # the first one crashes
     first.wait()
@@ -405,7 +405,7 @@ def test_second_job_waits_for_the_first_and_a_crashed_job_frees_its_slot(tmp_pat
 
 @pytest.mark.slow
 def test_a_queued_job_can_be_cancelled(tmp_path):
-    from core.jobs import cancel, device_slot
+    from core.training.jobs import cancel, device_slot
     with device_slot("cpu", tmp_path):                                 # the CPU is busy
         waiting = start_training(tmp_path, "--arch", "mlp", "--epochs", "1", "--name", "waiting")
         run_id = only_run(tmp_path, "waiting")
@@ -437,7 +437,7 @@ def test_fetch_completes_a_gzipped_copy_and_verifies_it(tmp_path):
     proc = cli("--data", str(tmp_path), "fetch", env={**os.environ, "PATH": "/nonexistent"})
     assert proc.returncode == 0, proc.stderr
     assert "from copy already there" in proc.stderr
-    from core.data import missing_files
+    from core.data.mnist import missing_files
     assert missing_files(tmp_path) == []
 
 

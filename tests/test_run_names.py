@@ -50,7 +50,7 @@ def test_md_text_keeps_plain_text_plain():
 def hostile_copy(root: Path, name: str = HOSTILE) -> Path:
     """Copies of the shipped mlp and lenet reference runs in `root`; the lenet copy is made the
     user's own (no reference.json) and renamed to `name`."""
-    from core.runs import rename_run
+    from core.store.runs import rename_run
     for run_id in (MLP, LENET):
         shutil.copytree(REPO / "checkpoints" / run_id, root / run_id)
     (root / LENET / "reference.json").unlink()

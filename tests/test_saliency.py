@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import saliency
-from core.data import load_mnist, normalize_uint8
+from core.analysis import saliency
+from core.data.mnist import load_mnist, normalize_uint8
 from tests.helpers import require_mnist
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import tables
+from core.store import tables
 from core.config import TrainConfig
 from tests.helpers import run_cli, history_rows, make_run, require_mnist
 
@@ -53,7 +53,7 @@ def test_group_is_a_run_field_not_a_recipe_field_and_old_configs_read_as_none():
 # --- the CLI -------------------------------------------------------------------------------
 
 def test_cli_seeds_trains_one_run_per_seed_in_one_group_and_prints_mean_and_std(seed_group):
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     root, out = seed_group
     runs = list_runs(root)
     assert len(runs) == 2 and {r.status for r in runs} == {"finished"}
@@ -157,7 +157,7 @@ def test_group_curves_are_the_mean_and_std_per_epoch():
 
 
 def test_group_table_and_curves_on_real_runs(seed_group):
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     root, _ = seed_group
     runs = list_runs(root)
     row = tables.group_table(runs).iloc[0]
@@ -184,7 +184,7 @@ def open_page(page: str) -> AppTest:
 
 def test_compare_shows_each_groups_mean_and_std_and_draws_it_as_a_band(lab_env, seed_group, trained_runs, tmp_path):
     import shutil
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     for folder in seed_group[0].iterdir():
         if not folder.name.startswith("."):
@@ -216,8 +216,8 @@ def test_compare_shows_each_groups_mean_and_std_and_draws_it_as_a_band(lab_env, 
 
 
 def test_train_page_with_seeds_launches_one_run_per_seed_in_one_group(lab_env, monkeypatch):
-    from core import jobs
-    from core.runs import list_runs
+    from core.training import jobs
+    from core.store.runs import list_runs
     launched = []
 
     def fake_launch(writer, root=None, data_root=None):
@@ -240,7 +240,7 @@ def test_train_page_with_seeds_launches_one_run_per_seed_in_one_group(lab_env, m
 
 
 def test_train_page_refuses_a_bad_seed_list_and_creates_no_run(lab_env, monkeypatch):
-    from core import jobs
+    from core.training import jobs
     monkeypatch.setattr(jobs, "launch_prepared", lambda *a, **k: pytest.fail("nothing should start"))
     at = open_page("train")
     at.text_input(key="train_seeds").set_value("0, x")

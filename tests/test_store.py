@@ -92,7 +92,7 @@ def _restore(root: Path) -> None:
 
 
 def _digit(tmp_path: Path) -> Path:
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     image = load_mnist(REPO / "data").test_images[0].numpy()
     path = tmp_path / "digit.png"
     Image.fromarray(image.astype(np.uint8)).save(path)
@@ -159,7 +159,7 @@ def test_predict_refuses_an_arch_that_is_not_a_name_in_one_line(trained_runs, tm
 def test_load_run_turns_every_damage_into_a_warning(trained_runs, tmp_path):
     """The library's view: each damaged run is read with a warning that names the problem, and
     its fields have the types the rest of the code relies on."""
-    from core.runs import Run, list_runs
+    from core.store.runs import Run, list_runs
     root = tmp_path / "checkpoints"
     ids = _damaged_copy(trained_runs, root, [c for c in DAMAGE if c != "unreadable"])
     try:
@@ -246,8 +246,8 @@ def test_every_page_renders_beside_an_unreadable_run(trained_runs, tmp_path, mni
 def test_a_run_that_names_no_architecture_is_never_the_best_of_one(trained_runs, tmp_path):
     """Sketch and bench load the best run of each architecture: one whose arch is unusable
     (dropped by load_run, shown as '?') cannot be rebuilt, so it is never chosen."""
-    from core.runs import list_runs
-    from core.tables import best_run_per_arch
+    from core.store.runs import list_runs
+    from core.store.tables import best_run_per_arch
     root = tmp_path / "checkpoints"
     _damaged_copy(trained_runs, root, ["arch-list"])
     best = best_run_per_arch(list_runs(root))

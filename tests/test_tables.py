@@ -1,12 +1,12 @@
-"""core.tables on `Run`s made in memory, checked against the same computation done another way."""
+"""core.store.tables on `Run`s made in memory, checked against the same computation done another way."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from core import tables
-from core.runs import HISTORY_COLUMNS, Run, is_resumable
+from core.store import tables
+from core.store.runs import HISTORY_COLUMNS, Run, is_resumable
 from tests.helpers import history_rows, make_run
 
 
@@ -94,12 +94,12 @@ def test_live_curves_adds_the_epoch_in_progress():
 
 
 def test_one_definition_of_resumable_for_the_page_and_the_jobs(tmp_path):
-    """The Train page offers Resume where core.runs.is_resumable says so, and core.jobs.resume
+    """The Train page offers Resume where core.store.runs.is_resumable says so, and core.training.jobs.resume
     refuses exactly the others: a run interrupted before its first epoch has nothing to resume from."""
-    from core import jobs
+    from core.training import jobs
     from core.config import TrainConfig
     from core.errors import LabError
-    from core.runs import RunWriter, load_run
+    from core.store.runs import RunWriter, load_run
     assert not is_resumable(make_run(status="interrupted", history=history_rows(), kind="ensemble"))
     writer = RunWriter.create(TrainConfig(arch="mlp", name="never trained").to_dict(), root=tmp_path)
     writer.release()  # its owner is gone before an epoch: interrupted, with no epoch

@@ -62,7 +62,7 @@ def test_the_form_is_every_config_field_with_the_recipe_filled_in(lab_env):
 
 
 def test_start_gives_the_trainer_every_form_value(lab_env, monkeypatch):
-    from core import jobs
+    from core.training import jobs
     launched = []
     monkeypatch.setattr(jobs, "launch", lambda config: launched.append(config) or "20260101-000000-mlp")
     at = open_train()
@@ -97,7 +97,7 @@ def test_a_run_that_left_test_duplicates_out_says_so(lab_env, trained_runs, tmp_
 
 def test_finished_runs_are_read_once_and_the_refresh_reads_only_active_ones(lab_env, trained_runs, tmp_path,
                                                                             monkeypatch):
-    from core.runs import RunWriter
+    from core.store.runs import RunWriter
     from dashboard import common
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     job = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
@@ -214,7 +214,7 @@ def test_sweep_launch_on_a_missing_gpu_says_so_and_creates_no_run(lab_env, monke
 def test_resume_of_a_cuda_run_on_a_machine_without_one_offers_the_cpu(lab_env, trained_runs, tmp_path,
                                                                       monkeypatch):
     import torch
-    from core import jobs
+    from core.training import jobs
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     run_id = trained_runs.ids["lenet"]  # the newest: the "Latest run" card
     for name, changes in (("config.json", {"device": "cuda"}), ("status.json", {"status": "cancelled"})):
@@ -245,8 +245,8 @@ def test_resume_of_a_cuda_run_on_a_machine_without_one_offers_the_cpu(lab_env, t
 def test_jobs_resume_can_move_a_cuda_run_to_the_cpu(tmp_path):
     import time
     import torch
-    from core import jobs
-    from core.runs import load_run, lock_held
+    from core.training import jobs
+    from core.store.runs import load_run, lock_held
     from tests.helpers import DATA, train_tiny
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA: there a 'cuda' run cannot resume as it is")

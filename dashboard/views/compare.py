@@ -6,9 +6,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import tables
+from core.store import tables
 from core.errors import LabError
-from core.runs import delete_run, rename_run
+from core.store.runs import delete_run, rename_run
 from dashboard import common
 
 DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table

@@ -6,8 +6,8 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
-from core import dataview
-from core.csvdata import CSVFormatError, read_digits_csv
+from core.data import view as dataview
+from core.data.csvfile import CSVFormatError, read_digits_csv
 from dashboard import common
 
 PER_PAGE = 30  # seed 004 looked at the first 30 images first
@@ -74,7 +74,7 @@ def counts(arrays: dict) -> None:
 def means(arrays: dict) -> None:
     st.subheader("Mean image of each class", divider="gray")
     st.caption("The average of every training-split image of a digit: how much the writing varies.")
-    from core.data import raw_dir
+    from core.data.mnist import raw_dir
     averages = mean_images(str(raw_dir(None).resolve()), dataview.VAL_SIZE, dataview.SPLIT_SEED)
     scaled = averages / np.maximum(averages.max(axis=(1, 2), keepdims=True), 1e-6)  # full contrast
     common.digit_grid(scaled, [str(d) for d in range(10)], size=84)

@@ -1,5 +1,5 @@
 """Embedding map: where a run's model puts each of the 10,000 test images, its penultimate
-features projected to 2-D (core.embedding), coloured by the true digit, its mistakes and the
+features projected to 2-D (core.analysis.embedding), coloured by the true digit, its mistakes and the
 dataset's confirmed label errors ringed. Drag a box to see the images inside it; Shift-drag
 pans, the wheel zooms, a double click resets the view.
 
@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import embedding as maps
+from core.analysis import embedding as maps
 from core.errors import LabError
-from core.label_issues import confirmed_indices
+from core.analysis.label_issues import confirmed_indices
 from dashboard import common
 from dashboard.explain import image_picker
 

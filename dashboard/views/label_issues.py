@@ -1,11 +1,11 @@
 """Label issues: the test images whose given label is most likely wrong, ranked by cleanlab
-from the chosen runs' saved test probabilities (core.label_issues); the 15 labels human
+from the chosen runs' saved test probabilities (core.analysis.label_issues); the 15 labels human
 reviewers confirmed wrong are marked, so a mistake of the dataset is told from one of the model."""
 from __future__ import annotations
 
 import streamlit as st
 
-from core import label_issues
+from core.analysis import label_issues
 from core.errors import LabError
 from dashboard import common
 from dashboard.explain import image_picker

@@ -7,7 +7,7 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
-from core import predictions
+from core.analysis import predictions
 from core.errors import LabError
 from dashboard import common
 from dashboard.explain import image_picker

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import handwriting, tables
+from core.data import handwriting
+from core.store import tables
 from core.models import list_models
-from core.preprocess import ImageError, to_mnist
+from core.data.images import ImageError, to_mnist
 from dashboard import common
 from dashboard.explain import saliency_panel
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from core import jobs, raysweep, tables
+from core.training import jobs
+from core.training import raysweep
+from core.store import tables
 from core.config import DEVICES, ConfigError, TrainConfig
 from core.errors import LabError
 from core.models import list_models
-from core.sweep import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
-from core.train import check_trainable
+from core.training.grids import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
+from core.training.loop import check_trainable
 from dashboard import common
 
 MAX_CELLS = 36

@@ -13,13 +13,14 @@ import time
 
 import streamlit as st
 
-from core import jobs, tables
+from core.training import jobs
+from core.store import tables
 from core.config import FieldSpec, TrainConfig, field_specs
 from core.errors import LabError
 from core.models import get_spec, list_models
-from core.runs import is_resumable
-from core.sweep import MAX_SEEDS, parse_seeds, prepare_seeds
-from core.train import check_trainable
+from core.store.runs import is_resumable
+from core.training.grids import MAX_SEEDS, parse_seeds, prepare_seeds
+from core.training.loop import check_trainable
 from dashboard import common
 
 DEFAULT_ARCH = "lenet"

@@ -108,8 +108,8 @@ def test_sketch_every_model_predicts_each_new_drawing(page, base_url, server):
     """Each drawing gets a card from every selected model, carrying that model's own prediction
     for the image the page shows (computed here with the same weights); a second drawing after
     Clear replaces every card."""
-    from core.predict import Predictor
-    from core.runs import list_runs
+    from core.analysis.predict import Predictor
+    from core.store.runs import list_runs
     runs = {(r.name, r.arch): r for r in list_runs(server.checkpoints)}
     harness.open_page(page, base_url, "sketch")
     selected = page.locator('[data-testid="stMultiSelect"] [data-tag]').count()

@@ -23,8 +23,8 @@ def fetch_image(page, base_url, locator) -> np.ndarray:
 
 
 def test_a_box_dragged_on_the_embedding_map_shows_the_images_inside_it(page, base_url, server):
-    from core import embedding as maps
-    from core.runs import list_runs
+    from core.analysis import embedding as maps
+    from core.store.runs import list_runs
     run = next(r for r in list_runs(server.checkpoints) if r.name == "seed-lenet")
     harness.open_page(page, base_url, f"embedding?run={run.run_id}")
     harness.assert_no_exception(page)
@@ -64,9 +64,9 @@ def test_a_box_dragged_on_the_embedding_map_shows_the_images_inside_it(page, bas
 
 
 def test_sketch_saliency_shows_the_models_heatmaps_for_the_drawing(page, base_url, server):
-    from core import saliency
-    from core.predict import Predictor
-    from core.runs import list_runs
+    from core.analysis import saliency
+    from core.analysis.predict import Predictor
+    from core.store.runs import list_runs
     runs = {r.name: r for r in list_runs(server.checkpoints)}
     harness.open_page(page, base_url, "sketch")
     page.wait_for_timeout(500)  # ms: the canvas binds its pointer handlers after the first paint

@@ -120,7 +120,7 @@ AFTER_PARSING = "www.evil.example a@evil.example :material/home: :smile: :stream
 
 
 def test_addresses_icons_emoji_and_arrows_in_a_name_read_as_typed(page, base_url, server):
-    from core.runs import rename_run
+    from core.store.runs import rename_run
     assert len(AFTER_PARSING) <= 80
     rename_run(LENET, AFTER_PARSING, server.checkpoints)
     try:

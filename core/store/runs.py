@@ -14,10 +14,10 @@ checkpoints/<run id>/
   train_state.pt        optimizer/scheduler/RNG state at the last finished epoch (for --resume;
                         read with torch.load(weights_only=True))
   dataset.json          what the run trained on: source, rows, test duplicates left out, split sizes
-  embedding-<method>.safetensors  the embedding map (core.embedding), keyed by the weights' SHA-256
+  embedding-<method>.safetensors  the embedding map (core.analysis.embedding), keyed by the weights' SHA-256
   lock                  flock'ed by the process that owns the run; holds its pid
   handover              asks the lock's holder to let go: written by a Ray trial that
-                        starts while its sweep's driver holds the run (core.raysweep)
+                        starts while its sweep's driver holds the run (core.training.raysweep)
 
 Every write goes to a temporary name in the same folder and is renamed into place, so a
 reader never sees a torn file. Run ids are checked so none can name a path outside the
@@ -53,6 +53,7 @@ from safetensors.torch import save as save_tensors
 from core.config import field_specs, name_problem
 from core.errors import LabError
 from core.fsio import atomic_write_bytes, atomic_write_json, flock
+from core.metrics import check_predictions
 from core.rebuild import RebuildError, build_model, saved_members
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
@@ -65,7 +66,7 @@ STATUSES = ("queued", "running", "finished", "failed", "cancelled", "interrupted
 ACTIVE = ("queued", "running")
 DAMAGED = "damaged"   # what load_run reports for a run folder it cannot read at all (no permission)
 LOCK_NAME = "lock"    # held (flock) by the process that owns the run; holds its pid
-HANDOVER_NAME = "handover"  # a Ray trial asks its sweep's driver for the run's lock (core.raysweep)
+HANDOVER_NAME = "handover"  # a Ray trial asks its sweep's driver for the run's lock (core.training.raysweep)
 CONFIG = "config.json"
 STATUS = "status.json"
 HISTORY = "history.csv"
@@ -75,8 +76,8 @@ WEIGHTS = "model.safetensors"
 PREDICTIONS = "predictions.safetensors"
 TRAIN_STATE = "train_state.pt"
 DATASET = "dataset.json"
-LOG_NAME = "train.log"  # output of a job process (core.jobs)
-REFERENCE = "reference.json"  # marks a reference run shipped with MNIST Lab (core.reference)
+LOG_NAME = "train.log"  # output of a job process (core.training.jobs)
+REFERENCE = "reference.json"  # marks a reference run shipped with MNIST Lab (core.store.reference)
 SMALL_FILES = (CONFIG, STATUS, HISTORY, METRICS, PROGRESS, WEIGHTS)
 """The files `load_run` reads (and the weights' presence): a run changed iff one of them did."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -236,7 +237,7 @@ class RunWriter:
                root: str | os.PathLike | None = None) -> "RunWriter":
         """Create the folder, take its lock, then write config.json and status 'queued'.
         The lock is held from before the status exists, so a queued run always has a live
-        owner: this process, or the job process it hands the lock to (core.jobs)."""
+        owner: this process, or the job process it hands the lock to (core.training.jobs)."""
         base = checkpoints_dir(root)
         try:
             base.mkdir(parents=True, exist_ok=True)
@@ -530,7 +531,7 @@ class Run:
 
     @property
     def reference(self) -> bool:
-        """Shipped with MNIST Lab (core.reference): shown like any run, never deleted or renamed."""
+        """Shipped with MNIST Lab (core.store.reference): shown like any run, never deleted or renamed."""
         return is_regular_file(self.path / REFERENCE)
 
 
@@ -632,7 +633,7 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
         model = build_model(run.config)
     except RebuildError as exc:
         raise RunError(f"run {run_id!r} cannot be rebuilt: {exc}") from None
-    if run.config.get("kind") == "ensemble":  # runs combined without training (core.ensemble)
+    if run.config.get("kind") == "ensemble":  # runs combined without training (core.analysis.ensemble)
         listed, saved = len(run.config["member_archs"]), saved_members(state)
         if listed != saved:
             raise RunError(f"run {run_id!r} cannot be rebuilt: config.json's member_archs lists {listed} members "
@@ -650,9 +651,8 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
 
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Saved test predictions: labels (N,), predicted (N,), probabilities (N, 10), checked by
-    core.predictions.check_predictions (shapes, classes, finite probabilities summing to 1), so
+    core.analysis.predictions.check_predictions (shapes, classes, finite probabilities summing to 1), so
     every reader gets predictions it can use or a RunError that names the run and the problem."""
-    from core.predictions import check_predictions
     path = run_dir(run_id, root) / PREDICTIONS
     if not path.parent.is_dir():
         raise RunError(f"no run {run_id!r} in {checkpoints_dir(root)}")
@@ -665,7 +665,7 @@ def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict
         arrays = {k: v.numpy() for k, v in load_tensors(data).items()}
     except (SafetensorError, ValueError, TypeError) as exc:
         raise RunError(f"the predictions of run {run_id!r} are unreadable ({exc})") from None
-    # a reference run stores labels as uint8 and probabilities as float16 (core.reference)
+    # a reference run stores labels as uint8 and probabilities as float16 (core.store.reference)
     for key, dtype in (("labels", np.int64), ("predicted", np.int64), ("probabilities", np.float32)):
         if key in arrays and np.issubdtype(arrays[key].dtype, np.integer if dtype is np.int64 else np.floating):
             arrays[key] = arrays[key].astype(dtype, copy=False)

@@ -1,6 +1,6 @@
 """A run's saved test predictions as the Evaluate and Mistakes pages show them: confusion
 cells, per-class scores, mistakes ordered by confidence, disagreements between two runs.
-Both pages read the same file (core.runs.load_predictions: labels, predicted, probabilities),
+Both pages read the same file (core.store.runs.load_predictions: labels, predicted, probabilities),
 so the matrix and the gallery always agree. Nothing here imports streamlit."""
 from __future__ import annotations
 
@@ -11,58 +11,11 @@ import pandas as pd
 
 from core.errors import LabError
 from core.metrics import confusion_matrix, per_class, row_normalised
-
-CLASSES = 10
 ORDERS = ("confident", "unsure", "index")
 
 
 class PredictionsError(LabError, ValueError):
     """Saved predictions that cannot be compared; the message says why."""
-
-
-ROW_SUM_TOLERANCE = 5e-3  # float16-stored reference runs sum to 1 within 4e-4; a real defect is far off
-
-
-def check_predictions(predictions: dict[str, np.ndarray]) -> str | None:
-    """Why saved test predictions cannot be used, or None if they can: the one check of a
-    predictions file, made by core.runs.load_predictions for every reader (label issues,
-    ensembles, Evaluate, Mistakes, Compare). Labels, predicted digits and probabilities must
-    all be there, of one length, classes 0..9, and each row of probabilities finite,
-    non-negative and summing to 1."""
-    missing = [k for k in ("labels", "predicted", "probabilities") if predictions.get(k) is None]
-    if missing:
-        return f"the predictions file lacks {' and '.join(missing)}"
-    labels, predicted, probs = (np.asarray(predictions[k]) for k in ("labels", "predicted", "probabilities"))
-    if labels.ndim != 1 or predicted.ndim != 1 or probs.ndim != 2 or probs.shape[1] != CLASSES:
-        return (f"the predictions have shapes labels {labels.shape}, predicted {predicted.shape}, probabilities "
-                f"{probs.shape}; expected (N,), (N,) and (N, {CLASSES})")
-    if not len(labels) == len(predicted) == len(probs):
-        return (f"the predictions have inconsistent shapes: {len(labels):,} labels, {len(predicted):,} predicted "
-                f"digits and {len(probs):,} rows of probabilities")
-    if not len(labels):
-        return "the predictions file holds no test images"
-    for name, values in (("labels", labels), ("predicted digits", predicted)):
-        if not np.issubdtype(values.dtype, np.integer):
-            return f"the {name} are stored as {values.dtype}, not as whole numbers"
-        if values.min() < 0 or values.max() >= CLASSES:
-            return f"the predictions hold {name} outside 0..{CLASSES - 1}"
-    if not np.issubdtype(probs.dtype, np.floating):
-        return f"the probabilities are {probs.dtype}, not numbers with a fraction"
-    bad_rows = ~np.isfinite(probs).all(axis=1)
-    if bad_rows.any():
-        return (f"the probabilities are not all finite numbers (NaN or infinite in {int(bad_rows.sum()):,} rows, "
-                f"the first at test image {int(np.flatnonzero(bad_rows)[0])})")
-    negative = (probs < 0).any(axis=1)
-    if negative.any():
-        return (f"the probabilities hold negative values ({int(negative.sum()):,} rows, the first at test image "
-                f"{int(np.flatnonzero(negative)[0])})")
-    sums = probs.astype(np.float64).sum(axis=1)
-    off = np.abs(sums - 1) > ROW_SUM_TOLERANCE
-    if off.any():
-        first = int(np.flatnonzero(off)[0])
-        return (f"the probabilities of {int(off.sum()):,} test images do not sum to 1 (test image {first}: "
-                f"{sums[first]:.4g})")
-    return None
 
 
 def prediction_confusion(predictions: dict[str, np.ndarray]) -> np.ndarray:

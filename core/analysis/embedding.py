@@ -21,8 +21,9 @@ from safetensors.numpy import save
 
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
+from core.metrics import evaluate
 from core.models import channels_last
-from core.runs import (ACTIVE, WEIGHTS, RunError, describe_os_error, is_regular_file, load_model, load_predictions,
+from core.store.runs import (ACTIVE, WEIGHTS, RunError, describe_os_error, is_regular_file, load_model, load_predictions,
                        load_run, run_dir)
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
@@ -154,7 +155,7 @@ def _check_map(meta: dict, arrays: dict, method: str, labels: np.ndarray) -> str
 
 
 def _test_labels(data_root) -> np.ndarray:
-    from core.data import load_mnist
+    from core.data.mnist import load_mnist
     return load_mnist(data_root).test_labels.numpy().astype(np.int64)
 
 
@@ -193,8 +194,7 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
         model = load_model(run_id, root)
     except RunError as exc:
         raise EmbeddingError(f"cannot draw the map of run {run.name!r}: {exc}") from None
-    from core.data import load_mnist, normalize_uint8
-    from core.train import evaluate
+    from core.data.mnist import load_mnist, normalize_uint8
     mnist = load_mnist(data_root)
     start = time.perf_counter()
     model, images = _fast_layout(model.eval(), normalize_uint8(mnist.test_images))

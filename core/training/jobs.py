@@ -2,7 +2,7 @@
 
 A job holds an exclusive `flock` on checkpoints/.locks/<device>.lock while it trains; the
 next job blocks on the lock (its run shows as 'queued') and starts when the holder ends.
-Each job also holds its run's own lock (core.runs.RunLock) for as long as it lives, from
+Each job also holds its run's own lock (core.store.runs.RunLock) for as long as it lives, from
 before the run is queued: the kernel drops both when the process dies, so a crashed job frees
 its slot and its run shows as 'interrupted' by itself, and nothing guesses from pids.
 
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from core.fsio import flock
-from core.runs import (LOCK_NAME, LOG_NAME, STATUS, RunError, RunLock, RunWriter, checkpoints_dir, is_resumable,
+from core.store.runs import (LOCK_NAME, LOG_NAME, STATUS, RunError, RunLock, RunWriter, checkpoints_dir, is_resumable,
                        load_run, lock_held, read_json, read_owner, run_dir)
 
 

@@ -2,14 +2,14 @@
 
 A reference run is an ordinary finished run folder with one more file, `reference.json`, that
 says so (and what was done to make it small). Every page and command reads it like any other
-run; the store refuses to delete or rename it (`core.runs.delete_run`, `rename_run`).
+run; the store refuses to delete or rename it (`core.store.runs.delete_run`, `rename_run`).
 
 `ship(run_id, root)` turns a finished run into a reference run: it drops what only a resume
 or a live job needs (train_state.pt, the log, the lock, progress.json), stores the test
 probabilities as float16 and the labels as uint8 when every predicted digit stays exactly
 the recorded one, names a run called "reference" "<arch> reference" (so legends tell them
 apart), writes the marker and, unless it is a sweep's cell, computes its UMAP embedding map
-(core.embedding), so the Embedding map page opens without a wait. `verify(run_id, root)`
+(core.analysis.embedding), so the Embedding map page opens without a wait. `verify(run_id, root)`
 rebuilds the model from its committed weights on the CPU, predicts the 10,000 test images and compares the predicted
 digits and the test accuracy with the run's own files: the test suite runs it on every
 shipped run, so a reference run cannot rot.
@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from core.fsio import atomic_write_bytes, atomic_write_json
-from core.runs import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE, RunError,
+from core.metrics import evaluate
+from core.store.runs import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE, RunError,
                        load_predictions, load_run, run_dir, tensors_bytes)
 
 DROPPED = (TRAIN_STATE, LOG_NAME, LOCK_NAME, PROGRESS)  # only a resume or a live job reads these
@@ -53,9 +54,6 @@ def ship(run_id: str, root: str | os.PathLike | None = None, commit: str | None 
               "probabilities": "float16" if compact else "float32",
               "trained_at_commit": commit or _commit(), "note": "shipped with MNIST Lab; verified by tests/test_reference.py"}
     atomic_write_json(run.path / REFERENCE, marker)
-    if not run.config.get("sweep"):  # a recipe's own reference run opens its embedding map at once
-        from core.embedding import embedding
-        embedding(run_id, "umap", root)
     return marker
 
 
@@ -84,10 +82,9 @@ class Verdict:
 def verify(run_id: str, root: str | os.PathLike | None = None, data_root=None) -> Verdict:
     """Rebuild the run's model from its weights on the CPU, predict MNIST's test set the way
     the trainer did (batches of 1,000, the run's memory layout) and compare."""
-    from core.data import load_mnist, normalize_uint8
+    from core.data.mnist import load_mnist, normalize_uint8
     from core.models import channels_last
-    from core.runs import load_model
-    from core.train import evaluate
+    from core.store.runs import load_model
     run = load_run(run_id, root)
     model = load_model(run_id, root)
     mnist = load_mnist(data_root)
@@ -104,5 +101,5 @@ def verify(run_id: str, root: str | os.PathLike | None = None, data_root=None) -
 
 def reference_ids(root: str | os.PathLike | None = None) -> list[str]:
     """The reference runs in the checkpoints folder `root`, in the store's order."""
-    from core.runs import list_run_ids
+    from core.store.runs import list_run_ids
     return [i for i in list_run_ids(root) if (run_dir(i, root) / REFERENCE).is_file()]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.preprocess import MNIST_MEAN, MNIST_STD
+from core.data.images import MNIST_MEAN, MNIST_STD
 
 BLANK = -MNIST_MEAN / MNIST_STD  # a pixel with no ink, normalised as the models see it
 STEPS = 32                       # points on the path from the blank page to the image
@@ -39,7 +39,7 @@ def attribute(model: nn.Module, images: torch.Tensor, targets, steps: int = STEP
 def explain(model: nn.Module, image: np.ndarray, digits, steps: int = STEPS) -> np.ndarray:
     """Maps (len(digits), 28, 28) for one 28x28 image on [0, 1] (as the Sketch page and the test
     set's pictures hold them), one per digit asked about."""
-    from core.preprocess import normalize
+    from core.data.images import normalize
     digits = [int(d) for d in digits]
     batch = normalize(np.asarray(image, dtype=np.float32)).expand(len(digits), -1, -1, -1)
     return attribute(model, batch, digits, steps)

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BadInput, LabError
-from core.predictions import same_images
-from core.runs import RunError, load_predictions, load_run
+from core.analysis.predictions import same_images
+from core.store.runs import RunError, load_predictions, load_run
 
-CONFIRMED_FILE = Path(__file__).resolve().parent / "resources" / "mnist_test_label_errors.json"
+CONFIRMED_FILE = Path(__file__).resolve().parents[1] / "resources" / "mnist_test_label_errors.json"
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +50,7 @@ class Ranking:
 
 def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, mean probabilities, each run's predicted digits) of runs tested on the same images.
-    A run that cannot take part is refused by name (core.runs.load_predictions checks its file)."""
+    A run that cannot take part is refused by name (core.store.runs.load_predictions checks its file)."""
     if not run_ids:
         raise LabError("choose at least one finished run with saved test predictions")
     repeated = sorted({r for r in run_ids if run_ids.count(r) > 1})
@@ -93,7 +93,7 @@ def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
 def default_runs(root: str | os.PathLike | None = None) -> list[str]:
     """The reference runs of the default recipes (one per architecture), else every finished
     run with saved predictions: the candidates `usable_default_runs` checks."""
-    from core.runs import list_runs
+    from core.store.runs import list_runs
     finished = [r for r in list_runs(root) if r.status == "finished" and r.has_predictions]
     reference = [r.run_id for r in finished if r.reference and not r.config.get("sweep")]  # not the grid's
     return reference or [r.run_id for r in finished]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.data import split_indices
+from core.data.mnist import split_indices
 
 SPLITS = ("train", "validation", "test")
 VAL_SIZE = 5000   # TrainConfig's default: the split every run uses unless told otherwise

@@ -28,17 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core import data as data_mod
+from core.data import mnist as data_mod
 from core.config import ConfigError, TrainConfig
 from core.errors import Cancelled
-from core.jobs import device_slot
-from core.metrics import confusion_matrix, per_class
+from core.training.jobs import device_slot
+from core.metrics import confusion_matrix, evaluate, per_class
 from core.models import combine_members, count_parameters, create_model, get_spec
-from core.runs import (RunError, RunLock, RunWriter, describe_os_error, load_run,
+from core.store.runs import (RunError, RunLock, RunWriter, describe_os_error, load_run,
                        load_train_state, now_iso, train_state_exists)
 
 REPORTS_PER_EPOCH = 20  # progress events per epoch (each one syncs with the device once)
-EVAL_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -278,24 +277,6 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
     return loss_sum.item() / max(1, seen), correct.item() / max(1, seen) * 100
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = EVAL_BATCH,
-             amp: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy in %, probabilities (N, 10) on the CPU), in order, no batch dropped."""
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    probs = []
-    for xb, yb in data_mod.batches(x, y, batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(xb).float()
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        probs.append(logits.softmax(1))
-    p = torch.cat(probs) if probs else torch.zeros(0, 10, device=x.device)
-    # From the integer count: a float32 mean turns 9,970 of 10,000 into 99.6999979, below 99.7.
-    acc = (p.argmax(1) == y).sum().item() * 100 / len(y) if len(y) else math.nan
-    return loss_sum.item() / max(1, len(y)), acc, p.cpu()
-
-
 def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: RunWriter,
                cfg: TrainConfig) -> float:
     """Test the kept weights once, save them with the predictions and metrics; return the
@@ -334,7 +315,7 @@ class Source:
 @functools.lru_cache(maxsize=1)  # the CLI checks the file before the run folder exists, then trains
 def _read_csv(path: str, version: tuple[int, int] | None):
     """`version` (size, mtime) keys the cache, so a file changed since is read again."""
-    from core.csvdata import read_digits_csv
+    from core.data.csvfile import read_digits_csv
     return read_digits_csv(path)
 
 
@@ -435,7 +416,7 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
 def prepare_run(cfg: TrainConfig, run_id: str | None = None, root=None) -> RunWriter:
     """Create the run folder with its config and status 'queued'. The returned writer holds
     the run's lock: train it here (`train(..., writer=...)`) or hand it to a job process
-    (`core.jobs.launch_prepared`)."""
+    (`core.training.jobs.launch_prepared`)."""
     return RunWriter.create(cfg.to_dict(), run_id, root)
 
 
@@ -448,11 +429,11 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
     handed over by a launcher, or the lock is taken here (refused if another process has it).
     `device` (a resume on another machine) replaces the device in the run's config.
     `queue=False` skips the device's slot: a scheduler that shares out devices itself (a Ray
-    cluster, core.raysweep) would otherwise have its trials wait for each other."""
+    cluster, core.training.raysweep) would otherwise have its trials wait for each other."""
     stop = stop or threading.Event()
     if writer is None:
         found = load_run(run_id, root)  # a clear error if there is no such run
-        if found.config.get("kind") == "ensemble":  # core.ensemble: combined, never trained
+        if found.config.get("kind") == "ensemble":  # core.analysis.ensemble: combined, never trained
             raise RunError(f"run {run_id!r} is an ensemble of finished runs: nothing in it is trained, so "
                            "there is nothing to resume" + ("" if found.status == "finished" else
                            "; it is debris of an ensemble whose writing was killed: delete it"))

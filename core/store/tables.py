@@ -1,6 +1,6 @@
 """Runs as the dashboard shows them: one table row per run, training curves, seconds per
 epoch and ETA, the best run of each architecture, the queue. Everything takes `Run`s already
-read (core.runs) or plain DataFrames and returns the same; nothing here reads files or
+read (core.store.runs) or plain DataFrames and returns the same; nothing here reads files or
 imports streamlit."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from core.models import list_models
-from core.runs import ACTIVE, Run
+from core.store.runs import ACTIVE, Run
 
 
 
@@ -185,7 +185,7 @@ def best_run_per_arch(runs: Iterable[Run]) -> list[Run]:
     best: dict[str, Run] = {}
     for run in runs:
         if run.status != "finished" or not run.has_weights or run.val_acc is None \
-                or not isinstance(run.config.get("arch"), str):  # no model to rebuild (core.runs warned)
+                or not isinstance(run.config.get("arch"), str):  # no model to rebuild (core.store.runs warned)
             continue
         if run.arch not in best or run.val_acc > best[run.arch].val_acc:
             best[run.arch] = run

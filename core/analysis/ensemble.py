@@ -1,13 +1,13 @@
 """Ensembles without training: finished runs combined by the mean of their probabilities.
 
-`create_ensemble` saves the combination as an ordinary run folder (core.runs):
+`create_ensemble` saves the combination as an ordinary run folder (core.store.runs):
 
   config.json   {"kind": "ensemble", "arch": "ensemble", "members": [run ids],
                  "member_archs": [each member's arch, or a list for a member that is itself
                  an ensemble], "name": ...}
   model.safetensors        the members' weights, as one `core.models.Ensemble` (keys
                            members.<i>.<member key>): the ensemble keeps working if a member
-                           is deleted, and `core.runs.load_model` rebuilds it from member_archs
+                           is deleted, and `core.store.runs.load_model` rebuilds it from member_archs
   predictions.safetensors  labels, predicted (argmax), probabilities = the members' mean
   metrics.json             test accuracy/loss, confusion matrix, per-class figures, members
   status.json              finished
@@ -26,9 +26,9 @@ import torch
 from core.config import name_problem
 from core.errors import BadInput
 from core.metrics import confusion_matrix, per_class
-from core.predictions import same_images
+from core.analysis.predictions import same_images
 from core.rebuild import RebuildError, check_member_archs
-from core.runs import RunError, Run, load_model, load_predictions, load_run, now_iso, staged_run
+from core.store.runs import RunError, Run, load_model, load_predictions, load_run, now_iso, staged_run
 
 KIND = "ensemble"
 MIN_MEMBERS = 2
@@ -61,7 +61,7 @@ class Combined:
                 for run, p in zip(self.members, self.member_predictions)}
 
     def predictions(self) -> dict[str, np.ndarray]:
-        """In the form of core.runs.load_predictions."""
+        """In the form of core.store.runs.load_predictions."""
         return {"labels": self.labels, "predicted": self.predicted,
                 "probabilities": self.probabilities.astype(np.float32)}
 

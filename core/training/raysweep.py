@@ -1,12 +1,12 @@
 """Sweeps on a Ray cluster: `python -m core sweep ... --ray ADDRESS` (or `--ray auto`).
 
 Each grid point is one Ray task with declared resources (1 CPU; a fraction of a GPU where the
-cluster has GPUs) that trains its run with core.train, writing into the same run store as
+cluster has GPUs) that trains its run with core.training.loop, writing into the same run store as
 every other run. The store must be one folder that every node reads and writes at the same
 path (NFS or the like): before any run is created, a task on each node looks for a marker the
 driver wrote there, and a store some node cannot see is refused.
 
-Who owns a run (its core.runs lock) at each moment:
+Who owns a run (its core.store.runs lock) at each moment:
 - the driver (the `sweep --ray` process) creates the runs and holds their locks while they
   wait for a worker: a waiting run reads 'queued', and 'interrupted' if the driver dies;
 - a trial that starts asks for its run (the run's `handover` file), the driver lets go and
@@ -41,7 +41,7 @@ from typing import Callable
 from core.config import SWEPT_FIELDS, TrainConfig, field_specs
 from core.errors import BadInput, LabError
 from core.fsio import atomic_write_bytes, atomic_write_json
-from core.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
+from core.store.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
                        lock_held, now_iso, read_json, read_owner, run_dir)
 
 GPU_FRACTION = 0.25   # of one GPU per trial where the cluster has GPUs: MNIST models are small
@@ -279,9 +279,9 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
     each run's final status. The address is checked first (check_address: refused within 10 s),
     and nothing is created before the cluster and the store pass their checks; `stop` set before
     the runs exist (SIGTERM, Ctrl-C) ends it there, with SweepCancelled."""
-    from core.data import data_dir
-    from core.sweep import prepare_sweep
-    from core.train import load_source
+    from core.data.mnist import data_dir
+    from core.training.grids import prepare_sweep
+    from core.training.loop import load_source
     stop = stop or threading.Event()
     address = check_address(address)  # before anything is read, created or joined
     if stop.is_set():
@@ -358,7 +358,7 @@ def _wait(refs: dict, held: dict[str, RunWriter], stop: threading.Event,
 
 def _claim_driver(store: Path, sweep_id: str, address: str) -> RunLock:
     """Hold <store>/.ray/<sweep id>/lock (with this pid) while the sweep runs: `cancel_sweep`
-    signals its holder, as core.jobs.cancel does a run's."""
+    signals its holder, as core.training.jobs.cancel does a run's."""
     folder = store / DRIVERS / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
     lock = RunLock.claim(folder)
@@ -382,8 +382,8 @@ def cluster_sweep(sweep_id: str, root=None) -> dict | None:
 
 def cancel_sweep(sweep_id: str, root=None) -> bool:
     """Ask the driver of a Ray sweep to cancel its trials (SIGTERM through a pidfd, as
-    core.jobs.cancel). False if no driver runs it any longer."""
-    from core.jobs import signal_owner
+    core.training.jobs.cancel). False if no driver runs it any longer."""
+    from core.training.jobs import signal_owner
     folder = checkpoints_dir(root) / DRIVERS / sweep_id
     info = cluster_sweep(sweep_id, root)
     if not info or not info["active"]:
@@ -397,11 +397,11 @@ def cancel_sweep(sweep_id: str, root=None) -> bool:
 # --- a trial, on a worker node ------------------------------------------------------------------
 
 def train_cell(run_id: str, root: str, data_root: str) -> str:
-    """One grid point, in a Ray worker: take the run over, train it with core.train (resuming
+    """One grid point, in a Ray worker: take the run over, train it with core.training.loop (resuming
     after an attempt lost with its node), return its final status."""
     import ray
 
-    from core.train import train
+    from core.training.loop import train
     path = run_dir(run_id, root)
     writer = RunWriter(run_id, root, _take_over(path))
     run = load_run(run_id, root)
@@ -509,8 +509,8 @@ def launch_driver(base: TrainConfig, lrs: list[float], batch_sizes: list[int], a
     with its own one-line message. A driver that has not taken the sweep within `wait_s` seconds,
     or that this call leaves in any other way (an exception, an interrupt), is ended: SIGTERM,
     then SIGKILL after STOP_GRACE_S seconds; no driver the page cannot cancel is left running."""
-    from core.data import data_dir
-    from core.jobs import spawn
+    from core.data.mnist import data_dir
+    from core.training.jobs import spawn
     address = check_address(address)
     store = checkpoints_dir(root).resolve()
     logs = store / DRIVERS

@@ -11,8 +11,8 @@ import pandas as pd
 
 from core.config import MAX_SEED, ConfigError, TrainConfig, seed_problem
 from core.errors import LabError
-from core.runs import Run, RunWriter, list_runs
-from core.train import prepare_run, train
+from core.store.runs import Run, RunWriter, list_runs
+from core.training.loop import prepare_run, train
 
 MAX_VALUES = 12  # per list (learning rates, batch sizes)
 MAX_CELLS = MAX_VALUES * MAX_VALUES  # runs per sweep; checked again for callers that skip parse_values
@@ -43,7 +43,7 @@ def parse_values(text: str, kind: type = float, what: str = "values", limit: int
 def prepare_sweep(base: TrainConfig, lrs: list[float], batch_sizes: list[int],
                   root=None) -> tuple[str, list[RunWriter]]:
     """Validate every cell, then create one queued run per (lr, batch size). Each writer holds
-    its run's lock: train them here (`run_sweep`) or hand each to a job (core.jobs)."""
+    its run's lock: train them here (`run_sweep`) or hand each to a job (core.training.jobs)."""
     if len(lrs) * len(batch_sizes) > MAX_CELLS:
         raise ConfigError(f"a sweep has at most {MAX_CELLS} runs, got {len(lrs)} x {len(batch_sizes)} = "
                           f"{len(lrs) * len(batch_sizes)}")
@@ -138,7 +138,7 @@ def parse_seeds(text: str) -> list[int]:
 def prepare_seeds(base: TrainConfig, seeds: list[int], root=None,
                   group: str | None = None) -> tuple[str, list[RunWriter]]:
     """Validate every seed's config, then create one queued run per seed, all with the same
-    `group` id (default: 'seeds-<UTC time>'). Train them with `run_sweep` or core.jobs, like a sweep."""
+    `group` id (default: 'seeds-<UTC time>'). Train them with `run_sweep` or core.training.jobs, like a sweep."""
     if not seeds:
         raise ConfigError("give at least one seed")
     if len(seeds) > MAX_SEEDS:

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.preprocess import normalize, preprocess
-from core.runs import load_model, load_run
+from core.data.images import normalize, preprocess
+from core.store.runs import load_model, load_run
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.preprocess import MNIST_MEAN, MNIST_STD
+from core.data.images import MNIST_MEAN, MNIST_STD
 from core.errors import LabError
 from core.fsio import atomic_write_json
 
