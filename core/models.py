@@ -11,7 +11,6 @@ embedding map (core.analysis.embedding) projects these features.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from core.errors import BadInput
+from core.layers import Ensemble, FeaturesThenHead, Residual, affine, conv_bn
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,6 @@ def mlp() -> nn.Module:
     return MLP(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-def _affine(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    return layer.weight, layer.bias
-
-
 class MLP(nn.Sequential):
     """A plain stack whose last layer is the classifier (the weights' names are nn.Sequential's)."""
 
@@ -148,7 +144,7 @@ class MLP(nn.Sequential):
         return self[:-1](x)
 
     def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _affine(self[-1])
+        return affine(self[-1])
 
 
 # --- seed 003: MLP with LayerNorm, dropout and He initialisation ----------------------------
@@ -175,7 +171,7 @@ class MLPLayerNorm(nn.Module):
         return self.net[:-1](x)
 
     def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _affine(self.net[-1])
+        return affine(self.net[-1])
 
 
 @register("mlp_ln", Recipe(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, batch_size=64, epochs=15,
@@ -208,7 +204,7 @@ class LeNet(nn.Module):
         return self.fc2(F.dropout(self.embed(x), 0.5, training=self.training))
 
     def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _affine(self.fc2)
+        return affine(self.fc2)
 
 
 @register("lenet", Recipe(optimizer="adam", lr=1e-3, batch_size=64, epochs=10),
@@ -269,36 +265,6 @@ def cnn16k() -> nn.Module:
 
 # --- seed 000: a residual CNN -------------------------------------------------------------
 
-def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
-
-
-class Residual(nn.Module):
-    """x + f(x), with f two 3x3 conv-BN-ReLU layers."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-class FeaturesThenHead(nn.Module):
-    """`self.features` (a trunk ending in flat features), then `self.head`, one linear layer."""
-    features: nn.Module
-    head: nn.Linear
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _affine(self.head)
-
 
 class ResidualClassifier(FeaturesThenHead):
     """Seed 000's shape: conv blocks with skip connections and max pooling, adaptive
@@ -339,35 +305,6 @@ class LabNet(FeaturesThenHead):
         self.head = nn.Linear(w3, 10)
 
 
-def combine_members(member_logits: torch.Tensor) -> torch.Tensor:
-    """(N, K, 10) member logits -> (N, 10) logits whose softmax is the members' mean probability."""
-    log_p = member_logits.float().log_softmax(-1)
-    return torch.logsumexp(log_p, dim=1) - math.log(member_logits.shape[1])
-
-
-class Ensemble(nn.Module):
-    """K independently initialised members trained side by side on the same batches, each on
-    its own loss (the training loop calls `member_logits`, see core.training.loop.training_loss).
-    `forward` averages the members' probabilities, so it returns logits like any model."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members], 1)    # (N, K, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return combine_members(self.member_logits(x))
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The members' features side by side (N, sum of their widths)."""
-        return torch.cat([m.embed(x) for m in self.members], 1)
-
-    def last_affine(self) -> None:
-        return None  # the members' probabilities are averaged: no single affine map
-
-
 @register("labnet", Recipe(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                            batch_size=256, epochs=10, schedule="onecycle", augment="affine",
                            label_smoothing=0.1, ema=True),
@@ -400,7 +337,7 @@ class SpeedNet(nn.Module):
         return self.head[:-1](self.features(x))
 
     def last_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return _affine(self.head[-1])
+        return affine(self.head[-1])
 
 
 @register("speedrun", Recipe(optimizer="adam", lr=1e-2, beta1=0.7, beta2=0.9, batch_size=256, epochs=1,

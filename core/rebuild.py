@@ -5,7 +5,8 @@ builds the model here and loads the weights into it."""
 from __future__ import annotations
 
 from core.errors import LabError
-from core.models import Ensemble, create_model
+from core.layers import Ensemble
+from core.models import create_model
 
 
 class RebuildError(LabError):

@@ -15,8 +15,12 @@ import numpy as np
 import streamlit as st
 
 from core.analysis import saliency
-from core.store.runs import WEIGHTS
-from dashboard import common
+from core.store.folder import WEIGHTS
+from dashboard.inference import cached_predictor, predictor
+from dashboard.notices import report
+from dashboard.state import checkpoints_base, file_stamp
+from dashboard.text import md_text
+from dashboard.widgets import digit_image, enlarge, run_label
 
 HOW = ("Integrated Gradients (Captum), from a blank page to the image: **red** pixels pushed the model "
        "towards the digit, **blue** pixels away from it; the image's ink is shaded grey.")
@@ -24,7 +28,7 @@ HOW = ("Integrated Gradients (Captum), from a blank page to the image: **red** p
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _maps(base: str, run_id: str, weights: tuple | None, image: bytes, digits: tuple[int, ...]) -> np.ndarray:
-    model = common._predictor(base, run_id, weights).model
+    model = cached_predictor(base, run_id, weights).model
     return saliency.explain(model, np.frombuffer(image, np.float32).reshape(28, 28).copy(), digits)
 
 
@@ -44,31 +48,31 @@ def unit_image(image: np.ndarray) -> np.ndarray:
 def saliency_panel(run, image: np.ndarray, *, true: int | None, key: str) -> None:
     """The image and two heatmaps for `run`'s model: its predicted digit, and the true digit
     (when it differs) or else a digit the user picks (by default the runner-up)."""
-    predictor = common.predictor(run)
-    if predictor is None:  # its weights no longer load: common.predictor said why
+    model = predictor(run)
+    if model is None:  # its weights no longer load: predictor said why
         return
     image = unit_image(image)
-    probs = predictor.probabilities(image)[0]
+    probs = model.probabilities(image)[0]
     predicted = int(probs.argmax())
     runner_up = int(np.argsort(probs)[-2])
     default = true if true is not None and true != predicted else runner_up
     other = st.selectbox("Explain also the digit", range(10), index=default, key=f"{key}_{run.run_id}_digit",
                          help="by default the true digit when the model got it wrong, else its second choice")
     try:
-        maps = _maps(common._base(), run.run_id, common._stamp(run.path / WEIGHTS), image.tobytes(),
+        maps = _maps(checkpoints_base(), run.run_id, file_stamp(run.path / WEIGHTS), image.tobytes(),
                      (predicted, int(other)))
     except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback
-        common.report(exc, f"**{common.md_text(run.name)}**: no saliency map")
+        report(exc, f"**{md_text(run.name)}**: no saliency map")
         return
     cols = st.columns(3)
     with cols[0]:
-        common.digit_image(image, width=112, caption="the image" + (f" (true {true})" if true is not None else ""),
-                           output_format="PNG")
+        digit_image(image, width=112, caption="the image" + (f" (true {true})" if true is not None else ""),
+                    output_format="PNG")
     for col, amap, digit, what in ((cols[1], maps[0], predicted, "predicted"), (cols[2], maps[1], int(other), "")):
         with col:
             sure = f"{probs[digit]:.0%}" if probs[digit] >= 0.005 else "<1%"
             label = f"towards {digit} ({what + ', ' if what else ''}{sure})"
-            st.image(framed(common.enlarge(saliency.heatmap(amap, image), SCALE)), caption=label,
+            st.image(framed(enlarge(saliency.heatmap(amap, image), SCALE)), caption=label,
                      width=SCALE * 28 + 2 * FRAME, output_format="PNG")
     st.caption(HOW)
 
@@ -88,5 +92,5 @@ def image_picker(runs: Sequence, images: np.ndarray, indices: Sequence[int], lab
         if len(runs) > 1:
             by_id = {r.run_id: r for r in runs}
             run = by_id[right.selectbox("Model of the run", list(by_id), key=f"{key}_run",
-                                        format_func=lambda i: common.run_label(by_id[i]))]
+                                        format_func=lambda i: run_label(by_id[i]))]
         saliency_panel(run, images[index], true=by_index[index], key=f"{key}_{index}")

@@ -52,7 +52,7 @@ def train_seed_run(checkpoints: Path) -> Path:
 def copy_runs(seed: Path, checkpoints: Path, count: int) -> list[str]:
     """`count` copies of the seed run, each with its own id, name and creation time (oldest first)."""
     from core.fsio import atomic_write_json
-    from core.store.runs import CONFIG, LOCK_NAME, LOG_NAME, STATUS, read_json
+    from core.store.folder import CONFIG, LOCK_NAME, LOG_NAME, STATUS, read_json
     ids = []
     for i in range(count):
         run_id = f"20261123-{i:06d}-mlp-copy"
@@ -70,7 +70,8 @@ def copy_runs(seed: Path, checkpoints: Path, count: int) -> list[str]:
 def make_running(checkpoints: Path, run_id: str):
     """Turn a copied run into one being trained now: status 'running', one epoch done, a
     progress.json halfway through epoch 2, and its lock held by this process (the returned lock)."""
-    from core.store.runs import CONFIG, HISTORY, METRICS, PREDICTIONS, RunLock, RunWriter, read_json
+    from core.store.folder import CONFIG, HISTORY, METRICS, PREDICTIONS, RunLock, read_json
+    from core.store.writer import RunWriter
     path = checkpoints / run_id
     for name in (METRICS, PREDICTIONS):
         (path / name).unlink()
@@ -86,7 +87,7 @@ def make_running(checkpoints: Path, run_id: str):
 def write_progress(path: Path, step: int, epochs: int = 2) -> None:
     """progress.json of a job halfway through epoch 2 (as core.training.loop writes it)."""
     from core.fsio import atomic_write_json
-    from core.store.runs import PROGRESS, now_iso
+    from core.store.folder import PROGRESS, now_iso
     atomic_write_json(path / PROGRESS, {"updated": now_iso(), "epoch": 2, "epochs": epochs,
                                                "step": 50 + step, "steps": 100, "train_loss": 1.9,
                                                "train_acc": 50.0, "epoch_seconds": 1.0})

@@ -136,7 +136,8 @@ def train_tiny(checkpoints: Path, arch: str) -> None:
 def one_run_per_arch(source: Path, dest: Path, log) -> list[str]:
     """Fill `dest` with one finished run of each registered architecture; their names."""
     from core.models import list_models
-    from core.store.runs import LOCK_NAME, LOG_NAME, load_model
+    from core.store.folder import LOCK_NAME, LOG_NAME
+    from core.store.runs import load_model
     found = best_runs(source)
     for arch, run in list(found.items()):
         try:

@@ -54,7 +54,8 @@ def make_run(run_id="20260101-000000-mlp", *, arch="mlp", status="finished", epo
              metrics=None, progress=None, created="2026-01-01T00:00:00", **config):
     """A `Run` as if read from a folder (which does not exist), for the table and sweep views."""
     import pandas as pd
-    from core.store.runs import HISTORY_COLUMNS, Run
+    from core.store.folder import HISTORY_COLUMNS
+    from core.store.runs import Run
     history = pd.DataFrame(history or [], columns=HISTORY_COLUMNS)
     return Run(run_id, Path("/nowhere") / run_id, {"arch": arch, "epochs": epochs, **config}, status,
                {"status": status, "created": created}, history, metrics or {}, progress or {})
@@ -82,7 +83,7 @@ def write_digits_csv(dest, images, labels=None) -> None:
 
 
 def shown(markdown: str) -> str:
-    """What a user reads of a Markdown string made with dashboard.common.md_text: its empty
+    """What a user reads of a Markdown string made with dashboard.text.md_text: its empty
     `:small[]` cuts and its backslash escapes taken out (for text with no other Markdown)."""
     import re
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown.replace(":small[]", ""))

@@ -21,7 +21,8 @@ from safetensors.numpy import save as save_numpy
 from safetensors.torch import load_file
 
 from core.analysis import label_issues
-from core.store.runs import PREDICTIONS, WEIGHTS, RunError, list_run_ids, load_model, load_predictions, load_run
+from core.store.folder import PREDICTIONS, WEIGHTS, RunError
+from core.store.runs import list_run_ids, load_model, load_predictions, load_run
 from tests.helpers import REPO, require_mnist, run_cli
 
 SHIPPED = REPO / "checkpoints"
@@ -53,7 +54,7 @@ def store_state(root: Path) -> dict[str, tuple[int, str]]:
 
 
 def plain(markdown: str) -> str:
-    """What a page's Markdown shows: dashboard.common.md_text's escapes and cuts taken out."""
+    """What a page's Markdown shows: dashboard.text.md_text's escapes and cuts taken out."""
     import re
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown.replace(":small[]", ""))
 
@@ -209,7 +210,7 @@ def test_seeds_torch_would_fold_together_are_refused(tmp_path):
 def test_every_json_the_lab_writes_is_strict(tmp_path):
     """A diverged run's figures (NaN, infinities) are written as null, never as NaN."""
     from core.config import TrainConfig
-    from core.store.runs import RunWriter
+    from core.store.writer import RunWriter
     writer = RunWriter.create(TrainConfig(arch="mlp", name="diverged").to_dict(), root=tmp_path)
     writer.write_metrics({"test_accuracy": 9.8, "test_loss": float("nan"), "nested": [float("inf"), np.float32("-inf")],
                           "array": np.array([1.0, np.nan])})

@@ -239,7 +239,9 @@ def seven_runs(trained_runs, tmp_path_factory) -> Path:
     import torch
 
     from core.models import create_model, list_models
-    from core.store.runs import FORMAT_VERSION, WEIGHTS, atomic_write_bytes, atomic_write_json, read_json, tensors_bytes
+    from core.fsio import atomic_write_bytes, atomic_write_json
+    from core.store.folder import FORMAT_VERSION, WEIGHTS, read_json
+    from core.store.writer import tensors_bytes
     root = tmp_path_factory.mktemp("seven-runs")
     for arch, run_id in trained_runs.ids.items():
         shutil.copytree(trained_runs.root / run_id, root / run_id)
@@ -389,7 +391,7 @@ def test_train_shows_a_running_job_live_and_cancels_it(lab_env, tmp_path):
     """A run whose lock a live process holds (a stand-in `sleep`, handed the lock the way
     core.training.jobs hands it to a trainer) is shown live; Cancel signals that process."""
     from core.config import TrainConfig
-    from core.store.runs import RunWriter
+    from core.store.writer import RunWriter
     root = lab_env(tmp_path / "live")
     writer = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
     job = subprocess.Popen(["sleep", "60"], pass_fds=(writer.lock.fileno(),))

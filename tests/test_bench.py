@@ -37,21 +37,21 @@ def test_ratio_is_the_median_of_the_rounds_ratios(monkeypatch):
     """With timings known in advance: seed-style 4, 6 and 9 s against MNIST Lab's 2, 2 and 3 s
     of training are ratios 2, 3 and 3 by round; the median is 3, reported as 3.00x. The
     validation seconds are reported beside, not counted in the ratio."""
-    from core import bench
+    from core.bench import pipelines
     reference, lab = iter([[4.0], [6.0], [9.0]]), iter([2.0, 2.0, 3.0])
-    monkeypatch.setattr(bench, "reference_epochs", lambda *args, **kwargs: next(reference))
-    monkeypatch.setattr(bench, "plain_epochs", lambda *args, **kwargs: [1.0])
-    monkeypatch.setattr(bench, "lab_epochs", lambda *args, **kwargs: [{"train_seconds": next(lab), "val_seconds": 5.0}])
-    monkeypatch.setattr(bench, "sketch_latency", lambda *args, **kwargs: {})
+    monkeypatch.setattr(pipelines, "reference_epochs", lambda *args, **kwargs: next(reference))
+    monkeypatch.setattr(pipelines, "plain_epochs", lambda *args, **kwargs: [1.0])
+    monkeypatch.setattr(pipelines, "lab_epochs", lambda *args, **kwargs: [{"train_seconds": next(lab), "val_seconds": 5.0}])
+    monkeypatch.setattr(pipelines, "sketch_latency", lambda *args, **kwargs: {})
     lines = []
-    result = bench.run_bench(rounds=3, device="cpu", report=lines.append)
+    result = pipelines.run_bench(rounds=3, device="cpu", report=lines.append)
     assert result["ratios"] == [2.0, 3.0, 3.0] and result["ratio"] == 3.0
     assert any(line.strip().startswith("ratio: 3.00x (median of 3; min 2.00x, max 3.00x)") for line in lines)
 
 
 def test_the_published_net_is_the_published_size():
     """conv 24@5x5, conv 32@3x3, fc 800->256, fc 256->10, with biases: counted by hand."""
-    from core.bench import PublishedNet
+    from core.bench.race import PublishedNet
     by_hand = (24 * 25 + 24) + (32 * 24 * 9 + 32) + (800 * 256 + 256) + (256 * 10 + 10)
     assert sum(p.numel() for p in PublishedNet().parameters()) == by_hand == 215_194
 
@@ -72,7 +72,7 @@ def test_time_to_races_both_recipes_seed_by_seed(capsys):
 
 
 def test_time_to_picks_the_cheapest_recipe_aimed_at_the_accuracy():
-    from core.bench import recipe_for
+    from core.bench.race import recipe_for
     from core.models import get_spec
     targets = {a: get_spec(a).target for a in list_models()}
     for wanted in (90.0, 99.0, 99.3, 99.5, 99.6, 99.7):
@@ -95,7 +95,7 @@ def test_bench_refuses_bad_options_before_timing_anything(args, message, capsys)
 
 
 def test_step_costs_times_every_layout_and_optimizer_of_each_architecture():
-    from core.bench import step_costs
+    from core.bench.costs import step_costs
     result = step_costs(steps=2, rounds=1, archs=["mlp", "lenet"], data_root=require_mnist(), report=lambda m: None)
     impls = {"for-loop", "foreach", "fused"}
     assert set(result["mlp"]) == {f"contiguous {i}" for i in impls}   # no convolution: one layout

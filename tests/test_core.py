@@ -17,11 +17,13 @@ import torch.nn.functional as F
 
 from core.config import ConfigError, TrainConfig
 from core.data.mnist import load_mnist, make_split, split_indices
-from core.models import (Ensemble, LabNet, UnknownModelError, count_parameters, create_model, get_spec,
-                         list_models)
-from core.store.runs import HISTORY_COLUMNS, load_model, load_predictions, load_run
+from core.layers import Ensemble
+from core.models import LabNet, UnknownModelError, count_parameters, create_model, get_spec, list_models
+from core.store.folder import HISTORY_COLUMNS
+from core.store.runs import load_model, load_predictions, load_run
 from core.metrics import evaluate
-from core.training.loop import build_optimizer, train, training_loss
+from core.training.loop import train
+from core.training.recipe import build_optimizer, training_loss
 from tests.helpers import run_cli, DATA, REPO, require_mnist, train_new, train_tiny
 
 
@@ -111,7 +113,8 @@ def test_lenet_matches_seed_001_layers():
 def test_train_with_only_an_architecture_trains_the_recipe_that_models_shows(name):
     """`python -m core train --arch NAME` builds the optimizer that `python -m core models`
     describes for NAME, from every field of its recipe."""
-    from core.cli import build_parser, config_from_args
+    from core.cli import build_parser
+    from core.commands import config_from_args
     recipe = get_spec(name).recipe
     cfg = config_from_args(build_parser().parse_args(["train", "--arch", name]))
     assert {k: getattr(cfg, k) for k in recipe.as_dict()} == recipe.as_dict()
@@ -371,7 +374,7 @@ def test_cli_sweep_refuses_a_bad_list(tmp_path):
 
 
 def test_ema_warms_up_then_averages():
-    from core.training.loop import EMA
+    from core.training.recipe import EMA
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     ema = EMA(model, decay=0.9)

@@ -11,7 +11,8 @@ import torch
 from core.data.mnist import load_mnist, normalize_uint8
 from core.analysis.embedding import EmbeddingError, cached, embedding, file_name, in_box, project
 from core.store.reference import reference_ids
-from core.store.runs import WEIGHTS, load_model, load_predictions, run_dir
+from core.store.folder import WEIGHTS, run_dir
+from core.store.runs import load_model, load_predictions
 from tests.helpers import REPO, require_mnist, run_cli
 
 METHOD = "pca"  # the runs' tests use PCA: seconds, where UMAP's first call compiles for ~30 s
@@ -140,7 +141,7 @@ def test_points_in_a_box_are_those_inside_it_whichever_way_it_was_drawn():
 
 
 def test_bench_times_the_map_of_the_best_run_of_each_architecture(lenet_run):
-    from core.bench import embedding_costs
+    from core.bench.costs import embedding_costs
     root, run_id = lenet_run
     lines = []
     results = embedding_costs(methods=("pca",), root=root, data_root=require_mnist(), report=lines.append)

@@ -19,8 +19,9 @@ import torch
 from core.training import jobs
 from core.config import TrainConfig
 from core.data.mnist import load_mnist, make_split
-from core.store.runs import load_model, load_predictions, load_run, lock_held, run_dir
-from core.training.loop import build_optimizer, lr_factor
+from core.store.folder import lock_held, run_dir
+from core.store.runs import load_model, load_predictions, load_run
+from core.training.recipe import build_optimizer, lr_factor
 from tests.helpers import REPO, require_mnist, train_new, train_tiny, write_digits_csv
 
 
@@ -269,7 +270,7 @@ def test_two_resumes_of_one_run_started_together_train_it_once(tmp_path):
 
 @pytest.mark.slow
 def test_a_process_owning_a_run_refuses_a_second_owner(tmp_path):
-    from core.store.runs import Busy, RunLock
+    from core.store.folder import Busy, RunLock
     from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp"), root=tmp_path)
     try:

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from core.analysis.ensemble import EnsembleError, combine, create_ensemble
-from core.store.runs import (PREDICTIONS, atomic_write_bytes, list_run_ids, load_model, load_predictions, load_run,
-                       tensors_bytes)
+from core.fsio import atomic_write_bytes
+from core.store.folder import PREDICTIONS
+from core.store.runs import list_run_ids, load_model, load_predictions, load_run
+from core.store.writer import tensors_bytes
 from tests.helpers import REPO
 from tests.test_app import frame_with, open_page, texts
 
@@ -116,7 +118,7 @@ def test_bad_member_lists_are_refused(runs, case):
 
 
 def test_a_failed_write_leaves_no_run_folder(runs, monkeypatch):
-    from core.store.runs import RunWriter
+    from core.store.writer import RunWriter
     root, members = runs
     before = list_run_ids(root)
 

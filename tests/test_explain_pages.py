@@ -11,7 +11,8 @@ import pytest
 from core.analysis import embedding as maps
 from core.analysis.predict import Predictor
 from core.store.reference import reference_ids
-from core.store.runs import WEIGHTS, load_predictions
+from core.store.folder import WEIGHTS
+from core.store.runs import load_predictions
 from tests.helpers import REPO
 from tests.test_app import open_page, texts
 

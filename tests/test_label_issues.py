@@ -12,7 +12,8 @@ import torch
 from core.analysis import label_issues
 from core.config import TrainConfig
 from core.errors import LabError
-from core.store.runs import RunWriter, load_predictions, load_run
+from core.store.runs import load_predictions, load_run
+from core.store.writer import RunWriter
 from tests.helpers import REPO
 
 

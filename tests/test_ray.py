@@ -161,9 +161,9 @@ def wait_for(condition, what: str, timeout: float = 90) -> None:
 @pytest.mark.timeout(240)
 def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(cluster, tmp_path, monkeypatch):
     from core.training import jobs
-    from core.training import raysweep
+    from core.training import raylaunch
     from core.store.runs import list_runs
-    from dashboard.common import md_text  # the page shows addresses and messages made safe for Markdown
+    from dashboard.text import md_text  # the page shows addresses and messages made safe for Markdown
     store = tmp_path / "shared-store"
     store.mkdir()
     at = open_sweep_page(store, monkeypatch)
@@ -185,7 +185,7 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     (sent,) = [s.value for s in at.success]
     assert sent.startswith("Sent 2 runs as `sweep-") and md_text(cluster.address) in sent
     sweep_id = at.selectbox(key="sweep_pick").value
-    assert raysweep.cluster_sweep(sweep_id, store)["active"]
+    assert raylaunch.cluster_sweep(sweep_id, store)["active"]
     wait_for(lambda: [r.status for r in list_runs(store)] == ["running", "running"], "both trials to run")
 
     # the dashboard's Cancel of one run stops that trial (its worker is signalled); it is not retried
@@ -197,7 +197,7 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     assert "on the Ray cluster at" in "\n".join(str(c.value) for c in at.caption)
     next(b for b in at.button if b.label == "Cancel sweep").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    wait_for(lambda: not raysweep.cluster_sweep(sweep_id, store)["active"], "the driver to end")
+    wait_for(lambda: not raylaunch.cluster_sweep(sweep_id, store)["active"], "the driver to end")
     runs = {r.run_id: r for r in list_runs(store)}
     assert [r.status for r in runs.values()] == ["cancelled", "cancelled"]
     assert all(r.epochs_done < 40 for r in runs.values())
@@ -311,7 +311,7 @@ def test_a_bad_cluster_address_is_one_line_and_creates_nothing(tmp_path, address
 def test_the_address_check_knows_a_ray_cluster_and_refuses_its_other_ports(cluster):
     """check_address asks the head's GCS for its cluster id: the head passes, by IPv4 and by IPv6
     in brackets; the raylet's gRPC port (a Ray port, but no GCS) is refused in one line."""
-    from core.training.raysweep import ClusterError, check_address
+    from core.training.rayaddress import ClusterError, check_address
     assert check_address(cluster.address) == cluster.address
     assert check_address(f" {cluster.address} ") == cluster.address
     port = cluster.address.rpartition(":")[2]
@@ -334,19 +334,19 @@ def test_a_driver_that_does_not_take_the_sweep_in_time_is_ended(cluster, tmp_pat
     """The Sweep page's launch_driver used to give up waiting and leave its driver running, with
     no Cancel (the driver had no sweep yet). Now the driver is ended (SIGTERM, then SIGKILL) and
     nothing of it is left: no process, no run."""
-    from core.training import raysweep
+    from core.training import rayaddress, raylaunch
     from core.config import TrainConfig
     from tests.test_ray_address import drivers_of
     store = tmp_path / "shared-store"
     base = TrainConfig(arch="mlp", epochs=1, train_limit=500, device="cpu", lr=0.1, batch_size=64)
     start = time.monotonic()
-    with pytest.raises(raysweep.ClusterError) as stopped:
-        raysweep.launch_driver(base, [0.1], [64], cluster.address, root=store, data_root=require_mnist(), wait_s=2)
+    with pytest.raises(rayaddress.ClusterError) as stopped:
+        raylaunch.launch_driver(base, [0.1], [64], cluster.address, root=store, data_root=require_mnist(), wait_s=2)
     message = str(stopped.value)
     assert message.startswith(f"the cluster at {cluster.address} did not take the sweep within 2 s, so its driver "
                               "was stopped (SIGTERM") or "(SIGKILL" in message, message
     assert "; no run was created (its output: " in message
-    assert time.monotonic() - start < 2 + raysweep.CONNECT_S + raysweep.PROBE_S + raysweep.STOP_GRACE_S + 5
+    assert time.monotonic() - start < 2 + rayaddress.CONNECT_S + rayaddress.PROBE_S + raylaunch.STOP_GRACE_S + 5
     assert drivers_of(store) == []
     assert [p.name for p in store.iterdir() if not p.name.startswith(".")] == []
     assert not list((store / ".ray").glob("sweep-*"))  # no driver lock: the page had nothing to cancel

@@ -1,5 +1,5 @@
 """`sweep --ray ADDRESS` with an address that is not a Ray cluster (issue 19): every address is
-checked before a driver starts (core.training.raysweep.check_address), and each refusal is one line,
+checked before a driver starts (core.training.rayaddress.check_address), and each refusal is one line,
 within seconds, with nothing created in the store. Real processes: a real `python -m http.server`
 on loopback, the real CLI in its own process, the Sweep page's launch_driver. No Ray cluster is
 needed here (tests/test_ray.py has those)."""
@@ -157,19 +157,19 @@ def test_an_empty_ray_address_is_refused_instead_of_training_here(tmp_path, addr
 
 
 def test_the_sweep_pages_launch_against_an_http_server_starts_no_driver(tmp_path, web_server):
-    """The Sweep page's path (raysweep.launch_driver) blocked 60 s, then left its driver running
+    """The Sweep page's path (raylaunch.launch_driver) blocked 60 s, then left its driver running
     with no Cancel. The address is now checked before the driver would start: refused at once,
     no process left, nothing in the store."""
-    from core.training import raysweep
+    from core.training import rayaddress, raylaunch
     from core.config import TrainConfig
     store = a_store(tmp_path)
     before = listing(store)
     base = TrainConfig(arch="mlp", epochs=1, train_limit=500, device="cpu", lr=0.1, batch_size=64)
     start = time.monotonic()
-    with pytest.raises(raysweep.ClusterError, match=f"something answers at 127.0.0.1:{web_server} but it is not a "
+    with pytest.raises(rayaddress.ClusterError, match=f"something answers at 127.0.0.1:{web_server} but it is not a "
                                                     r"Ray cluster \(it does not answer a gRPC call as a Ray cluster's head does: Failed parsing HTTP/2"):
-        raysweep.launch_driver(base, [0.1], [64], f"127.0.0.1:{web_server}", root=store, data_root=require_mnist())
-    assert time.monotonic() - start < raysweep.CONNECT_S + raysweep.PROBE_S
+        raylaunch.launch_driver(base, [0.1], [64], f"127.0.0.1:{web_server}", root=store, data_root=require_mnist())
+    assert time.monotonic() - start < rayaddress.CONNECT_S + rayaddress.PROBE_S
     assert drivers_of(store) == []
     assert listing(store) == before
 
@@ -179,7 +179,7 @@ def test_the_sweep_page_shows_the_refusal_in_one_line(tmp_path, web_server, monk
     """On the page itself: the red box holds the one line, and no run, driver or log is left."""
     from streamlit.testing.v1 import AppTest
 
-    from dashboard import common
+    from dashboard.text import md_text
     store = a_store(tmp_path)
     before = listing(store)
     monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(store))
@@ -191,28 +191,28 @@ def test_the_sweep_page_shows_the_refusal_in_one_line(tmp_path, web_server, monk
     next(b for b in at.button if b.label == "Launch sweep").click().run()
     assert time.monotonic() - start < LIMIT_S
     assert not at.exception, [e.value for e in at.exception]
-    assert [e.value for e in at.error] == [common.md_text(  # the line, made safe for Markdown
+    assert [e.value for e in at.error] == [md_text(  # the line, made safe for Markdown
         f"something answers at 127.0.0.1:{web_server} but it is not a Ray cluster ({NOT_GRPC}); "
         "give the head's address as `ray start --head` prints it (port 6379 by default)")]
     assert drivers_of(store) == [] and listing(store) == before
 
 
 def test_a_driver_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
-    """raysweep.end_driver, which the Sweep page uses on a driver that did not take its sweep: a
+    """raylaunch.end_driver, which the Sweep page uses on a driver that did not take its sweep: a
     driver stuck where it does not act on SIGTERM (inside ray.init) gets SIGKILL after the grace,
     and is reaped; its whole process group goes (a real process that ignores SIGTERM stands in
     for the stuck driver)."""
-    from core.training import raysweep
+    from core.training import raylaunch
     stuck = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
                               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\n"
                               "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert stuck.stdout.readline().strip() == "ready"
         start = time.monotonic()
-        assert raysweep.end_driver(stuck, grace=1) == "SIGKILL, 1 s after a SIGTERM it did not act on"
+        assert raylaunch.end_driver(stuck, grace=1) == "SIGKILL, 1 s after a SIGTERM it did not act on"
         assert 1 <= time.monotonic() - start < 10
         assert stuck.returncode == -9 and not Path(f"/proc/{stuck.pid}").exists()
-        assert raysweep.end_driver(stuck) == ""  # ended already: nothing is signalled
+        assert raylaunch.end_driver(stuck) == ""  # ended already: nothing is signalled
     finally:
         if stuck.poll() is None:
             stuck.kill()
@@ -240,7 +240,7 @@ def test_a_cluster_with_token_authentication_is_told_from_something_else(tmp_pat
     plain = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
 
     def check(env: dict) -> str:
-        done = subprocess.run([sys.executable, "-c", "import sys\nfrom core.training.raysweep import ClusterError, check_address\n"
+        done = subprocess.run([sys.executable, "-c", "import sys\nfrom core.training.rayaddress import ClusterError, check_address\n"
                                "try:\n    print(check_address(sys.argv[1]))\nexcept ClusterError as exc:\n"
                                "    print(f'error: {exc}')\n", address], capture_output=True, text=True, cwd=REPO,
                               env=env, timeout=LIMIT_S)

@@ -20,8 +20,8 @@ from PIL import Image
 from core.store import reference
 from core.config import RECIPE_FIELDS, TrainConfig
 from core.models import list_models
-from core.store.runs import (FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError,
-                       delete_run, load_model, load_predictions, load_run, rename_run)
+from core.store.folder import FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError
+from core.store.runs import delete_run, load_model, load_predictions, load_run, rename_run
 from tests.helpers import REPO, require_mnist, train_tiny
 
 SHIPPED = REPO / "checkpoints"
@@ -175,12 +175,12 @@ def test_only_a_finished_run_can_be_shipped(tmp_path):
 
 def test_the_tables_and_pickers_mark_reference_runs(tmp_path):
     from core.store import tables
-    from dashboard import common
+    from dashboard.widgets import run_label
     shutil.copytree(SHIPPED / IDS[0], tmp_path / IDS[0])
     own = train_tiny(tmp_path, "mlp", epochs=1, train_limit=500)
     runs = {r.run_id: r for r in (load_run(i, tmp_path) for i in (IDS[0], own))}
     table = tables.run_table(runs.values()).set_index("run_id")
     assert table.loc[IDS[0], "reference"] and not table.loc[own, "reference"]
-    assert common.run_label(runs[IDS[0]]).startswith("reference · ")
-    assert not common.run_label(runs[own]).startswith("reference")
+    assert run_label(runs[IDS[0]]).startswith("reference · ")
+    assert not run_label(runs[own]).startswith("reference")
 

@@ -17,7 +17,8 @@ import pytest
 
 from core.config import TrainConfig
 from core.data.mnist import MD5, md5sum
-from core.store.runs import RunError, load_model, load_run, load_train_state, run_dir, rename_run, delete_run
+from core.store.folder import RunError, run_dir
+from core.store.runs import delete_run, load_model, load_run, load_train_state, rename_run
 from tests.helpers import REPO, require_mnist, train_tiny
 
 

@@ -1,5 +1,5 @@
 """Run names (and other text from run folders) are shown as typed, never as Markdown (issue 19):
-dashboard.common.md_text, and the pages' Markdown sources seen through AppTest. What the
+dashboard.text.md_text, and the pages' Markdown sources seen through AppTest. What the
 browser makes of those sources is tested in tests/e2e/test_names_browser.py."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard.common import md_text
+from dashboard.text import md_text
 from tests.helpers import REPO, shown
 
 HOSTILE = "[click me](https://evil.example/x) :red[!] **bold** <b>x</b> $x$"
@@ -150,8 +150,8 @@ def test_ensemble_save_error_quotes_the_rejected_name_as_text(store):
 
 def report_script():
     from core.errors import LabError
-    from dashboard import common
-    common.report(LabError("run '[x](https://evil.example/w)' is bad"), "**a run**")
+    from dashboard.notices import report
+    report(LabError("run '[x](https://evil.example/w)' is bad"), "**a run**")
 
 
 def test_report_shows_a_lab_errors_message_as_text():

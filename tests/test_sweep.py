@@ -32,9 +32,10 @@ def test_sweep_table_and_cells():
 def test_the_page_sends_the_ray_driver_every_knob_of_the_sweeps_config():
     """What the Sweep page hands `sweep --ray` reads back, through the real parser, as the same
     config: nothing the caller set is dropped on the way to the cluster (Ray is not needed)."""
-    from core.cli import build_parser, config_from_args
+    from core.cli import build_parser
+    from core.commands import config_from_args
     from core.config import TrainConfig
-    from core.training.raysweep import sweep_args
+    from core.training.raylaunch import sweep_args
     base = TrainConfig(arch="cnn16k", epochs=3, train_limit=2000, device="cpu", seed=7, optimizer="adamw",
                        lr=0.003, batch_size=64, weight_decay=1e-4, ema=False, augment="none", val_size=900)
     args = build_parser().parse_args(sweep_args(base, [0.003, 0.01], [64, 128]))

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from core.store import tables
-from core.store.runs import HISTORY_COLUMNS, Run, is_resumable
+from core.store.folder import HISTORY_COLUMNS
+from core.store.runs import Run, is_resumable
 from tests.helpers import history_rows, make_run
 
 
@@ -99,7 +100,8 @@ def test_one_definition_of_resumable_for_the_page_and_the_jobs(tmp_path):
     from core.training import jobs
     from core.config import TrainConfig
     from core.errors import LabError
-    from core.store.runs import RunWriter, load_run
+    from core.store.runs import load_run
+    from core.store.writer import RunWriter
     assert not is_resumable(make_run(status="interrupted", history=history_rows(), kind="ensemble"))
     writer = RunWriter.create(TrainConfig(arch="mlp", name="never trained").to_dict(), root=tmp_path)
     writer.release()  # its owner is gone before an epoch: interrupted, with no epoch

@@ -97,8 +97,8 @@ def test_a_run_that_left_test_duplicates_out_says_so(lab_env, trained_runs, tmp_
 
 def test_finished_runs_are_read_once_and_the_refresh_reads_only_active_ones(lab_env, trained_runs, tmp_path,
                                                                             monkeypatch):
-    from core.store.runs import RunWriter
-    from dashboard import common
+    from core.store.writer import RunWriter
+    from dashboard import state
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     job = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
     try:  # this process holds the new run's lock: it is live
@@ -106,10 +106,10 @@ def test_finished_runs_are_read_once_and_the_refresh_reads_only_active_ones(lab_
         job.write_progress(epoch=1, epochs=5, step=10, steps=100, train_loss=1.0, train_acc=50.0,
                            epoch_seconds=1.0)
         reads, looked_at = [], []
-        real_load, real_signature = common.load_run, common._signature
-        monkeypatch.setattr(common, "load_run", lambda run_id, root=None: reads.append(run_id)
+        real_load, real_signature = state.load_run, state.run_signature
+        monkeypatch.setattr(state, "load_run", lambda run_id, root=None: reads.append(run_id)
                             or real_load(run_id, root))
-        monkeypatch.setattr(common, "_signature", lambda folder: looked_at.append(Path(folder).name)
+        monkeypatch.setattr(state, "run_signature", lambda folder: looked_at.append(Path(folder).name)
                             or real_signature(folder))
         at = open_train()
         assert sorted(reads) == sorted([*trained_runs.ids.values(), job.run_id])
@@ -135,12 +135,12 @@ def test_finished_runs_are_read_once_and_the_refresh_reads_only_active_ones(lab_
 
 def report_script() -> None:
     from core.errors import LabError
-    from dashboard import common
-    common.report(LabError("the value is out of range"), "**a run**")
+    from dashboard.notices import report
+    report(LabError("the value is out of range"), "**a run**")
     try:
         {}["a bug"]
     except KeyError as exc:
-        common.report(exc, "**another run**")
+        report(exc, "**another run**")
 
 
 def test_a_lab_error_is_a_message_anything_else_keeps_its_traceback():
@@ -246,7 +246,8 @@ def test_jobs_resume_can_move_a_cuda_run_to_the_cpu(tmp_path):
     import time
     import torch
     from core.training import jobs
-    from core.store.runs import load_run, lock_held
+    from core.store.folder import lock_held
+    from core.store.runs import load_run
     from tests.helpers import DATA, train_tiny
     if torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA: there a 'cuda' run cannot resume as it is")

@@ -23,8 +23,8 @@ from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
 from core.models import channels_last
-from core.store.runs import (ACTIVE, WEIGHTS, RunError, describe_os_error, is_regular_file, load_model, load_predictions,
-                       load_run, run_dir)
+from core.store.folder import ACTIVE, WEIGHTS, RunError, describe_os_error, is_regular_file, run_dir
+from core.store.runs import load_model, load_predictions, load_run
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
 BATCH = 500  # test images per forward pass: bounded memory for the widest model

@@ -25,10 +25,13 @@ import torch
 
 from core.config import name_problem
 from core.errors import BadInput
-from core.metrics import confusion_matrix, per_class
+from core.layers import Ensemble
 from core.analysis.predictions import same_images
+from core.metrics import confusion_matrix, per_class
 from core.rebuild import RebuildError, check_member_archs
-from core.store.runs import RunError, Run, load_model, load_predictions, load_run, now_iso, staged_run
+from core.store.folder import RunError, now_iso
+from core.store.runs import Run, load_model, load_predictions, load_run
+from core.store.writer import staged_run
 
 KIND = "ensemble"
 MIN_MEMBERS = 2
@@ -149,7 +152,6 @@ def create_ensemble(member_ids, name: str | None = None, root=None) -> str:
         if name_problem(name):
             raise EnsembleError(name_problem(name))
     name = name or default_name(combined.members)
-    from core.models import Ensemble
     models = []
     for run in combined.members:
         try:

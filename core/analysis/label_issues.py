@@ -20,7 +20,8 @@ import pandas as pd
 
 from core.errors import BadInput, LabError
 from core.analysis.predictions import same_images
-from core.store.runs import RunError, load_predictions, load_run
+from core.store.folder import RunError
+from core.store.runs import load_predictions, load_run
 
 CONFIRMED_FILE = Path(__file__).resolve().parents[1] / "resources" / "mnist_test_label_errors.json"
 

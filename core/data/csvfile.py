@@ -47,7 +47,6 @@ _EXPECTED_COLUMNS = (
 )
 MAX_CSV_BYTES = 200 * 2**20  # 200 MB, ~70,000 rows; reading takes about 11x the file in memory
 _SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'"}  # named when a file uses one instead of commas
-_ROWS_PER_CHUNK = 4096  # rows formatted at a time when writing, to bound memory (~10 MB)
 
 
 class CSVFormatError(BadInput, ValueError):
@@ -398,6 +397,3 @@ def _to_digits(columns: list[np.ndarray], layout: _Layout) -> DigitsCSV:
     if layout.label_column is not None:
         labels = torch.from_numpy(columns[layout.label_column].astype(np.int64))
     return DigitsCSV(images=torch.from_numpy(pixels.reshape(-1, SIDE, SIDE)), labels=labels)
-
-
-# --------------------------------------------------------------------------- writing

@@ -26,8 +26,10 @@ import torch
 
 from core.fsio import atomic_write_bytes, atomic_write_json
 from core.metrics import evaluate
-from core.store.runs import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE, RunError,
-                       load_predictions, load_run, run_dir, tensors_bytes)
+from core.store.folder import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE,
+                               RunError, run_dir)
+from core.store.runs import load_predictions, load_run
+from core.store.writer import tensors_bytes
 
 DROPPED = (TRAIN_STATE, LOG_NAME, LOCK_NAME, PROGRESS)  # only a resume or a live job reads these
 

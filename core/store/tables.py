@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from core.models import list_models
-from core.store.runs import ACTIVE, Run
+from core.store.folder import ACTIVE
+from core.store.runs import Run
 
 
 

@@ -11,7 +11,8 @@ import pandas as pd
 
 from core.config import MAX_SEED, ConfigError, TrainConfig, seed_problem
 from core.errors import LabError
-from core.store.runs import Run, RunWriter, list_runs
+from core.store.runs import Run, list_runs
+from core.store.writer import RunWriter
 from core.training.loop import prepare_run, train
 
 MAX_VALUES = 12  # per list (learning rates, batch sizes)

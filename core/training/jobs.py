@@ -22,8 +22,10 @@ import time
 from pathlib import Path
 
 from core.fsio import flock
-from core.store.runs import (LOCK_NAME, LOG_NAME, STATUS, RunError, RunLock, RunWriter, checkpoints_dir, is_resumable,
-                       load_run, lock_held, read_json, read_owner, run_dir)
+from core.store.folder import (LOCK_NAME, LOG_NAME, STATUS, RunError, RunLock, checkpoints_dir, lock_held,
+                               read_json, read_owner, run_dir)
+from core.store.runs import is_resumable, load_run
+from core.store.writer import RunWriter
 
 
 _waiting_for_slot = False  # read by signal handlers: a queued job can be cancelled at once

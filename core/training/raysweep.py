@@ -28,37 +28,26 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import secrets
 import signal
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from core.config import SWEPT_FIELDS, TrainConfig, field_specs
-from core.errors import BadInput, LabError
+from core.config import TrainConfig
 from core.fsio import atomic_write_bytes, atomic_write_json
-from core.store.runs import (HANDOVER_NAME, LOCK_NAME, LOG_NAME, Busy, RunLock, RunWriter, checkpoints_dir, load_run,
-                       lock_held, now_iso, read_json, read_owner, run_dir)
+from core.store.folder import HANDOVER_NAME, LOG_NAME, Busy, RunLock, checkpoints_dir, lock_held, now_iso, run_dir
+from core.store.runs import load_run
+from core.store.writer import RunWriter
+from core.training.rayaddress import ClusterError, check_address
 
 GPU_FRACTION = 0.25   # of one GPU per trial where the cluster has GPUs: MNIST models are small
 RETRIES = 3           # times Ray reruns a trial whose worker or node died
 TAKEOVER_S = 600      # seconds a trial waits for its run's lock (a dying worker may still hold it)
-CONNECT_S = 5.0       # seconds to wait for the cluster's address to answer (the TCP connect)
-PROBE_S = 5.0         # seconds, after that, for it to answer as a Ray cluster's GCS
-STOP_GRACE_S = 5.0    # seconds a driver the Sweep page ends has between SIGTERM and SIGKILL
-DRIVERS = ".ray"      # <store>/.ray/<sweep id>/: the driver's lock (its pid) and driver.json
-
-
-class ClusterError(LabError):
-    """The cluster cannot be reached or cannot run this sweep; the message says why."""
-
-
-class NoAddress(ClusterError, BadInput):
-    """`--ray ''`: a usage error (exit status 2), as `--csv ''` is."""
+DRIVERS = ".ray"      # <store>/.ray/<sweep id>/: the driver's lock (its pid) and DRIVER_INFO
+DRIVER_INFO = "driver.json"  # the sweep id, the cluster's address, the driver's host and pid
 
 
 class SweepCancelled(ClusterError):
@@ -68,44 +57,6 @@ class SweepCancelled(ClusterError):
 
 
 # --- the driver: check the address, connect, check the store, send the grid, wait --------------
-
-def check_address(address: str) -> str:
-    """Check a `--ray ADDRESS` without joining the cluster, and return the 'HOST:PORT' to join
-    ('[HOST]:PORT' for an IPv6 host). No driver starts and nothing is created before it passes.
-
-    Refused, each with a one-line ClusterError: an empty address; one that is neither HOST:PORT
-    nor 'auto' (a ray:// address; for 'auto', a $RAY_ADDRESS that is neither); 'auto' with no
-    cluster found; an address where nothing answers (the TCP connect, CONNECT_S seconds at most);
-    an address where something answers that is not a Ray cluster: the head's GCS must answer its
-    GetClusterId gRPC call with a cluster id within PROBE_S seconds (ray.init alone would retry
-    for minutes). A refusal comes within CONNECT_S + PROBE_S = 10 s."""
-    target, origin = _resolve(address)
-    host, port = _split(target, origin)
-    where = target + _WHERE[origin]
-    try:
-        conn = socket.create_connection((host, port), timeout=CONNECT_S)
-    except OSError as exc:
-        raise ClusterError(f"no Ray cluster answers at {where}: {exc.strerror or exc or type(exc).__name__}; "
-                           "start one with `ray start --head`") from None
-    not_ray = (f"something answers at {where} but it is not a Ray cluster ({{}}); give the head's address as "
-               "`ray start --head` prints it (port 6379 by default)")
-    conn.close()
-    code, said = _gcs_cluster_id(target)
-    if code == "UNAUTHENTICATED" and (token := _auth_headers()):  # again, with this machine's token
-        code, said = _gcs_cluster_id(target, token)
-    if code == "UNAUTHENTICATED":  # a Ray GCS, with token authentication
-        raise ClusterError(f"the Ray cluster at {where} asks for an authentication token "
-                           f"({said or 'none was sent'}); set RAY_AUTH_MODE=token and the cluster's token "
-                           "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here")
-    if code == "DEADLINE_EXCEEDED":
-        raise ClusterError(not_ray.format(f"no answer as one within {PROBE_S:.0f} s"))
-    if code == "UNIMPLEMENTED":
-        raise ClusterError(not_ray.format("it speaks gRPC, but has no Ray GCS service"))
-    if code == "NO_ID":
-        raise ClusterError(not_ray.format("it speaks gRPC, but its GetClusterId reply holds no cluster id"))
-    if code is not None:
-        raise ClusterError(not_ray.format(f"it does not answer a gRPC call as a Ray cluster's head does: {said}"))
-    return target
 
 
 def connect(address: str) -> str:
@@ -125,94 +76,9 @@ def connect(address: str) -> str:
     return target
 
 
-_WHERE = {"given": "", "env": " ($RAY_ADDRESS, read by --ray auto)", "found": " (found by --ray auto)"}
-
-
-def _resolve(address: str) -> tuple[str, str]:
-    """(the address to check, where it came from: 'given', 'env' or 'found'). 'auto' is
-    $RAY_ADDRESS where it is set (as ray.init reads it), else the cluster started on this machine."""
-    address = address.strip()
-    if not address:
-        raise NoAddress("--ray needs an address (HOST:PORT or auto); leave the option out to train here")
-    if address != "auto":
-        return address, "given"
-    named = os.environ.get("RAY_ADDRESS", "").strip()
-    if named and named != "auto":
-        return named, "env"
-    try:
-        from ray._private.services import canonicalize_bootstrap_address  # how ray.init reads 'auto'
-    except ImportError:
-        raise ClusterError("Ray is not installed in this environment: pip install -r requirements.txt") from None
-    try:
-        found = canonicalize_bootstrap_address("auto")
-    except (ConnectionError, ValueError, OSError):
-        found = None
-    if not found:
-        raise ClusterError("--ray auto: no Ray cluster runs on this machine and $RAY_ADDRESS is not set; "
-                           "start one with `ray start --head`, or give its address")
-    return found, "found"
-
-
-def _split(target: str, origin: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[IPv6]:PORT' -> (host, port), the brackets taken off for the connect."""
-    named = {"given": repr(target), "env": f"--ray auto reads $RAY_ADDRESS, which holds {target!r}",
-             "found": f"--ray auto found {target!r}"}[origin]
-    fix = {"given": "give HOST:PORT (e.g. 10.0.0.5:6379) or 'auto'",
-           "env": "set $RAY_ADDRESS to the head's HOST:PORT (e.g. 10.0.0.5:6379), or unset it to use the "
-                  "cluster started on this machine",
-           "found": "give the head's HOST:PORT"}[origin]
-
-    def refuse(why: str = "") -> ClusterError:
-        if origin == "given":
-            return ClusterError(f"{named} is not a Ray cluster address{why}: {fix}")
-        return ClusterError(f"{named}: not a Ray cluster address{why}; {fix}")
-    if target.startswith("ray://"):
-        raise ClusterError(f"{named}: Ray Client addresses (ray://) are not supported; give the head's HOST:PORT "
-                           "(`ray start --head` prints it) and run the sweep on a cluster node")
-    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+(?:%[\w.-]+)?)\]:(\d{1,5})", target)
-    if bracketed:
-        host, port = bracketed[1], bracketed[2]
-    else:
-        host, sep, port = target.rpartition(":")
-        if ":" in host:
-            raise refuse(f" (an IPv6 address goes in brackets: [{host}]:{port})")
-        if not sep or not re.fullmatch(r"[\w.-]+", host) or not port.isdigit():
-            raise refuse()
-    if not 0 < int(port) < 65536:
-        raise refuse(f" (port {port} is not 1..65535)")
-    return host, int(port)
-
-
 # Telling a Ray GCS from anything else: one unary gRPC call, NodeInfoGcsService.GetClusterId,
 # through grpcio and the stub Ray ships (ray.core.generated), whose reply holds the cluster's
 # id. A web server, a database, a Ray dashboard or client port fails it in one exchange.
-
-def _gcs_cluster_id(target: str, metadata: list[tuple[str, str]] = ()) -> tuple[str | None, str]:
-    """Call GetClusterId at `target` within PROBE_S seconds: (None, '') when a cluster id came
-    back, else (the gRPC status code's name, or 'NO_ID' for an empty reply; what the call said)."""
-    import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
-    with grpc.insecure_channel(target) as channel:
-        try:
-            reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
-                gcs_service_pb2.GetClusterIdRequest(), timeout=PROBE_S, metadata=list(metadata) or None)
-        except grpc.RpcError as exc:
-            said = (exc.details() or "").strip().splitlines()
-            said = said[0].rpartition("last error: ")[2] if said else ""  # grpc's own wording before it
-            said = re.sub(r"^[A-Z_]+: (ipv[46]:\S+: )?", "", said)  # 'UNAVAILABLE: ipv4:HOST:PORT: ' too
-            return exc.code().name, said[:200]
-    return (None, "") if reply.cluster_id else ("NO_ID", "")
-
-
-def _auth_headers() -> list[tuple[str, str]]:
-    """The header that carries this machine's Ray authentication token (RAY_AUTH_MODE=token), or none."""
-    try:
-        from ray._raylet import AuthenticationTokenLoader
-        loader = AuthenticationTokenLoader.instance()
-        return ([(k.lower(), v) for k, v in loader.get_token_for_http_header().items()]  # gRPC: lower-case keys
-                if loader.has_token() else [])
-    except Exception:  # no Ray here, or no token to read: the check goes on without one
-        return []
 
 
 def _sees_marker(path: str, token: str) -> str:
@@ -362,36 +228,12 @@ def _claim_driver(store: Path, sweep_id: str, address: str) -> RunLock:
     folder = store / DRIVERS / sweep_id
     folder.mkdir(parents=True, exist_ok=True)
     lock = RunLock.claim(folder)
-    atomic_write_json(folder / "driver.json", {"sweep": sweep_id, "address": address, "host": socket.gethostname(),
-                                              "pid": os.getpid(), "started": now_iso()})
+    atomic_write_json(folder / DRIVER_INFO, {"sweep": sweep_id, "address": address, "host": socket.gethostname(),
+                                             "pid": os.getpid(), "started": now_iso()})
     return lock
 
 
 # --- the Sweep page: which sweeps run on a cluster, and stopping one ---------------------------
-
-def cluster_sweep(sweep_id: str, root=None) -> dict | None:
-    """{'address', 'host', 'pid', 'active'} of a sweep sent to a Ray cluster, None for a local one."""
-    if not re.fullmatch(r"sweep-[0-9]{8}-[0-9]{6}", sweep_id):  # ids come from config.json: no paths
-        return None
-    folder = checkpoints_dir(root) / DRIVERS / sweep_id
-    info = read_json(folder / "driver.json")
-    if info is None:
-        return None
-    return {**info, "active": lock_held(folder)}
-
-
-def cancel_sweep(sweep_id: str, root=None) -> bool:
-    """Ask the driver of a Ray sweep to cancel its trials (SIGTERM through a pidfd, as
-    core.training.jobs.cancel). False if no driver runs it any longer."""
-    from core.training.jobs import signal_owner
-    folder = checkpoints_dir(root) / DRIVERS / sweep_id
-    info = cluster_sweep(sweep_id, root)
-    if not info or not info["active"]:
-        return False
-    if info.get("host") != socket.gethostname():
-        raise ClusterError(f"sweep {sweep_id} is driven from {info.get('host')}: stop it there (Ctrl-C)")
-    pid = read_owner(folder / LOCK_NAME)
-    return pid is not None and signal_owner(folder, pid)
 
 
 # --- a trial, on a worker node ------------------------------------------------------------------
@@ -483,87 +325,4 @@ class TrialLog:
 
 # --- sending a sweep from the dashboard -------------------------------------------------------
 
-def sweep_args(base: TrainConfig, lrs: list[float], batch_sizes: list[int]) -> list[str]:
-    """`python -m core sweep` options that rebuild `base` field for field (every knob the driver
-    must pass on, not only those the Sweep page shows), with the grid's values."""
-    args = ["sweep"]
-    for spec in field_specs():
-        value = getattr(base, spec.name)
-        if spec.name in SWEPT_FIELDS or value is None:
-            continue
-        if isinstance(value, bool):
-            args.append(spec.flag if value else "--no-" + spec.flag[2:])
-        else:
-            args += [spec.flag, repr(value) if isinstance(value, float) else str(value)]
-    return args + ["--lr", ",".join(map(repr, lrs)), "--batch-size", ",".join(map(str, batch_sizes))]
 
-
-def launch_driver(base: TrainConfig, lrs: list[float], batch_sizes: list[int], address: str,
-                  root=None, data_root=None, wait_s: float = 60.0) -> str:
-    """Start `python -m core sweep ... --ray ADDRESS` as its own process (it outlives the page),
-    wait until it has created the sweep's runs, and return the sweep id: from then on the driver
-    holds <store>/.ray/<sweep id>/lock and the Sweep page's Cancel reaches it.
-
-    The address is checked here first (check_address: refused within 10 s), so a refused one
-    starts no driver and creates nothing in the store. A driver that gives up raises ClusterError
-    with its own one-line message. A driver that has not taken the sweep within `wait_s` seconds,
-    or that this call leaves in any other way (an exception, an interrupt), is ended: SIGTERM,
-    then SIGKILL after STOP_GRACE_S seconds; no driver the page cannot cancel is left running."""
-    from core.data.mnist import data_dir
-    from core.training.jobs import spawn
-    address = check_address(address)
-    store = checkpoints_dir(root).resolve()
-    logs = store / DRIVERS
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"launch-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.log"
-    process = spawn(["--checkpoints", str(store), "--data", str(data_dir(data_root).resolve()),
-                     *sweep_args(base, lrs, batch_sizes), "--ray", address, "--quiet"], log_path=log_path)
-    taken = False
-    try:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            lines = log_path.read_text(errors="replace").splitlines()
-            started = _sweep_started(lines)
-            if started:
-                taken = True
-                return started
-            if process.poll() is not None:
-                errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-                raise ClusterError(errors[-1] if errors else f"the sweep's driver stopped (exit status "
-                                   f"{process.returncode}); its output is in {log_path}")
-            time.sleep(0.2)
-        how = end_driver(process)
-        late = _sweep_started(log_path.read_text(errors="replace").splitlines())
-        raise ClusterError(f"the cluster at {address} did not take the sweep within {wait_s:.0f} s, so its driver "
-                           f"was stopped ({how})" + (f" as it sent {late}, whose runs it cancelled" if late else
-                                                     "; no run was created") + f" (its output: {log_path})")
-    finally:
-        if not taken:
-            end_driver(process)
-
-
-def _sweep_started(lines: list[str]) -> str | None:
-    """The sweep id in the driver's 'sweep <id>: N runs on the Ray cluster ...' line, once written."""
-    started = [line.split()[1].rstrip(":") for line in lines if line.startswith("sweep ") and len(line.split()) > 1]
-    return started[0] if started else None
-
-
-def end_driver(process, grace: float = None) -> str:
-    """End a driver process (its own session: its whole process group) and reap it: SIGTERM,
-    which it answers by leaving before it creates any run (or by cancelling its trials), then
-    SIGKILL after `grace` seconds (STOP_GRACE_S) if it is still there (inside ray.init a driver
-    does not see signals). Returns what ended it ('' if it had already ended)."""
-    grace = STOP_GRACE_S if grace is None else grace
-    if process.poll() is not None:  # ended, and reaped: its pid may be another process's now
-        return ""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace)
-        return "SIGTERM"
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return f"SIGKILL, {grace:g} s after a SIGTERM it did not act on"
-    except ProcessLookupError:  # ended between the poll and the signal
-        process.wait()
-        return "SIGTERM"

@@ -9,7 +9,10 @@ import streamlit as st
 from core.store import tables
 from core.errors import LabError
 from core.store.runs import delete_run, rename_run
-from dashboard import common
+from dashboard.notices import no_runs_notice, show_run_warnings
+from dashboard.state import accuracy_without_confirmed, load_runs, predictions_problem
+from dashboard.text import md_text
+from dashboard.widgets import CLEAN_HELP, VAL_HELP, pick_run, unique_names
 
 DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
 
@@ -17,11 +20,11 @@ DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
 def runs_table(runs: list) -> list:
     """The table; returns the runs selected in it (or the newest few with curves)."""
     table = tables.run_table(runs)
-    table["test_acc_clean"] = [common.accuracy_without_confirmed(r) for r in runs]
+    table["test_acc_clean"] = [accuracy_without_confirmed(r) for r in runs]
     for run in runs:  # its clean-label figure is blank: say why, by name
-        problem = common.predictions_problem(run)
+        problem = predictions_problem(run)
         if problem:
-            st.warning(f"**{common.md_text(run.name)}**: {common.md_text(problem)}", icon=":material/warning:")
+            st.warning(f"**{md_text(run.name)}**: {md_text(problem)}", icon=":material/warning:")
     event = st.dataframe(
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
@@ -37,10 +40,10 @@ def runs_table(runs: list) -> list:
             "status": st.column_config.TextColumn("Status"),
             "parameters": st.column_config.NumberColumn("Parameters", format="localized"),
             "epochs": st.column_config.NumberColumn("Epochs"),
-            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=common.VAL_HELP),
+            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=VAL_HELP),
             "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
             "test_acc_clean": st.column_config.NumberColumn("Test acc (clean labels)", format="%.2f%%",
-                                                            help=common.CLEAN_HELP),
+                                                            help=CLEAN_HELP),
             "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
             "device": st.column_config.TextColumn("Device"),
             "group": st.column_config.TextColumn("Seed group", help="runs of one recipe over several seeds "
@@ -75,7 +78,7 @@ def groups_table(runs: list) -> None:
                                 "count_text": st.column_config.TextColumn("Runs averaged"),
                                 "test_text": st.column_config.TextColumn("Test acc (mean ± std)"),
                                 "val_text": st.column_config.TextColumn("Val acc (mean ± std)",
-                                                                        help=common.VAL_HELP)})
+                                                                        help=VAL_HELP)})
 
 
 def band_frame(chosen: list, runs: list, x: str, smoothing: float):
@@ -85,7 +88,7 @@ def band_frame(chosen: list, runs: list, x: str, smoothing: float):
     groups = {tables.run_group(r) for r in chosen} - {None}
     loose = [r for r in chosen if tables.run_group(r) is None]
     frame = tables.curves(loose, x=x, smoothing=smoothing)
-    frame["run"] = frame["run_id"].map(common.unique_names(loose))
+    frame["run"] = frame["run_id"].map(unique_names(loose))
     members = [r for r in runs if tables.run_group(r) in groups]
     bands = tables.group_curves(members, x=x, smoothing=smoothing)
     if not bands.empty:
@@ -104,7 +107,7 @@ def curves_grid(chosen: list, x: str, smoothing: float, runs: list | None = None
     else:
         frame = tables.curves(chosen, x=x, smoothing=smoothing)
         if not frame.empty:
-            frame["run"] = frame["run_id"].map(common.unique_names(chosen))
+            frame["run"] = frame["run_id"].map(unique_names(chosen))
     if frame.empty:
         st.info("The chosen runs have no finished epoch yet: their curves appear after the first epoch.",
                 icon=":material/hourglass_top:")
@@ -146,7 +149,7 @@ def manage(runs: list) -> None:
         st.info("Only reference runs so far: the runs you train can be renamed and deleted here.",
                 icon=":material/lock:")
         return
-    run = common.pick_run("Run", own, key="compare_manage_run")
+    run = pick_run("Run", own, key="compare_manage_run")
     if run is None:
         return
     left, right = st.columns(2, gap="large")
@@ -156,9 +159,9 @@ def manage(runs: list) -> None:
             try:
                 rename_run(run.run_id, new_name)
             except LabError as exc:
-                st.error(common.md_text(exc))
+                st.error(md_text(exc))
             else:
-                st.toast(f"Renamed to {common.md_text(new_name.strip())}", icon=":material/edit:")
+                st.toast(f"Renamed to {md_text(new_name.strip())}", icon=":material/edit:")
                 st.rerun()
     with right:
         pending = st.session_state.get("compare_delete") == run.run_id
@@ -168,7 +171,7 @@ def manage(runs: list) -> None:
                 st.session_state["compare_delete"] = run.run_id
                 st.rerun()
         else:
-            st.warning(f"Delete **{common.md_text(run.name)}** (`{run.run_id}`) and all its files? "
+            st.warning(f"Delete **{md_text(run.name)}** (`{run.run_id}`) and all its files? "
                        "This cannot be undone.")
             yes, no = st.columns(2)
             if yes.button("Yes, delete it", type="primary", icon=":material/delete_forever:"):
@@ -176,9 +179,9 @@ def manage(runs: list) -> None:
                 try:
                     delete_run(run.run_id)
                 except LabError as exc:
-                    st.error(common.md_text(exc))
+                    st.error(md_text(exc))
                 else:
-                    st.toast(f"Deleted {common.md_text(run.name)}", icon=":material/delete:")
+                    st.toast(f"Deleted {md_text(run.name)}", icon=":material/delete:")
                     st.rerun()
             if no.button("Keep it"):
                 st.session_state.pop("compare_delete", None)
@@ -189,12 +192,12 @@ def page() -> None:
     """The compare page, as Streamlit runs it (dashboard/app.py routes here)."""
     st.title("Compare")
     st.caption("Every run in one table: sort by any column, tick rows to overlay their curves.")
-    runs = common.load_runs()
+    runs = load_runs()
     if not runs:
-        common.no_runs_notice("No runs to compare yet: train two or more models on the **Train** page "
-                              "(or `python -m core train --arch lenet`), then come back here.")
+        no_runs_notice("No runs to compare yet: train two or more models on the **Train** page "
+                       "(or `python -m core train --arch lenet`), then come back here.")
         st.stop()
-    common.show_run_warnings(runs)
+    show_run_warnings(runs)
     groups_table(runs)
     chosen = runs_table(runs)
     st.subheader("Curves", divider="gray")

@@ -8,7 +8,9 @@ import streamlit as st
 
 from core.data import view as dataview
 from core.data.csvfile import CSVFormatError, read_digits_csv
-from dashboard import common
+from dashboard.notices import require_mnist
+from dashboard.state import mnist
+from dashboard.widgets import digit_grid
 
 PER_PAGE = 30  # seed 004 looked at the first 30 images first
 SPLIT_COLOURS = alt.Scale(domain=list(dataview.SPLITS), range=["#4c78a8", "#f58518", "#54a24b"])
@@ -16,7 +18,7 @@ SPLIT_COLOURS = alt.Scale(domain=list(dataview.SPLITS), range=["#4c78a8", "#f585
 
 @st.cache_data(max_entries=4, show_spinner="Averaging images…")
 def mean_images(raw: str, val_size: int, seed: int) -> np.ndarray:
-    arrays = common.mnist()
+    arrays = mnist()
     positions = dataview.split_positions("train", len(arrays["train_labels"]), val_size, seed)
     return dataview.mean_images(arrays["train_images"][positions], arrays["train_labels"][positions])
 
@@ -49,8 +51,8 @@ def samples(arrays: dict) -> None:
                  f"{dataview.VAL_SIZE:,} training images that runs hold out (seed {dataview.SPLIT_SEED})")
     chosen = dataview.select_samples(labels, chosen_digit, (page - 1) * PER_PAGE, PER_PAGE)
     file_index = positions[chosen]
-    common.digit_grid(images[file_index], [f"{labels[i]} · #{j}" for i, j in zip(chosen, file_index)],
-                      size=84)
+    digit_grid(images[file_index], [f"{labels[i]} · #{j}" for i, j in zip(chosen, file_index)],
+               size=84)
 
 
 def counts(arrays: dict) -> None:
@@ -77,7 +79,7 @@ def means(arrays: dict) -> None:
     from core.data.mnist import raw_dir
     averages = mean_images(str(raw_dir(None).resolve()), dataview.VAL_SIZE, dataview.SPLIT_SEED)
     scaled = averages / np.maximum(averages.max(axis=(1, 2), keepdims=True), 1e-6)  # full contrast
-    common.digit_grid(scaled, [str(d) for d in range(10)], size=84)
+    digit_grid(scaled, [str(d) for d in range(10)], size=84)
 
 
 def csv_import() -> None:
@@ -102,7 +104,7 @@ def csv_import() -> None:
     images = table.images[rows].numpy()
     captions = ([f"row {r + 1} · {int(table.labels[r])}" for r in rows] if labelled
                 else [f"row {r + 1}" for r in rows])
-    common.digit_grid(images, captions, size=84)
+    digit_grid(images, captions, size=84)
 
 
 def page() -> None:
@@ -110,8 +112,8 @@ def page() -> None:
     st.title("Data")
     st.caption("MNIST as the models see it: 60,000 training images (55,000 train + 5,000 validation) "
                "and 10,000 test images, 28x28, white on black.")
-    if common.require_mnist("Browsing MNIST"):
-        arrays = common.mnist()
+    if require_mnist("Browsing MNIST"):
+        arrays = mnist()
         if arrays is not None:
             samples(arrays)
             counts(arrays)

@@ -16,8 +16,11 @@ import streamlit as st
 from core.analysis import embedding as maps
 from core.errors import LabError
 from core.analysis.label_issues import confirmed_indices
-from dashboard import common
 from dashboard.explain import image_picker
+from dashboard.notices import report, require_mnist
+from dashboard.state import checkpoints_base, test_images
+from dashboard.text import md_text
+from dashboard.widgets import digit_grid, finished_runs_or_stop, pick_run
 
 SHOWN = 60  # images of a selection shown at once
 # measured on this 2-core CPU (`python -m core bench --embedding`, 2026-11-24, docs/BENCHMARKS.md):
@@ -69,22 +72,22 @@ def page() -> None:
     st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
                "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
                "are ringed in black, the 15 test labels people confirmed wrong in red.")
-    candidates = common.finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
-                                              "images here.", needs="weights")
-    if not common.require_mnist("The embedding map"):
+    candidates = finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
+                                       "images here.", needs="weights")
+    if not require_mnist("The embedding map"):
         st.stop()
     left, right = st.columns([2, 1])
     with left:
-        run = common.pick_run("Run", candidates, key="emb_run", query_param="run")
+        run = pick_run("Run", candidates, key="emb_run", query_param="run")
     method = right.segmented_control("Projection", list(maps.METHODS), default="umap", key="emb_method",
                                      format_func=lambda m: maps.METHODS[m].split(" (")[0],
                                      help="UMAP keeps neighbours together and clusters apart; t-SNE similar; PCA is "
                                           "linear and shows the features' main directions") or "umap"
-    emb = maps.cached(run.run_id, method, common._base())
+    emb = maps.cached(run.run_id, method, checkpoints_base())
     if emb is None:
         notice = st.empty()  # the offer goes once the map is there
         with notice.container():
-            st.info(f"The {maps.METHODS[method]} map of **{common.md_text(run.name)}** is not computed yet: "
+            st.info(f"The {maps.METHODS[method]} map of **{md_text(run.name)}** is not computed yet: "
                     f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.",
                     icon=":material/scatter_plot:")
             clicked = st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute")
@@ -97,9 +100,9 @@ def page() -> None:
         try:
             with st.spinner(f"Computing the map of 10,000 test images ({EXPECTED[method]} on an idle CPU; longer "
                             "when the machine is busy)…", show_time=True):
-                emb = maps.embedding(run.run_id, method, common._base(), report=stage)
+                emb = maps.embedding(run.run_id, method, checkpoints_base(), report=stage)
         except LabError as exc:
-            common.report(exc)
+            report(exc)
             st.stop()
         stages.empty()
         notice.empty()
@@ -122,7 +125,7 @@ def page() -> None:
     if box is None:
         st.info("Drag a box over a region of the map to see its images.", icon=":material/select:")
         st.stop()
-    images = common.test_images()
+    images = test_images()
     if images is None:
         st.stop()
     chosen = maps.in_box(emb, *box)
@@ -132,8 +135,8 @@ def page() -> None:
                 + (f"; the first {SHOWN} shown, mistakes first" if len(chosen) > SHOWN else "")
                 + f" · x {x0:.3f} to {x1:.3f}, y {y0:.3f} to {y1:.3f}")
     shown = chosen[:SHOWN]
-    common.digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
-                      empty="No test image inside the box.")
+    digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
+               empty="No test image inside the box.")
     image_picker([run], images, shown, emb.labels[shown], key="emb_why")
 
 

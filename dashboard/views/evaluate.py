@@ -9,8 +9,11 @@ import streamlit as st
 from core.analysis import label_issues
 from core.analysis import predictions
 from core.errors import LabError
-from dashboard import common
 from dashboard.explain import image_picker
+from dashboard.notices import report
+from dashboard.state import checkpoints_base, test_images
+from dashboard.text import md_text
+from dashboard.widgets import CLEAN_HELP, digit_grid, finished_run_or_stop, run_label
 
 CELL_IMAGES = 48  # images shown for a selected cell
 
@@ -59,12 +62,12 @@ def cell_images(run, preds, true: int, predicted: int) -> None:
     if true == predicted:
         examples = predictions.cell_examples(preds, true, predicted, order="unsure")
     shown = examples.head(CELL_IMAGES)
-    images = common.test_images()
+    images = test_images()
     if images is None:
         return
-    common.digit_grid(images[shown["index"].to_numpy()],
-                      [f"#{i} · {c:.0%}" for i, c in zip(shown["index"], shown["confidence"])],
-                      size=64, empty="No test image falls in this cell.")
+    digit_grid(images[shown["index"].to_numpy()],
+               [f"#{i} · {c:.0%}" for i, c in zip(shown["index"], shown["confidence"])],
+               size=64, empty="No test image falls in this cell.")
     image_picker([run], images, shown["index"].to_numpy(), shown["label"].to_numpy(), key="ev_why")
     if len(examples) > CELL_IMAGES:
         st.caption(f"Showing {CELL_IMAGES} of {len(examples):,}; the Mistakes page pages through all.")
@@ -75,7 +78,7 @@ def save_ensemble(members: list[str]) -> None:
     from core.analysis.ensemble import create_ensemble
     name = (st.session_state.get("eval_ens_name") or "").strip() or None
     try:
-        new_id = create_ensemble(members, name=name, root=common._base())
+        new_id = create_ensemble(members, name=name, root=checkpoints_base())
     except LabError as exc:
         st.session_state["eval_ens_message"] = ("error", str(exc))
         return
@@ -94,25 +97,25 @@ def ensemble_section(finished: list) -> None:
                    "image by image. Saved, it is a run like any other (Compare, Mistakes, Sketch).")
         message = st.session_state.pop("eval_ens_message", None)
         if message and message[0] == "error":
-            st.error(f"Could not save the ensemble: {common.md_text(message[1])}", icon=":material/error:")
+            st.error(f"Could not save the ensemble: {md_text(message[1])}", icon=":material/error:")
         elif message:
             st.success(f"Saved as run `{message[1]}`: it is shown above.", icon=":material/check_circle:")
         by_id = {r.run_id: r for r in finished}
         st.session_state["eval_ens_members"] = [i for i in st.session_state.get("eval_ens_members", []) if i in by_id]
         chosen = st.multiselect("Runs to combine", list(by_id), key="eval_ens_members",
-                                format_func=lambda i: common.run_label(by_id[i]),
+                                format_func=lambda i: run_label(by_id[i]),
                                 placeholder="two or more finished runs")
         if len(chosen) < 2:
             st.info("Pick two or more finished runs to see their ensemble's test accuracy.")
             return
         try:
-            combined = combine(chosen, common._base())
+            combined = combine(chosen, checkpoints_base())
         except LabError as exc:
-            common.report(exc, "These runs cannot be combined", error=True)
+            report(exc, "These runs cannot be combined", error=True)
             return
         members = combined.member_accuracies()
         best = max(members.values())
-        rows = [{"run": common.run_label(member), "test accuracy": members[member.run_id],
+        rows = [{"run": run_label(member), "test accuracy": members[member.run_id],
                  "mistakes": int((p["predicted"] != p["labels"]).sum())}
                 for member, p in zip(combined.members, combined.member_predictions)]
         rows.append({"run": "ensemble (mean of the probabilities)", "test accuracy": combined.accuracy,
@@ -132,7 +135,7 @@ def page() -> None:
     """The evaluate page, as Streamlit runs it (dashboard/app.py routes here)."""
     st.title("Evaluate")
     st.caption("The test set through one finished run: where it goes wrong and for which digits.")
-    finished, run, preds = common.finished_run_or_stop(
+    finished, run, preds = finished_run_or_stop(
         "No finished run to evaluate yet: train a model on the **Train** page; "
         "when it finishes, its confusion matrix and per-class scores appear here.", key="eval_run")
     cm = predictions.prediction_confusion(preds)
@@ -141,7 +144,7 @@ def page() -> None:
     m = st.columns(5)
     m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%")
     _, cleaned = label_issues.accuracies(preds)
-    m[1].metric("Clean-label accuracy", f"{cleaned:.2f}%", help=common.CLEAN_HELP)
+    m[1].metric("Clean-label accuracy", f"{cleaned:.2f}%", help=CLEAN_HELP)
     m[2].metric("Test images", f"{total:,}")
     m[3].metric("Mistakes", f"{total - correct:,}")
     parameters = run.metrics.get("parameters")

@@ -7,8 +7,11 @@ import streamlit as st
 
 from core.analysis import label_issues
 from core.errors import LabError
-from dashboard import common
 from dashboard.explain import image_picker
+from dashboard.notices import report
+from dashboard.state import checkpoints_base, test_images
+from dashboard.text import md_text
+from dashboard.widgets import digit_grid, finished_runs_or_stop, run_label, unique_names
 
 SHOWN = (30, 60, 100, 200)
 
@@ -19,26 +22,26 @@ def page() -> None:
     st.caption("Some test labels are wrong, and a model that disagrees with them is right. The images are "
                "ranked by cleanlab's label quality score (self-confidence: the probability the chosen runs, "
                "averaged, give the label; lowest first), computed from their saved test probabilities.")
-    candidates = common.finished_runs_or_stop("No finished run with saved test predictions yet: train one on the "
-                                              "**Train** page.")
+    candidates = finished_runs_or_stop("No finished run with saved test predictions yet: train one on the "
+                                       "**Train** page.")
     by_id = {r.run_id: r for r in candidates}
-    usable, skipped = label_issues.usable_default_runs(common._base())
+    usable, skipped = label_issues.usable_default_runs(checkpoints_base())
     for warning in skipped:  # picked by default but unusable: left out, by name
-        st.warning(common.md_text(warning[:1].upper() + warning[1:]), icon=":material/warning:")
+        st.warning(md_text(warning[:1].upper() + warning[1:]), icon=":material/warning:")
     default = [i for i in usable if i in by_id]
     chosen = st.multiselect("Runs whose probabilities rank the images", list(by_id), default=default,
-                            format_func=lambda i: common.run_label(by_id[i]), key="li_runs",
+                            format_func=lambda i: run_label(by_id[i]), key="li_runs",
                             help="By default the reference run of each default recipe; their probabilities are averaged.")
     if not chosen:
         st.info("Pick at least one run.", icon=":material/lightbulb:")
         st.stop()
-    images = common.test_images()
+    images = test_images()
     if images is None:
         st.stop()
     try:
-        ranking = label_issues.rank(chosen, common._base())
+        ranking = label_issues.rank(chosen, checkpoints_base())
     except LabError as exc:
-        common.report(exc)
+        report(exc)
         st.stop()
     confirmed = label_issues.confirmed_errors()
     m = st.columns(3)
@@ -50,11 +53,11 @@ def page() -> None:
     shown = c[0].selectbox("Show the top", SHOWN, index=1, key="li_top")
     only_confirmed = c[1].toggle("Only the 15 confirmed label errors", key="li_confirmed")
     table = ranking.table[ranking.table["confirmed"]] if only_confirmed else ranking.top(shown)
-    names = common.unique_names([by_id[i] for i in chosen])
+    names = unique_names([by_id[i] for i in chosen])
     captions = [f"#{r.index} · label {r.label} → {r.suggested} · {r.score:.3f}"
                 + (" · confirmed" if r.confirmed else "") + f" · {len(r.agree)}/{len(chosen)} agree"
                 for r in table.itertuples()]
-    common.digit_grid(images[table["index"].to_numpy()], captions, size=84)
+    digit_grid(images[table["index"].to_numpy()], captions, size=84)
     image_picker([by_id[i] for i in chosen], images, table["index"].to_numpy(), table["label"].to_numpy(),
                  key="li_why")
     with st.expander("As a table (which runs agree with the suggested digit)"):

@@ -9,8 +9,10 @@ import streamlit as st
 
 from core.analysis import predictions
 from core.errors import LabError
-from dashboard import common
 from dashboard.explain import image_picker
+from dashboard.state import saved_predictions, test_images
+from dashboard.text import md_text
+from dashboard.widgets import digit_grid, finished_run_or_stop, pick_run, unique_names
 
 PER_PAGE = 40
 ORDER_LABELS = {"confident": "Most confident first", "unsure": "Least confident first",
@@ -30,7 +32,7 @@ def gallery(frame, images, key: str, caption, run) -> None:
         st.session_state[page_key] = 1
     window, _ = predictions.page_slice(len(frame), st.session_state.get(page_key, 1), PER_PAGE)
     shown = frame.iloc[window]
-    common.digit_grid(images[shown["index"].to_numpy()], [caption(row) for row in shown.itertuples()])
+    digit_grid(images[shown["index"].to_numpy()], [caption(row) for row in shown.itertuples()])
     left, right = st.columns([1, 3], vertical_alignment="center")
     left.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
     right.caption(f"Images {window.start + 1}–{window.stop} of {len(frame):,} · {pages} page"
@@ -62,19 +64,19 @@ def two_runs(run_a, preds_a, finished, images) -> None:
         st.info("Train a second model to see which images one run gets wrong and the other right.",
                 icon=":material/lightbulb:")
         return
-    run_b = common.pick_run("Compare with", others, key="mis_other")
-    preds_b = common.predictions(run_b)
+    run_b = pick_run("Compare with", others, key="mis_other")
+    preds_b = saved_predictions(run_b)
     if preds_b is None:
         return
     try:
         a_only, b_only = predictions.disagreements(preds_a, preds_b)
     except LabError as exc:
-        st.warning(common.md_text(exc), icon=":material/warning:")
+        st.warning(md_text(exc), icon=":material/warning:")
         return
-    names = common.unique_names([run_a, run_b])
+    names = unique_names([run_a, run_b])
     name_a, name_b = names[run_a.run_id], names[run_b.run_id]
     matrices(preds_a, preds_b, name_a, name_b)
-    text_a, text_b = common.md_text(name_a), common.md_text(name_b)  # tab labels are Markdown
+    text_a, text_b = md_text(name_a), md_text(name_b)  # tab labels are Markdown
     tabs = st.tabs([f"{text_a} wrong, {text_b} right ({len(a_only):,})",
                     f"{text_b} wrong, {text_a} right ({len(b_only):,})"])
     for tab, indices, wrong, key, run in ((tabs[0], a_only, preds_a, "mis_a", run_a),
@@ -106,7 +108,7 @@ def matrices(preds_a, preds_b, name_a: str, name_b: str) -> None:
     # green: better in B (fewer mistakes, more hits), red: worse; zero is white
     limit = max(1, int(abs(diff).max()))
     diverging = alt.Scale(scheme="redyellowgreen", domain=[-limit, limit], domainMid=0)
-    text_a, text_b = common.md_text(name_a), common.md_text(name_b)
+    text_a, text_b = md_text(name_a), md_text(name_b)
     st.markdown(f"**Confusion matrices side by side**, and what changes from **{text_a}** to **{text_b}**: "
                 "green cells are better in the second run (fewer of that mistake, or more right), red worse.")
     st.altair_chart(alt.hconcat(matrix_chart(a, "count", name_a, counts, "count"),
@@ -122,10 +124,10 @@ def page() -> None:
     """The mistakes page, as Streamlit runs it (dashboard/app.py routes here)."""
     st.title("Mistakes")
     st.caption("Every test image a run gets wrong, with what it said and how sure it was.")
-    finished, run, preds = common.finished_run_or_stop(
+    finished, run, preds = finished_run_or_stop(
         "No finished run yet, so no mistakes to look at: train a model on the **Train** page and its "
         "wrong test predictions appear here.", key="mis_run", needs_mnist="The gallery")
-    images = common.test_images()
+    images = test_images()
     if images is None:
         st.stop()
     one_run(run, preds, images)

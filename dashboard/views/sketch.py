@@ -5,8 +5,8 @@ see how each model does on it.
 Speed (issue 11, scripts/bench_sketch.py): a stroke reruns only `sketch_panel`, a fragment
 holding the canvas, the save form and the prediction cards; the run listing, the model picker
 and the handwriting section run again only when the page does (a new model selection, a saved
-or deleted drawing). The models stay loaded (common.predictor), the drawing is normalised once
-for all of them, and the cards are one HTML element, the probabilities drawn as bars in it (an
+or deleted drawing). The models stay loaded (dashboard.inference.predictor), the drawing is
+normalised once for all of them, and the cards are one HTML element, the probabilities drawn as bars in it (an
 Altair chart per card cost about 20 ms of Python and a Vega render in the browser each, and each
 Streamlit element is a message the browser renders on its own).
 
@@ -29,14 +29,15 @@ from core.data import handwriting
 from core.store import tables
 from core.models import list_models
 from core.data.images import ImageError, to_mnist
-from dashboard import common
 from dashboard.explain import saliency_panel
+from dashboard.inference import freeze_heap, handwriting_scores, predictor, probabilities
+from dashboard.widgets import digit_grid, digit_image, finished_runs_or_stop, run_label
 
 CANVAS = 280      # px, ten times MNIST's side
 STROKE = 18       # px on the canvas: about MNIST's 2 px pen after scaling the digit to 20 px
 MAX_MODELS = len(list_models())  # one of each architecture
 PER_ROW = 3
-TOP_COLOUR, BAR_COLOUR = "#f58518", "#4c78a8"  # as common.probability_chart
+TOP_COLOUR, BAR_COLOUR = "#f58518", "#4c78a8"  # as dashboard.charts.probability_chart
 
 
 def bump_canvas() -> None:
@@ -138,7 +139,7 @@ def choose_models(candidates: list) -> list:
     by_id = {r.run_id: r for r in candidates}
     best = [r.run_id for r in tables.best_run_per_arch(candidates)][:MAX_MODELS]
     chosen = st.multiselect("Models", list(by_id), default=best, key="sketch_models",
-                            format_func=lambda i: common.run_label(by_id[i]), max_selections=MAX_MODELS)
+                            format_func=lambda i: run_label(by_id[i]), max_selections=MAX_MODELS)
     st.caption("By default the best finished run of each architecture.")
     return [by_id[i] for i in chosen]
 
@@ -184,12 +185,12 @@ def card(run, probs: np.ndarray) -> str:
 def predictions(digit: np.ndarray, models: list) -> None:
     """One card per model, PER_ROW to a row, all in one HTML element: a stroke sends the browser
     one element to draw instead of five per model (container, heading, caption, chart, column)."""
-    loaded = [(run, common.predictor(run)) for run in models]  # cached: loaded once per weights file
+    loaded = [(run, predictor(run)) for run in models]  # cached: loaded once per weights file
     loaded = [(run, model) for run, model in loaded if model is not None]
     if not loaded:
         return
-    common.freeze_heap()  # once per process, with the models loaded: no long garbage-collector pauses
-    all_probs = common.probabilities([model for _, model in loaded], digit)
+    freeze_heap()  # once per process, with the models loaded: no long garbage-collector pauses
+    all_probs = probabilities([model for _, model in loaded], digit)
     cards = "".join(card(run, probs) for (run, _), probs in zip(loaded, all_probs))
     st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
     why(digit, [run for run, _ in loaded])
@@ -202,7 +203,7 @@ def why(digit: np.ndarray, models: list) -> None:
                      help="Integrated Gradients: which strokes pushed a model towards a digit"):
         return
     by_id = {r.run_id: r for r in models}
-    run_id = st.selectbox("Model", list(by_id), key="sketch_why_run", format_func=lambda i: common.run_label(by_id[i]))
+    run_id = st.selectbox("Model", list(by_id), key="sketch_why_run", format_func=lambda i: run_label(by_id[i]))
     drawing = hashlib.sha1(np.ascontiguousarray(digit).tobytes()).hexdigest()[:12]  # a new drawing: the runner-up again
     saliency_panel(by_id[run_id], digit, true=None, key=f"sketch_why_{drawing}")
 
@@ -247,7 +248,7 @@ def sketch_panel(models: list) -> None:
                     icon=":material/draw:")
         else:
             st.markdown("**What the models see** (28x28)")
-            common.digit_image(digit, width=112, output_format="PNG")
+            digit_image(digit, width=112, output_format="PNG")
         save_section(digit)
     with result_col:
         if not models:
@@ -274,7 +275,7 @@ def handwriting_section(models: list) -> None:
     st.caption(f"{len(hw)} drawing{'s' if len(hw) != 1 else ''} saved in `{handwriting.handwriting_dir()}` · "
                "per digit: "
                + " · ".join(f"{d}: {c}" for d, c in enumerate(counts)))
-    scores = common.handwriting_scores(models, hw)
+    scores = handwriting_scores(models, hw)
     if not scores.empty:
         st.dataframe(scores, hide_index=True, width="stretch", key="sketch_hw_scores", column_config={
             "model": "Model", "arch": "Arch", "correct": "Correct", "total": "Drawings",
@@ -283,7 +284,7 @@ def handwriting_section(models: list) -> None:
             "test_acc": st.column_config.NumberColumn("MNIST test accuracy", format="%.2f%%")})
     with st.expander(f"Saved drawings ({len(hw)})"):
         newest = np.argsort(-hw.ids)[:60]
-        common.digit_grid(hw.images[newest], [f"#{hw.ids[i]} · {hw.labels[i]}" for i in newest], size=56)
+        digit_grid(hw.images[newest], [f"#{hw.ids[i]} · {hw.labels[i]}" for i in newest], size=56)
         doomed = st.multiselect("Drawings to delete", [int(i) for i in hw.ids[newest]],
                                 format_func=lambda i: f"#{i}", key="sketch_delete")
         if st.button("Delete selected", icon=":material/delete:", disabled=not doomed):
@@ -296,9 +297,9 @@ def page() -> None:
     st.title("Sketch")
     st.caption("Draw a digit with the mouse (or a finger): the models see it the way MNIST was made, "
                "scaled into a 20 px box and centred by its centre of mass in 28x28.")
-    candidates = common.finished_runs_or_stop("No trained model yet: train one on the **Train** page (lenet takes "
-                                              "a few minutes on a CPU), then draw digits here and see what it "
-                                              "makes of them.", needs="weights")
+    candidates = finished_runs_or_stop("No trained model yet: train one on the **Train** page (lenet takes "
+                                       "a few minutes on a CPU), then draw digits here and see what it "
+                                       "makes of them.", needs="weights")
     models = choose_models(candidates)
     st.fragment(sketch_panel)(models)
     handwriting_section(models)

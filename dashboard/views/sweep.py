@@ -6,14 +6,18 @@ import altair as alt
 import streamlit as st
 
 from core.training import jobs
-from core.training import raysweep
+from core.training import raylaunch
 from core.store import tables
 from core.config import DEVICES, ConfigError, TrainConfig
 from core.errors import LabError
 from core.models import list_models
 from core.training.grids import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
 from core.training.loop import check_trainable
-from dashboard import common
+from dashboard.charts import show_history
+from dashboard.notices import no_runs_notice, report, require_mnist, show_run_warnings
+from dashboard.state import load_runs
+from dashboard.text import md_text
+from dashboard.widgets import VAL_HELP, status_badge
 
 MAX_CELLS = 36
 
@@ -52,20 +56,20 @@ def launch(arch, epochs, limit, lrs_text, batches_text, device, address="") -> N
                              f"a sweep may have at most {MAX_CELLS}")
         base = TrainConfig(arch=arch, epochs=int(epochs), train_limit=int(limit) or None, device=device)
         if address:  # the cluster checks the device; the driver creates the runs once it joined the cluster
-            with st.spinner(f"Sending the sweep to the Ray cluster at {common.md_text(address)}..."):
-                sweep_id = raysweep.launch_driver(base.replace(lr=lrs[0], batch_size=batch_sizes[0]),
+            with st.spinner(f"Sending the sweep to the Ray cluster at {md_text(address)}..."):
+                sweep_id = raylaunch.launch_driver(base.replace(lr=lrs[0], batch_size=batch_sizes[0]),
                                                   lrs, batch_sizes, address)
             writers = None
         else:
             check_trainable(base)  # bad data or no GPU: say so, create no run
             sweep_id, writers = prepare_sweep(base, lrs, batch_sizes)
     except LabError as exc:
-        common.report(exc, error=True)
+        report(exc, error=True)
         return
     if writers is None:
         st.session_state["sweep_pick"] = sweep_id
         st.session_state["sweep_launched"] = (f"Sent {len(lrs) * len(batch_sizes)} runs as `{sweep_id}` to the "
-                                              f"Ray cluster at {common.md_text(address)}.")
+                                              f"Ray cluster at {md_text(address)}.")
         st.rerun()
     for writer in writers:
         jobs.launch_prepared(writer)
@@ -123,15 +127,15 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
         head.markdown(f"**lr {run.config.get('lr') or 0:g} · batch {run.config.get('batch_size')}**  \n"
                       f":gray[`{run.run_id}`]")
         with badge:
-            common.status_badge(run.status)
+            status_badge(run.status)
         m = st.columns(3)
         m[0].metric("Val accuracy", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–",
-                    help=common.VAL_HELP)
+                    help=VAL_HELP)
         m[1].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
         m[2].metric("Epochs", f"{run.epochs_done}/{tables.planned_epochs(run) or '?'}")
         curves = tables.live_curves(run.history, run.progress if run.status == "running" else None)
         if len(curves):
-            common.show_history(curves, height=180)
+            show_history(curves, height=180)
         else:
             st.caption("No finished epoch yet.")
         if run.status == "finished" and run.has_predictions:
@@ -141,18 +145,18 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
 
 def cluster_controls(sweep_id: str) -> None:
     """Where a sweep sent to a Ray cluster runs, and its Cancel (which cancels the Ray tasks)."""
-    cluster = raysweep.cluster_sweep(sweep_id)
+    cluster = raylaunch.cluster_sweep(sweep_id)
     if cluster is None:
         return
     text, button = st.columns([4, 1], vertical_alignment="center")
-    text.caption(f":material/hub: on the Ray cluster at {common.md_text(cluster.get('address'))}, driven from "
-                 f"{common.md_text(cluster.get('host'))} (pid {common.md_text(cluster.get('pid'))})"
+    text.caption(f":material/hub: on the Ray cluster at {md_text(cluster.get('address'))}, driven from "
+                 f"{md_text(cluster.get('host'))} (pid {md_text(cluster.get('pid'))})"
                  + ("" if cluster["active"] else " · the driver has ended"))
     if cluster["active"] and button.button("Cancel sweep", key=f"sweep_cancel_{sweep_id}", icon=":material/stop:"):
         try:
-            stopped = raysweep.cancel_sweep(sweep_id)
+            stopped = raylaunch.cancel_sweep(sweep_id)
         except LabError as exc:
-            common.report(exc, error=True)
+            report(exc, error=True)
             return
         st.toast("Cancelling the sweep's Ray tasks" if stopped else "The sweep had already ended")
 
@@ -160,7 +164,7 @@ def cluster_controls(sweep_id: str) -> None:
 def sweep_view() -> None:
     runs = st.session_state.pop("sweep_runs", None)  # read by this full run of the page
     if runs is None:  # the timer's rerun: only the active runs can have changed
-        runs = common.load_runs(active_only=True)
+        runs = load_runs(active_only=True)
     sweeps = sweep_ids(runs)
     if not sweeps:
         return
@@ -203,18 +207,18 @@ def page() -> None:
     st.title("Sweep")
     st.caption("A grid of learning rates x batch sizes, each cell an ordinary run in the queue "
                "(one job per device at a time). Watch validation accuracy fill in.")
-    mnist_ok = common.require_mnist("A sweep")
+    mnist_ok = require_mnist("A sweep")
     if st.session_state.get("sweep_launched"):
         st.success(st.session_state.pop("sweep_launched"), icon=":material/grid_view:")
-    runs = common.load_runs()
-    common.show_run_warnings(runs)
+    runs = load_runs()
+    show_run_warnings(runs)
     have_sweeps = bool(sweep_ids(runs))
     with st.expander("Launch a sweep", expanded=not have_sweeps, icon=":material/add:"):
         launch_form(mnist_ok)
     if not have_sweeps:
-        common.no_runs_notice("No sweep yet: choose an architecture, a few learning rates and batch sizes "
-                              "above and press **Launch sweep**. With a training-set limit of 10,000 and "
-                              "3 epochs, a 3x3 mlp grid takes a few minutes on a CPU.", link_to_train=False)
+        no_runs_notice("No sweep yet: choose an architecture, a few learning rates and batch sizes "
+                       "above and press **Launch sweep**. With a training-set limit of 10,000 and "
+                       "3 epochs, a 3x3 mlp grid takes a few minutes on a CPU.", link_to_train=False)
         st.stop()
     polling = any(r.status in ("running", "queued") for r in runs if r.config.get("sweep"))
     st.session_state["sweep_polling"] = polling

@@ -21,7 +21,12 @@ from core.models import get_spec, list_models
 from core.store.runs import is_resumable
 from core.training.grids import MAX_SEEDS, parse_seeds, prepare_seeds
 from core.training.loop import check_trainable
-from dashboard import common
+from dashboard.charts import show_history
+from dashboard.inference import resume_device
+from dashboard.notices import no_runs_notice, report, require_mnist, show_run_warnings
+from dashboard.state import dataset_info, load_runs
+from dashboard.text import md_text
+from dashboard.widgets import VAL_HELP, format_seconds, status_badge, status_text
 
 DEFAULT_ARCH = "lenet"
 KEEP = {"persist_state": "session"}  # the form keeps its values while the user visits other pages
@@ -169,7 +174,7 @@ def start(arch: str) -> None:
         check_trainable(config)  # bad data or no GPU: say so, create nothing
         run_id = jobs.launch(config)
     except LabError as exc:  # e.g. an altered MNIST file, a checkpoints folder that cannot take the run
-        common.report(exc, "Could not start the run", error=True)
+        report(exc, "Could not start the run", error=True)
         return
     st.session_state["train_started"] = f"`{run_id}`"
     watch()
@@ -182,7 +187,7 @@ def start_seeds(config: TrainConfig, seeds: list[int]) -> None:
         check_trainable(config)  # bad data or no GPU: say so, create nothing
         group, writers = prepare_seeds(config, seeds)
     except LabError as exc:
-        common.report(exc, "Could not start the runs", error=True)
+        report(exc, "Could not start the runs", error=True)
         return
     for writer in writers:
         jobs.launch_prepared(writer)
@@ -211,7 +216,7 @@ def cancel(run_id: str) -> None:
     try:
         stopped = jobs.cancel(run_id)
     except LabError as exc:
-        st.toast(common.md_text(exc), icon=":material/error:")
+        st.toast(md_text(exc), icon=":material/error:")
         return
     watch()
     st.toast("Stopping…" if stopped else "That job is not running here any more",
@@ -219,11 +224,11 @@ def cancel(run_id: str) -> None:
 
 
 def resume(run_id: str, device: str | None = None) -> None:
-    """Resume the run; `device` (common.resume_device) replaces one this machine lacks."""
+    """Resume the run; `device` (dashboard.inference.resume_device) replaces one this machine lacks."""
     try:
         jobs.resume(run_id, device=device)
     except LabError as exc:
-        st.toast(common.md_text(exc), icon=":material/error:")
+        st.toast(md_text(exc), icon=":material/error:")
         return
     watch()
     st.toast(f"Resuming on {device.upper()} from its last saved epoch: this machine has no CUDA GPU"
@@ -232,7 +237,7 @@ def resume(run_id: str, device: str | None = None) -> None:
 
 def resume_button(run, where, key: str) -> None:
     """Resume, or "Resume on CPU" for a run made for a GPU this machine lacks."""
-    device = common.resume_device(run)
+    device = resume_device(run)
     where.button(f"Resume on {device.upper()}" if device else "Resume", key=key, icon=":material/replay:",
                  on_click=resume, args=(run.run_id, device),
                  help=(f"This run was set up for {run.config.get('device')}, which this machine does not have: "
@@ -245,44 +250,44 @@ def progress_line(run) -> None:
     epochs = tables.planned_epochs(run) or p.get("epochs")
     if run.status != "running" or not p:
         message = run.status_info.get("message") or "waiting for its turn"
-        st.caption(f":material/schedule: {common.md_text(message)}")
+        st.caption(f":material/schedule: {md_text(message)}")
         return
     fraction = tables.epoch_fraction(p)
     eta = tables.eta_seconds(p, run.history, epochs)
-    epoch, step, steps = (common.md_text(p.get(k, d)) for k, d in (("epoch", "?"), ("step", 0), ("steps", "?")))
-    st.progress(fraction, text=f"Epoch {epoch}/{common.md_text(epochs)} · step {step}/{steps} · "
-                               f"about {common.format_seconds(eta)} left")
+    epoch, step, steps = (md_text(p.get(k, d)) for k, d in (("epoch", "?"), ("step", 0), ("steps", "?")))
+    st.progress(fraction, text=f"Epoch {epoch}/{md_text(epochs)} · step {step}/{steps} · "
+                               f"about {format_seconds(eta)} left")
 
 
 def latest_run_card(run) -> None:
     with st.container(border=True):
         head, badge = st.columns([4, 1], vertical_alignment="center")
-        arch = common.md_text(run.arch)
+        arch = md_text(run.arch)
         detail = f"`{run.run_id}` · {arch}" if run.name != run.run_id else arch
-        head.markdown(f"#### {common.md_text(run.name)}\n:gray[{detail}]")
+        head.markdown(f"#### {md_text(run.name)}\n:gray[{detail}]")
         with badge:
-            common.status_badge(run.status)
+            status_badge(run.status)
         epochs = tables.planned_epochs(run)
         m = st.columns(4)
         m[0].metric("Test accuracy", f"{run.test_acc:.2f}%" if run.test_acc is not None else "–")
         m[1].metric("Val accuracy", f"{run.val_acc:.2f}%" if run.val_acc is not None else "–",
-                    help=common.VAL_HELP)
+                    help=VAL_HELP)
         m[2].metric("Epochs", f"{run.epochs_done}/{epochs if epochs else '?'}")
-        m[3].metric("Seconds / epoch", common.format_seconds(tables.seconds_per_epoch(run)))
-        left_out = common.dataset_info(run).get("test_duplicates_left_out")
+        m[3].metric("Seconds / epoch", format_seconds(tables.seconds_per_epoch(run)))
+        left_out = dataset_info(run).get("test_duplicates_left_out")
         if isinstance(left_out, int) and left_out > 0:
             st.caption(f":material/filter_alt: {left_out:,} training image{'s' if left_out != 1 else ''} "
                        f"identical to MNIST test images {'were' if left_out != 1 else 'was'} left out")
         if run.status in ("running", "queued"):
             progress_line(run)
         elif run.status == "failed":
-            st.error(common.md_text(run.status_info.get("message") or "the job failed"), icon=":material/error:")
+            st.error(md_text(run.status_info.get("message") or "the job failed"), icon=":material/error:")
         elif run.status == "finished":
             st.markdown(f"Run **finished** with **{run.test_acc:.2f}%** test accuracy."
                         if run.test_acc is not None else "Run **finished**.")
         curves = tables.live_curves(run.history, run.progress if run.status == "running" else None)
         if len(curves):
-            common.show_history(curves)
+            show_history(curves)
         elif run.status in ("running", "queued"):
             st.caption("Curves appear as soon as the first steps are done.")
         buttons = st.columns(4)
@@ -301,9 +306,9 @@ def queue_section(active: list) -> None:
     for run in active:
         with st.container(border=True):
             cols = st.columns([3, 1, 1], vertical_alignment="center")
-            cols[0].markdown(f"**{common.md_text(run.name)}** :gray[· {common.md_text(run.arch)} · `{run.run_id}`]")
+            cols[0].markdown(f"**{md_text(run.name)}** :gray[· {md_text(run.arch)} · `{run.run_id}`]")
             with cols[1]:
-                common.status_badge(run.status)
+                status_badge(run.status)
             cols[2].button("Cancel", key=f"cancel_{run.run_id}", icon=":material/stop:",
                            on_click=cancel, args=(run.run_id,))
             progress_line(run)
@@ -320,12 +325,12 @@ def recent_section(runs: list) -> None:
                      "arch": st.column_config.TextColumn("Arch", width="small"),
                      "status": st.column_config.TextColumn("Status", width="small"),
                      "epochs": st.column_config.NumberColumn("Epochs", width="small"),
-                     "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help=common.VAL_HELP),
+                     "val_acc": st.column_config.NumberColumn("Val", format="%.2f%%", width="small", help=VAL_HELP),
                      "test_acc": st.column_config.NumberColumn("Test", format="%.2f%%", width="small"),
                      "sec_per_epoch": st.column_config.NumberColumn("s/epoch", format="%.1f", width="small")})
     for run in [r for r in recent if is_resumable(r)]:
         cols = st.columns([4, 1], vertical_alignment="center")
-        cols[0].markdown(f"{common.status_text(run.status)} **{common.md_text(run.name)}** stopped after "
+        cols[0].markdown(f"{status_text(run.status)} **{md_text(run.name)}** stopped after "
                          f"{run.epochs_done} of {tables.planned_epochs(run) or '?'} epochs")
         resume_button(run, cols[1], f"resume_{run.run_id}")
 
@@ -333,20 +338,20 @@ def recent_section(runs: list) -> None:
 def live_panel() -> None:
     """The right-hand side; while jobs are active, Streamlit reruns it alone every second. A
     full run of the page hands it the runs it just read; the timer's reruns read only the active
-    runs again (common.load_runs(active_only=True)), so a refresh costs the same with 10 or 1,000
-    finished runs on disk."""
+    runs again (dashboard.state.load_runs(active_only=True)), so a refresh costs the same with 10
+    or 1,000 finished runs on disk."""
     if st.session_state.pop("train_full_rerun", False):
         st.rerun()  # a button in this fragment started or stopped a job: a full run re-arms the timer
     runs = st.session_state.pop("train_runs", None)
     if runs is None:  # the timer's rerun
-        runs = common.load_runs(active_only=True)
+        runs = load_runs(active_only=True)
     active = tables.active(runs)
     if not runs:
-        common.no_runs_notice("No runs yet: pick an architecture on the left and press **Start training**. "
-                              "The lenet recipe reaches about 99% in a few minutes on a CPU; set a "
-                              "training-set limit for a quicker first look.", link_to_train=False)
+        no_runs_notice("No runs yet: pick an architecture on the left and press **Start training**. "
+                       "The lenet recipe reaches about 99% in a few minutes on a CPU; set a "
+                       "training-set limit for a quicker first look.", link_to_train=False)
         return
-    common.show_run_warnings(runs)
+    show_run_warnings(runs)
     running = [r for r in active if r.status == "running"]
     latest = running[0] if running else tables.newest(runs)  # the job training now, else the newest
     st.subheader("Training now" if running else "Latest run", divider="gray")
@@ -363,12 +368,12 @@ def page() -> None:
     st.title("Train")
     st.caption("Pick an architecture: its recipe fills the form. Training runs in its own process, so "
                "closing this tab does not stop it; runs started from the CLI show up here too.")
-    mnist_ok = common.require_mnist("Training")
+    mnist_ok = require_mnist("Training")
     form_column, live_column = st.columns([1, 1.7], gap="large")
     with form_column:
         settings_form(mnist_ok)
     with live_column:
-        runs = common.load_runs()
+        runs = load_runs()
         polling = polling_wanted(runs)
         st.session_state["train_polling"] = polling
         st.session_state["train_runs"] = runs  # for live_panel, just below

@@ -115,7 +115,7 @@ def test_a_run_named_with_markdown_reads_as_typed(page, base_url, server, shots)
 
 # Patterns Streamlit's frontend turns into elements after parsing the Markdown, where a backslash
 # no longer reaches: addresses into links, shortcodes into an icon, an emoji, the logo, "->" into
-# an arrow. dashboard.common.md_text cuts them apart with an empty span.
+# an arrow. dashboard.text.md_text cuts them apart with an empty span.
 AFTER_PARSING = "www.evil.example a@evil.example :material/home: :smile: :streamlit: a -> b"
 
 

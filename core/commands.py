@@ -1,0 +1,331 @@
+"""The commands of `python -m core`: core.cli parses the options and calls one of COMMANDS, which
+returns the exit status. The Ray side (core.training.raysweep) is imported only by `sweep --ray`."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from tqdm import tqdm
+
+from core.analysis import label_issues
+from core.analysis.embedding import METHODS, embedding
+from core.analysis.ensemble import create_ensemble
+from core.analysis.predict import Predictor
+from core.bench.costs import bookkeeping_costs, embedding_costs, saliency_latency, step_costs
+from core.bench.pipelines import run_bench
+from core.bench.race import run_race
+from core.config import ConfigError, TrainConfig, field_specs
+from core.data.csvfile import CSVFormatError, read_digits_csv
+from core.data.images import ImageError
+from core.data.mnist import fetch
+from core.errors import Cancelled, LabError
+from core.fsio import strict_json
+from core.models import count_parameters, create_model, get_spec, list_models
+from core.store import tables
+from core.store.runs import list_runs, load_run
+from core.training.grids import grid_table, parse_seeds, parse_values, prepare_seeds, prepare_sweep, run_sweep
+from core.training.jobs import waiting_for_slot
+from core.training.loop import check_trainable, prepare_run, train
+
+
+def config_from_args(args: argparse.Namespace, **override) -> TrainConfig:
+    """The TrainConfig of the options given (core.cli.add_config_options), with `override`."""
+    given = {spec.name: getattr(args, spec.name) for spec in field_specs()
+             if getattr(args, spec.name, None) is not None}
+    given.update(override)
+    return TrainConfig(**given)
+
+
+def cmd_fetch(args) -> int:
+    fetch(args.data, report=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def cmd_models(args) -> int:
+    print(f"{'name':<8} {'params':>9}  {'from':<10} {'target':>6}  recipe")
+    for name in list_models():
+        spec = get_spec(name)
+        recipe = spec.recipe.describe()
+        print(f"{name:<8} {count_parameters(create_model(name)):>9,}  {spec.source:<10} "
+              f"{spec.target:>5.1f}%  {recipe}")
+        print(f"{'':<8} {'':>9}  {spec.summary}")
+    return 0
+
+
+class ProgressPrinter:
+    """tqdm progress bar over the trainer's events (one bar per epoch)."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.bar = quiet, None
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            if event.kind in ("epoch", "end", "start"):
+                print(self.line(event), file=sys.stderr, flush=True)
+            return
+        if event.kind == "start":
+            print(f"{event.run_id}: {event.message}", file=sys.stderr)
+        elif event.kind == "step":
+            if self.bar is None:
+                self.bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}/{event.epochs}",
+                                unit="step", leave=False, file=sys.stderr)
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.train_loss:.4f}", acc=f"{event.train_acc:.2f}")
+        else:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            print(self.line(event), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def line(e) -> str:
+        if e.kind == "start":
+            return f"{e.run_id}: {e.message}"
+        if e.kind == "end":
+            return f"{e.run_id}: finished, {e.message}"
+        return (f"epoch {e.epoch}/{e.epochs}  train loss {e.train_loss:.4f} acc {e.train_acc:.2f}%  "
+                f"val loss {e.val_loss:.4f} acc {e.val_acc:.2f}%  lr {e.lr:.3g}  {e.elapsed:.1f}s")
+
+
+def stop_on_signals() -> threading.Event:
+    """SIGTERM (the dashboard's Cancel) and Ctrl-C set a flag the loop checks at every step."""
+    stop = threading.Event()
+
+    def handler(*_):
+        stop.set()
+        if waiting_for_slot():  # still queued: leave the blocking wait at once
+            raise Cancelled()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return stop
+
+
+def cmd_train(args) -> int:
+    stop = stop_on_signals()
+    if args.seeds is not None:
+        return _train_seeds(args, stop)
+    writer = None
+    if args.resume or args.run_id:
+        _check_resume_options(args)
+        run_id, resume = args.resume or args.run_id, bool(args.resume)
+    else:
+        if args.arch is None:
+            raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
+        cfg = config_from_args(args, **_absolute_csv(args))
+        check_trainable(cfg, args.data)  # before the run folder exists: bad input leaves no junk run
+        writer = prepare_run(cfg, root=args.checkpoints)
+        run_id, resume = writer.run_id, False
+    status = train(run_id, root=args.checkpoints, data_root=args.data, callback=ProgressPrinter(args.quiet),
+                   stop=stop, resume=resume, writer=writer, lock_fd=args.lock_fd,
+                   device=args.device if args.resume else None)
+    print(run_id)
+    return 0 if status == "finished" else 3
+
+
+def _train_seeds(args, stop) -> int:
+    """`train --seeds 0,1,2`: one run per seed in one seed group, trained one after another;
+    each run's result, then the group's accuracy as mean ± std (sample std, ddof=1)."""
+    clash = [option for option, value in (("--seed", args.seed), ("--resume", args.resume),
+                                          ("--run-id", args.run_id)) if value is not None]
+    if clash:
+        raise ConfigError(f"--seeds gives each run its seed; leave out {', '.join(clash)}")
+    seeds = parse_seeds(args.seeds)
+    if args.arch is None:
+        raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
+    base = config_from_args(args, seed=seeds[0], **_absolute_csv(args))
+    check_trainable(base, args.data)  # before any run folder exists
+    group, writers = prepare_seeds(base, seeds, root=args.checkpoints, group=args.group)
+    print(f"seed group {group}: {len(writers)} runs (seeds {', '.join(map(str, seeds))})", file=sys.stderr)
+    try:
+        run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
+                  callback_factory=lambda: ProgressPrinter(args.quiet))
+    except LabError as exc:  # a run failed and ended the group: its summary first, then the error
+        failure = exc
+    else:
+        failure = None
+    runs = [load_run(w.run_id, args.checkpoints) for w in writers]
+    for run in runs:
+        print(f"{run.run_id}  seed {run.config.get('seed')}  {run.status}  "
+              f"val {tables.format_pct(run.val_acc)}  test {tables.format_pct(run.test_acc)}")
+    summary = tables.group_table(runs).iloc[0]
+    print(f"group {group}: test accuracy {tables.mean_std_text(summary.test_mean, summary.test_std)}, "
+          f"val {tables.mean_std_text(summary.val_mean, summary.val_std)}, over the finished runs: "
+          f"{summary.count_text}")
+    if failure is not None:
+        raise failure
+    return 0 if all(r.status == "finished" for r in runs) else 3
+
+
+def _check_resume_options(args) -> None:
+    """A resumed or prepared run trains with its saved config: refuse options it would ignore."""
+    if args.resume and args.run_id:
+        raise ConfigError("give --resume RUN or --run-id RUN, not both")
+    allowed = {"device"} if args.resume else set()
+    ignored = [spec.flag for spec in field_specs()
+               if spec.name not in allowed and getattr(args, spec.name, None) is not None]
+    if ignored:
+        option = "--resume" if args.resume else "--run-id"
+        raise ConfigError(f"{option} trains with the run's saved config; {', '.join(ignored)} would be ignored"
+                          + (" (only --device can change)" if args.resume else ""))
+
+
+def _absolute_csv(args) -> dict:
+    """`--csv` as an absolute path, so a resume from another folder finds the file."""
+    if args.csv is None:
+        return {}
+    if not args.csv.strip():
+        raise ConfigError("--csv needs a file name (leave the option out to train on MNIST)")
+    return {"csv": os.path.abspath(args.csv)}
+
+
+def cmd_runs(args) -> int:
+    runs = list_runs(args.checkpoints)
+    if not runs:
+        print("no runs yet: start one with `python -m core train --arch lenet`")
+        return 0
+
+    def pct(v):
+        return f"{v:.2f}" if v is not None else "-"
+    print(f"{'run id':<44} {'arch':<7} {'status':<11} {'epochs':>6} {'val':>8} {'test':>6}")
+    for r in runs:
+        epochs = f"{r.epochs_done}/{r.config.get('epochs', '?')}"
+        warn = "  ! " + "; ".join(r.warnings) if r.warnings else ""
+        print(f"{r.run_id:<44} {r.arch:<7} {r.status:<11} {epochs:>6} {pct(r.val_acc):>8} "
+              f"{pct(r.test_acc):>6}{warn}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    predictor = Predictor.from_run(args.run, args.checkpoints)
+    failed = 0
+    for image in args.images:
+        try:
+            if image.lower().endswith(".csv"):  # Kaggle-format rows (seed 003): one result per row
+                failed += _predict_csv(predictor, image, args.json)
+                continue
+            probs = predictor.predict_file(image)
+        except (ImageError, CSVFormatError) as exc:
+            failed += 1
+            if args.json:
+                print(strict_json({"file": image, "error": str(exc)}))
+            else:
+                print(f"{image}: error: {exc}", file=sys.stderr)
+            continue
+        digit = int(probs.argmax())
+        if args.json:
+            print(strict_json({"file": image, "digit": digit,
+                              "probabilities": [round(float(p), 6) for p in probs]}))
+        else:
+            print(f"{image}: {digit} ({probs[digit] * 100:.1f}%)")
+    return 1 if failed else 0
+
+
+def _predict_csv(predictor, path: str, as_json: bool) -> int:
+    table = read_digits_csv(path)
+    probs = predictor.probabilities(table.images.numpy().astype("float32") / 255.0)
+    for row, p in enumerate(probs, start=1):
+        digit = int(p.argmax())
+        record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p]}
+        if table.has_labels:
+            record["label"] = int(table.labels[row - 1])
+        print(strict_json(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%)")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    stop = stop_on_signals()
+    lrs = parse_values(args.lr, float, "learning rates (--lr)")
+    sizes = parse_values(args.batch_size, int, "batch sizes (--batch-size)")
+    if args.arch is None:
+        raise ConfigError("--arch is required")
+    base = config_from_args(args, lr=lrs[0], batch_size=sizes[0], **_absolute_csv(args))
+    if args.ray is not None:  # `--ray ""` too, which is refused; only here is Ray imported (the cluster has the device)
+        from core.training.raysweep import run_sweep_on_ray
+        sweep_id, statuses = run_sweep_on_ray(base, lrs, sizes, args.ray, root=args.checkpoints, data_root=args.data,
+                                              stop=stop, report=lambda line: print(line, file=sys.stderr, flush=True))
+        print(grid_table(sweep_id, args.checkpoints).to_string())
+        return 0 if all(s == "finished" for s in statuses.values()) else 3
+    check_trainable(base, args.data)
+    sweep_id, writers = prepare_sweep(base, lrs, sizes, root=args.checkpoints)
+    print(f"sweep {sweep_id}: {len(writers)} runs", file=sys.stderr)
+    run_sweep(writers, root=args.checkpoints, data_root=args.data, stop=stop,
+              callback_factory=lambda: ProgressPrinter(args.quiet))
+    print(grid_table(sweep_id, args.checkpoints).to_string())
+    return 3 if stop.is_set() else 0  # 3: cancelled, like `train`
+
+
+def cmd_bench(args) -> int:
+    report = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.time_to is not None and args.steps:
+        raise ConfigError("--time-to and --steps are two different benchmarks: give one of them")
+    if args.time_to is not None:
+        result = run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
+                          train_limit=args.train_limit, data_root=args.data, report=report)
+    elif args.embedding:
+        result = embedding_costs(root=args.checkpoints, data_root=args.data, report=report)
+    elif args.saliency:
+        result = saliency_latency(repeats=args.sketch_repeats, root=args.checkpoints, data_root=args.data,
+                                  report=report)
+    elif args.steps:
+        result = {"steps_ms": step_costs(data_root=args.data, report=report),
+                  "bookkeeping_ms_per_epoch": {arch: bookkeeping_costs(arch, data_root=args.data, report=report)
+                                               for arch in ("lenet", "speedrun")}}
+    else:
+        result = run_bench(arch=args.arch, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                           device=args.device, train_limit=args.train_limit, rounds=args.rounds,
+                           sketch_repeats=args.sketch_repeats, data_root=args.data, root=args.checkpoints,
+                           report=report)
+    if args.json:
+        print(strict_json(result))
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    print(create_ensemble(args.runs, name=args.name, root=args.checkpoints))
+    return 0
+
+
+def cmd_label_issues(args) -> int:
+    if args.top < 1:
+        raise ConfigError(f"--top must be a whole number >= 1, got {args.top}")
+    runs = args.runs
+    if not runs:  # the default: runs a damaged one is left out of, with a warning naming it
+        runs, skipped = label_issues.usable_default_runs(args.checkpoints)
+        for warning in skipped:
+            print(f"warning: {warning}", file=sys.stderr)
+    ranking = label_issues.rank(runs, args.checkpoints)
+    top = ranking.top(args.top)
+    rows = [{"rank": n, "index": int(r.index), "label": int(r.label), "suggested": int(r.suggested),
+             "score": float(r.score), "confirmed": bool(r.confirmed)} for n, r in enumerate(top.itertuples(), 1)]
+    if args.json:
+        print(strict_json(rows))
+        return 0
+    print(f"label issues from {len(runs)} run(s); {ranking.confirmed_in_top(args.top)} of the 15 "
+          f"human-confirmed errors in the top {args.top}")
+    print(f"{'rank':>4}  {'index':>5}  label  suggested  {'score':>8}")
+    for row in rows:
+        print(f"{row['rank']:>4}  {row['index']:>5}  {row['label']:>5}  {row['suggested']:>9}  {row['score']:8.5f}"
+              + ("  confirmed label error" if row["confirmed"] else ""))
+    return 0
+
+
+def cmd_embedding(args) -> int:
+    emb = embedding(args.run, args.method, args.checkpoints, args.data,
+                    report=lambda line: print(line, file=sys.stderr, flush=True))
+    if emb.cached:
+        how = "read from the run folder"
+    elif emb.not_kept:
+        how = f"computed, but not kept in the run folder ({emb.not_kept}): it will be computed again next time"
+    else:
+        how = "computed and kept in the run folder"
+    print(f"{METHODS[args.method]} map of {len(emb.xy):,} test images, {how}; took {emb.seconds:.1f} s "
+          f"to compute; {int(emb.mistakes.sum())} mistakes")
+    return 0
+
+
+COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
+            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench, "ensemble": cmd_ensemble,
+            "label-issues": cmd_label_issues, "embedding": cmd_embedding}
