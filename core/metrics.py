@@ -33,6 +33,12 @@ def per_class(cm: np.ndarray) -> dict[str, list[float]]:
             "support": cm.sum(1).astype(int).tolist()}
 
 
+def mean_probabilities(predictions: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The mean of several runs' saved probabilities (N, 10), in float64: an ensemble of them
+    (core.analysis.ensemble) and the label-issue ranking (core.analysis.label_issues) both use it."""
+    return np.mean([p["probabilities"].astype(np.float64) for p in predictions], axis=0)
+
+
 def row_normalised(cm: np.ndarray) -> np.ndarray:
     cm = np.asarray(cm, dtype=np.float64)
     totals = cm.sum(1, keepdims=True)

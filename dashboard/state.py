@@ -17,7 +17,6 @@ import numpy as np
 import streamlit as st
 
 from core.data import mnist as data_mod
-from core.metrics import check_predictions
 from core.store.folder import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, RunError, checkpoints_dir,
                                effective_status, read_json)
 from core.store.runs import Run, list_run_ids, load_predictions, load_run
@@ -189,17 +188,13 @@ def predictions_problem(run: Run) -> str | None:
 
 
 def saved_predictions(run: Run) -> dict[str, np.ndarray] | None:
-    """The run's saved test predictions, or None after showing a warning."""
+    """The run's saved test predictions, or None after showing a warning (load_predictions has
+    checked them: a file that cannot be used is a RunError that says why)."""
     try:
-        preds = _read_predictions(checkpoints_base(), run.run_id, file_mtime(run.path / PREDICTIONS))
+        return _read_predictions(checkpoints_base(), run.run_id, file_mtime(run.path / PREDICTIONS))
     except RunError as exc:
         st.warning(f"**{md_text(run.name)}**: {md_text(exc)}", icon=":material/warning:")
         return None
-    problem = check_predictions(preds)
-    if problem:
-        st.warning(f"**{md_text(run.name)}**: {md_text(problem)}", icon=":material/warning:")
-        return None
-    return preds
 
 
 # --- MNIST ------------------------------------------------------------------------------------

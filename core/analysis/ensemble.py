@@ -27,7 +27,7 @@ from core.config import name_problem
 from core.errors import BadInput
 from core.layers import Ensemble
 from core.analysis.predictions import same_images
-from core.metrics import confusion_matrix, per_class
+from core.metrics import confusion_matrix, mean_probabilities, per_class
 from core.rebuild import RebuildError, check_member_archs
 from core.store.folder import RunError, now_iso
 from core.store.runs import Run, load_model, load_predictions, load_run
@@ -106,7 +106,7 @@ def combine(member_ids, root=None) -> Combined:
         raise EnsembleError(f"the runs were tested on different images: the test labels of "
                             f"{', '.join(differ)} differ from those of {_label(runs[0])}; an ensemble "
                             "averages predictions image by image, so its members must share one test set")
-    probabilities = np.mean([p["probabilities"].astype(np.float64) for p in preds], axis=0)
+    probabilities = mean_probabilities(preds)
     return Combined(runs, preds, first.astype(np.int64), probabilities, probabilities.argmax(1))
 
 

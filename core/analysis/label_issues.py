@@ -20,6 +20,7 @@ import pandas as pd
 
 from core.errors import BadInput, LabError
 from core.analysis.predictions import same_images
+from core.metrics import mean_probabilities
 from core.store.folder import RunError
 from core.store.runs import load_predictions, load_run
 
@@ -58,7 +59,7 @@ def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np
     if repeated:
         raise BadInput(f"run {', '.join(map(repr, repeated))} is listed more than once: each run's "
                        "probabilities are averaged once")
-    first, probs, predicted = None, [], []
+    first, loaded = None, []
     for run_id in run_ids:
         try:
             preds = load_predictions(run_id, root)
@@ -69,9 +70,8 @@ def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np
         elif not same_images(preds, first):
             raise LabError(f"run {run_id!r} was tested on other images than {run_ids[0]!r}: "
                            "their probabilities cannot be combined")
-        probs.append(preds["probabilities"].astype(np.float64))
-        predicted.append(preds["predicted"])
-    return first["labels"], np.mean(probs, axis=0), np.stack(predicted)
+        loaded.append(preds)
+    return first["labels"], mean_probabilities(loaded), np.stack([p["predicted"] for p in loaded])
 
 
 def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:

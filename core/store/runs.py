@@ -2,6 +2,7 @@
 model, weights, test predictions and resume state of a run, and renaming or deleting one."""
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -50,6 +51,7 @@ def _read_history(path: Path) -> tuple[pd.DataFrame, str | None]:
     return frame, None
 
 
+@functools.cache  # the dataclass does not change while the program runs; load_run asks per run
 def _config_types() -> dict[str, tuple[type, ...]]:
     """TrainConfig field -> the JSON types its value may have in config.json (None always may,
     except for arch: a recipe field's None means 'the architecture's value')."""
@@ -265,7 +267,7 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
 
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Saved test predictions: labels (N,), predicted (N,), probabilities (N, 10), checked by
-    core.analysis.predictions.check_predictions (shapes, classes, finite probabilities summing to 1), so
+    core.metrics.check_predictions (shapes, classes, finite probabilities summing to 1), so
     every reader gets predictions it can use or a RunError that names the run and the problem."""
     path = run_dir(run_id, root) / PREDICTIONS
     if not path.parent.is_dir():
