@@ -28,15 +28,15 @@ def check_member_archs(member_archs, depth: int = 1) -> None:
     """RebuildError unless `member_archs` is a non-empty list of architecture names and such lists,
     nested at most MAX_NESTING deep (a deeper one is refused before Python's recursion limit)."""
     if not isinstance(member_archs, list) or not member_archs:
-        raise RebuildError("an ensemble's config.json lists no member_archs")
+        raise RebuildError("an ensemble's config lists no member_archs")
     if depth > MAX_NESTING:
-        raise RebuildError(f"an ensemble's config.json nests member_archs more than {MAX_NESTING} deep: "
+        raise RebuildError(f"an ensemble's config nests member_archs more than {MAX_NESTING} deep: "
                            "it was not written by MNIST Lab")
     for arch in member_archs:
         if isinstance(arch, list):
             check_member_archs(arch, depth + 1)
         elif not isinstance(arch, str):
-            raise RebuildError(f"an ensemble's config.json lists {arch!r:.40} among its member_archs, not an "
+            raise RebuildError(f"an ensemble's config lists {arch!r:.40} among its member_archs, not an "
                                "architecture name")
 
 

@@ -10,8 +10,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
+from core.analysis.predict import Predictor
 from core.data import handwriting
+from core.data.images import normalize
 from core.store.folder import WEIGHTS
 from core.store.runs import Run
 from dashboard.notices import report
@@ -21,7 +24,6 @@ from dashboard.text import md_text
 
 @st.cache_resource(max_entries=32, show_spinner="Loading model…")
 def cached_predictor(base: str, run_id: str, weights: tuple | None):
-    from core.analysis.predict import Predictor
     return Predictor.from_run(run_id, base)
 
 
@@ -56,8 +58,6 @@ def probabilities(models: Sequence, image: np.ndarray) -> list[np.ndarray]:
     The image is normalised once for all the models, and the forward passes run under
     inference_mode on one thread: a single image is too small to share, and a second thread
     waits for a core that a training job may be using (stalls of tens of ms)."""
-    import torch
-    from core.data.images import normalize
     batch = normalize(image)
     with _TORCH_THREADS:
         threads = torch.get_num_threads()
@@ -95,7 +95,6 @@ def handwriting_scores(runs: Sequence[Run], hw: handwriting.HandwritingSet) -> p
 def resume_device(run: Run) -> str | None:
     """The device to resume `run` on: None (its own) when this machine has it, else 'cpu' (a
     run made for 'cuda' on a machine without a GPU)."""
-    import torch
     if run.config.get("device") == "cuda" and not torch.cuda.is_available():
         return "cpu"
     return None

@@ -1,25 +1,25 @@
 """What the pages read from disk, cached: the runs, a run's dataset record, its saved test
 predictions and clean-label accuracy, and MNIST itself.
 
-Caching: a run folder is read once and again only when one of its small files changes
-(load_runs keeps each Run beside the mtimes, sizes and inodes of its files), so a finished run
-costs a few stats per render and the Train page's timer looks at the active runs alone;
-predictions are re-read when their file changes. Every call into core passes root=None so
+Caching: a run folder is read once and again only when one of its small files changes (the
+store's RunCache, one per folder for the process), so a finished run costs a few stats per
+render and the Train page's timer looks at the active runs alone; predictions are re-read when
+their file changes. Every call into core passes root=None so
 $MNIST_LAB_CHECKPOINTS / $MNIST_LAB_DATA steer it.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
+from core.analysis import label_issues
 from core.data import mnist as data_mod
-from core.store.folder import (ACTIVE, DATASET, PREDICTIONS, SMALL_FILES, RunError, checkpoints_dir,
-                               effective_status, read_json)
-from core.store.runs import Run, list_run_ids, load_predictions, load_run
+from core.store.cache import RunCache
+from core.store.folder import DATASET, PREDICTIONS, RunError, checkpoints_dir, read_json
+from core.store.runs import Run, load_predictions
 from dashboard.text import md_text
 
 
@@ -51,94 +51,16 @@ def file_stamp(path) -> tuple | None:
 
 # --- runs -------------------------------------------------------------------------------------
 
-def run_signature(folder: str) -> tuple:
-    """(mtime, size, inode) of each file `load_run` reads (core.store.runs.SMALL_FILES): every run file
-    is written by renaming a new file into place, so any write changes the signature."""
-    out = []
-    for name in SMALL_FILES:
-        try:
-            stat = os.stat(os.path.join(folder, name))
-            out.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
-        except OSError:
-            out.append(None)
-    return tuple(out)
-
-
-class _RunStore:
-    """What one checkpoints folder held when last read: run id -> (signature, Run), and the
-    folder's listing with the (mtime, inode) of the folder it came from. Shared by every session
-    of this process; a Run in it is never changed (load_runs hands out copies where the status
-    differs), so no reader sees another's edit."""
-
-    def __init__(self) -> None:
-        self.runs: dict[str, tuple[tuple, Run]] = {}
-        self.listing: tuple[tuple, list[str]] | None = None
-
-
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _store(base: str) -> _RunStore:
-    return _RunStore()
-
-
-def _folder_stamp(base: str) -> tuple | None:
-    try:
-        stat = os.stat(base)
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_ino
-
-
-def _read(store: _RunStore, base: str, run_id: str) -> Run | None:
-    """The run, read again only if its files changed since it was last read."""
-    signature = run_signature(os.path.join(base, run_id))
-    cached = store.runs.get(run_id)
-    if cached is not None and cached[0] == signature:
-        return cached[1]
-    try:
-        run = load_run(run_id, base)
-    except RunError:  # removed while we listed
-        store.runs.pop(run_id, None)
-        return None
-    store.runs[run_id] = (signature, run)
-    return run
-
-
-def _live(run: Run) -> Run:
-    """The run with its status as of now: an active one (by its files) counts only while a
-    process holds its lock, which no file records, so it is checked on every call."""
-    if run.status_info.get("status") not in ACTIVE:
-        return run
-    status = effective_status(run.status_info, run.path)
-    return run if status == run.status else dataclasses.replace(run, status=status)
+def _run_cache(base: str) -> RunCache:
+    """One core.store.cache.RunCache per checkpoints folder, shared by every session."""
+    return RunCache(base)
 
 
 def load_runs(*, active_only: bool = False) -> list[Run]:
-    """Every run, newest first. Each run folder is read once and then only when one of its
-    files changed (a finished, failed or cancelled run is read once); liveness is checked anew.
-
-    active_only (the Train page's one-second timer): only the runs whose files say queued or
-    running are looked at; every other run is the one read last time, and the folder is listed
-    again only when runs were added or removed."""
-    base = checkpoints_base()
-    store = _store(base)
-    stamp = _folder_stamp(base)
-    if active_only and store.listing is not None and store.listing[0] == stamp:
-        ids = store.listing[1]
-    else:
-        ids = list_run_ids(base)
-        store.listing = (stamp, ids)
-        for gone in set(store.runs) - set(ids):
-            store.runs.pop(gone, None)
-    runs = []
-    for run_id in ids:
-        cached = store.runs.get(run_id)
-        if active_only and cached is not None and cached[1].status_info.get("status") not in ACTIVE:
-            run = cached[1]  # settled: its folder is not even looked at
-        else:
-            run = _read(store, base, run_id)
-        if run is not None:
-            runs.append(_live(run))
-    return runs
+    """Every run, newest first, each folder read again only when its files changed
+    (core.store.cache.RunCache); active_only for the Train page's one-second timer."""
+    return _run_cache(checkpoints_base()).runs(active_only=active_only)
 
 
 # --- what a run saved -------------------------------------------------------------------------
@@ -166,9 +88,8 @@ def _accuracy_without_confirmed(base: str, run_id: str, mtime: int) -> tuple[flo
     """(the figure, None), or (None, why the predictions cannot be used). Kept apart from the
     predictions' own small cache: Compare's table asks it of every run on every rerun, and one
     figure per run is all it needs."""
-    from core.analysis.label_issues import accuracy_without_confirmed
     try:
-        return accuracy_without_confirmed(run_id, base)[1], None
+        return label_issues.accuracy_without_confirmed(run_id, base)[1], None
     except RunError as exc:
         return None, str(exc)
 
@@ -185,6 +106,34 @@ def predictions_problem(run: Run) -> str | None:
     if not run.has_predictions:
         return None
     return _accuracy_without_confirmed(checkpoints_base(), run.run_id, file_mtime(run.path / PREDICTIONS))[1]
+
+
+def _predictions_stamp() -> tuple:
+    """What the label-issue ranking depends on: every run's id, name, status and the stamp of its
+    saved predictions. Changes when a run finishes, is renamed, deleted or rewritten."""
+    return tuple((r.run_id, r.name, r.status, r.reference, file_stamp(r.path / PREDICTIONS))
+                 for r in load_runs())
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _usable_default_runs(base: str, stamp: tuple) -> tuple[list[str], list[str]]:
+    return label_issues.usable_default_runs(base)
+
+
+def usable_default_runs() -> tuple[list[str], list[str]]:
+    """core.analysis.label_issues.usable_default_runs, read again only when a run changed."""
+    return _usable_default_runs(checkpoints_base(), _predictions_stamp())
+
+
+@st.cache_data(max_entries=8, show_spinner="Ranking the test images…")
+def _ranking(base: str, run_ids: tuple[str, ...], stamp: tuple) -> label_issues.Ranking:
+    return label_issues.rank(list(run_ids), base)
+
+
+def label_ranking(run_ids: list[str]) -> label_issues.Ranking:
+    """core.analysis.label_issues.rank of these runs, computed again only when a run changed
+    (a LabError is raised, not kept)."""
+    return _ranking(checkpoints_base(), tuple(run_ids), _predictions_stamp())
 
 
 def saved_predictions(run: Run) -> dict[str, np.ndarray] | None:

@@ -1,6 +1,6 @@
 """Time every dashboard page with 100 runs on disk (a benchmark, not a test).
 
-    python scripts/bench_dashboard.py [--runs 100] [--repeats 7] [--pages train,compare,...]
+    python -m scripts.bench_dashboard [--runs 100] [--repeats 7] [--pages train,compare,...]
 
 Trains one tiny real run with the real trainer (`python -m core train --arch mlp --epochs 2
 --train-limit 500 --device cpu`, a few seconds), copies its folder --runs times under new run ids
@@ -30,6 +30,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.fsio import atomic_write_json
+from core.store.folder import (CONFIG, HISTORY, LOCK_NAME, LOG_NAME, METRICS, PREDICTIONS, PROGRESS, STATUS,
+                               RunLock, now_iso, read_json)
+from core.store.writer import RunWriter
+
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "dashboard" / "app.py"
 PAGES = ("train", "compare", "evaluate", "mistakes", "sketch", "data", "sweep")
@@ -51,8 +56,6 @@ def train_seed_run(checkpoints: Path) -> Path:
 
 def copy_runs(seed: Path, checkpoints: Path, count: int) -> list[str]:
     """`count` copies of the seed run, each with its own id, name and creation time (oldest first)."""
-    from core.fsio import atomic_write_json
-    from core.store.folder import CONFIG, LOCK_NAME, LOG_NAME, STATUS, read_json
     ids = []
     for i in range(count):
         run_id = f"20261123-{i:06d}-mlp-copy"
@@ -70,13 +73,11 @@ def copy_runs(seed: Path, checkpoints: Path, count: int) -> list[str]:
 def make_running(checkpoints: Path, run_id: str):
     """Turn a copied run into one being trained now: status 'running', one epoch done, a
     progress.json halfway through epoch 2, and its lock held by this process (the returned lock)."""
-    from core.store.folder import CONFIG, HISTORY, METRICS, PREDICTIONS, RunLock, read_json
-    from core.store.writer import RunWriter
     path = checkpoints / run_id
     for name in (METRICS, PREDICTIONS):
         (path / name).unlink()
     writer = RunWriter(run_id, checkpoints, RunLock.claim(path))
-    writer.set_status("running")
+    writer.start()
     history = (path / HISTORY).read_text().splitlines()
     (path / HISTORY).write_text("\n".join(history[:2]) + "\n")  # header and epoch 1
     epochs = (read_json(path / CONFIG) or {}).get("epochs", 2)
@@ -86,8 +87,6 @@ def make_running(checkpoints: Path, run_id: str):
 
 def write_progress(path: Path, step: int, epochs: int = 2) -> None:
     """progress.json of a job halfway through epoch 2 (as core.training.loop writes it)."""
-    from core.fsio import atomic_write_json
-    from core.store.folder import PROGRESS, now_iso
     atomic_write_json(path / PROGRESS, {"updated": now_iso(), "epoch": 2, "epochs": epochs,
                                                "step": 50 + step, "steps": 100, "train_loss": 1.9,
                                                "train_acc": 50.0, "epoch_seconds": 1.0})
@@ -97,6 +96,7 @@ def write_progress(path: Path, step: int, epochs: int = 2) -> None:
 
 def refresh_script() -> None:
     """What the Train page's fragment runs every second (AppTest runs this function's body)."""
+    # Imports inside: AppTest runs this body alone, as a script.
     import streamlit as st
     from dashboard.views import train
     st.session_state["train_polling"] = True
@@ -104,7 +104,9 @@ def refresh_script() -> None:
 
 
 def time_page(page: str, repeats: int) -> dict:
-    import altair  # noqa: F401  (what a running dashboard has imported before a page renders)
+    # Imported here, in the page's own timing process, before the clock starts: what a running
+    # dashboard has imported before a page renders.
+    import altair  # noqa: F401
     import torch  # noqa: F401
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -173,7 +175,7 @@ def main() -> None:
         failed = False
         try:
             for page in args.pages.split(","):
-                out = subprocess.run([sys.executable, __file__, "--page", page, "--repeats", str(args.repeats)],
+                out = subprocess.run([sys.executable, "-m", "scripts.bench_dashboard", "--page", page, "--repeats", str(args.repeats)],
                                      env=env, cwd=REPO, capture_output=True, text=True)
                 if out.returncode:
                     sys.exit(f"timing the {page} page failed:\n{out.stderr[-4000:]}")

@@ -6,7 +6,7 @@ Builds a temporary runs folder holding one finished run of each registered archi
 best by validation accuracy in DIR; an architecture DIR lacks gets a tiny real run, trained here
 with `python -m core train --epochs 1 --train-limit 2000 --val-size 500 --device cpu`, a few
 seconds to a minute each), starts the real dashboard on it (`streamlit run dashboard/app.py` on a
-free port, exactly as the browser tests do: tests/e2e/harness.py) and opens Sketch in Debian's
+free port, exactly as the browser tests do: scripts/harness.py) and opens Sketch in Debian's
 Chromium. The page selects the best run of each architecture by default, so every model is asked.
 
 One warm-up drawing loads the models. Then, for each of --drawings drawings (the digits 0-9 in
@@ -34,7 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e import harness  # run as a module from the repository root, so `tests` imports
+from core.models import list_models
+from core.store.folder import LOCK_NAME, LOG_NAME
+from core.store.runs import list_runs, load_model
+from core.store.tables import best_run_per_arch
+from scripts import harness
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_P95_MS = 200.0
@@ -118,8 +122,6 @@ SEND_HOOK_JS = """(() => {
 
 def best_runs(checkpoints: Path) -> dict:
     """arch -> the best finished run with weights in `checkpoints` (core.store.tables.best_run_per_arch)."""
-    from core.store.runs import list_runs
-    from core.store.tables import best_run_per_arch
     if not checkpoints.is_dir():
         return {}
     return {run.arch: run for run in best_run_per_arch(list_runs(checkpoints))}
@@ -135,9 +137,6 @@ def train_tiny(checkpoints: Path, arch: str) -> None:
 
 def one_run_per_arch(source: Path, dest: Path, log) -> list[str]:
     """Fill `dest` with one finished run of each registered architecture; their names."""
-    from core.models import list_models
-    from core.store.folder import LOCK_NAME, LOG_NAME
-    from core.store.runs import load_model
     found = best_runs(source)
     for arch, run in list(found.items()):
         try:

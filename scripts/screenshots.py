@@ -5,7 +5,7 @@
 Starts `streamlit run dashboard/app.py` on a free local port against the given runs folder
 (its real runs are what the pictures show), draws a digit on the Sketch page first, and
 writes OUT/screenshot-<page>.png. Needs Debian's Chromium at /usr/bin/chromium (`make browser`).
-The server and browser start exactly as in the browser tests (tests/e2e/harness.py).
+The server and browser start exactly as in the browser tests (scripts/harness.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e import harness  # run as a module from the repository root, so `tests` imports
+from scripts import harness
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from safetensors.numpy import save as save_numpy
 from safetensors.torch import load_file
 
 from core.analysis import label_issues
-from core.store.folder import PREDICTIONS, WEIGHTS, RunError
+from core.store.folder import PREDICTIONS, WEIGHTS, RunError, embedding_file
 from core.store.runs import list_run_ids, load_model, load_predictions, load_run
 from tests.helpers import REPO, require_mnist, run_cli
 
@@ -214,11 +214,12 @@ def test_every_json_the_lab_writes_is_strict(tmp_path):
     writer = RunWriter.create(TrainConfig(arch="mlp", name="diverged").to_dict(), root=tmp_path)
     writer.write_metrics({"test_accuracy": 9.8, "test_loss": float("nan"), "nested": [float("inf"), np.float32("-inf")],
                           "array": np.array([1.0, np.nan])})
-    writer.set_status("failed", "diverged", loss=float("nan"))
+    writer.write_progress(epoch=3, epochs=5, train_loss=float("nan"))  # a diverged run's running loss
+    writer.fail("diverged")
     writer.release()
     metrics = strict_loads((tmp_path / writer.run_id / "metrics.json").read_text())
     assert metrics == {"test_accuracy": 9.8, "test_loss": None, "nested": [None, None], "array": [1.0, None]}
-    assert strict_loads((tmp_path / writer.run_id / "status.json").read_text())["loss"] is None
+    assert strict_loads((tmp_path / writer.run_id / "progress.json").read_text())["train_loss"] is None
     assert load_run(writer.run_id, tmp_path).test_acc == 9.8
 
 
@@ -390,7 +391,7 @@ BAD_MAPS = {  # name -> (arrays, metadata) changes to a whole map
 @pytest.mark.slow
 def test_a_damaged_map_of_the_current_weights_is_computed_again(store, case, mnist_root):
     from core.analysis import embedding as maps
-    path = store / LENET / maps.file_name("pca")
+    path = store / LENET / embedding_file("pca")
     whole = maps.embedding(LENET, "pca", store, mnist_root)
     assert not whole.not_kept and path.exists()
     from safetensors import safe_open
@@ -520,10 +521,9 @@ def test_pages_warn_about_probabilities_that_are_not_probabilities(lab_env, stor
 
 
 def test_the_embedding_page_recomputes_a_damaged_map_and_says_when_it_cannot_keep_it(lab_env, store):
-    from core.analysis import embedding as maps
     from tests.test_app import open_page
     root = lab_env(store)
-    path = root / LENET / maps.file_name("pca")
+    path = root / LENET / embedding_file("pca")
     path.write_bytes(b"not a map")           # damaged: offered to compute again, no traceback
     at = open_page("embedding")
     at.selectbox(key="emb_run").set_value(LENET).run()

@@ -398,7 +398,7 @@ def test_train_shows_a_running_job_live_and_cancels_it(lab_env, tmp_path):
     writer.lock.set_owner(job.pid)
     writer.release()  # the sleep's inherited descriptor holds the lock now
     try:
-        writer.set_status("running", pid=job.pid)
+        writer.start()
         writer.write_history([{"epoch": 1, "train_loss": 0.5, "train_acc": 85.0, "val_loss": 0.4,
                                "val_acc": 88.0, "lr": 0.1, "seconds": 10.0}])
         writer.write_progress(epoch=2, epochs=5, step=50, steps=100, train_loss=0.3, train_acc=90.0,
@@ -473,7 +473,7 @@ def test_a_fresh_clones_lab_shows_the_reference_runs_and_protects_them(lab_env, 
     assert all(load_run(i, root).reference for i in chosen)  # the best of each is the shipped one
 
 
-def test_label_issues_page_ranks_with_the_reference_runs_and_marks_the_confirmed(lab_env, tmp_path):
+def test_label_issues_page_ranks_with_the_reference_runs_and_marks_the_confirmed(lab_env, tmp_path, monkeypatch):
     import shutil
     from core.analysis import label_issues
     from core.store import reference
@@ -488,8 +488,13 @@ def test_label_issues_page_ranks_with_the_reference_runs_and_marks_the_confirmed
     assert metrics["Confirmed label errors in the top 30"] == f"{ranking.confirmed_in_top(30)} of 15"
     assert metrics["… in the top 100"] == f"{ranking.confirmed_in_top(100)} of 15"
     assert frame_with(at, "suggested")["index"].tolist() == ranking.top(60)["index"].tolist()
+    reads = []  # a rerun (another toggle) reads no predictions again: nothing changed on disk
+    real_load = label_issues.load_predictions
+    monkeypatch.setattr(label_issues, "load_predictions", lambda run_id, root=None: reads.append(run_id)
+                        or real_load(run_id, root))
     at.toggle(key="li_confirmed").set_value(True).run()
     assert sorted(frame_with(at, "suggested")["index"]) == sorted(label_issues.confirmed_indices().tolist())
+    assert reads == []
 
 
 def test_accuracy_is_shown_with_and_without_the_confirmed_label_errors(lab_env, trained_runs):

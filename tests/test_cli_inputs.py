@@ -155,7 +155,7 @@ def test_run_id_on_a_finished_run_says_it_is_finished(tmp_path):
     from core.config import TrainConfig
     from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp", epochs=1, device="cpu"), root=tmp_path / "c")
-    writer.set_status("finished")
+    writer.finish()
     writer.release()
     err = refused(cli(tmp_path, "train", "--run-id", writer.run_id), "already finished", code=1)
     assert "--resume" not in err

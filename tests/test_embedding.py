@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.data.mnist import load_mnist, normalize_uint8
-from core.analysis.embedding import EmbeddingError, cached, embedding, file_name, in_box, project
+from core.analysis.embedding import EmbeddingError, cached, embedding, in_box, project
+from core.data.images import normalize_uint8
+from core.data.mnist import load_mnist
+from core.store.folder import WEIGHTS, embedding_file, run_dir
 from core.store.reference import reference_ids
-from core.store.folder import WEIGHTS, run_dir
 from core.store.runs import load_model, load_predictions
 from tests.helpers import REPO, require_mnist, run_cli
 
@@ -67,7 +68,7 @@ def test_a_runs_map_is_computed_once_kept_in_its_folder_and_read_back(lenet_run)
     saved = load_predictions(run_id, root)
     np.testing.assert_array_equal(emb.labels, saved["labels"])
     np.testing.assert_array_equal(emb.mistakes, saved["predicted"] != saved["labels"])  # as Mistakes shows
-    assert (run_dir(run_id, root) / file_name(METHOD)).is_file()
+    assert (run_dir(run_id, root) / embedding_file(METHOD)).is_file()
     again = embedding(run_id, METHOD, root, require_mnist())
     assert again.cached
     np.testing.assert_array_equal(again.xy, emb.xy)
@@ -89,7 +90,7 @@ def test_new_weights_make_a_new_map(lenet_run):
 def test_a_damaged_map_file_is_computed_again(lenet_run):
     root, run_id = lenet_run
     first = embedding(run_id, METHOD, root, require_mnist())
-    (run_dir(run_id, root) / file_name(METHOD)).write_bytes(b"not a safetensors file")
+    (run_dir(run_id, root) / embedding_file(METHOD)).write_bytes(b"not a safetensors file")
     again = embedding(run_id, METHOD, root, require_mnist())
     assert not again.cached
     np.testing.assert_array_equal(again.xy, first.xy)
@@ -104,7 +105,7 @@ def test_weights_that_no_longer_load_get_a_message_and_no_map_file(lenet_run):
     save_file(state, str(weights))
     with pytest.raises(EmbeddingError, match="cannot draw the map .* do not fit lenet"):
         embedding(run_id, METHOD, root, require_mnist())
-    assert not (run_dir(run_id, root) / file_name(METHOD)).exists()
+    assert not (run_dir(run_id, root) / embedding_file(METHOD)).exists()
     assert not [p for p in run_dir(run_id, root).iterdir() if p.name.startswith(".")]  # no temporary left
     code, out, err = run_cli("--checkpoints", str(root), "--data", str(require_mnist()),
                              "embedding", run_id, "--method", METHOD)
@@ -147,7 +148,7 @@ def test_bench_times_the_map_of_the_best_run_of_each_architecture(lenet_run):
     results = embedding_costs(methods=("pca",), root=root, data_root=require_mnist(), report=lines.append)
     assert list(results) == ["lenet"] and results["lenet"]["width"] == load_model(run_id, root).fc2.in_features
     assert results["lenet"]["features"] > 0 and results["lenet"]["pca"] > 0 and len(lines) == 1
-    assert not (run_dir(run_id, root) / file_name("pca")).exists()  # timed, not kept
+    assert not (run_dir(run_id, root) / embedding_file("pca")).exists()  # timed, not kept
 
 
 @pytest.mark.slow

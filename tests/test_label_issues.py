@@ -22,7 +22,7 @@ def fake_run(root, labels: np.ndarray, probs: np.ndarray, name: str) -> str:
     writer = RunWriter.create(TrainConfig(arch="mlp", name=name).to_dict(), None, root)
     try:
         writer.save_predictions(torch.from_numpy(labels), torch.from_numpy(probs.astype(np.float32)))
-        writer.set_status("finished")
+        writer.finish()
     finally:
         writer.release()
     return writer.run_id

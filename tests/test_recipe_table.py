@@ -2,16 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 from core.models import count_parameters, create_model, get_spec
 from core.store.runs import load_run
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "recipe_table.py"
-spec_ = importlib.util.spec_from_file_location("recipe_table", SCRIPT)
-recipe_table = importlib.util.module_from_spec(spec_)
-spec_.loader.exec_module(recipe_table)
+from scripts import recipe_table
 
 
 def test_only_full_runs_of_the_current_recipe_and_architecture_count(trained_runs):

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,17 +20,13 @@ from core.store import reference
 from core.config import RECIPE_FIELDS, TrainConfig
 from core.models import list_models
 from core.store.folder import FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError
-from core.store.runs import delete_run, load_model, load_predictions, load_run, rename_run
+from core.store.runs import delete_run, list_runs, load_model, load_predictions, load_run, rename_run
+from scripts import recipe_table
 from tests.helpers import REPO, require_mnist, train_tiny
 
 SHIPPED = REPO / "checkpoints"
 IDS = reference.reference_ids(SHIPPED)
 MAX_BYTES = 15_000_000
-
-
-def _recipe_table():
-    import importlib
-    return importlib.import_module("scripts.recipe_table")
 
 
 def test_every_default_recipe_has_a_reference_run_and_the_set_is_small():
@@ -74,8 +69,7 @@ def test_a_reference_run_reads_as_a_current_finished_run(run_id):
 
 
 def test_the_readme_accuracy_table_is_generated_from_the_reference_runs():
-    from core.store.runs import list_runs
-    generated = _recipe_table().table(list_runs(SHIPPED))
+    generated = recipe_table.table(list_runs(SHIPPED))
     assert generated in (REPO / "README.md").read_text(), \
         "README's accuracy table differs from `python -m scripts.recipe_table`: paste its output"
     assert "not measured" not in generated
@@ -95,7 +89,8 @@ def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
 
 @pytest.mark.parametrize("run_id", [i for i in IDS if not load_run(i, SHIPPED).config.get("sweep")])
 def test_a_recipes_reference_run_ships_the_embedding_map_of_its_weights(run_id):
-    from core.analysis.embedding import cached, file_name
+    from core.analysis.embedding import cached
+    from core.store.folder import embedding_file as file_name
     emb = cached(run_id, "umap", SHIPPED)
     assert emb is not None, "no current UMAP map: run `python -m core embedding RUN` and commit it"
     preds = load_predictions(run_id, SHIPPED)

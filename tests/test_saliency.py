@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from core.analysis import saliency
-from core.data.mnist import load_mnist, normalize_uint8
+from core.data.images import normalize_uint8
+from core.data.mnist import load_mnist
 from tests.helpers import require_mnist
 
 

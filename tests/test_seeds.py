@@ -3,7 +3,6 @@ one seed group; the group's accuracy as mean ± std and its curves as bands, eac
 against numpy (sample std, ddof=1) computed here from the runs themselves."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 

@@ -98,18 +98,18 @@ def test_a_run_that_left_test_duplicates_out_says_so(lab_env, trained_runs, tmp_
 def test_finished_runs_are_read_once_and_the_refresh_reads_only_active_ones(lab_env, trained_runs, tmp_path,
                                                                             monkeypatch):
     from core.store.writer import RunWriter
-    from dashboard import state
+    from core.store import cache
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     job = RunWriter.create(TrainConfig(arch="mlp", epochs=5, name="live one").to_dict(), root=root)
     try:  # this process holds the new run's lock: it is live
-        job.set_status("running")
+        job.start()
         job.write_progress(epoch=1, epochs=5, step=10, steps=100, train_loss=1.0, train_acc=50.0,
                            epoch_seconds=1.0)
         reads, looked_at = [], []
-        real_load, real_signature = state.load_run, state.run_signature
-        monkeypatch.setattr(state, "load_run", lambda run_id, root=None: reads.append(run_id)
+        real_load, real_signature = cache.load_run, cache.run_signature
+        monkeypatch.setattr(cache, "load_run", lambda run_id, root=None: reads.append(run_id)
                             or real_load(run_id, root))
-        monkeypatch.setattr(state, "run_signature", lambda folder: looked_at.append(Path(folder).name)
+        monkeypatch.setattr(cache, "run_signature", lambda folder: looked_at.append(Path(folder).name)
                             or real_signature(folder))
         at = open_train()
         assert sorted(reads) == sorted([*trained_runs.ids.values(), job.run_id])

@@ -19,11 +19,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
+from core.data.images import normalize_uint8
+from core.data.mnist import load_mnist
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
-from core.models import channels_last
-from core.store.folder import ACTIVE, WEIGHTS, RunError, describe_os_error, is_regular_file, run_dir
+from core.models import inference_layout
+from core.store.folder import ACTIVE, WEIGHTS, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
 from core.store.runs import load_model, load_predictions, load_run
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
@@ -49,28 +51,16 @@ class Embedding:
         return self.predicted != self.labels
 
 
-def file_name(method: str) -> str:
-    return f"embedding-{method}.safetensors"
-
-
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise EmbeddingError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
     return method
 
 
-def _fast_layout(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
-    """channels_last for a convolutional model on the CPU: 2-3x faster here, as core.bench's
-    step_costs measured for training. The model is converted in place."""
-    if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        return channels_last(model, images)
-    return model, images
-
-
 @torch.inference_mode()
 def features(model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     """Penultimate features (N, D) for normalised images (N, 1, 28, 28)."""
-    model, images = _fast_layout(model.eval(), images)
+    model, images = inference_layout(model.eval(), images)
     return torch.cat([model.embed(images[i:i + BATCH]) for i in range(0, len(images), BATCH)]).float().numpy()
 
 
@@ -155,13 +145,12 @@ def _check_map(meta: dict, arrays: dict, method: str, labels: np.ndarray) -> str
 
 
 def _test_labels(data_root) -> np.ndarray:
-    from core.data.mnist import load_mnist
     return load_mnist(data_root).test_labels.numpy().astype(np.int64)
 
 
 def cached(run_id: str, method: str = "umap", root=None, data_root=None) -> Embedding | None:
     """The map kept in the run folder, if it is there, whole and of the run's current weights."""
-    path = run_dir(run_id, root) / file_name(check_method(method))
+    path = run_dir(run_id, root) / embedding_file(check_method(method))
     if not is_regular_file(path):
         return None
     return _read(path, _weights_sha(run_id, root), method, _test_labels(data_root))[0]
@@ -182,7 +171,7 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
     if run.status in ACTIVE:
         raise EmbeddingError(f"run {run.name!r} is still {run.status}: its map is drawn from the weights it "
                              f"keeps when it finishes")
-    path = run_dir(run_id, root) / file_name(method)
+    path = run_dir(run_id, root) / embedding_file(method)
     sha = _weights_sha(run_id, root)
     test_labels = _test_labels(data_root)
     found, damage = _read(path, sha, method, test_labels)
@@ -194,10 +183,9 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
         model = load_model(run_id, root)
     except RunError as exc:
         raise EmbeddingError(f"cannot draw the map of run {run.name!r}: {exc}") from None
-    from core.data.mnist import load_mnist, normalize_uint8
     mnist = load_mnist(data_root)
     start = time.perf_counter()
-    model, images = _fast_layout(model.eval(), normalize_uint8(mnist.test_images))
+    model, images = inference_layout(model.eval(), normalize_uint8(mnist.test_images))
     labels = mnist.test_labels.long()
     report(f"features of {len(images):,} test images…")
     feats = features(model, images)

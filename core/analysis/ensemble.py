@@ -29,7 +29,7 @@ from core.layers import Ensemble
 from core.analysis.predictions import same_images
 from core.metrics import confusion_matrix, mean_probabilities, per_class
 from core.rebuild import RebuildError, check_member_archs
-from core.store.folder import RunError, now_iso
+from core.store.folder import CONFIG, RunError, now_iso
 from core.store.runs import Run, load_model, load_predictions, load_run
 from core.store.writer import staged_run
 
@@ -115,7 +115,7 @@ def _member_archs(run: Run) -> str | list:
     if is_ensemble(run.config):
         archs = run.config.get("member_archs")
         if not isinstance(archs, list):
-            raise EnsembleError(f"run {_label(run)} is an ensemble without member_archs in config.json")
+            raise EnsembleError(f"run {_label(run)} is an ensemble without member_archs in {CONFIG}")
         return archs
     return run.arch
 
@@ -172,5 +172,5 @@ def create_ensemble(member_ids, name: str | None = None, root=None) -> str:
         writer.save_predictions(torch.from_numpy(combined.labels),
                                 torch.from_numpy(combined.probabilities.astype(np.float32)))
         writer.write_metrics(metrics)
-        writer.set_status("finished", f"ensemble of {len(combined.members)} runs")
+        writer.finish(f"ensemble of {len(combined.members)} runs")
     return writer.run_id

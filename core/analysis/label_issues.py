@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.errors import BadInput, LabError
 from core.analysis.predictions import same_images
+from core.errors import BadInput, LabError
 from core.metrics import mean_probabilities
 from core.store.folder import RunError
-from core.store.runs import load_predictions, load_run
+from core.store.runs import list_runs, load_predictions, load_run
 
 CONFIRMED_FILE = Path(__file__).resolve().parents[1] / "resources" / "mnist_test_label_errors.json"
 
@@ -76,7 +76,7 @@ def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np
 
 def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
     """Rank MNIST's test images by how likely their given label is wrong."""
-    from cleanlab.rank import get_label_quality_scores
+    from cleanlab.rank import get_label_quality_scores  # heavy: loads only for a ranking
     labels, probs, predicted = _probabilities(list(run_ids), root)
     probs = probs / probs.sum(axis=1, keepdims=True)  # float16-stored runs sum to 1 only roughly
     scores = get_label_quality_scores(labels, probs, method="self_confidence")
@@ -94,7 +94,6 @@ def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
 def default_runs(root: str | os.PathLike | None = None) -> list[str]:
     """The reference runs of the default recipes (one per architecture), else every finished
     run with saved predictions: the candidates `usable_default_runs` checks."""
-    from core.store.runs import list_runs
     finished = [r for r in list_runs(root) if r.status == "finished" and r.has_predictions]
     reference = [r.run_id for r in finished if r.reference and not r.config.get("sweep")]  # not the grid's
     return reference or [r.run_id for r in finished]

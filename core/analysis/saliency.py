@@ -11,16 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.data.images import MNIST_MEAN, MNIST_STD
+from core.data.images import BACKGROUND, normalize
 
-BLANK = -MNIST_MEAN / MNIST_STD  # a pixel with no ink, normalised as the models see it
+BLANK = BACKGROUND
 STEPS = 32                       # points on the path from the blank page to the image
 
 
 def attribute(model: nn.Module, images: torch.Tensor, targets, steps: int = STEPS) -> np.ndarray:
     """Integrated Gradients of `targets` (one digit, or one per image) for normalised images
     (N, 1, 28, 28); returns (N, 28, 28) float32. The model is put in eval mode."""
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients  # heavy: Captum loads only for a map
     model.eval()
     images = images.detach().float()
     if isinstance(targets, int):
@@ -39,7 +39,6 @@ def attribute(model: nn.Module, images: torch.Tensor, targets, steps: int = STEP
 def explain(model: nn.Module, image: np.ndarray, digits, steps: int = STEPS) -> np.ndarray:
     """Maps (len(digits), 28, 28) for one 28x28 image on [0, 1] (as the Sketch page and the test
     set's pictures hold them), one per digit asked about."""
-    from core.data.images import normalize
     digits = [int(d) for d in digits]
     batch = normalize(np.asarray(image, dtype=np.float32)).expand(len(digits), -1, -1, -1)
     return attribute(model, batch, digits, steps)

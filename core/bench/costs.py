@@ -18,9 +18,9 @@ from core.analysis.embedding import check_method, features, project
 from core.analysis.predict import Predictor
 from core.analysis.saliency import attribute
 from core.config import TrainConfig
-from core.data.images import to_mnist
-from core.data.mnist import load_mnist, normalize_uint8
-from core.models import create_model, get_spec, list_models
+from core.data.images import normalize_uint8, to_mnist
+from core.data.mnist import load_mnist
+from core.models import channels_last, create_model, get_spec, in_layout, is_convolutional, list_models
 from core.store import tables
 from core.store.runs import list_runs, load_model
 from core.store.writer import RunWriter
@@ -86,7 +86,7 @@ def step_costs(steps: int = 20, rounds: int = 3, archs: list[str] | None = None,
         cfg = TrainConfig(arch=arch, device="cpu")
         x_all = normalize_uint8(mnist.train_images[: cfg.batch_size * steps])
         y_all = mnist.train_labels[: cfg.batch_size * steps].long()
-        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in create_model(arch).modules())
+        convolutional = is_convolutional(create_model(arch))
         variants = [(layout, impl) for layout in (("contiguous", "channels_last") if convolutional else ("contiguous",))
                     for impl in ("for-loop", "foreach", "fused")]
         times: dict[str, list[float]] = {f"{layout} {impl}": [] for layout, impl in variants}
@@ -95,7 +95,7 @@ def step_costs(steps: int = 20, rounds: int = 3, archs: list[str] | None = None,
                 torch.manual_seed(0)
                 model = create_model(arch)
                 if layout == "channels_last":
-                    model = model.to(memory_format=torch.channels_last)
+                    model, _ = channels_last(model, x_all[:0])
                 optimizer = _optimizer(model, cfg, impl)
                 forward = getattr(model, "member_logits", model)
                 model.train()
@@ -104,8 +104,7 @@ def step_costs(steps: int = 20, rounds: int = 3, archs: list[str] | None = None,
                     x = x_all[i % steps * cfg.batch_size:(i % steps + 1) * cfg.batch_size]
                     y = y_all[i % steps * cfg.batch_size:(i % steps + 1) * cfg.batch_size]
                     start = time.perf_counter()
-                    if layout == "channels_last":
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    x = in_layout(x, layout == "channels_last")
                     out = forward(x)
                     loss = F.cross_entropy(out.flatten(0, -2), y.repeat_interleave(out.numel() // (10 * len(y))))
                     optimizer.zero_grad(set_to_none=True)
@@ -132,7 +131,7 @@ def bookkeeping_costs(arch: str = "lenet", steps: int = 200, data_root=None,
     t = build_trainee(cfg, torch.device("cpu"), steps_per_epoch=steps)
     mnist = load_mnist(data_root)
     x = normalize_uint8(mnist.train_images[:cfg.batch_size])
-    x = x.contiguous(memory_format=torch.channels_last) if t.channels_last else x
+    x = in_layout(x, t.channels_last)
     y = mnist.train_labels[:cfg.batch_size].long()
     ema = EMA(t.model, 0.999)
     loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, Subset
 from core.bench.common import check_options, device_name, scratch_run, spread, sync
 from core.bench.costs import sketch_latency
 from core.config import TrainConfig
-from core.data.images import MNIST_MEAN, MNIST_STD
-from core.data.mnist import data_dir, load_mnist, normalize_uint8, split_indices
+from core.data.images import MNIST_MEAN, MNIST_STD, normalize_uint8
+from core.data.mnist import data_dir, load_mnist, split_indices
 from core.models import channels_last, create_model, get_spec
 from core.training.recipe import resolve_device
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from core.bench.common import check_options, device_name, scratch_run, spread, sync
 from core.config import ConfigError, TrainConfig
-from core.data.mnist import load_mnist, normalize_uint8
+from core.data.images import normalize_uint8
+from core.data.mnist import load_mnist
 from core.models import get_spec, list_models
 from core.training.recipe import resolve_device
 

@@ -22,6 +22,7 @@ from core.errors import BadInput
 # every input with them, so prediction must too.
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+BACKGROUND = -MNIST_MEAN / MNIST_STD  # a pixel with no ink, normalised as the models see it
 
 # Guards against decompression bombs and uploads that would exhaust memory.
 MAX_IMAGE_PIXELS = 25_000_000  # width * height, about a 25-megapixel photo
@@ -301,8 +302,18 @@ def normalize(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if tensor.numel() and (tensor.min() < -1e-6 or tensor.max() > 1 + 1e-6):
         # Catches 0..255 floats passed by mistake, which would silently ruin predictions.
         raise ValueError("pixel values must be in [0, 1]; divide 0..255 values by 255 first")
-    tensor = tensor.reshape(-1, 1, DIGIT_SIZE, DIGIT_SIZE)
-    return (tensor - MNIST_MEAN) / MNIST_STD
+    return standardise(tensor.reshape(-1, 1, DIGIT_SIZE, DIGIT_SIZE))
+
+
+def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), normalised as every model expects; no checks
+    (MNIST's own tensors, trusted and large)."""
+    return standardise(images.float() / 255.0).unsqueeze(1)
+
+
+def standardise(pixels: torch.Tensor) -> torch.Tensor:
+    """[0, 1] pixels -> the models' input scale: the one normalisation of the lab."""
+    return (pixels - MNIST_MEAN) / MNIST_STD
 
 
 def preprocess(source: ImageSource | ImageLike) -> tuple[np.ndarray, torch.Tensor]:

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.data.images import MNIST_MEAN, MNIST_STD
+from core.data.images import BACKGROUND, normalize_uint8
 from core.errors import LabError
 from core.fsio import atomic_write_json
 
@@ -96,7 +96,7 @@ def _route_existing(dest: Path, root: Path) -> None:
 
 
 def _route_torchvision(dest: Path, root: Path) -> None:
-    from torchvision.datasets import MNIST
+    from torchvision.datasets import MNIST  # heavy: only for this fallback
     MNIST(str(dest / "tv"), train=True, download=True)
     for name in MD5:
         shutil.move(dest / "tv" / "MNIST" / "raw" / name, dest / name)
@@ -239,11 +239,6 @@ def load_mnist(root: str | os.PathLike | None = None) -> MNIST:
 
 
 
-def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28), normalised as every model expects."""
-    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
-
-
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One seeded permutation: the first `val_size` indices validate, the rest train."""
     if not 0 < val_size < n:
@@ -313,7 +308,7 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, *, degrees: float
     """Batched augmentation on the tensors' own device: rotation (degrees), shift (fraction
     of the side) and zoom (+- fraction), one random draw per image, zero-padded.
 
-    Background in normalised units is -MEAN/STD, so pad with that value, not 0.
+    Background in normalised units is images.BACKGROUND, so pad with that value, not 0.
     """
     n = len(x)
     r = torch.rand(n, 4, generator=generator).to(x.device, x.dtype) * 2 - 1
@@ -323,7 +318,6 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, *, degrees: float
     theta = torch.stack([torch.stack([cos, -sin, r[:, 2] * translate * 2], 1),
                          torch.stack([sin, cos, r[:, 3] * translate * 2], 1)], 1)
     grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    background = -MNIST_MEAN / MNIST_STD
-    out = torch.nn.functional.grid_sample(x - background, grid, align_corners=False,
+    out = torch.nn.functional.grid_sample(x - BACKGROUND, grid, align_corners=False,
                                           padding_mode="zeros")
-    return out + background
+    return out + BACKGROUND

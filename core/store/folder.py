@@ -60,6 +60,14 @@ TRAIN_STATE = "train_state.pt"
 DATASET = "dataset.json"
 LOG_NAME = "train.log"  # output of a job process (core.training.jobs)
 REFERENCE = "reference.json"  # marks a reference run shipped with MNIST Lab (core.store.reference)
+DRIVERS = ".ray"      # <store>/.ray/<sweep id>/: a Ray sweep driver's lock (its pid) and DRIVER_INFO
+DRIVER_INFO = "driver.json"  # the sweep id, the cluster's address, the driver's host and pid
+
+
+def embedding_file(method: str) -> str:
+    """The run's kept 2-D map of its test features by `method` (core.analysis.embedding)."""
+    return f"embedding-{method}.safetensors"
+
 SMALL_FILES = (CONFIG, STATUS, HISTORY, METRICS, PROGRESS, WEIGHTS)
 """The files `load_run` reads (and the weights' presence): a run changed iff one of them did."""
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

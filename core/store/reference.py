@@ -24,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.data.images import normalize_uint8
+from core.data.mnist import load_mnist
 from core.fsio import atomic_write_bytes, atomic_write_json
 from core.metrics import evaluate
-from core.store.folder import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE,
-                               RunError, run_dir)
-from core.store.runs import load_predictions, load_run
+from core.models import channels_last
+from core.store.folder import (CONFIG, LOCK_NAME, LOG_NAME, PREDICTIONS, PROGRESS, REFERENCE, TRAIN_STATE, RunError,
+                               run_dir)
+from core.store.runs import list_run_ids, load_model, load_predictions, load_run
 from core.store.writer import tensors_bytes
 
 DROPPED = (TRAIN_STATE, LOG_NAME, LOCK_NAME, PROGRESS)  # only a resume or a live job reads these
@@ -84,9 +87,6 @@ class Verdict:
 def verify(run_id: str, root: str | os.PathLike | None = None, data_root=None) -> Verdict:
     """Rebuild the run's model from its weights on the CPU, predict MNIST's test set the way
     the trainer did (batches of 1,000, the run's memory layout) and compare."""
-    from core.data.mnist import load_mnist, normalize_uint8
-    from core.models import channels_last
-    from core.store.runs import load_model
     run = load_run(run_id, root)
     model = load_model(run_id, root)
     mnist = load_mnist(data_root)
@@ -103,5 +103,4 @@ def verify(run_id: str, root: str | os.PathLike | None = None, data_root=None) -
 
 def reference_ids(root: str | os.PathLike | None = None) -> list[str]:
     """The reference runs in the checkpoints folder `root`, in the store's order."""
-    from core.store.runs import list_run_ids
     return [i for i in list_run_ids(root) if (run_dir(i, root) / REFERENCE).is_file()]

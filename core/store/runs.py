@@ -37,9 +37,9 @@ def _read_history(path: Path) -> tuple[pd.DataFrame, str | None]:
     try:
         frame = pd.read_csv(io.BytesIO(data))
     except (ValueError, pd.errors.EmptyDataError, pd.errors.ParserError):
-        return empty, "history.csv is unreadable"
+        return empty, f"{HISTORY} is unreadable"
     if not set(HISTORY_COLUMNS) <= set(frame.columns):
-        return empty, "history.csv is unreadable (columns missing)"
+        return empty, f"{HISTORY} is unreadable (columns missing)"
     bad = []
     for column in HISTORY_COLUMNS:
         numbers = pd.to_numeric(frame[column], errors="coerce")
@@ -47,7 +47,7 @@ def _read_history(path: Path) -> tuple[pd.DataFrame, str | None]:
             bad.append(column)
         frame[column] = numbers
     if bad:
-        return frame, f"history.csv has cells that are not numbers in {', '.join(bad)} (shown as blank)"
+        return frame, f"{HISTORY} has cells that are not numbers in {', '.join(bad)} (shown as blank)"
     return frame, None
 
 
@@ -66,7 +66,7 @@ def _check_config(config: dict) -> tuple[dict, list[str]]:
     if "format" not in config:
         problems.append("written by an older format; some views may be missing")
     elif not isinstance(version, int) or isinstance(version, bool):
-        problems.append(f"config.json's format is {version!r}, not a version number")
+        problems.append(f"{CONFIG}'s format is {version!r}, not a version number")
     elif version > FORMAT_VERSION:
         problems.append(f"written by a newer MNIST Lab (format {version})")
     clean = dict(config)
@@ -75,7 +75,7 @@ def _check_config(config: dict) -> tuple[dict, list[str]]:
             continue
         value = config[name]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            problems.append(f"config.json's {name} is {value!r:.40}, not {_TYPE_WORDS[types[-1]]}")
+            problems.append(f"{CONFIG}'s {name} is {value!r:.40}, not {_TYPE_WORDS[types[-1]]}")
             del clean[name]
     return clean, problems
 
@@ -89,10 +89,10 @@ def _check_status(info: dict) -> tuple[dict, list[str]]:
     clean, problems = dict(info), []
     for name in _STATUS_TEXT:
         if name in info and not isinstance(info[name], str):
-            problems.append(f"status.json's {name} is {info[name]!r:.40}, not text")
+            problems.append(f"{STATUS}'s {name} is {info[name]!r:.40}, not text")
             del clean[name]
     if "pid" in info and (not isinstance(info["pid"], int) or isinstance(info["pid"], bool)):
-        problems.append(f"status.json's pid is {info['pid']!r:.40}, not a number")
+        problems.append(f"{STATUS}'s pid is {info['pid']!r:.40}, not a number")
         del clean["pid"]
     return clean, problems
 
@@ -176,14 +176,14 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
     warnings = []
     config, problem = read_json_checked(path / CONFIG)
     if config is None:
-        warnings.append(problem or "config.json is missing")
+        warnings.append(problem or f"{CONFIG} is missing")
         config = {}
     else:
         config, problems = _check_config(config)
         warnings += problems
     status_info, problem = read_json_checked(path / STATUS)
     if not status_info:
-        warnings.append(problem or "status.json is missing or empty")
+        warnings.append(problem or f"{STATUS} is missing or empty")
         status_info = {}
     status_info, problems = _check_status(status_info)
     warnings += problems
@@ -195,7 +195,7 @@ def load_run(run_id: str, root: str | os.PathLike | None = None) -> Run:
         warnings.append(problem)
     metrics, problem = read_json_checked(path / METRICS)
     if problem or (status == "finished" and not metrics):
-        warnings.append(problem or "metrics.json is missing")
+        warnings.append(problem or f"{METRICS} is missing")
     progress, problem = read_json_checked(path / PROGRESS)
     if problem:
         warnings.append(problem)
@@ -241,7 +241,7 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
     if run.status == DAMAGED:
         raise RunError(f"run {run_id!r} cannot be used: {'; '.join(run.warnings)}")
     if "arch" not in run.config:  # missing, or not a name (load_run dropped it and warned)
-        why = next((w for w in run.warnings if "config.json" in w), "config.json has no arch")
+        why = next((w for w in run.warnings if CONFIG in w), f"{CONFIG} has no arch")
         raise RunError(f"run {run_id!r} names no architecture to rebuild: {why}")
     arch = run.config["arch"]
     state = load_state_dict(run_id, root)
@@ -252,7 +252,7 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
     if run.config.get("kind") == "ensemble":  # runs combined without training (core.analysis.ensemble)
         listed, saved = len(run.config["member_archs"]), saved_members(state)
         if listed != saved:
-            raise RunError(f"run {run_id!r} cannot be rebuilt: config.json's member_archs lists {listed} members "
+            raise RunError(f"run {run_id!r} cannot be rebuilt: {CONFIG}'s member_archs lists {listed} members "
                            f"but its weights hold {saved}: the run folder was edited or damaged")
     try:
         model.load_state_dict(state)
@@ -320,7 +320,7 @@ def rename_run(run_id: str, new_name: str, root: str | os.PathLike | None = None
     _refuse_reference(path, "renamed")
     config = read_json(path / CONFIG)
     if config is None:
-        raise RunError(f"run {run_id!r} has no readable config.json")
+        raise RunError(f"run {run_id!r} has no readable {CONFIG}")
     config["name"] = new_name
     atomic_write_json(path / CONFIG, config)
 

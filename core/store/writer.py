@@ -62,7 +62,7 @@ class RunWriter:
             path.mkdir(exist_ok=False)
             writer = cls(run_id, root, RunLock.claim(path))
             writer.write_config(config_dict)
-            writer.set_status("queued")
+            writer.queue()
         except FileExistsError:
             raise RunError(f"run {run_id!r} already exists") from None
         except OSError as exc:
@@ -72,7 +72,25 @@ class RunWriter:
     def write_config(self, config_dict: dict) -> None:
         atomic_write_json(self.path / CONFIG, {"format": FORMAT_VERSION, **config_dict})
 
-    def set_status(self, status: str, message: str = "", **extra: Any) -> None:
+    # The run's life, named: queued (possibly waiting for a device slot), running, then one of
+    # finished, cancelled or failed. "interrupted" is never written: a reader infers it from a
+    # running or queued status whose lock no process holds (folder.effective_status).
+    def queue(self, message: str = "") -> None:
+        self._set_status("queued", message)
+
+    def start(self) -> None:
+        self._set_status("running")
+
+    def finish(self, message: str = "") -> None:
+        self._set_status("finished", message)
+
+    def cancel(self, why: str) -> None:
+        self._set_status("cancelled", why)
+
+    def fail(self, message: str) -> None:
+        self._set_status("failed", message[:500])
+
+    def _set_status(self, status: str, message: str = "", **extra: Any) -> None:
         assert status in STATUSES, status
         previous = read_json(self.path / STATUS) or {}
         atomic_write_json(self.path / STATUS, {

@@ -66,7 +66,7 @@ def run_sweep(writers: list[RunWriter], root=None, data_root=None, stop=None, ca
             why = (f"not started: run {failure_id} failed ({failure})" if failure is not None
                    else "the sweep was stopped before this run started")
             try:
-                writer.set_status("cancelled", why)
+                writer.cancel(why)
             except OSError:  # the disk that failed the run may refuse this too: shown as interrupted
                 pass
             writer.release()

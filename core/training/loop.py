@@ -26,16 +26,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.data import mnist as data_mod
 from core.config import ConfigError, TrainConfig
+from core.data import mnist as data_mod
+from core.data.csvfile import read_digits_csv
 from core.errors import Cancelled
-from core.training.jobs import device_slot
-from core.training.recipe import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
 from core.metrics import confusion_matrix, evaluate, per_class
-from core.models import count_parameters, create_model, get_spec
-from core.store.folder import RunError, RunLock, describe_os_error, now_iso
+from core.models import count_parameters, create_model, in_layout, trains_channels_last
+from core.store.folder import CONFIG, RunError, RunLock, describe_os_error, now_iso
 from core.store.runs import load_run, load_train_state, train_state_exists
 from core.store.writer import RunWriter
+from core.training.jobs import device_slot
+from core.training.recipe import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
 
 REPORTS_PER_EPOCH = 20  # progress events per epoch (each one syncs with the device once)
 
@@ -116,9 +117,7 @@ class Trainee:
 def build_trainee(cfg: TrainConfig, device: torch.device, steps_per_epoch: int) -> Trainee:
     model = create_model(cfg.arch).to(device)
     cuda = device.type == "cuda"
-    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    auto = cuda or get_spec(cfg.arch).cpu_channels_last  # measured per architecture on the CPU
-    channels_last = convolutional and (cfg.channels_last if cfg.channels_last is not None else auto)
+    channels_last = trains_channels_last(cfg.arch, model, device, cfg.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     # Fused Adam/AdamW: 1-4% faster per step than the for-loop on the CPU for every Adam
@@ -150,8 +149,7 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
         if stop.is_set():
             raise Cancelled()
         x = augment(x, cfg, t.aug)
-        if t.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = in_layout(x, t.channels_last)
         with t.autocast():
             loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
         t.optimizer.zero_grad(set_to_none=True)
@@ -206,7 +204,6 @@ class Source:
 @functools.lru_cache(maxsize=1)  # the CLI checks the file before the run folder exists, then trains
 def _read_csv(path: str, version: tuple[int, int] | None):
     """`version` (size, mtime) keys the cache, so a file changed since is read again."""
-    from core.data.csvfile import read_digits_csv
     return read_digits_csv(path)
 
 
@@ -332,7 +329,7 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
     try:
         run = load_run(run_id, root)  # read under the lock: nobody else changes it now
         if not run.config:
-            raise RunError(f"run {run_id!r} has no readable config.json")
+            raise RunError(f"run {run_id!r} has no readable {CONFIG}")
         state = run.status_info.get("status")
         if resume and state == "finished":
             raise RunError(f"run {run_id!r} is already finished")
@@ -351,28 +348,28 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
         # A damaged train state is refused before the run changes (its history stays as it is).
         saved = load_train_state(run_id, root) if resume and train_state_exists(writer.path) else None
         if stop.is_set():
-            writer.set_status("cancelled", "cancelled before it started")
+            writer.cancel("cancelled before it started")
             return "cancelled"
         if queue:
-            writer.set_status("queued", "waiting for the " + device.type.upper() + " slot")
+            writer.queue("waiting for the " + device.type.upper() + " slot")
         try:
             with device_slot(device.type, root) if queue else contextlib.nullcontext():
-                writer.set_status("running")
+                writer.start()
                 fit(cfg, writer, device, data_root, callback or (lambda e: None), stop, saved)
         except Cancelled:
-            writer.set_status("cancelled", "stopped by the user")
+            writer.cancel("stopped by the user")
             return "cancelled"
         except OSError as exc:
             message = describe_os_error(exc, writer.path)
             try:
-                writer.set_status("failed", message)
+                writer.fail(message)
             except OSError:
                 pass
             raise RunError(message) from None
         except BaseException as exc:
-            writer.set_status("failed", f"{type(exc).__name__}: {exc}"[:500])
+            writer.fail(f"{type(exc).__name__}: {exc}")
             raise
-        writer.set_status("finished")
+        writer.finish()
         return "finished"
     finally:
         writer.release()

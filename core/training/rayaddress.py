@@ -119,7 +119,7 @@ def _gcs_cluster_id(target: str, metadata: list[tuple[str, str]] = ()) -> tuple[
     """Call GetClusterId at `target` within PROBE_S seconds: (None, '') when a cluster id came
     back, else (the gRPC status code's name, or 'NO_ID' for an empty reply; what the call said)."""
     import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc  # heavy: Ray loads only for a sweep
     with grpc.insecure_channel(target) as channel:
         try:
             reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
@@ -135,7 +135,7 @@ def _gcs_cluster_id(target: str, metadata: list[tuple[str, str]] = ()) -> tuple[
 def _auth_headers() -> list[tuple[str, str]]:
     """The header that carries this machine's Ray authentication token (RAY_AUTH_MODE=token), or none."""
     try:
-        from ray._raylet import AuthenticationTokenLoader
+        from ray._raylet import AuthenticationTokenLoader  # heavy: Ray loads only for a sweep
         loader = AuthenticationTokenLoader.instance()
         return ([(k.lower(), v) for k, v in loader.get_token_for_http_header().items()]  # gRPC: lower-case keys
                 if loader.has_token() else [])

@@ -14,10 +14,9 @@ import time
 
 from core.config import SWEPT_FIELDS, TrainConfig, field_specs
 from core.data.mnist import data_dir
-from core.store.folder import LOCK_NAME, checkpoints_dir, lock_held, read_json, read_owner
-from core.training.jobs import spawn
+from core.store.folder import DRIVER_INFO, DRIVERS, LOCK_NAME, checkpoints_dir, lock_held, read_json, read_owner
+from core.training.jobs import signal_owner, spawn
 from core.training.rayaddress import ClusterError, check_address
-from core.training.raysweep import DRIVER_INFO, DRIVERS
 
 STOP_GRACE_S = 5.0    # seconds a driver the Sweep page ends has between SIGTERM and SIGKILL
 def cluster_sweep(sweep_id: str, root=None) -> dict | None:
@@ -34,7 +33,6 @@ def cluster_sweep(sweep_id: str, root=None) -> dict | None:
 def cancel_sweep(sweep_id: str, root=None) -> bool:
     """Ask the driver of a Ray sweep to cancel its trials (SIGTERM through a pidfd, as
     core.training.jobs.cancel). False if no driver runs it any longer."""
-    from core.training.jobs import signal_owner
     folder = checkpoints_dir(root) / DRIVERS / sweep_id
     info = cluster_sweep(sweep_id, root)
     if not info or not info["active"]:

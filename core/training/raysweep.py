@@ -37,17 +37,18 @@ from pathlib import Path
 from typing import Callable
 
 from core.config import TrainConfig
+from core.data.mnist import data_dir
 from core.fsio import atomic_write_bytes, atomic_write_json
-from core.store.folder import HANDOVER_NAME, LOG_NAME, Busy, RunLock, checkpoints_dir, lock_held, now_iso, run_dir
+from core.store.folder import DRIVER_INFO, DRIVERS, HANDOVER_NAME, LOG_NAME, Busy, RunLock, checkpoints_dir, lock_held, now_iso, run_dir
 from core.store.runs import load_run
 from core.store.writer import RunWriter
+from core.training.grids import prepare_sweep
+from core.training.loop import load_source, train
 from core.training.rayaddress import ClusterError, check_address
 
 GPU_FRACTION = 0.25   # of one GPU per trial where the cluster has GPUs: MNIST models are small
 RETRIES = 3           # times Ray reruns a trial whose worker or node died
 TAKEOVER_S = 600      # seconds a trial waits for its run's lock (a dying worker may still hold it)
-DRIVERS = ".ray"      # <store>/.ray/<sweep id>/: the driver's lock (its pid) and DRIVER_INFO
-DRIVER_INFO = "driver.json"  # the sweep id, the cluster's address, the driver's host and pid
 
 
 class SweepCancelled(ClusterError):
@@ -65,7 +66,7 @@ def connect(address: str) -> str:
     head's 'HOST:PORT'."""
     import logging
     try:
-        import ray
+        import ray  # heavy: Ray loads only for a sweep
     except ImportError:
         raise ClusterError("Ray is not installed in this environment: pip install -r requirements.txt") from None
     target = check_address(address)
@@ -98,8 +99,8 @@ def check_shared_store(root: Path, stop: threading.Event | None = None) -> None:
     """Refuse a run store that some live node of the cluster cannot read and write at `root`:
     each trial writes its run there, and a trial retried on another node resumes from there.
     `stop` set meanwhile ends the check (SweepCancelled)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    import ray  # heavy: Ray loads only for a sweep
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # heavy: Ray loads only for a sweep
     token = secrets.token_hex(8)
     marker = root / f".ray-store-check-{token}"
     marker.write_text(token)
@@ -129,7 +130,7 @@ def check_shared_store(root: Path, stop: threading.Event | None = None) -> None:
 
 def task_resources(device: str) -> dict:
     """What one trial asks of the cluster: 1 CPU, or GPU_FRACTION of a GPU where the cluster has GPUs."""
-    import ray
+    import ray  # heavy: Ray loads only for a sweep
     gpus = ray.cluster_resources().get("GPU", 0)
     if device == "cuda" and not gpus:
         raise ClusterError("--device cuda, but the Ray cluster has no GPU")
@@ -145,9 +146,6 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
     each run's final status. The address is checked first (check_address: refused within 10 s),
     and nothing is created before the cluster and the store pass their checks; `stop` set before
     the runs exist (SIGTERM, Ctrl-C) ends it there, with SweepCancelled."""
-    from core.data.mnist import data_dir
-    from core.training.grids import prepare_sweep
-    from core.training.loop import load_source
     stop = stop or threading.Event()
     address = check_address(address)  # before anything is read, created or joined
     if stop.is_set():
@@ -160,7 +158,7 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
     for sig, handler in handlers.items():  # ray.init puts its own (fatal) ones in their place
         if handler is not None:
             signal.signal(sig, handler)
-    import ray
+    import ray  # heavy: Ray loads only for a sweep
     try:
         check_shared_store(store, stop)
         resources = task_resources(base.device)
@@ -185,8 +183,8 @@ def _wait(refs: dict, held: dict[str, RunWriter], stop: threading.Event,
           report: Callable[[str], None]) -> dict[str, str]:
     """Hand each run to its trial when the trial asks, collect the trials' ends, cancel them
     all when `stop` is set. Runs no trial took are marked here."""
-    import ray
-    from ray.exceptions import RayTaskError, TaskCancelledError
+    import ray  # heavy: Ray loads only for a sweep
+    from ray.exceptions import RayTaskError, TaskCancelledError  # heavy: Ray loads only for a sweep
     statuses, cancelled = {}, False
     paths = [writer.path for writer in held.values()]
     while refs:
@@ -211,9 +209,10 @@ def _wait(refs: dict, held: dict[str, RunWriter], stop: threading.Event,
                 report(f"{run_id}: lost: {str(exc).splitlines()[0]}")
             if run_id in held:  # the trial ended before it took the run (cancelled while waiting)
                 writer = held.pop(run_id)
-                writer.set_status("cancelled" if cancelled else "failed",
-                                  "the sweep was cancelled before this run started" if cancelled
-                                  else "its Ray trial ended before it started")
+                if cancelled:
+                    writer.cancel("the sweep was cancelled before this run started")
+                else:
+                    writer.fail("its Ray trial ended before it started")
                 writer.release()
             report(f"{run_id}: {statuses[run_id]}")
     deadline = time.monotonic() + 60
@@ -241,9 +240,8 @@ def _claim_driver(store: Path, sweep_id: str, address: str) -> RunLock:
 def train_cell(run_id: str, root: str, data_root: str) -> str:
     """One grid point, in a Ray worker: take the run over, train it with core.training.loop (resuming
     after an attempt lost with its node), return its final status."""
-    import ray
+    import ray  # heavy: Ray loads only for a sweep
 
-    from core.training.loop import train
     path = run_dir(run_id, root)
     writer = RunWriter(run_id, root, _take_over(path))
     run = load_run(run_id, root)

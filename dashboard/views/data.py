@@ -8,6 +8,7 @@ import streamlit as st
 
 from core.data import view as dataview
 from core.data.csvfile import CSVFormatError, read_digits_csv
+from core.data.mnist import raw_dir
 from dashboard.notices import require_mnist
 from dashboard.state import mnist
 from dashboard.widgets import digit_grid
@@ -76,7 +77,6 @@ def counts(arrays: dict) -> None:
 def means(arrays: dict) -> None:
     st.subheader("Mean image of each class", divider="gray")
     st.caption("The average of every training-split image of a digit: how much the writing varies.")
-    from core.data.mnist import raw_dir
     averages = mean_images(str(raw_dir(None).resolve()), dataview.VAL_SIZE, dataview.SPLIT_SEED)
     scaled = averages / np.maximum(averages.max(axis=(1, 2), keepdims=True), 1e-6)  # full contrast
     digit_grid(scaled, [str(d) for d in range(10)], size=84)

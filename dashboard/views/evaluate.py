@@ -6,8 +6,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.analysis import label_issues
-from core.analysis import predictions
+from core.analysis import label_issues, predictions
+from core.analysis.ensemble import combine, create_ensemble
 from core.errors import LabError
 from dashboard.explain import image_picker
 from dashboard.notices import report
@@ -75,7 +75,6 @@ def cell_images(run, preds, true: int, predicted: int) -> None:
 
 def save_ensemble(members: list[str]) -> None:
     """Button callback: save the chosen runs as an ensemble run and open it on this page."""
-    from core.analysis.ensemble import create_ensemble
     name = (st.session_state.get("eval_ens_name") or "").strip() or None
     try:
         new_id = create_ensemble(members, name=name, root=checkpoints_base())
@@ -90,7 +89,6 @@ def save_ensemble(members: list[str]) -> None:
 def ensemble_section(finished: list) -> None:
     """Pick finished runs, see the mean of their probabilities scored on the test set against
     each member, and save it as a run (kind ensemble) that every page treats like any other."""
-    from core.analysis.ensemble import combine
     with st.expander("Combine runs into an ensemble", icon=":material/join:",
                      expanded=bool(st.session_state.get("eval_ens_members") or st.session_state.get("eval_ens_message"))):
         st.caption("An ensemble without training: the mean of the chosen runs' test probabilities, "

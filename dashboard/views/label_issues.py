@@ -9,7 +9,7 @@ from core.analysis import label_issues
 from core.errors import LabError
 from dashboard.explain import image_picker
 from dashboard.notices import report
-from dashboard.state import checkpoints_base, test_images
+from dashboard.state import label_ranking, test_images, usable_default_runs
 from dashboard.text import md_text
 from dashboard.widgets import digit_grid, finished_runs_or_stop, run_label, unique_names
 
@@ -25,7 +25,7 @@ def page() -> None:
     candidates = finished_runs_or_stop("No finished run with saved test predictions yet: train one on the "
                                        "**Train** page.")
     by_id = {r.run_id: r for r in candidates}
-    usable, skipped = label_issues.usable_default_runs(checkpoints_base())
+    usable, skipped = usable_default_runs()
     for warning in skipped:  # picked by default but unusable: left out, by name
         st.warning(md_text(warning[:1].upper() + warning[1:]), icon=":material/warning:")
     default = [i for i in usable if i in by_id]
@@ -39,7 +39,7 @@ def page() -> None:
     if images is None:
         st.stop()
     try:
-        ranking = label_issues.rank(chosen, checkpoints_base())
+        ranking = label_ranking(chosen)
     except LabError as exc:
         report(exc)
         st.stop()

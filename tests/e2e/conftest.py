@@ -5,6 +5,7 @@ server's runs folder is a temporary one, seeded with two tiny real runs before i
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import harness
+from scripts import harness
 
 # Two tiny real runs (about 40 s on 2 CPU cores, trained side by side): enough for every page
 # to have something to show and for the Sketch page to have two models to ask.
@@ -48,15 +49,28 @@ def seeded_checkpoints(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def server(seeded_checkpoints, tmp_path_factory):
-    """The real dashboard, `streamlit run dashboard/app.py`, on a free port of 127.0.0.1."""
-    log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    try:
-        running = harness.start_server(seeded_checkpoints, log=log, timeout=60, stop_jobs=True)
-    except harness.HarnessError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield running
-    running.stop()
+def dashboard_on(tmp_path_factory):
+    """`with dashboard_on(root) as server:` the real dashboard, `streamlit run dashboard/app.py`, on
+    the runs folder `root` and a free port of 127.0.0.1, stopped when the block ends."""
+    @contextlib.contextmanager
+    def start(root, **options):
+        log = tmp_path_factory.mktemp("streamlit") / "server.log"
+        try:
+            running = harness.start_server(root, log=log, timeout=60, **options)
+        except harness.HarnessError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        try:
+            yield running
+        finally:
+            running.stop()
+    return start
+
+
+@pytest.fixture(scope="session")
+def server(seeded_checkpoints, dashboard_on):
+    """The dashboard on the seeded runs, for the whole session."""
+    with dashboard_on(seeded_checkpoints, stop_jobs=True) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e import harness
+from scripts import harness
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

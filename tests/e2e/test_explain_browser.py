@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.e2e import harness
+from scripts import harness
 from tests.e2e.test_browser import seen_image
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from tests.e2e import harness
+from scripts import harness
 from tests.test_run_names import HOSTILE, LENET, hostile_copy
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -19,18 +19,13 @@ LINK_TEXT = "[click me](https://evil.example/x)"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, dashboard_on):
     """The dashboard on a store whose newest run (lenet) is named HOSTILE and has no embedding
     map kept (so the Embedding page names it in its notice)."""
     root = hostile_copy(tmp_path_factory.mktemp("hostile-runs"))
     (root / LENET / "embedding-umap.safetensors").unlink()
-    log = tmp_path_factory.mktemp("streamlit-names") / "server.log"
-    try:
-        running = harness.start_server(root, log=log, timeout=60)
-    except harness.HarnessError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    yield running
-    running.stop()
+    with dashboard_on(root) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Start the real dashboard and a real Chromium; draw on the sketch canvas; take screenshots.
 
-Shared by tests/e2e/conftest.py and scripts/screenshots.py, so the script that makes the
-README's pictures and the browser tests start the app the same way.
+Shared by tests/e2e (conftest and the browser tests), scripts/screenshots.py and
+scripts/bench_sketch.py, so the scripts that make the README's pictures and timings and
+the browser tests start the app the same way.
 
 Facts this relies on (streamlit 1.67):
 - the Sketch page's pad is a components-v2 element (dashboard/views/sketch.py, PAD_JS): no
@@ -27,6 +28,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from core.store.folder import STATUS
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "dashboard/app.py"
@@ -141,7 +144,7 @@ def stop_training_jobs(checkpoints: Path) -> None:
     server's process group does not end them. Only processes whose command line names this
     checkpoints folder are signalled.
     """
-    for status_file in Path(checkpoints).glob("*/status.json"):
+    for status_file in Path(checkpoints).glob(f"*/{STATUS}"):
         try:
             status = json.loads(status_file.read_text())
             pid = int(status.get("pid") or 0)
