@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run id (see `python -m core runs`)")
     predict.add_argument("images", nargs="+", help="image files of any size")
     predict.add_argument("--json", action="store_true", help="one JSON line per image")
+    predict.add_argument("--calibrated", action="store_true",
+                         help="confidences scaled by the run's fitted temperature (see `calibration`)")
 
     sweep = sub.add_parser("sweep", help="train a learning-rate x batch-size grid")
     sweep.add_argument("--lr", required=True, help="comma-separated learning rates, e.g. 0.01,0.1")
@@ -140,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("run", metavar="RUN", help="a finished run id")
     emb.add_argument("--method", default="umap", choices=["umap", "tsne", "pca"],
                      help="the projection (default: umap)")
+    compare = sub.add_parser("compare", help="is the difference real? two runs on the same test images: "
+                                             "McNemar's exact test, intervals, in a sentence")
+    compare.add_argument("run_a", metavar="RUN_A", help="a finished run id")
+    compare.add_argument("run_b", metavar="RUN_B", help="another finished run id")
+    compare.add_argument("--json", action="store_true",
+                         help="one JSON object: a_only, b_only, p_value, each run's accuracy and ci95, ...")
+
+    calibration = sub.add_parser("calibration", help="expected calibration error of a run's test probabilities, "
+                                                     "and a temperature fitted on its validation split (kept)")
+    calibration.add_argument("run", metavar="RUN", help="a finished run id")
+    calibration.add_argument("--refit", action="store_true", help="fit again even if a fit is kept")
+    calibration.add_argument("--json", action="store_true",
+                             help="one JSON object: ece, ece_calibrated, temperature, fitted_on, ...")
     return parser
 
 

@@ -1,5 +1,6 @@
 """The commands of `python -m core`: core.cli parses the options and calls one of COMMANDS, which
-returns the exit status. The Ray side (core.training.raysweep) is imported only by `sweep --ray`."""
+returns the exit status. Those that report on finished runs live in core.reports. The Ray side
+(core.training.raysweep) is imported only by `sweep --ray`."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +11,8 @@ import threading
 
 from tqdm import tqdm
 
-from core.analysis import label_issues
-from core.analysis.embedding import METHODS, embedding
-from core.analysis.ensemble import create_ensemble
 from core.analysis.predict import Predictor
+from core.reports import REPORTS
 from core.bench.costs import bookkeeping_costs, embedding_costs, saliency_latency, step_costs
 from core.bench.pipelines import run_bench
 from core.bench.race import run_race
@@ -189,17 +188,20 @@ def cmd_runs(args) -> int:
 
     def pct(v):
         return f"{v:.2f}" if v is not None else "-"
-    print(f"{'run id':<44} {'arch':<7} {'status':<11} {'epochs':>6} {'val':>8} {'test':>6}")
+
+    def interval(ci):
+        return f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "-"
+    print(f"{'run id':<44} {'arch':<7} {'status':<11} {'epochs':>6} {'val':>8} {'test':>6} {'test 95% CI':>13}")
     for r in runs:
         epochs = f"{r.epochs_done}/{r.config.get('epochs', '?')}"
         warn = "  ! " + "; ".join(r.warnings) if r.warnings else ""
         print(f"{r.run_id:<44} {r.arch:<7} {r.status:<11} {epochs:>6} {pct(r.val_acc):>8} "
-              f"{pct(r.test_acc):>6}{warn}")
+              f"{pct(r.test_acc):>6} {interval(r.test_ci):>13}{warn}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    predictor = Predictor.from_run(args.run, args.checkpoints)
+    predictor = Predictor.from_run(args.run, args.checkpoints, calibrated=args.calibrated)
     failed = 0
     for image in args.images:
         try:
@@ -217,10 +219,15 @@ def cmd_predict(args) -> int:
         digit = int(probs.argmax())
         if args.json:
             print(strict_json({"file": image, "digit": digit,
-                              "probabilities": [round(float(p), 6) for p in probs]}))
+                              "probabilities": [round(float(p), 6) for p in probs], **_confidences(predictor)}))
         else:
-            print(f"{image}: {digit} ({probs[digit] * 100:.1f}%)")
+            print(f"{image}: {digit} ({probs[digit] * 100:.1f}%{', calibrated' if predictor.calibrated else ''})")
     return 1 if failed else 0
+
+
+def _confidences(predictor: Predictor) -> dict:
+    """What the JSON says of its probabilities: calibrated (by which temperature) or the model's own."""
+    return {"calibrated": True, "temperature": predictor.temperature} if predictor.calibrated else {}
 
 
 def _predict_csv(predictor, path: str, as_json: bool) -> int:
@@ -228,10 +235,12 @@ def _predict_csv(predictor, path: str, as_json: bool) -> int:
     probs = predictor.probabilities(table.images.numpy().astype("float32") / 255.0)
     for row, p in enumerate(probs, start=1):
         digit = int(p.argmax())
-        record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p]}
+        record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p],
+                  **_confidences(predictor)}
         if table.has_labels:
             record["label"] = int(table.labels[row - 1])
-        print(strict_json(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%)")
+        calibrated = ", calibrated" if predictor.calibrated else ""
+        print(strict_json(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%{calibrated})")
     return 0
 
 
@@ -283,49 +292,5 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_ensemble(args) -> int:
-    print(create_ensemble(args.runs, name=args.name, root=args.checkpoints))
-    return 0
-
-
-def cmd_label_issues(args) -> int:
-    if args.top < 1:
-        raise ConfigError(f"--top must be a whole number >= 1, got {args.top}")
-    runs = args.runs
-    if not runs:  # the default: runs a damaged one is left out of, with a warning naming it
-        runs, skipped = label_issues.usable_default_runs(args.checkpoints)
-        for warning in skipped:
-            print(f"warning: {warning}", file=sys.stderr)
-    ranking = label_issues.rank(runs, args.checkpoints)
-    top = ranking.top(args.top)
-    rows = [{"rank": n, "index": int(r.index), "label": int(r.label), "suggested": int(r.suggested),
-             "score": float(r.score), "confirmed": bool(r.confirmed)} for n, r in enumerate(top.itertuples(), 1)]
-    if args.json:
-        print(strict_json(rows))
-        return 0
-    print(f"label issues from {len(runs)} run(s); {ranking.confirmed_in_top(args.top)} of the 15 "
-          f"human-confirmed errors in the top {args.top}")
-    print(f"{'rank':>4}  {'index':>5}  label  suggested  {'score':>8}")
-    for row in rows:
-        print(f"{row['rank']:>4}  {row['index']:>5}  {row['label']:>5}  {row['suggested']:>9}  {row['score']:8.5f}"
-              + ("  confirmed label error" if row["confirmed"] else ""))
-    return 0
-
-
-def cmd_embedding(args) -> int:
-    emb = embedding(args.run, args.method, args.checkpoints, args.data,
-                    report=lambda line: print(line, file=sys.stderr, flush=True))
-    if emb.cached:
-        how = "read from the run folder"
-    elif emb.not_kept:
-        how = f"computed, but not kept in the run folder ({emb.not_kept}): it will be computed again next time"
-    else:
-        how = "computed and kept in the run folder"
-    print(f"{METHODS[args.method]} map of {len(emb.xy):,} test images, {how}; took {emb.seconds:.1f} s "
-          f"to compute; {int(emb.mistakes.sum())} mistakes")
-    return 0
-
-
 COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
-            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench, "ensemble": cmd_ensemble,
-            "label-issues": cmd_label_issues, "embedding": cmd_embedding}
+            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench, **REPORTS}

@@ -324,8 +324,10 @@ def drag_box_on_chart(page, timeout: float = 60.0, box=(0.35, 0.35, 0.6, 0.6)) -
 
 
 def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=tuple(PAGES),
-                     sketch_digit: str = "7", timeout: float = 90.0) -> list[tuple[Path, list[str]]]:
-    """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it.
+                     sketch_digit: str = "7", timeout: float = 90.0,
+                     settle_ms: int = 800) -> list[tuple[Path, list[str]]]:
+    """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it, `settle_ms`
+    after the page's run ends (charts and images finish painting: the README's pictures wait).
 
     Returns (out_dir/screenshot-<page>.png, problems seen on that page) per page; the PNGs are
     1400 px wide and as tall as the page.
@@ -355,7 +357,7 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                     wait_for_app(page, timeout)
             # Park the mouse right of the content: no tooltip, hover highlight or sidebar button.
             page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)
-            page.wait_for_timeout(800)  # ms: charts (Vega) and images finish painting after the run
+            page.wait_for_timeout(settle_ms)
             target = out_dir / f"screenshot-{path}.png"
             full_screenshot(page, target)
             shots.append((target, problems(page)))

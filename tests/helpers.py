@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,18 +12,35 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNIST_LAB_DATA") or REPO / "data").resolve()
 
 
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """`python -m core ARGV` in this process: (exit code, stdout, stderr)."""
+def run_cli(*argv: str, cwd=None) -> tuple[int, str, str]:
+    """`python -m core ARGV` in this process, from `cwd` if given: (exit code, stdout, stderr).
+    The same main() the entry points call, without the interpreter's two-second start (tests that
+    need a real process, for signals, another user or the entry points, start one). The signal
+    handlers a command installs are put back afterwards."""
+    import contextlib
     import io
-    from contextlib import redirect_stderr, redirect_stdout
+    import signal
     from core.cli import main
     out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = exc.code
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                (contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext()):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return code, out.getvalue(), err.getvalue()
+
+
+def cli_result(*argv: str, cwd=None) -> subprocess.CompletedProcess:
+    """run_cli's result as a CompletedProcess (returncode, stdout, stderr), for tests written
+    against a real process that need none of its properties."""
+    code, out, err = run_cli(*argv, cwd=cwd)
+    return subprocess.CompletedProcess(list(argv), code, out, err)
 
 
 def require_mnist() -> Path:

@@ -1,7 +1,9 @@
 """Issue 10: bad input is refused before a run folder exists, in one line (exit 2 unless said).
 
-Every CLI case runs `python -m core` as a user would and checks the exit status, the one-line
-message, that no traceback is printed, and which run folders are left."""
+Every CLI case runs the command line's main() with the user's arguments and checks the exit
+status, the one-line message, that no traceback is printed, and which run folders are left. The
+refusals run in this process (the same code without the interpreter's start); the cases that
+train, or that a signal ends, start a real `python -m core`."""
 from __future__ import annotations
 
 import signal
@@ -13,15 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, require_mnist, write_digits_csv
+from tests.helpers import REPO, require_mnist, run_cli, write_digits_csv
 
 RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def cli(tmp_path: Path, *argv: str, data=None, cwd=REPO, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path / "c"),
-                           "--data", str(data or require_mnist()), *argv],
-                          cwd=cwd, capture_output=True, text=True, **kwargs)
+def cli(tmp_path: Path, *argv: str, data=None, cwd=None, process: bool = False) -> subprocess.CompletedProcess:
+    """The command's exit status and output; in this process unless `process`."""
+    full = ["--checkpoints", str(tmp_path / "c"), "--data", str(data or require_mnist()), *argv]
+    if process:
+        return subprocess.run([sys.executable, "-m", "core", *full], cwd=cwd or REPO, capture_output=True, text=True)
+    code, out, err = run_cli(*full, cwd=cwd)
+    return subprocess.CompletedProcess(full, code, out, err)
 
 
 def runs_left(tmp_path: Path) -> list[str]:
@@ -51,7 +56,6 @@ TINY = ("--arch", "mlp", "--epochs", "1", "--train-limit", "500", "--device", "c
 # --- 1. errors found before the folder exists ---------------------------------------------------
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
-@pytest.mark.slow
 def test_a_bad_csv_leaves_no_run_folder(tmp_path, command):
     extra = ("--lr", "0.01", "--batch-size", "64") if command == "sweep" else ()
     bad = tmp_path / "bad.csv"
@@ -88,7 +92,6 @@ def altered_mnist(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["label", "pixel"])
-@pytest.mark.slow
 def test_altered_mnist_content_is_refused_before_any_folder(tmp_path, altered_mnist, kind):
     err = refused(cli(tmp_path, "train", *TINY, data=altered_mnist[kind]), "MD5", "python -m core fetch", code=1)
     assert "t10k-" in err
@@ -135,7 +138,7 @@ def test_resume_can_move_a_run_to_the_cpu(tmp_path):
     from core.training.loop import prepare_run
     writer = prepare_run(TrainConfig(arch="mlp", epochs=1, train_limit=500, device="cuda"), root=tmp_path / "c")
     writer.release()
-    proc = cli(tmp_path, "train", "--resume", writer.run_id, "--device", "cpu", "--quiet")
+    proc = cli(tmp_path, "train", "--resume", writer.run_id, "--device", "cpu", "--quiet", process=True)
     assert proc.returncode == 0, proc.stderr
     run = load_run(writer.run_id, tmp_path / "c")
     assert run.status == "finished" and run.config["device"] == "cpu"
@@ -143,14 +146,12 @@ def test_resume_can_move_a_run_to_the_cpu(tmp_path):
 
 # --- 3. smaller ---------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_resume_refuses_options_it_would_ignore(tmp_path):
     refused(cli(tmp_path, "train", "--resume", "some-run", "--epochs", "3", "--lr", "0.1"),
             "--resume", "--epochs", "--lr")
     refused(cli(tmp_path, "train", "--resume", "some-run", "--run-id", "some-run"), "--resume", "--run-id")
 
 
-@pytest.mark.slow
 def test_run_id_on_a_finished_run_says_it_is_finished(tmp_path):
     from core.config import TrainConfig
     from core.training.loop import prepare_run
@@ -161,13 +162,11 @@ def test_run_id_on_a_finished_run_says_it_is_finished(tmp_path):
     assert "--resume" not in err
 
 
-@pytest.mark.slow
 def test_an_empty_csv_option_is_refused(tmp_path):
     refused(cli(tmp_path, "train", *TINY, "--csv", ""), "--csv")
     assert runs_left(tmp_path) == []
 
 
-@pytest.mark.slow
 def test_a_one_row_csv_says_it_has_too_few_rows(tmp_path):
     err = refused(cli(tmp_path, "train", *TINY, "--csv", str(digits_csv(tmp_path / "one.csv", 1))), "too few rows")
     assert "between 1 and 0" not in err
@@ -178,14 +177,13 @@ def test_a_one_row_csv_says_it_has_too_few_rows(tmp_path):
 def test_a_relative_csv_is_stored_absolute(tmp_path):
     from core.store.runs import load_run
     digits_csv(tmp_path / "digits.csv", 30)
-    proc = cli(tmp_path, "train", *TINY, "--csv", "digits.csv", cwd=tmp_path)
+    proc = cli(tmp_path, "train", *TINY, "--csv", "digits.csv", cwd=tmp_path, process=True)
     assert proc.returncode == 0, proc.stderr
     [run_id] = runs_left(tmp_path)
     assert load_run(run_id, tmp_path / "c").config["csv"] == str(tmp_path / "digits.csv")
 
 
 @pytest.mark.parametrize("separator, shown", [(";", "';'"), ("\t", "tab")])
-@pytest.mark.slow
 def test_another_separator_is_named_briefly(tmp_path, separator, shown):
     path = digits_csv(tmp_path / "digits.csv", 3)
     path.write_text(path.read_text().replace(",", separator))
@@ -220,7 +218,6 @@ def test_cancelling_a_sweep_exits_3(tmp_path):
     assert "Traceback" not in err
 
 
-@pytest.mark.slow
 def test_a_sweep_grid_has_a_cell_cap(tmp_path):
     from core.config import ConfigError, TrainConfig
     from core.training.grids import MAX_CELLS, prepare_sweep
@@ -235,7 +232,6 @@ def test_a_sweep_grid_has_a_cell_cap(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("--batch-size", "0"), ("--epochs", "0"),
                                            ("--sketch-repeats", "0"), ("--train-limit", "-5")])
-@pytest.mark.slow
 def test_bench_validates_its_options_up_front(tmp_path, option, value):
     started = time.perf_counter()
     refused(cli(tmp_path, "bench", "--device", "cpu", "--train-limit", "500", option, value), option, ">= 1")

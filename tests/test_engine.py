@@ -22,12 +22,15 @@ from core.data.mnist import load_mnist, make_split
 from core.store.folder import lock_held, run_dir
 from core.store.runs import load_model, load_predictions, load_run
 from core.training.recipe import build_optimizer, lr_factor
-from tests.helpers import REPO, require_mnist, train_new, train_tiny, write_digits_csv
+from tests.helpers import REPO, cli_result, require_mnist, train_new, train_tiny, write_digits_csv
 
 
-def cli(*args: str, root: Path, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(root), "--data", str(require_mnist()),
-                           *args], cwd=REPO, capture_output=True, text=True, timeout=300, **kwargs)
+def cli(*args: str, root: Path, process: bool = False) -> subprocess.CompletedProcess:
+    """The command line's main() in this process, or with `process` a real `python -m core`."""
+    full = ["--checkpoints", str(root), "--data", str(require_mnist()), *args]
+    if not process:
+        return cli_result(*full)
+    return subprocess.run([sys.executable, "-m", "core", *full], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 def dead_pid() -> int:
@@ -186,7 +189,7 @@ def test_a_bad_input_is_one_line_with_exit_2(tmp_path):
 
 @pytest.mark.slow
 def test_debug_prints_the_traceback_of_a_known_error(tmp_path):
-    proc = cli("--debug", "train", "--arch", "mlp", "--ema-decay", "2", root=tmp_path)
+    proc = cli("--debug", "train", "--arch", "mlp", "--ema-decay", "2", root=tmp_path, process=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from core.data.mnist import load_mnist
 from core.store.runs import load_predictions, load_run
-from tests.helpers import REPO, require_mnist, train_tiny, write_digits_csv
+from tests.helpers import REPO, cli_result, require_mnist, train_tiny, write_digits_csv
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,10 @@ def render(pixels: np.ndarray, kind: str) -> Image.Image:
     return Image.fromarray(rgba, "RGBA")
 
 
-def cli(*argv):
+def cli(*argv, process: bool = False):
+    """The command line's main() in this process, or with `process` a real `python -m core`."""
+    if not process:
+        return cli_result(*argv)
     return subprocess.run([sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 

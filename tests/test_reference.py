@@ -139,7 +139,7 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     half_keeps_digits = (before["probabilities"].astype(np.float16).astype(np.float32).argmax(1)
                          == before["predicted"]).all()
     from scripts.ship_reference import ship  # what ships the reference runs: reference.ship and the map
-    marker = ship(run_id, tmp_path, commit="abc")
+    marker = ship(run_id, tmp_path, commit="abc", map_method="pca")
     after = load_predictions(run_id, tmp_path)
     assert marker["probabilities"] == ("float16" if half_keeps_digits else "float32")
     assert marker["trained_at_commit"] == "abc"
@@ -148,7 +148,7 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     assert (tmp_path / run_id / PREDICTIONS).stat().st_size < size_before * (0.5 if half_keeps_digits else 0.8)
     assert not (tmp_path / run_id / TRAIN_STATE).exists() and reference.reference_ids(tmp_path) == [run_id]
     from core.analysis.embedding import cached
-    assert cached(run_id, "umap", tmp_path) is not None  # its embedding map ships with it
+    assert cached(run_id, "pca", tmp_path) is not None  # its embedding map ships with it
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed: verification must say so
     from safetensors.torch import load_file, save_file

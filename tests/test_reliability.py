@@ -19,7 +19,7 @@ from core.config import TrainConfig
 from core.data.mnist import MD5, md5sum
 from core.store.folder import RunError, run_dir
 from core.store.runs import delete_run, load_model, load_run, load_train_state, rename_run
-from tests.helpers import REPO, require_mnist, train_tiny
+from tests.helpers import REPO, cli_result, require_mnist, train_tiny
 
 
 def start_training(root: Path, *args: str, preexec=None) -> subprocess.Popen:
@@ -209,8 +209,12 @@ def test_a_run_name_is_only_a_label(tmp_path):
 
 # --- bad input gets a message -------------------------------------------------------------------
 
-def cli(*argv: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True, text=True, **kwargs)
+def cli(*argv: str, env=None) -> subprocess.CompletedProcess:
+    """The command line's main() in this process; a real `python -m core` where the test sets its
+    environment (PATH without curl or wget)."""
+    if env is None:
+        return cli_result(*argv)
+    return subprocess.run([sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.slow

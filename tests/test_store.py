@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import REPO
+from tests.helpers import REPO, run_cli
 
 DAMAGED = "20990101-000000-damaged"
 CLI_TIMEOUT = 120  # s: a reader blocked on a FIFO fails the test instead of hanging it
@@ -99,10 +99,14 @@ def _digit(tmp_path: Path) -> Path:
     return path
 
 
-def _cli(*argv, as_user: bool = False):
-    prefix = AS_USER if as_user else []
-    return subprocess.run([*prefix, sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True,
-                          text=True, timeout=CLI_TIMEOUT)
+def _cli(*argv, as_user: bool = False) -> subprocess.CompletedProcess:
+    """The command line's main() in this process; a real `python -m core` run as a user without
+    root's read-anything capability where `as_user` (root would read the unreadable run)."""
+    if as_user:
+        return subprocess.run([*AS_USER, sys.executable, "-m", "core", *argv], cwd=REPO, capture_output=True,
+                              text=True, timeout=CLI_TIMEOUT)
+    code, out, err = run_cli(*argv)
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))

@@ -8,7 +8,6 @@ t-SNE and PCA, all seeded, so a map is the same each time it is computed.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -25,8 +24,8 @@ from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
 from core.models import inference_layout
-from core.store.folder import ACTIVE, WEIGHTS, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
-from core.store.runs import load_model, load_predictions, load_run
+from core.store.folder import ACTIVE, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
+from core.store.runs import load_model, load_predictions, load_run, weights_sha256
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
 BATCH = 500  # test images per forward pass: bounded memory for the widest model
@@ -81,10 +80,10 @@ def project(feats: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 
 
 def _weights_sha(run_id: str, root) -> str:
-    path = run_dir(run_id, root) / WEIGHTS
-    if not is_regular_file(path):
-        raise EmbeddingError(f"run {run_id!r} has no saved weights: there are no features to map")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        return weights_sha256(run_id, root)
+    except RunError as exc:
+        raise EmbeddingError(f"{exc}: there are no features to map") from None
 
 
 def _saved_predictions(run_id: str, root, n: int):

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.analysis.calibration import CalibrationError, temperature_of
 from core.data.images import normalize, preprocess
 from core.store.runs import load_model, load_run
 
@@ -16,16 +17,30 @@ class Predictor:
     run_id: str
     arch: str
     model: nn.Module
+    temperature: float = 1.0  # 1: the model's own confidences; else its fitted calibration
+
+    @property
+    def calibrated(self) -> bool:
+        return self.temperature != 1.0
 
     @classmethod
-    def from_run(cls, run_id: str, root=None) -> "Predictor":
+    def from_run(cls, run_id: str, root=None, *, calibrated: bool = False) -> "Predictor":
+        """The run's model; with `calibrated`, its confidences scaled by the temperature fitted on
+        its validation split (core.analysis.calibration), which must have been fitted."""
         run = load_run(run_id, root)
-        return cls(run_id, run.arch, load_model(run_id, root))
+        temperature = 1.0
+        if calibrated:
+            found = temperature_of(run_id, root)
+            if found is None:
+                raise CalibrationError(f"run {run.name!r} has no calibration fitted for its current weights: "
+                                       f"run `python -m core calibration {run_id}` first")
+            temperature = found
+        return cls(run_id, run.arch, load_model(run_id, root), temperature)
 
     @torch.inference_mode()
     def probabilities(self, mnist_images: np.ndarray) -> np.ndarray:
         """(28, 28) or (N, 28, 28) arrays in [0, 1] -> class probabilities (N, 10)."""
-        return self.model(normalize(mnist_images)).softmax(1).numpy()
+        return (self.model(normalize(mnist_images)) / self.temperature).softmax(1).numpy()
 
     def predict_file(self, path) -> np.ndarray:
         """Probabilities (10,) for one image file, after MNIST's preprocessing."""

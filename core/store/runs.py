@@ -3,6 +3,7 @@ model, weights, test predictions and resume state of a run, and renaming or dele
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import os
 import pickle
@@ -21,6 +22,7 @@ from core.config import field_specs, name_problem
 from core.fsio import atomic_write_json
 from core.metrics import check_predictions
 from core.rebuild import RebuildError, build_model, saved_members
+from core.stats import wilson_percent
 from core.store.folder import (ACTIVE, CONFIG, DAMAGED, FORMAT_VERSION, HISTORY, HISTORY_COLUMNS, LOCK_NAME,
                                METRICS, PREDICTIONS, PROGRESS, REFERENCE, RUN_ID, STATUS, TRAIN_STATE, WEIGHTS,
                                RunError, checkpoints_dir, effective_status, is_regular_file, read_json,
@@ -136,6 +138,24 @@ class Run:
     def test_acc(self) -> float | None:
         value = self.metrics.get("test_accuracy")
         return float(value) if isinstance(value, (int, float)) else None
+
+    @property
+    def test_counts(self) -> tuple[int, int] | None:
+        """(test images right, test images) from the saved confusion matrix; None without one."""
+        matrix = self.metrics.get("confusion_matrix")
+        try:
+            cm = np.asarray(matrix, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            return None
+        if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or not cm.size or (cm < 0).any() or cm.sum() <= 0:
+            return None
+        return int(np.trace(cm)), int(cm.sum())
+
+    @property
+    def test_ci(self) -> tuple[float, float] | None:
+        """The 95% Wilson interval of the test accuracy, in %; None without test counts."""
+        counts = self.test_counts
+        return wilson_percent(*counts) if counts else None
 
     @property
     def has_weights(self) -> bool:
@@ -263,6 +283,18 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
                else str(exc).splitlines()[0])
         raise RunError(f"the weights of run {run_id!r} do not fit {arch}: {why}") from None
     return model.to(device).eval()
+
+
+def weights_sha256(run_id: str, root: str | os.PathLike | None = None) -> str:
+    """The SHA-256 of the run's weights file: what a result kept beside them (a map, a
+    calibration) records, so that new weights make it stale."""
+    path = run_dir(run_id, root) / WEIGHTS
+    if not is_regular_file(path):
+        raise RunError(f"run {run_id!r} has no saved weights")
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise RunError(f"the weights of run {run_id!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:

@@ -63,7 +63,7 @@ def eta_seconds(progress: dict, history: pd.DataFrame, epochs: int | None = None
 
 
 RUN_TABLE_COLUMNS = ["run_id", "name", "reference", "arch", "status", "parameters", "epochs", "epochs_planned",
-                     "val_acc", "test_acc", "sec_per_epoch", "device", "created", "warnings", "group"]
+                     "val_acc", "test_acc", "test_low", "test_high", "sec_per_epoch", "device", "created", "warnings", "group"]
 
 
 def run_table(runs: Iterable[Run]) -> pd.DataFrame:
@@ -71,12 +71,13 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
         params = run.metrics.get("parameters")
+        low, high = run.test_ci or (None, None)
         rows.append({
             "run_id": run.run_id, "name": run.name, "reference": run.reference, "arch": run.arch,
             "status": run.status,
             "parameters": params if isinstance(params, int) else None,
             "epochs": run.epochs_done, "epochs_planned": planned_epochs(run),
-            "val_acc": run.val_acc, "test_acc": run.test_acc,
+            "val_acc": run.val_acc, "test_acc": run.test_acc, "test_low": low, "test_high": high,
             "sec_per_epoch": seconds_per_epoch(run),
             "device": run.metrics.get("device") or run.config.get("device"),
             "created": run.status_info.get("created"), "warnings": "; ".join(run.warnings),
@@ -84,7 +85,7 @@ def run_table(runs: Iterable[Run]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=RUN_TABLE_COLUMNS)
     for column in ("parameters", "epochs_planned"):
         frame[column] = frame[column].astype("Int64")
-    for column in ("val_acc", "test_acc", "sec_per_epoch"):
+    for column in ("val_acc", "test_acc", "test_low", "test_high", "sec_per_epoch"):
         frame[column] = frame[column].astype("float64")
     return frame
 

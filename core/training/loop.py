@@ -15,9 +15,7 @@ all describe the same weights.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -26,9 +24,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.config import ConfigError, TrainConfig
+from core.config import TrainConfig
 from core.data import mnist as data_mod
-from core.data.csvfile import read_digits_csv
+from core.data.source import load_source, load_split
 from core.errors import Cancelled
 from core.metrics import confusion_matrix, evaluate, per_class
 from core.models import count_parameters, create_model, in_layout, trains_channels_last
@@ -189,47 +187,6 @@ def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: R
     return test_acc
 
 
-MIN_ROWS = 2  # a training CSV needs one image to train on and one to validate with
-
-
-@dataclass(frozen=True)
-class Source:
-    """The labelled images a run trains and validates on, MNIST's test set, and a summary."""
-    images: torch.Tensor  # uint8 (N, 28, 28)
-    labels: torch.Tensor  # int64 (N,)
-    mnist: data_mod.MNIST
-    info: dict
-
-
-@functools.lru_cache(maxsize=1)  # the CLI checks the file before the run folder exists, then trains
-def _read_csv(path: str, version: tuple[int, int] | None):
-    """`version` (size, mtime) keys the cache, so a file changed since is read again."""
-    return read_digits_csv(path)
-
-
-def load_source(cfg: TrainConfig, data_root=None) -> Source:
-    """Read and check the run's data (MNIST's content, the CSV's format and labels, enough
-    rows); raise a LabError saying what is wrong. Called before a run folder is created, so
-    bad data leaves no failed run behind."""
-    mnist = data_mod.load_mnist(data_root)
-    if not cfg.csv:
-        return Source(mnist.train_images, mnist.train_labels, mnist,
-                      {"source": "MNIST train", "rows": len(mnist.train_images), "test_duplicates_left_out": 0})
-    version = (os.stat(cfg.csv).st_size, os.stat(cfg.csv).st_mtime_ns) if os.path.isfile(cfg.csv) else None
-    table = _read_csv(cfg.csv, version)
-    if not table.has_labels:
-        raise ConfigError(f"{cfg.csv} has no 'label' column: it can be predicted, not trained on")
-    leaked = data_mod.mnist_test_copies(table.images, mnist.test_images)
-    images, labels = table.images[~leaked], table.labels[~leaked]
-    if not len(images):
-        raise ConfigError(f"every image of {cfg.csv} is one of MNIST's test images: nothing to train on")
-    if len(images) < MIN_ROWS:
-        raise ConfigError(f"{cfg.csv} has too few rows to train on: {len(images)} usable "
-                          f"(MNIST test images left out), at least {MIN_ROWS} needed")
-    return Source(images, labels, mnist, {"source": cfg.csv, "rows": len(table.images),
-                                          "test_duplicates_left_out": int(leaked.sum())})
-
-
 def check_trainable(cfg: TrainConfig, data_root=None) -> None:
     """Everything about `cfg` that can be checked before its run folder exists (MNIST there
     and intact, the CSV, the device), so bad input leaves no failed run behind; the CLI and
@@ -239,14 +196,6 @@ def check_trainable(cfg: TrainConfig, data_root=None) -> None:
                                  "run `python -m core fetch`")
     load_source(cfg, data_root)
     resolve_device(cfg.device)
-
-
-def load_split(cfg: TrainConfig, device: torch.device, data_root=None) -> tuple[data_mod.Split, dict]:
-    """The run's train/validation/test tensors on `device`, and what went into them."""
-    src = load_source(cfg, data_root)
-    split = data_mod.make_split(src.images, src.labels, src.mnist.test_images, src.mnist.test_labels,
-                                val_size=cfg.val_size, seed=cfg.seed, train_limit=cfg.train_limit, device=device)
-    return split, {**src.info, "train": len(split.x_train), "validation": len(split.x_val), "test": len(split.x_test)}
 
 
 def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,

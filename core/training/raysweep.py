@@ -43,7 +43,8 @@ from core.store.folder import DRIVER_INFO, DRIVERS, HANDOVER_NAME, LOG_NAME, Bus
 from core.store.runs import load_run
 from core.store.writer import RunWriter
 from core.training.grids import prepare_sweep
-from core.training.loop import load_source, train
+from core.data.source import load_source
+from core.training.loop import train
 from core.training.rayaddress import ClusterError, check_address
 
 GPU_FRACTION = 0.25   # of one GPU per trial where the cluster has GPUs: MNIST models are small

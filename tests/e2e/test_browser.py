@@ -212,7 +212,7 @@ def test_train_from_the_browser(page, base_url):
 
 def test_screenshots(browser, base_url, tmp_path):
     """scripts/screenshots.py's function writes one non-empty PNG per page."""
-    shots = harness.take_screenshots(browser, base_url, tmp_path)
+    shots = harness.take_screenshots(browser, base_url, tmp_path, settle_ms=100)
     written = [png for png, _ in shots]
     assert not [p for _, p in shots if p], f"pages with errors: {[(png.name, p) for png, p in shots if p]}"
     expected = {tmp_path / f"screenshot-{path}.png" for path in harness.PAGES}

@@ -1,0 +1,92 @@
+"""The commands that report on finished runs (core.cli parses their options): compare two runs,
+calibrate one, combine several as an ensemble, rank label issues, map the embedding. Each returns
+the exit status; a LabError is printed by core.cli as one line."""
+from __future__ import annotations
+
+import sys
+
+from core.analysis import label_issues
+from core.analysis.calibration import calibrate
+from core.analysis.compare import compare
+from core.analysis.embedding import METHODS, embedding
+from core.analysis.ensemble import create_ensemble
+from core.config import ConfigError
+from core.fsio import strict_json
+
+
+def cmd_compare(args) -> int:
+    result = compare(args.run_a, args.run_b, args.checkpoints)
+    if args.json:
+        print(strict_json(result.to_json()))
+        return 0
+    t = result.table
+    for figures in (result.a, result.b):
+        low, high = figures.ci95
+        print(f"{figures.name}: {figures.accuracy:.2f}% of {figures.n:,} test images (95% CI {low:.2f}-{high:.2f})")
+    print(f"right by both {t.both:,}, by {result.a.name} alone {t.a_only:,}, by {result.b.name} alone "
+          f"{t.b_only:,}, by neither {t.neither:,}")
+    low, high = (100 * x for x in t.difference_ci)
+    print(f"difference {100 * t.difference:+.2f} points (paired 95% CI {low:+.2f} to {high:+.2f}); "
+          f"McNemar exact p = {t.p_value:.4g}")
+    print(result.sentence())
+    return 0
+
+
+def cmd_calibration(args) -> int:
+    result = calibrate(args.run, args.checkpoints, args.data, refit=args.refit,
+                       report=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        print(strict_json(result.to_json()))
+        return 0
+    print(f"ECE ({result.bins} bins) of the saved test probabilities: {result.ece:.4f}")
+    print(f"temperature {result.temperature:.4f}, fitted on the {result.fitted_on['images']:,} images of the "
+          f"run's {result.fitted_on['split']} split (NLL {result.nll_before:.4f} -> {result.nll_after:.4f})")
+    print(f"ECE after temperature scaling: {result.ece_calibrated:.4f}")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    print(create_ensemble(args.runs, name=args.name, root=args.checkpoints))
+    return 0
+
+
+def cmd_label_issues(args) -> int:
+    if args.top < 1:
+        raise ConfigError(f"--top must be a whole number >= 1, got {args.top}")
+    runs = args.runs
+    if not runs:  # the default: runs a damaged one is left out of, with a warning naming it
+        runs, skipped = label_issues.usable_default_runs(args.checkpoints)
+        for warning in skipped:
+            print(f"warning: {warning}", file=sys.stderr)
+    ranking = label_issues.rank(runs, args.checkpoints)
+    top = ranking.top(args.top)
+    rows = [{"rank": n, "index": int(r.index), "label": int(r.label), "suggested": int(r.suggested),
+             "score": float(r.score), "confirmed": bool(r.confirmed)} for n, r in enumerate(top.itertuples(), 1)]
+    if args.json:
+        print(strict_json(rows))
+        return 0
+    print(f"label issues from {len(runs)} run(s); {ranking.confirmed_in_top(args.top)} of the 15 "
+          f"human-confirmed errors in the top {args.top}")
+    print(f"{'rank':>4}  {'index':>5}  label  suggested  {'score':>8}")
+    for row in rows:
+        print(f"{row['rank']:>4}  {row['index']:>5}  {row['label']:>5}  {row['suggested']:>9}  {row['score']:8.5f}"
+              + ("  confirmed label error" if row["confirmed"] else ""))
+    return 0
+
+
+def cmd_embedding(args) -> int:
+    emb = embedding(args.run, args.method, args.checkpoints, args.data,
+                    report=lambda line: print(line, file=sys.stderr, flush=True))
+    if emb.cached:
+        how = "read from the run folder"
+    elif emb.not_kept:
+        how = f"computed, but not kept in the run folder ({emb.not_kept}): it will be computed again next time"
+    else:
+        how = "computed and kept in the run folder"
+    print(f"{METHODS[args.method]} map of {len(emb.xy):,} test images, {how}; took {emb.seconds:.1f} s "
+          f"to compute; {int(emb.mistakes.sum())} mistakes")
+    return 0
+
+
+REPORTS = {"compare": cmd_compare, "calibration": cmd_calibration, "ensemble": cmd_ensemble,
+           "label-issues": cmd_label_issues, "embedding": cmd_embedding}
