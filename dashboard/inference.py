@@ -52,8 +52,9 @@ def freeze_heap() -> bool:
 _TORCH_THREADS = threading.Lock()
 
 
-def probabilities(models: Sequence, image: np.ndarray) -> list[np.ndarray]:
-    """Each model's class probabilities (10,) for one 28x28 image on [0, 1] (the Sketch page).
+def probabilities(models: Sequence, image: np.ndarray, temperatures: Sequence[float] | None = None) -> list[np.ndarray]:
+    """Each model's class probabilities (10,) for one 28x28 image on [0, 1] (the Sketch page), its
+    logits divided by its temperature where given (1: the model's own confidences).
 
     The image is normalised once for all the models, and the forward passes run under
     inference_mode on one thread: a single image is too small to share, and a second thread
@@ -64,7 +65,8 @@ def probabilities(models: Sequence, image: np.ndarray) -> list[np.ndarray]:
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():
-                return [model.model(batch).softmax(1)[0].numpy() for model in models]
+                return [(model.model(batch) / t).softmax(1)[0].numpy()
+                        for model, t in zip(models, temperatures or [1.0] * len(models))]
         finally:
             torch.set_num_threads(threads)
 

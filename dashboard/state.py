@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from core.analysis import label_issues
+from core.analysis import calibration, compare, label_issues
 from core.data import mnist as data_mod
 from core.store.cache import RunCache
-from core.store.folder import DATASET, PREDICTIONS, RunError, checkpoints_dir, read_json
+from core.store.folder import CALIBRATION, DATASET, PREDICTIONS, WEIGHTS, RunError, checkpoints_dir, read_json
 from core.store.runs import Run, load_predictions
 from dashboard.text import md_text
 
@@ -134,6 +134,29 @@ def label_ranking(run_ids: list[str]) -> label_issues.Ranking:
     """core.analysis.label_issues.rank of these runs, computed again only when a run changed
     (a LabError is raised, not kept)."""
     return _ranking(checkpoints_base(), tuple(run_ids), _predictions_stamp())
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing the runs image by image…")
+def _pairwise(base: str, run_ids: tuple[str, ...], stamp: tuple) -> compare.Pairwise:
+    return compare.pairwise(list(run_ids), base)
+
+
+def pairwise(run_ids: list[str]) -> compare.Pairwise:
+    """core.analysis.compare.pairwise of these runs, computed again only when a run changed (a
+    LabError is raised, not kept)."""
+    return _pairwise(checkpoints_base(), tuple(run_ids), _predictions_stamp())
+
+
+def kept_calibration(run: Run) -> calibration.Calibration | None:
+    """The run's kept calibration (core.analysis.calibration.cached), read again when its file or
+    its weights change."""
+    return _kept_calibration(checkpoints_base(), run.run_id, file_stamp(run.path / CALIBRATION),
+                             file_stamp(run.path / WEIGHTS))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _kept_calibration(base: str, run_id: str, stamp: tuple | None, weights: tuple | None):
+    return calibration.cached(run_id, base) if stamp else None
 
 
 def saved_predictions(run: Run) -> dict[str, np.ndarray] | None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from core.store.folder import STATUS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 APP = "dashboard/app.py"
 CHROMIUM = "/usr/bin/chromium"
 # Flags that work as root, with no GPU and no network (see /work/shared/ENVIRONMENT.md).

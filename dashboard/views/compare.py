@@ -1,4 +1,5 @@
-"""Compare: every run in one sortable table; the picked runs' curves overlaid in a 2x2 grid
+"""Compare: every run in one sortable table with its test accuracy's 95% interval; whether the
+picked runs really differ (dashboard.significance); their curves overlaid in a 2x2 grid
 (train/validation x loss/accuracy, seed 002's view); rename and delete."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from core.store import tables
 from core.errors import LabError
 from core.store.runs import delete_run, rename_run
 from dashboard.notices import no_runs_notice, show_run_warnings
+from dashboard.significance import groups_section, pairs_section
 from dashboard.state import accuracy_without_confirmed, load_runs, predictions_problem
 from dashboard.text import md_text
 from dashboard.widgets import CLEAN_HELP, VAL_HELP, pick_run, unique_names
@@ -17,10 +19,13 @@ from dashboard.widgets import CLEAN_HELP, VAL_HELP, pick_run, unique_names
 DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
 
 
-def runs_table(runs: list) -> list:
-    """The table; returns the runs selected in it (or the newest few with curves)."""
+def runs_table(runs: list) -> tuple[list, bool]:
+    """The table; returns the runs selected in it (or the newest few with curves), and whether
+    they were selected."""
     table = tables.run_table(runs)
     table["test_acc_clean"] = [accuracy_without_confirmed(r) for r in runs]
+    table["test_ci"] = [None if pd.isna(low) else f"{low:.2f}–{high:.2f}%"
+                        for low, high in zip(table["test_low"], table["test_high"])]
     for run in runs:  # its clean-label figure is blank: say why, by name
         problem = predictions_problem(run)
         if problem:
@@ -29,7 +34,7 @@ def runs_table(runs: list) -> list:
         table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
         placeholder="–",
         width="stretch", height=min(420, 38 + 35 * len(table)),
-        column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc", "test_acc_clean",
+        column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc", "test_ci", "test_acc_clean",
                       "sec_per_epoch", "device", "group", "created", "run_id"],
         column_config={
             "name": st.column_config.TextColumn("Name"),
@@ -42,6 +47,10 @@ def runs_table(runs: list) -> list:
             "epochs": st.column_config.NumberColumn("Epochs"),
             "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=VAL_HELP),
             "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
+            "test_ci": st.column_config.TextColumn(
+                "Test 95% CI", help="the 95% Wilson interval of the test accuracy: where the accuracy on "
+                                   "another 10,000 images like these would likely fall. Runs whose intervals "
+                                   "overlap may still differ: ask below"),
             "test_acc_clean": st.column_config.NumberColumn("Test acc (clean labels)", format="%.2f%%",
                                                             help=CLEAN_HELP),
             "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
@@ -52,12 +61,12 @@ def runs_table(runs: list) -> list:
             "run_id": st.column_config.TextColumn("Run id")})
     rows = list(event.selection.rows) if event is not None else []
     if rows:
-        return [runs[i] for i in rows if i < len(runs)]
+        return [runs[i] for i in rows if i < len(runs)], True
     with_curves = [r for r in runs if r.epochs_done > 0][:DEFAULT_SHOWN]
     if with_curves:
         st.caption(f"Select rows (the boxes on the left) to choose runs; showing the newest "
                    f"{len(with_curves)} with curves.")
-    return with_curves
+    return with_curves, False
 
 
 def groups_table(runs: list) -> None:
@@ -199,7 +208,9 @@ def page() -> None:
         st.stop()
     show_run_warnings(runs)
     groups_table(runs)
-    chosen = runs_table(runs)
+    chosen, ticked = runs_table(runs)
+    pairs_section(runs, chosen if ticked else [])
+    groups_section(runs)
     st.subheader("Curves", divider="gray")
     controls = st.columns([2, 2, 3])
     show_bands = controls[2].toggle("Show seed groups as bands", value=True, key="compare_bands",

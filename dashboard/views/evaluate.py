@@ -1,17 +1,20 @@
-"""Evaluate: one finished run's confusion matrix (click a cell to see its test images) and
-per-class precision, recall and F1, all from the run's saved test predictions."""
+"""Evaluate: one finished run's test accuracy with its interval, confusion matrix (click a cell to
+see its test images), per-class precision, recall and F1, and calibration (reliability diagram,
+ECE, a temperature fitted on the validation split), all from the run's saved test predictions."""
 from __future__ import annotations
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.analysis import label_issues, predictions
+from core.analysis import calibration, label_issues, predictions
 from core.analysis.ensemble import combine, create_ensemble
 from core.errors import LabError
+from core.stats import wilson_percent
+from dashboard.charts import reliability_chart
 from dashboard.explain import image_picker
 from dashboard.notices import report
-from dashboard.state import checkpoints_base, test_images
+from dashboard.state import checkpoints_base, kept_calibration, test_images
 from dashboard.text import md_text
 from dashboard.widgets import CLEAN_HELP, digit_grid, finished_run_or_stop, run_label
 
@@ -129,6 +132,48 @@ def ensemble_section(finished: list) -> None:
                                               "its predictions the mean of theirs")
 
 
+INTERVAL_HELP = ("the share of test images the run gets right; the caption below gives its 95% Wilson interval, "
+                 "where the accuracy on another test set like this one would likely fall")
+
+
+def calibration_section(run, preds) -> None:
+    """ECE and reliability of the saved test probabilities; the temperature fitted on the run's own
+    validation split, kept in its folder, and the same after it."""
+    st.subheader("Calibration", divider="gray")
+    st.caption(f"Does a confidence of 90% mean right 90% of the time? Test images binned by the top "
+               f"probability ({calibration.BINS} equal bins); ECE is the gap between confidence and accuracy, "
+               "weighted by the bins' sizes. Temperature scaling divides the logits by one number fitted on "
+               "the run's validation images (never the test set).")
+    labels, probs = preds["labels"], preds["probabilities"].astype("float64")
+    before = calibration.ece(probs, labels)
+    kept = kept_calibration(run)
+    m = st.columns(3)
+    m[0].metric("ECE of the test probabilities", f"{before:.4f}")
+    curves = {"as trained": calibration.reliability(probs, labels)}
+    if kept is not None:
+        m[1].metric("Temperature", f"{kept.temperature:.3f}",
+                    help=f"fitted on the {kept.fitted_on.get('images', 0):,} images of the run's validation split")
+        m[2].metric("ECE after temperature scaling", f"{kept.ece_calibrated:.4f}",
+                    delta=f"{kept.ece_calibrated - before:+.4f}", delta_color="inverse")
+        curves[f"scaled by T = {kept.temperature:.3f}"] = calibration.reliability(
+            calibration.scaled(probs, kept.temperature), labels)
+    st.altair_chart(reliability_chart(curves), width="stretch")
+    if kept is None:
+        if st.button("Fit a temperature on the validation split", icon=":material/thermostat:", key="eval_calibrate",
+                     disabled=run.status != "finished", help="a few seconds: one pass over the validation images"):
+            try:
+                with st.spinner("Fitting on the validation split…"):
+                    calibration.calibrate(run.run_id, checkpoints_base())
+            except LabError as exc:
+                report(exc)
+            else:
+                st.rerun()
+    else:
+        side = "under" if kept.temperature < 1 else "over"
+        st.caption(f"T = {kept.temperature:.3f} < 1 sharpens, > 1 softens: this run was {side}-confident. "
+                   "Sketch and `python -m core predict --calibrated` can show its scaled confidences.")
+
+
 def page() -> None:
     """The evaluate page, as Streamlit runs it (dashboard/app.py routes here)."""
     st.title("Evaluate")
@@ -140,13 +185,16 @@ def page() -> None:
     correct = int(cm.trace())
     total = int(cm.sum())
     m = st.columns(5)
-    m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%")
+    low, high = wilson_percent(correct, total)
+    m[0].metric("Test accuracy", f"{100 * correct / total:.2f}%", help=INTERVAL_HELP)
     _, cleaned = label_issues.accuracies(preds)
     m[1].metric("Clean-label accuracy", f"{cleaned:.2f}%", help=CLEAN_HELP)
     m[2].metric("Test images", f"{total:,}")
     m[3].metric("Mistakes", f"{total - correct:,}")
     parameters = run.metrics.get("parameters")
     m[4].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
+    st.caption(f"95% interval of the test accuracy (Wilson): {low:.2f}–{high:.2f}%, from {correct:,} of "
+               f"{total:,} images right.")
 
     if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
         st.session_state["eval_true"], st.session_state["eval_predicted"] = predictions.top_confusion(cm)
@@ -182,6 +230,7 @@ def page() -> None:
         "f1": st.column_config.ProgressColumn("F1", format="percent", min_value=0, max_value=1),
         "support": st.column_config.NumberColumn("Support (test images)")})
 
+    calibration_section(run, preds)
     ensemble_section(finished)
 
 

@@ -31,6 +31,7 @@ from core.models import list_models
 from core.data.images import ImageError, to_mnist
 from dashboard.explain import saliency_panel
 from dashboard.inference import freeze_heap, handwriting_scores, predictor, probabilities
+from dashboard.state import kept_calibration
 from dashboard.widgets import digit_grid, digit_image, finished_runs_or_stop, run_label
 
 CANVAS = 280      # px, ten times MNIST's side
@@ -141,14 +142,21 @@ def choose_models(candidates: list) -> list:
     chosen = st.multiselect("Models", list(by_id), default=best, key="sketch_models",
                             format_func=lambda i: run_label(by_id[i]), max_selections=MAX_MODELS)
     st.caption("By default the best finished run of each architecture.")
+    st.toggle("Calibrated confidences", key="sketch_calibrated",
+              help="each model's probabilities scaled by the temperature fitted on its validation split "
+                   "(Evaluate fits one); a model without a fit shows its own and says so")
     return [by_id[i] for i in chosen]
 
 
 def models_table(models: list) -> None:
+    intervals = [r.test_ci for r in models]
     st.dataframe(pd.DataFrame({"model": [r.name for r in models], "arch": [r.arch for r in models],
-                               "test accuracy": [r.test_acc for r in models]}),
+                               "test accuracy": [r.test_acc for r in models],
+                               "95% CI": [f"{c[0]:.2f}–{c[1]:.2f}%" if c else None for c in intervals]}),
                  hide_index=True, width="stretch", key="sketch_models_table",
-                 column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%")})
+                 column_config={"test accuracy": st.column_config.NumberColumn(format="%.2f%%"),
+                                "95% CI": st.column_config.TextColumn(
+                                    help="the 95% Wilson interval of the test accuracy")})
 
 
 # The cards' look, sent once with them (inline styles on every bar made the cards' message 29 KB).
@@ -175,11 +183,23 @@ def probability_bars(probs: np.ndarray) -> str:
                    for digit, p in enumerate(probs.astype(float)))
 
 
-def card(run, probs: np.ndarray) -> str:
-    """One model's card as HTML: the predicted digit, how sure it is, the ten probabilities."""
+def card(run, probs: np.ndarray, confidence: str = "") -> str:
+    """One model's card as HTML: the predicted digit, how sure it is (and how that was scaled,
+    where `confidence` says), the ten probabilities."""
     top = int(np.argmax(probs))
+    note = f" ({html.escape(confidence)})" if confidence else ""
     return (f'<div class="sk-card"><h3>Predicted: {top}</h3><p>{html.escape(run.name)} · '
-            f'{html.escape(run.arch)} · {probs[top]:.1%} sure</p>{probability_bars(probs)}</div>')
+            f'{html.escape(run.arch)} · {probs[top]:.1%} sure{note}</p>{probability_bars(probs)}</div>')
+
+
+def temperatures(models: list) -> tuple[list[float], list[str]]:
+    """Each model's temperature and what its card says of it: 1 and nothing unless calibrated
+    confidences are asked for; then its kept fit, or 1 and "no fit yet"."""
+    if not st.session_state.get("sketch_calibrated"):
+        return [1.0] * len(models), [""] * len(models)
+    kept = [kept_calibration(run) for run in models]
+    return ([k.temperature if k else 1.0 for k in kept],
+            [f"calibrated, T = {k.temperature:.2f}" if k else "no calibration fitted yet" for k in kept])
 
 
 def predictions(digit: np.ndarray, models: list) -> None:
@@ -190,8 +210,9 @@ def predictions(digit: np.ndarray, models: list) -> None:
     if not loaded:
         return
     freeze_heap()  # once per process, with the models loaded: no long garbage-collector pauses
-    all_probs = probabilities([model for _, model in loaded], digit)
-    cards = "".join(card(run, probs) for (run, _), probs in zip(loaded, all_probs))
+    scales, notes = temperatures([run for run, _ in loaded])
+    all_probs = probabilities([model for _, model in loaded], digit, scales)
+    cards = "".join(card(run, probs, note) for (run, _), probs, note in zip(loaded, all_probs, notes))
     st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
     why(digit, [run for run, _ in loaded])
 
