@@ -7,7 +7,9 @@ README's table and the shipped runs are the same thing (tests/test_reference.py 
 With --name it reads your own finished runs of that name instead (the full recipe, as
 `python -m core train --arch lenet --name NAME` makes it). For each registered architecture
 it takes the qualifying run with the best validation accuracy and prints its measured test
-accuracy, epochs, training time, device and date.
+accuracy with its 95% Wilson interval, whether the target (the seed's published figure, or the
+lab's own for its recipes) lies inside that interval, below it or above it, epochs, training
+time, device and date.
 Only runs of the current recipe count: a run whose hyperparameters or parameter count differ
 from today's registry (a recipe or architecture changed since) is left out.
 """
@@ -45,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 def table(runs: list, name: str | None = None) -> str:
     """The markdown table for the reference runs among `runs` (or the runs named `name`)."""
     runs = [r for r in runs if r.status == "finished" and (r.name == name if name else r.reference)]
-    lines = ["| model | from | parameters | default recipe | target | test accuracy | val (kept weights) "
-             "| epochs | training time | device | date |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| model | from | parameters | default recipe | target | test accuracy (95% CI) | the target lies "
+             "| val (kept weights) | epochs | training time | device | date |",
+             "|---|---|---:|---|---:|---:|---|---:|---:|---:|---|---|"]
     for arch in list_models():
         spec = get_spec(arch)
         r = spec.recipe.describe()
@@ -56,15 +58,25 @@ def table(runs: list, name: str | None = None) -> str:
                       key=lambda x: x.val_acc or 0, reverse=True)
         if not mine:
             lines.append(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% "
-                         "| not measured | | | | | |")
+                         "| not measured | | | | | | |")
             continue
         run = mine[0]
-        met = "✓" if run.test_acc >= spec.target else "✗ below target"
+        low, high = run.test_ci
         lines.append(f"| `{arch}` | {spec.source} | {parameters:,} | {r} | ≥ {spec.target}% | "
-                     f"**{run.test_acc:.2f}%** {met} | {run.val_acc:.2f}% | {run.epochs_done} | "
+                     f"**{run.test_acc:.2f}%** ({low:.2f}–{high:.2f}) | {verdict(spec.target, low, high)} | "
+                     f"{run.val_acc:.2f}% | {run.epochs_done} | "
                      f"{_duration(run.history['seconds'].sum())} | {run.metrics.get('device', '?')} | "
                      f"{str(run.metrics.get('finished', ''))[:10]} |")
     return "\n".join(lines)
+
+
+def verdict(target: float, low: float, high: float) -> str:
+    """Where the target lies against the run's 95% interval, in words."""
+    if target < low:
+        return "below the interval (beaten)"
+    if target > high:
+        return "above the interval (missed)"
+    return "inside the interval (consistent)"
 
 
 def _duration(seconds: float) -> str:

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from core.analysis.calibration import calibrate
 from core.analysis.embedding import embedding
 from core.store import reference
 from core.store.runs import list_runs, load_run
@@ -24,10 +25,12 @@ BEGIN, END = "# reference runs (scripts/ship_reference.py): tracked", "# end of 
 
 
 def ship(run_id: str, dest: Path, commit: str | None = None, map_method: str = "umap") -> dict:
-    """Make the run a reference run (core.store.reference.ship) and, for a recipe's own run (not
-    a sweep's), compute its map (UMAP, the Embedding map page's default, so the page opens full;
-    the tests ask for PCA, the same path in a fraction of the time)."""
+    """Make the run a reference run (core.store.reference.ship), fit its calibration on its
+    validation split, and, for a recipe's own run (not a sweep's), compute its map (UMAP, the
+    Embedding map page's default, so the page opens full; the tests ask for PCA, the same path
+    in a fraction of the time)."""
     marker = reference.ship(run_id, dest, commit=commit)
+    calibrate(run_id, dest)
     if not load_run(run_id, dest).config.get("sweep"):
         embedding(run_id, map_method, dest)
     return marker

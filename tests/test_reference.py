@@ -87,6 +87,24 @@ def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
     assert ignored("checkpoints/20990101-000000-lenet-reference/model.safetensors")  # not one of ours
 
 
+@pytest.mark.parametrize("run_id", IDS)
+def test_every_reference_run_ships_its_calibration_fitted_on_its_validation_split(run_id):
+    """Oracle: the kept ECE is that of the saved test probabilities, binned here (15 bins)."""
+    from core.analysis import calibration
+    kept = calibration.cached(run_id, SHIPPED)
+    assert kept is not None, f"no current calibration: run `python -m core calibration {run_id}` and commit it"
+    run = load_run(run_id, SHIPPED)
+    assert kept.fitted_on["split"] == "validation" and kept.fitted_on["images"] == run.config["val_size"]
+    saved = load_predictions(run_id, SHIPPED)
+    probs, labels = saved["probabilities"].astype(np.float64), saved["labels"]
+    confidence, hit = probs.max(1), probs.argmax(1) == labels
+    edges = np.linspace(0, 1, 16)
+    ece = sum(((confidence > lo) & (confidence <= hi)).mean()
+              * abs(confidence[(confidence > lo) & (confidence <= hi)].mean() - hit[(confidence > lo) & (confidence <= hi)].mean())
+              for lo, hi in zip(edges[:-1], edges[1:]) if ((confidence > lo) & (confidence <= hi)).any())
+    assert kept.ece == pytest.approx(ece, abs=1e-6)
+
+
 @pytest.mark.parametrize("run_id", [i for i in IDS if not load_run(i, SHIPPED).config.get("sweep")])
 def test_a_recipes_reference_run_ships_the_embedding_map_of_its_weights(run_id):
     from core.analysis.embedding import cached
@@ -149,6 +167,8 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     assert not (tmp_path / run_id / TRAIN_STATE).exists() and reference.reference_ids(tmp_path) == [run_id]
     from core.analysis.embedding import cached
     assert cached(run_id, "pca", tmp_path) is not None  # its embedding map ships with it
+    from core.analysis import calibration
+    assert calibration.cached(run_id, tmp_path) is not None  # and its calibration
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed: verification must say so
     from safetensors.torch import load_file, save_file
