@@ -70,7 +70,7 @@ def p_value_matrix(p_values: pd.DataFrame, names: dict[str, str], alpha: float, 
     cells = base.mark_rect().encode(
         color=alt.Color("verdict:N", title=f"at the {alpha:.0%} level",
                         scale=alt.Scale(domain=["different", "no evidence", ""], range=["#f58518", "#c6dbef", "#f4f4f4"]),
-                        legend=alt.Legend(orient="top")),
+                        legend=alt.Legend(orient="top", values=["different", "no evidence"])),
         tooltip=[alt.Tooltip("row:N", title="run"), alt.Tooltip("column:N", title="against"),
                  alt.Tooltip("p:Q", title="p (Holm)", format=".4f")])
     text = base.mark_text(fontSize=12).encode(text="text:N")

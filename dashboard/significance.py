@@ -33,12 +33,12 @@ def default_pick(candidates: list[Run], chosen: list[Run]) -> list[str]:
 
 def two_runs(result: Comparison, names: dict[str, str]) -> None:
     a, b, t = result.a, result.b, result.table
-    left, right = st.columns([1, 1.3], gap="large")
+    left, right = st.columns([1.2, 1], gap="large")
     with left:
         table = pd.DataFrame({f"{names[b.run_id]} right": [t.both, t.b_only],
                               f"{names[b.run_id]} wrong": [t.a_only, t.neither]},
                              index=[f"{names[a.run_id]} right", f"{names[a.run_id]} wrong"])
-        st.dataframe(table, key="sig_table")
+        st.dataframe(table, key="sig_table", width="stretch")
         st.caption(f"{t.n:,} test images, each counted once. Only the off-diagonal cells "
                    f"({t.a_only:,} and {t.b_only:,}) tell the two runs apart.")
     with right:
