@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import MISSING
 
+from core.analysis import ood
 from core.commands import COMMANDS
 from core.config import SWEPT_FIELDS, field_specs
 from core.errors import LabError
@@ -148,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", metavar="RUN_B", help="another finished run id")
     compare.add_argument("--json", action="store_true",
                          help="one JSON object: a_only, b_only, p_value, each run's accuracy and ci95, ...")
+
+    detector = sub.add_parser("ood", help="not a digit: a run's out-of-distribution detector (pytorch-ood), fitted "
+                                          "on its training split, its threshold on its validation split (kept)")
+    detector.add_argument("run", metavar="RUN", help="a finished run id")
+    detector.add_argument("--detector", default=ood.DEFAULT, choices=list(ood.DETECTORS),
+                          help=f"which detector to fit and keep (default: {ood.DEFAULT}, chosen on the lab's "
+                               "not-a-digit set)")
+    detector.add_argument("--refit", action="store_true", help="fit again even if a detector is kept")
+    detector.add_argument("--evaluate", action="store_true",
+                          help="measure every detector on the lab's not-a-digit set against MNIST's test digits "
+                               "(about a minute), and keep the figures with the detector")
+    detector.add_argument("--json", action="store_true", help="one JSON object")
 
     calibration = sub.add_parser("calibration", help="expected calibration error of a run's test probabilities, "
                                                      "and a temperature fitted on its validation split (kept)")

@@ -11,6 +11,7 @@ import threading
 
 from tqdm import tqdm
 
+from core.analysis.ood import detector_for
 from core.analysis.predict import Predictor
 from core.reports import REPORTS
 from core.bench.costs import bookkeeping_costs, embedding_costs, saliency_latency, step_costs
@@ -18,7 +19,7 @@ from core.bench.pipelines import run_bench
 from core.bench.race import run_race
 from core.config import ConfigError, TrainConfig, field_specs
 from core.data.csvfile import CSVFormatError, read_digits_csv
-from core.data.images import ImageError
+from core.data.images import ImageError, preprocess
 from core.data.mnist import fetch
 from core.errors import Cancelled, LabError
 from core.fsio import strict_json
@@ -202,13 +203,16 @@ def cmd_runs(args) -> int:
 
 def cmd_predict(args) -> int:
     predictor = Predictor.from_run(args.run, args.checkpoints, calibrated=args.calibrated)
+    predictor.detector = _detector(args)
     failed = 0
     for image in args.images:
         try:
             if image.lower().endswith(".csv"):  # Kaggle-format rows (seed 003): one result per row
                 failed += _predict_csv(predictor, image, args.json)
                 continue
-            probs = predictor.predict_file(image)
+            mnist_image, _ = preprocess(image)
+            probs = predictor.probabilities(mnist_image)[0]
+            judged = _judge(predictor, mnist_image)
         except (ImageError, CSVFormatError) as exc:
             failed += 1
             if args.json:
@@ -218,11 +222,43 @@ def cmd_predict(args) -> int:
             continue
         digit = int(probs.argmax())
         if args.json:
-            print(strict_json({"file": image, "digit": digit,
-                              "probabilities": [round(float(p), 6) for p in probs], **_confidences(predictor)}))
+            print(strict_json({"file": image, "digit": digit, "probabilities": [round(float(p), 6) for p in probs],
+                               **_confidences(predictor), **_ood_fields(predictor, judged, 0)}))
         else:
-            print(f"{image}: {digit} ({probs[digit] * 100:.1f}%{', calibrated' if predictor.calibrated else ''})")
+            print(f"{image}: {_plain(predictor, probs, judged, 0)}")
     return 1 if failed else 0
+
+
+def _detector(args):
+    """The run's not-a-digit detector, fitted first if it has none; None (said on stderr) if it
+    cannot be had, and predictions go on without the check."""
+    try:
+        return detector_for(args.run, args.checkpoints, args.data,
+                            report=lambda line: print(line, file=sys.stderr, flush=True))
+    except LabError as exc:
+        print(f"warning: no not-a-digit check: {exc}", file=sys.stderr)
+        return None
+
+
+def _judge(predictor: Predictor, images):
+    return predictor.not_a_digit(images) if predictor.detector is not None else None
+
+
+def _ood_fields(predictor: Predictor, judged, i: int) -> dict:
+    if judged is None:
+        return {"not_a_digit": None, "ood_score": None}
+    scores, flags = judged
+    return {"not_a_digit": bool(flags[i]), "ood_score": float(scores[i]), "ood_threshold": predictor.detector.threshold,
+            "ood_detector": predictor.detector.name}
+
+
+def _plain(predictor: Predictor, probs, judged, i: int) -> str:
+    digit = int(probs.argmax())
+    said = f"{digit} ({probs[digit] * 100:.1f}%{', calibrated' if predictor.calibrated else ''})"
+    if judged is not None and judged[1][i]:
+        return (f"not a digit to this model (score {judged[0][i]:.4g} above its threshold "
+                f"{predictor.detector.threshold:.4g}); it would say {said}")
+    return said
 
 
 def _confidences(predictor: Predictor) -> dict:
@@ -232,15 +268,16 @@ def _confidences(predictor: Predictor) -> dict:
 
 def _predict_csv(predictor, path: str, as_json: bool) -> int:
     table = read_digits_csv(path)
-    probs = predictor.probabilities(table.images.numpy().astype("float32") / 255.0)
+    images = table.images.numpy().astype("float32") / 255.0
+    probs = predictor.probabilities(images)
+    judged = _judge(predictor, images)
     for row, p in enumerate(probs, start=1):
         digit = int(p.argmax())
         record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p],
-                  **_confidences(predictor)}
+                  **_confidences(predictor), **_ood_fields(predictor, judged, row - 1)}
         if table.has_labels:
             record["label"] = int(table.labels[row - 1])
-        calibrated = ", calibrated" if predictor.calibrated else ""
-        print(strict_json(record) if as_json else f"{path} row {row}: {digit} ({p[digit] * 100:.1f}%{calibrated})")
+        print(strict_json(record) if as_json else f"{path} row {row}: {_plain(predictor, p, judged, row - 1)}")
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from core.analysis import label_issues
+from core.analysis import label_issues, ood, oodeval
 from core.analysis.calibration import calibrate
 from core.analysis.compare import compare
 from core.analysis.embedding import METHODS, embedding
@@ -29,6 +29,36 @@ def cmd_compare(args) -> int:
     print(f"difference {100 * t.difference:+.2f} points (paired 95% CI {low:+.2f} to {high:+.2f}); "
           f"McNemar exact p = {t.p_value:.4g}")
     print(result.sentence())
+    return 0
+
+
+def cmd_ood(args) -> int:
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.refit or args.detector != ood.DEFAULT:
+        detector = ood.fit(args.run, args.checkpoints, args.data, name=args.detector, report=say)
+    else:
+        detector = ood.detector_for(args.run, args.checkpoints, args.data, report=say)
+    if args.evaluate:
+        detector.evaluation = oodeval.evaluate(args.run, args.checkpoints, args.data, report=say)
+        ood.keep(detector, args.checkpoints)
+    summary = {"run_id": detector.run_id, "detector": detector.name, "threshold": detector.threshold,
+               "accept": ood.ACCEPT, "fitted_on": detector.fitted_on, "evaluation": detector.evaluation}
+    if args.json:
+        print(strict_json(summary))
+        return 0
+    print(f"not-a-digit detector of run {detector.run_id}: {ood.DETECTORS[detector.name]} ({detector.name}), "
+          f"threshold {detector.threshold:.4g}: {ood.ACCEPT:.0%} of its "
+          f"{detector.fitted_on.get('validation_images', 0):,} validation digits score at or below it")
+    figures = detector.evaluation.get("detectors") if detector.evaluation else None
+    if figures:
+        print(f"on the held-out half of the not-a-digit set ({detector.evaluation['non_digits']} images in all) "
+              f"against {detector.evaluation['test_digits']:,} MNIST test digits:")
+        print(f"{'detector':<12} {'AUROC':>6} {'FPR95':>6} {'non-digits flagged':>19} {'test digits flagged':>20} "
+              f"{'pad digits flagged':>19}")
+        for name, row in figures.items():
+            held = row["held-out"]
+            print(f"{name:<12} {held['auroc']:6.3f} {held['fpr95tpr']:6.3f} {held['flagged']:19.1%} "
+                  f"{row['test_flagged']:20.1%} {row['pad_flagged']:19.1%}")
     return 0
 
 
@@ -88,5 +118,5 @@ def cmd_embedding(args) -> int:
     return 0
 
 
-REPORTS = {"compare": cmd_compare, "calibration": cmd_calibration, "ensemble": cmd_ensemble,
+REPORTS = {"compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood, "ensemble": cmd_ensemble,
            "label-issues": cmd_label_issues, "embedding": cmd_embedding}

@@ -15,7 +15,8 @@ import torch
 from core.analysis.predict import Predictor
 from core.data import handwriting
 from core.data.images import normalize
-from core.store.folder import WEIGHTS
+from core.analysis import ood
+from core.store.folder import OOD, WEIGHTS
 from core.store.runs import Run
 from dashboard.notices import report
 from dashboard.state import checkpoints_base, file_mtime, file_stamp
@@ -25,6 +26,17 @@ from dashboard.text import md_text
 @st.cache_resource(max_entries=32, show_spinner="Loading model…")
 def cached_predictor(base: str, run_id: str, weights: tuple | None):
     return Predictor.from_run(run_id, base)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _kept_detector(base: str, run_id: str, weights: tuple | None, kept: tuple | None):
+    return ood.read_kept(run_id, base)
+
+
+def detector(run: Run) -> tuple[ood.Detector | None, str | None]:
+    """The run's kept not-a-digit detector (core.analysis.ood) and None, or None and why it has
+    none usable ("damaged: ..."; None: not fitted yet). Cached per weights and detector file."""
+    return _kept_detector(checkpoints_base(), run.run_id, file_stamp(run.path / WEIGHTS), file_stamp(run.path / OOD))
 
 
 def predictor(run: Run):
@@ -52,9 +64,12 @@ def freeze_heap() -> bool:
 _TORCH_THREADS = threading.Lock()
 
 
-def probabilities(models: Sequence, image: np.ndarray, temperatures: Sequence[float] | None = None) -> list[np.ndarray]:
+def probabilities(models: Sequence, image: np.ndarray, temperatures: Sequence[float] | None = None,
+                  detectors: Sequence | None = None) -> list:
     """Each model's class probabilities (10,) for one 28x28 image on [0, 1] (the Sketch page), its
-    logits divided by its temperature where given (1: the model's own confidences).
+    logits divided by its temperature where given (1: the model's own confidences). With
+    `detectors` (a not-a-digit detector or None per model), (probabilities, outlier score or None)
+    per model.
 
     The image is normalised once for all the models, and the forward passes run under
     inference_mode on one thread: a single image is too small to share, and a second thread
@@ -65,8 +80,17 @@ def probabilities(models: Sequence, image: np.ndarray, temperatures: Sequence[fl
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():
-                return [(model.model(batch) / t).softmax(1)[0].numpy()
-                        for model, t in zip(models, temperatures or [1.0] * len(models))]
+                scales = temperatures or [1.0] * len(models)
+                if detectors is None:
+                    return [(model.model(batch) / t).softmax(1)[0].numpy() for model, t in zip(models, scales)]
+                judged = []
+                for model, t, found in zip(models, scales, detectors):
+                    if found is None:
+                        judged.append(((model.model(batch) / t).softmax(1)[0].numpy(), None))
+                        continue
+                    out = ood.outputs(model.model, batch, many=False)
+                    judged.append(((out.logits / t).softmax(1)[0].numpy(), float(found.scores(out)[0])))
+                return judged
         finally:
             torch.set_num_threads(threads)
 

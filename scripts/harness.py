@@ -47,6 +47,13 @@ DIGIT_STROKES = {
     "1": [[(0.50, 0.15), (0.50, 0.85)]],
     "7": [[(0.25, 0.20), (0.75, 0.20), (0.42, 0.85)]],
 }
+# Drawings that are not digits (the Sketch pad's not-a-digit check), in canvas fractions.
+OTHER_STROKES = {
+    "H": [[(0.30, 0.15), (0.30, 0.85)], [(0.70, 0.15), (0.70, 0.85)], [(0.30, 0.50), (0.70, 0.50)]],
+    "hash": [[(0.40, 0.15), (0.40, 0.85)], [(0.60, 0.15), (0.60, 0.85)],
+             [(0.20, 0.40), (0.80, 0.40)], [(0.20, 0.60), (0.80, 0.60)]],
+    "star": [[(0.50, 0.12), (0.62, 0.85), (0.18, 0.38), (0.82, 0.38), (0.38, 0.85), (0.50, 0.12)]],
+}
 
 
 class HarnessError(RuntimeError):
@@ -273,7 +280,8 @@ def draw(page, strokes, steps: int = 12) -> None:
 
 
 def draw_digit(page, digit: str = "1") -> None:
-    draw(page, DIGIT_STROKES[digit])
+    """A digit of DIGIT_STROKES, or a drawing of OTHER_STROKES, drawn with the mouse."""
+    draw(page, DIGIT_STROKES.get(digit) or OTHER_STROKES[digit])
 
 
 # --- screenshots -------------------------------------------------------------------------------
@@ -325,7 +333,7 @@ def drag_box_on_chart(page, timeout: float = 60.0, box=(0.35, 0.35, 0.6, 0.6)) -
 
 def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=tuple(PAGES),
                      sketch_digit: str = "7", timeout: float = 90.0,
-                     settle_ms: int = 800) -> list[tuple[Path, list[str]]]:
+                     settle_ms: int = 800, sketch_name: str = "sketch") -> list[tuple[Path, list[str]]]:
     """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it, `settle_ms`
     after the page's run ends (charts and images finish painting: the README's pictures wait).
 
@@ -358,7 +366,7 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
             # Park the mouse right of the content: no tooltip, hover highlight or sidebar button.
             page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)
             page.wait_for_timeout(settle_ms)
-            target = out_dir / f"screenshot-{path}.png"
+            target = out_dir / f"screenshot-{sketch_name if path == 'sketch' else path}.png"
             full_screenshot(page, target)
             shots.append((target, problems(page)))
     finally:

@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs"), help="where the PNGs go (default: docs/)")
     parser.add_argument("--page", action="append", choices=list(harness.PAGES),
                         help="only this page (repeatable; default: all seven)")
-    parser.add_argument("--digit", default="7", choices=sorted(harness.DIGIT_STROKES),
-                        help="digit drawn on the Sketch page (default: 7)")
+    parser.add_argument("--digit", default="7", choices=sorted(harness.DIGIT_STROKES) + sorted(harness.OTHER_STROKES),
+                        help="digit drawn on the Sketch page (default: 7); a drawing that is not a digit (H, hash, "
+                             "star) is saved as screenshot-sketch-<drawing>.png")
     args = parser.parse_args(argv)
 
     checkpoints = Path(args.checkpoints).resolve()
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             browser = harness.launch_browser(playwright)
             try:
                 shots = harness.take_screenshots(browser, server.url, args.out,
-                                                 pages=args.page or tuple(harness.PAGES), sketch_digit=args.digit)
+                                                 pages=args.page or tuple(harness.PAGES), sketch_digit=args.digit,
+                                                 sketch_name="sketch" if args.digit in harness.DIGIT_STROKES
+                                                 else f"sketch-{args.digit}")
             finally:
                 browser.close()
     except Exception as exc:  # keep the server's log for the post-mortem

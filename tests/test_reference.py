@@ -75,6 +75,24 @@ def test_the_readme_accuracy_table_is_generated_from_the_reference_runs():
     assert "not measured" not in generated
 
 
+def test_the_not_a_digit_table_is_generated_from_the_reference_runs_detectors():
+    from scripts import ood_table
+    generated = ood_table.table(str(SHIPPED))
+    assert generated in (REPO / "docs" / "BENCHMARKS.md").read_text(), \
+        "docs/BENCHMARKS.md's not-a-digit table differs from `python -m scripts.ood_table`: paste its output"
+    archs = [arch for arch, _ in ood_table.rows(str(SHIPPED))]
+    assert archs == list_models()  # every recipe measured
+
+
+@pytest.mark.parametrize("run_id", IDS)
+def test_every_reference_run_ships_a_current_not_a_digit_detector(run_id):
+    from core.analysis import ood
+    kept, damage = ood.read_kept(run_id, SHIPPED)
+    assert damage is None and kept is not None, f"no current detector: run `python -m core ood {run_id} --refit --evaluate`"
+    assert kept.name == ood.DEFAULT and kept.fitted_on["accept"] == ood.ACCEPT
+    assert kept.fitted_on["validation_images"] == load_run(run_id, SHIPPED).config["val_size"]
+
+
 def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
     if not (REPO / ".git").exists():
         pytest.fail("the repository's .git is needed to check what git ignores")
@@ -157,7 +175,7 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     half_keeps_digits = (before["probabilities"].astype(np.float16).astype(np.float32).argmax(1)
                          == before["predicted"]).all()
     from scripts.ship_reference import ship  # what ships the reference runs: reference.ship and the map
-    marker = ship(run_id, tmp_path, commit="abc", map_method="pca")
+    marker = ship(run_id, tmp_path, commit="abc", map_method="pca", pad_digits=50)
     after = load_predictions(run_id, tmp_path)
     assert marker["probabilities"] == ("float16" if half_keeps_digits else "float32")
     assert marker["trained_at_commit"] == "abc"
@@ -169,6 +187,9 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     assert cached(run_id, "pca", tmp_path) is not None  # its embedding map ships with it
     from core.analysis import calibration
     assert calibration.cached(run_id, tmp_path) is not None  # and its calibration
+    from core.analysis import ood
+    kept, _ = ood.read_kept(run_id, tmp_path)  # and its not-a-digit detector, measured
+    assert kept.name == ood.DEFAULT and set(kept.evaluation["detectors"]) == set(ood.DETECTORS)
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed: verification must say so
     from safetensors.torch import load_file, save_file

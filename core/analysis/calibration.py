@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.data.source import load_split
-from core.errors import BadInput, LabError
+from core.analysis.runsplit import SplitError, run_split
+from core.errors import BadInput
 from core.fsio import atomic_write_json
 from core.models import inference_layout
 from core.store.folder import ACTIVE, CALIBRATION, RunError, now_iso, read_json, run_dir
@@ -116,37 +116,6 @@ class Calibration:
                 "seconds": self.seconds, "weights_sha256": self.weights_sha256, "created": self.created}
 
 
-def _split_fields(run: Run, root) -> dict:
-    """The fields that decide the run's validation images (train_limit only shortens its training
-    set); an ensemble's are its members', which must agree."""
-    fields = ("csv", "val_size", "seed")
-    if run.config.get("kind") != "ensemble":
-        return {name: run.config.get(name) for name in fields}
-    found = []
-    for member in run.config.get("members") or []:
-        try:
-            found.append((member, _split_fields(load_run(member, root), root)))
-        except RunError:
-            raise CalibrationError(f"the validation split of ensemble {run.name!r} cannot be rebuilt: its member "
-                                   f"run {member!r} is gone") from None
-    if not found:
-        raise CalibrationError(f"ensemble {run.name!r} lists no member runs: its validation split cannot be rebuilt")
-    if any(split != found[0][1] for _, split in found[1:]):
-        raise CalibrationError(f"the members of ensemble {run.name!r} held out different validation images "
-                               "(their seeds, sizes or data differ): no image is unseen by all of them")
-    return found[0][1]
-
-
-class _Fields:
-    """The split fields as core.data.source.load_split reads them."""
-
-    def __init__(self, values: dict):
-        self.csv = values.get("csv") or None
-        self.val_size = int(values.get("val_size") or 5000)
-        self.seed = int(values.get("seed") or 0)
-        self.train_limit = None  # the validation images do not depend on it
-
-
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     model, x = inference_layout(model.eval(), x)
     with torch.inference_mode():
@@ -198,12 +167,11 @@ def calibrate(run_id: str, root: str | os.PathLike | None = None, data_root=None
     if not refit and (found := cached(run_id, root)) is not None:
         return found
     labels, probs = test_figures(run_id, root)
-    fields = _split_fields(run, root)
     start = time.perf_counter()
     try:
-        split, _ = load_split(_Fields(fields), torch.device("cpu"), data_root)
-    except LabError as exc:
-        raise CalibrationError(f"the validation split of run {run.name!r} cannot be rebuilt: {exc}") from None
+        split, fields = run_split(run, root, data_root)
+    except SplitError as exc:
+        raise CalibrationError(str(exc)) from None
     try:
         model = load_model(run_id, root)
     except RunError as exc:
@@ -213,8 +181,7 @@ def calibrate(run_id: str, root: str | os.PathLike | None = None, data_root=None
     temperature = fit_temperature(logits, split.y_val)
     result = Calibration(
         run_id=run_id, temperature=temperature, ece=ece(probs, labels), ece_calibrated=ece(scaled(probs, temperature), labels),
-        fitted_on={"split": "validation", "images": len(split.x_val), "seed": int(_Fields(fields).seed),
-                   "val_size": _Fields(fields).val_size, "source": fields.get("csv") or "MNIST train"},
+        fitted_on={"split": "validation", "images": len(split.x_val), **fields},
         nll_before=nll(logits, split.y_val, 1.0), nll_after=nll(logits, split.y_val, temperature), bins=BINS,
         test_images=len(labels), seconds=round(time.perf_counter() - start, 2),
         weights_sha256=weights_sha256(run_id, root), created=now_iso())

@@ -149,6 +149,9 @@ def _ink_map(image: ImageLike) -> np.ndarray:
     if pixels.ndim == 3:
         pixels = _luminance(pixels)
     if np.median(_border(pixels)) > LIGHT_BACKGROUND:
+        if pixels.size and float(pixels.max() - pixels.min()) < INK_THRESHOLD:
+            raise ImageError("The image is empty: one light colour all over (a blank page, a white square), "
+                             "with no digit in it.")
         pixels = 1.0 - pixels  # dark ink on light paper
     return _stretch_from_background(pixels)
 

@@ -17,6 +17,7 @@ from core.analysis import embedding as maps
 from core.errors import LabError
 from core.analysis.label_issues import confirmed_indices
 from dashboard.explain import image_picker
+from dashboard.notadigit import ood_marks, ood_toggle
 from dashboard.notices import report, require_mnist
 from dashboard.state import checkpoints_base, test_images
 from dashboard.text import md_text
@@ -135,8 +136,10 @@ def page() -> None:
                 + (f"; the first {SHOWN} shown, mistakes first" if len(chosen) > SHOWN else "")
                 + f" · x {x0:.3f} to {x1:.3f}, y {y0:.3f} to {y1:.3f}")
     shown = chosen[:SHOWN]
-    digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" for i in shown], size=64,
-               empty="No test image inside the box.")
+    ood_toggle(run, "emb")
+    marks = ood_marks(run, images, shown) if st.session_state.get("emb_ood") and len(shown) else {}
+    digit_grid(images[shown], [f"#{i} · {emb.labels[i]} → {emb.predicted[i]}" + marks.get(int(i), "") for i in shown],
+               size=64, empty="No test image inside the box.")
     image_picker([run], images, shown, emb.labels[shown], key="emb_why")
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 from core.analysis import predictions
 from core.errors import LabError
 from dashboard.explain import image_picker
+from dashboard.notadigit import ood_marks, ood_toggle
 from dashboard.state import saved_predictions, test_images
 from dashboard.text import md_text
 from dashboard.widgets import digit_grid, finished_run_or_stop, pick_run, unique_names
@@ -32,7 +33,9 @@ def gallery(frame, images, key: str, caption, run) -> None:
         st.session_state[page_key] = 1
     window, _ = predictions.page_slice(len(frame), st.session_state.get(page_key, 1), PER_PAGE)
     shown = frame.iloc[window]
-    digit_grid(images[shown["index"].to_numpy()], [caption(row) for row in shown.itertuples()])
+    marks = ood_marks(run, images, shown["index"].to_numpy()) if st.session_state.get(f"{key}_ood") else {}
+    digit_grid(images[shown["index"].to_numpy()],
+               [caption(row) + marks.get(int(row.index), "") for row in shown.itertuples()])
     left, right = st.columns([1, 3], vertical_alignment="center")
     left.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
     right.caption(f"Images {window.start + 1}–{window.stop} of {len(frame):,} · {pages} page"
@@ -54,6 +57,7 @@ def one_run(run, preds, images) -> None:
                              predicted=None if predicted == ANY else int(predicted), order=order)
     if true != ANY or predicted != ANY:
         st.caption(f"{len(frame):,} mistakes match the filter.")
+    ood_toggle(run, "mis")
     gallery(frame, images, "mis", lambda r: f"true {r.label} → {r.predicted} · {r.confidence:.0%}", run)
 
 

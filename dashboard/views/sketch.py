@@ -30,7 +30,8 @@ from core.store import tables
 from core.models import list_models
 from core.data.images import ImageError, to_mnist
 from dashboard.explain import saliency_panel
-from dashboard.inference import freeze_heap, handwriting_scores, predictor, probabilities
+from dashboard.inference import detector, freeze_heap, handwriting_scores, predictor, probabilities
+from dashboard.notadigit import ood_section
 from dashboard.state import kept_calibration
 from dashboard.widgets import digit_grid, digit_image, finished_runs_or_stop, run_label
 
@@ -172,6 +173,8 @@ CARDS_CSS = """<style>
 .sk-bar b { display: block; height: 100%%; background: %s; border-radius: 2px; }
 .sk-bar.top { font-weight: 700; }
 .sk-bar.top b { background: %s; }
+.sk-ood { border-color: #d62728; }
+.sk-ood h3 { color: #d62728; }
 </style>""" % (PER_ROW, BAR_COLOUR, TOP_COLOUR)
 
 
@@ -183,13 +186,19 @@ def probability_bars(probs: np.ndarray) -> str:
                    for digit, p in enumerate(probs.astype(float)))
 
 
-def card(run, probs: np.ndarray, confidence: str = "") -> str:
+def card(run, probs: np.ndarray, confidence: str = "", outlier: tuple[float, float] | None = None) -> str:
     """One model's card as HTML: the predicted digit, how sure it is (and how that was scaled,
-    where `confidence` says), the ten probabilities."""
+    where `confidence` says), the ten probabilities. With `outlier` (score, threshold) above its
+    threshold, the card says the drawing is not a digit to this model, and what it would say."""
     top = int(np.argmax(probs))
     note = f" ({html.escape(confidence)})" if confidence else ""
-    return (f'<div class="sk-card"><h3>Predicted: {top}</h3><p>{html.escape(run.name)} · '
-            f'{html.escape(run.arch)} · {probs[top]:.1%} sure{note}</p>{probability_bars(probs)}</div>')
+    name = f"{html.escape(run.name)} · {html.escape(run.arch)}"
+    if outlier is not None and outlier[0] > outlier[1]:
+        return (f'<div class="sk-card sk-ood"><h3>Not a digit</h3><p>to this model: {name} · score {outlier[0]:.4g} '
+                f'above its threshold {outlier[1]:.4g} · it would say {top}, {probs[top]:.1%} sure{note}</p>'
+                f'{probability_bars(probs)}</div>')
+    return (f'<div class="sk-card"><h3>Predicted: {top}</h3><p>{name} · '
+            f'{probs[top]:.1%} sure{note}</p>{probability_bars(probs)}</div>')
 
 
 def temperatures(models: list) -> tuple[list[float], list[str]]:
@@ -211,8 +220,10 @@ def predictions(digit: np.ndarray, models: list) -> None:
         return
     freeze_heap()  # once per process, with the models loaded: no long garbage-collector pauses
     scales, notes = temperatures([run for run, _ in loaded])
-    all_probs = probabilities([model for _, model in loaded], digit, scales)
-    cards = "".join(card(run, probs, note) for (run, _), probs, note in zip(loaded, all_probs, notes))
+    detectors = [detector(run)[0] for run, _ in loaded]
+    judged = probabilities([model for _, model in loaded], digit, scales, detectors)
+    cards = "".join(card(run, probs, note, None if found is None else (score, found.threshold))
+                    for (run, _), (probs, score), note, found in zip(loaded, judged, notes, detectors))
     st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
     why(digit, [run for run, _ in loaded])
 
@@ -322,6 +333,7 @@ def page() -> None:
                                        "a few minutes on a CPU), then draw digits here and see what it "
                                        "makes of them.", needs="weights")
     models = choose_models(candidates)
+    ood_section(models)
     st.fragment(sketch_panel)(models)
     handwriting_section(models)
 

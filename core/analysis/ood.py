@@ -1,0 +1,298 @@
+"""Not a digit: each run's out-of-distribution detector, from pytorch-ood.
+
+A detector gives every image an outlier score (pytorch-ood's convention: higher means more likely
+not a digit). Those that need fitting are fitted on the run's own training images and features
+(a seeded sample of FIT_IMAGES of its training split; every architecture has `embed`), never on
+the test set, and the threshold is the ACCEPT quantile of the scores of the run's validation
+digits: 99% of the digits it held out are accepted, by construction, and an image scoring above
+it is "not a digit to this model".
+
+Detectors (pytorch_ood.detector): maximum softmax probability (Hendrycks & Gimpel 2017), energy
+(Liu et al. 2020), maximum logit, Mahalanobis distance to the class means of the features (Lee et
+al. 2018), and the distance to the k-th nearest training feature (Sun et al. 2022). DEFAULT was
+chosen on one half of the lab's own not-a-digit set (core.data.notdigits) and is reported on the
+other half (docs/BENCHMARKS.md).
+
+The fitted detector is kept in the run folder (ood.safetensors) beside the SHA-256 of the weights
+it was fitted for: new weights, a new fit; a damaged file is fitted again. Written atomically.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+
+from core.analysis.runsplit import SplitError, run_split
+from core.errors import BadInput
+from core.fsio import atomic_write_bytes
+from core.models import inference_layout
+from core.store.folder import ACTIVE, OOD, RunError, now_iso, run_dir
+from core.store.runs import Run, load_model, load_run, weights_sha256
+from core.store.writer import tensors_bytes
+
+DETECTORS = {"msp": "maximum softmax probability", "energy": "energy", "maxlogit": "maximum logit",
+             "mahalanobis": "Mahalanobis distance", "knn": "k-th nearest training feature",
+             "layers": "Mahalanobis distance at several depths"}
+DEFAULT = "layers"
+LAYERS = 3           # "layers": the last convolutions whose channel means are scored, besides the features
+ACCEPT = 0.99        # share of the run's validation digits the threshold accepts
+FIT_IMAGES = 10_000  # training images the fitted detectors learn from (a seeded sample)
+KNN_BANK = 2_000     # of them, kept as the nearest-neighbour bank (unit-length features)
+KNN_K = 10
+BATCH = 500
+FORMAT = 1
+
+
+class OODError(BadInput):
+    """A run whose detector cannot be fitted or used; the message says why."""
+
+
+# --- the model's outputs ------------------------------------------------------------------------
+
+@dataclass
+class Outputs:
+    """What the detectors read of a batch of images: logits (N, 10), the penultimate features
+    (N, D), and the channel means of the last LAYERS convolutions (each (N, C); none for an MLP)."""
+    logits: torch.Tensor
+    feats: torch.Tensor
+    layers: list[torch.Tensor]
+
+    def __getitem__(self, index) -> "Outputs":
+        return Outputs(self.logits[index], self.feats[index], [layer[index] for layer in self.layers])
+
+
+def deep_convolutions(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-LAYERS:]
+
+
+@torch.inference_mode()
+def outputs(model: torch.nn.Module, x: torch.Tensor, many: bool = True) -> Outputs:
+    """The detectors' inputs for normalised images (N, 1, 28, 28), in batches; `many`: in the
+    faster memory layout for a pass over many images (core.models.inference_layout: the model is
+    converted in place), not for one drawing."""
+    model.eval()
+    if many:
+        model, x = inference_layout(model, x)
+    convolutions = deep_convolutions(model)
+    seen: list[list[torch.Tensor]] = [[] for _ in convolutions]
+    recording = [False]  # only the forward pass is recorded (embed may run the convolutions again)
+
+    def record(k: int):
+        return lambda _module, _input, out: seen[k].append(out.float().mean((2, 3))) if recording[0] else None
+    hooks = [conv.register_forward_hook(record(k)) for k, conv in enumerate(convolutions)]
+    logits, feats = [], []
+    try:
+        for i in range(0, len(x), BATCH):
+            batch = x[i:i + BATCH]
+            recording[0] = True
+            logits.append(model(batch).float())
+            recording[0] = False
+            feats.append(model.embed(batch).float().flatten(1))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not logits:
+        return Outputs(torch.zeros(0, 10), torch.zeros(0, 0), [torch.zeros(0, 0) for _ in convolutions])
+    return Outputs(torch.cat(logits), torch.cat(feats), [torch.cat(found) for found in seen])
+
+
+# --- detectors (pytorch-ood) ---------------------------------------------------------------------
+
+def _pood(name: str, state: dict[str, torch.Tensor]):
+    """The pytorch-ood detector `name`, fitted from `state` where it needs fitting."""
+    from pytorch_ood import detector as pood  # heavy: pytorch-ood pulls in its model zoo's imports
+    if name == "msp":
+        return pood.MaxSoftmax(None)
+    if name == "energy":
+        return pood.EnergyBased(None)
+    if name == "maxlogit":
+        return pood.MaxLogit(None)
+    if name == "mahalanobis":
+        found = pood.Mahalanobis(None)
+        found.mu, found.precision = state["mu"].float(), state["precision"].float()
+        found.cov = torch.linalg.inv(found.precision)
+        return found
+    if name == "knn":
+        return pood.KNN(None, k=KNN_K).fit_features(state["bank"].float(), torch.zeros(len(state["bank"]), dtype=torch.long))
+    if name == "layers":
+        return [_pood("mahalanobis", {"mu": state[f"mu{k}"], "precision": state[f"precision{k}"]})
+                for k in range(_depths(state))]
+    raise OODError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+
+
+def _depths(state: dict[str, torch.Tensor]) -> int:
+    return sum(key.startswith("mu") for key in state)
+
+
+def fit_state(name: str, train: Outputs, labels: torch.Tensor, seed: int = 0,
+              val: Outputs | None = None) -> dict[str, torch.Tensor]:
+    """What the detector `name` keeps after fitting on training outputs (empty for the logit ones).
+    "layers" fits a Mahalanobis detector at each depth (the deep convolutions' channel means, then
+    the features) and keeps the sorted validation scores of each (`val`), which turn a score into
+    its rank among the run's own digits: the image's score is its highest rank at any depth."""
+    from pytorch_ood import detector as pood  # heavy: see _pood
+    if name == "mahalanobis":
+        fitted = pood.Mahalanobis(None).fit_features(train.feats.float(), labels.long())
+        return {"mu": fitted.mu.float(), "precision": fitted.precision.float()}
+    if name == "knn":
+        order = torch.randperm(len(train.feats), generator=torch.Generator().manual_seed(seed))[:KNN_BANK]
+        return {"bank": train.feats[order].float()}
+    if name == "layers":
+        if val is None:
+            raise ValueError("the layers detector ranks scores among the validation digits: give `val`")
+        state = {}
+        for k, (depth, at_val) in enumerate(zip([*train.layers, train.feats], [*val.layers, val.feats])):
+            fitted = pood.Mahalanobis(None).fit_features(depth.float(), labels.long())
+            state[f"mu{k}"], state[f"precision{k}"] = fitted.mu.float(), fitted.precision.float()
+            state[f"val{k}"] = torch.from_numpy(np.sort(fitted.predict_features(at_val.float()).double().numpy())).float()
+        return state
+    return {}
+
+
+def score(name: str, state: dict[str, torch.Tensor], out: Outputs) -> np.ndarray:
+    """Outlier scores (N,) of images from their outputs; higher: less like a digit."""
+    detector = _pood(name, state)
+    if name == "layers":
+        ranks = []
+        for k, (depth, feats) in enumerate(zip(detector, [*out.layers, out.feats])):
+            reference = state[f"val{k}"].numpy()
+            raw = depth.predict_features(feats.float()).double().numpy()
+            ranks.append(np.searchsorted(reference, raw, side="right") / len(reference))
+        return np.max(ranks, axis=0)
+    if name in ("mahalanobis", "knn"):
+        found = detector.predict_features(out.feats.float())
+    else:
+        found = detector.predict_logits(out.logits.float())
+    return found.double().cpu().numpy()
+
+
+# --- a run's detector ----------------------------------------------------------------------------
+
+@dataclass
+class Detector:
+    run_id: str
+    name: str
+    threshold: float
+    state: dict[str, torch.Tensor]
+    fitted_on: dict
+    weights_sha256: str
+    created: str
+    seconds: float = 0.0
+    evaluation: dict = field(default_factory=dict)  # figures on the not-a-digit set, if measured
+
+    def scores(self, out: Outputs) -> np.ndarray:
+        return score(self.name, self.state, out)
+
+    def judge(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, not a digit?) of normalised images (N, 1, 28, 28)."""
+        found = self.scores(outputs(model, x, many=len(x) > 1))
+        return found, found > self.threshold
+
+    def metadata(self) -> dict[str, str]:
+        return {"format": str(FORMAT), "run_id": self.run_id, "detector": self.name, "threshold": repr(self.threshold),
+                "accept": repr(ACCEPT), "fitted_on": json.dumps(self.fitted_on), "weights_sha256": self.weights_sha256,
+                "created": self.created, "seconds": f"{self.seconds:.2f}", "evaluation": json.dumps(self.evaluation)}
+
+
+def _finished(run_id: str, root) -> Run:
+    try:
+        run = load_run(run_id, root)
+    except RunError as exc:
+        raise OODError(str(exc)) from None
+    if run.status in ACTIVE:
+        raise OODError(f"run {run.name!r} is still {run.status}: its detector is fitted once it has finished")
+    return run
+
+
+def read_kept(run_id: str, root=None) -> tuple[Detector | None, str | None]:
+    """(the kept detector, None) if it is whole and of the current weights; (None, why) if the
+    file is damaged; (None, None) if there is none or it is of other weights."""
+    path = run_dir(run_id, root) / OOD
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"it cannot be read ({exc.strerror or exc})"
+    try:
+        tensors = load_tensors(data)
+        meta = _metadata(data)
+        if meta.get("format") != str(FORMAT):
+            return None, None
+        if meta.get("weights_sha256") != weights_sha256(run_id, root):
+            return None, None
+        name = meta["detector"]
+        if name not in DETECTORS:
+            return None, f"it names an unknown detector {name!r:.30}"
+        threshold = float(meta["threshold"])
+        if not np.isfinite(threshold):
+            return None, "its threshold is not a number"
+        found = Detector(run_id, name, threshold, dict(tensors), json.loads(meta["fitted_on"]), meta["weights_sha256"],
+                         meta["created"], float(meta.get("seconds", 0)), json.loads(meta.get("evaluation") or "{}"))
+        needed = {"mahalanobis": {"mu", "precision"}, "knn": {"bank"}, "layers": {"mu0", "precision0", "val0"}}.get(name, set())
+        depths = _depths(tensors)
+        if name == "layers" and not all({f"mu{k}", f"precision{k}", f"val{k}"} <= set(tensors) for k in range(depths)):
+            return None, "its fitted statistics are incomplete"
+        if not needed <= set(tensors) or any(not torch.isfinite(t).all() for t in tensors.values()):
+            return None, "its fitted statistics are missing or not finite"
+        return found, None
+    except (SafetensorError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        return None, f"it is damaged ({type(exc).__name__})"
+    except RunError:
+        return None, None
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The safetensors header's __metadata__, read from the file's own length-prefixed header."""
+    size = int.from_bytes(data[:8], "little")
+    return json.loads(data[8:8 + size]).get("__metadata__") or {}
+
+
+def fit(run_id: str, root=None, data_root=None, name: str = DEFAULT, report=lambda line: None) -> Detector:
+    """Fit `name` on the run's training split and set its threshold on its validation split; keep it."""
+    run = _finished(run_id, root)
+    if name not in DETECTORS:
+        raise OODError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    start = time.perf_counter()
+    try:
+        split, fields = run_split(run, root, data_root)
+        model = load_model(run_id, root)
+        sha = weights_sha256(run_id, root)
+    except (SplitError, RunError) as exc:
+        raise OODError(str(exc)) from None
+    generator = torch.Generator().manual_seed(int(fields["seed"]) + 3)
+    sample = torch.randperm(len(split.x_train), generator=generator)[:FIT_IMAGES]
+    report(f"features of {len(sample):,} training and {len(split.x_val):,} validation images…")
+    train = outputs(model, split.x_train[sample])
+    val = outputs(model, split.x_val)
+    state = fit_state(name, train, split.y_train[sample], seed=int(fields["seed"]), val=val)
+    val_scores = score(name, state, val)
+    threshold = float(np.quantile(val_scores, ACCEPT, method="higher"))
+    detector = Detector(run_id, name, threshold, state,
+                        {"train_images": len(sample), "validation_images": len(split.x_val), "accept": ACCEPT, **fields},
+                        sha, now_iso(), round(time.perf_counter() - start, 2))
+    keep(detector, root)
+    return detector
+
+
+def keep(detector: Detector, root=None) -> None:
+    try:
+        atomic_write_bytes(run_dir(detector.run_id, root) / OOD,
+                           tensors_bytes(detector.state or {"none": torch.zeros(1)}, metadata=detector.metadata()))
+    except OSError as exc:
+        raise OODError(f"cannot keep the detector of run {detector.run_id!r}: {exc.strerror or exc}") from None
+
+
+def detector_for(run_id: str, root=None, data_root=None, report=lambda line: None) -> Detector:
+    """The run's kept detector, fitted first if there is none (or it is damaged, which is said)."""
+    found, damage = read_kept(run_id, root)
+    if found is not None:
+        return found
+    if damage:
+        report(f"the kept detector of run {run_id!r} is damaged ({damage}): fitting it again")
+    return fit(run_id, root, data_root, report=report)

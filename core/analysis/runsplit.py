@@ -1,0 +1,61 @@
+"""A finished run's own data, rebuilt from its config: the training images it learnt from and the
+validation images it held out (core.data.source, the same seeded split, bit for bit). An
+ensemble's are its members', which must have held out the same images. Calibration fits on the
+validation split; the not-a-digit detectors fit on the training split and set their thresholds on
+the validation split."""
+from __future__ import annotations
+
+import torch
+
+from core.data.mnist import Split
+from core.data.source import load_split
+from core.errors import BadInput, LabError
+from core.store.folder import RunError
+from core.store.runs import Run, load_run
+
+FIELDS = ("csv", "val_size", "seed")  # what decides the validation images (train_limit only shortens training)
+
+
+class SplitError(BadInput):
+    """A run whose split cannot be rebuilt; the message says why."""
+
+
+def split_fields(run: Run, root) -> dict:
+    """The fields that decide the run's validation images; an ensemble's are its members',
+    which must agree."""
+    if run.config.get("kind") != "ensemble":
+        return {name: run.config.get(name) for name in FIELDS}
+    found = []
+    for member in run.config.get("members") or []:
+        try:
+            found.append(split_fields(load_run(member, root), root))
+        except RunError:
+            raise SplitError(f"the validation split of ensemble {run.name!r} cannot be rebuilt: its member "
+                             f"run {member!r} is gone") from None
+    if not found:
+        raise SplitError(f"ensemble {run.name!r} lists no member runs: its validation split cannot be rebuilt")
+    if any(fields != found[0] for fields in found[1:]):
+        raise SplitError(f"the members of ensemble {run.name!r} held out different validation images "
+                         "(their seeds, sizes or data differ): no image is unseen by all of them")
+    return found[0]
+
+
+class _Fields:
+    """The split fields as core.data.source.load_split reads them."""
+
+    def __init__(self, values: dict):
+        self.csv = values.get("csv") or None
+        self.val_size = int(values.get("val_size") or 5000)
+        self.seed = int(values.get("seed") or 0)
+        self.train_limit = None  # the validation images do not depend on it
+
+
+def run_split(run: Run, root, data_root=None) -> tuple[Split, dict]:
+    """(the run's split on the CPU, the fields it was rebuilt from), or a SplitError."""
+    fields = split_fields(run, root)
+    try:
+        split, _ = load_split(_Fields(fields), torch.device("cpu"), data_root)
+    except LabError as exc:
+        raise SplitError(f"the validation split of run {run.name!r} cannot be rebuilt: {exc}") from None
+    return split, {"val_size": _Fields(fields).val_size, "seed": _Fields(fields).seed,
+                   "source": fields.get("csv") or "MNIST train"}

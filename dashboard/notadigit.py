@@ -1,0 +1,73 @@
+"""Not a digit on the pages (core.analysis.ood): Sketch's check for the chosen models (fit it
+where missing; how well it was measured), and the score of the test images a gallery shows
+(Mistakes, the embedding map's selection)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.analysis import ood
+from core.data.images import normalize
+from core.errors import LabError
+from dashboard.inference import detector, predictor
+from dashboard.notices import report
+from dashboard.state import checkpoints_base
+from dashboard.text import md_text
+
+
+def ood_marks(run, images, indices) -> dict[int, str]:
+    """Test image index -> what the run's not-a-digit detector says of it (score, and whether it
+    is above the threshold), for the images shown; {} if the run has no detector fitted."""
+    found, model = detector(run)[0], predictor(run)
+    if found is None or model is None:
+        return {}
+    scores, flags = found.judge(model.model, normalize(images[indices] / 255.0))
+    return {int(i): f" · {'NOT A DIGIT ' if flag else ''}score {score:.3g}" for i, score, flag in zip(indices, scores, flags)}
+
+
+def ood_toggle(run, key: str) -> None:
+    fitted = detector(run)[0] is not None
+    st.toggle("Not-a-digit scores", key=f"{key}_ood", disabled=not fitted,
+              help=("each image's outlier score by the run's not-a-digit detector, marked where it is above the "
+                    "threshold (the dataset has odd images)") if fitted else
+                   "the run has no not-a-digit detector fitted yet: fit it on the Sketch page or with `python -m core ood RUN`")
+
+
+def ood_section(models: list) -> None:
+    """Which models can say "not a digit", a button to fit the check for those that cannot yet,
+    and how well each check was measured to work (where it was)."""
+    found = {run.run_id: detector(run) for run in models}
+    missing = [run for run in models if found[run.run_id][0] is None]
+    for run in missing:
+        damage = found[run.run_id][1]
+        if damage:
+            st.warning(f"**{md_text(run.name)}**: its not-a-digit check is damaged ({md_text(damage)}); fit it again.",
+                       icon=":material/warning:")
+    if missing:
+        names = ", ".join(md_text(r.name) for r in missing)
+        left, right = st.columns([3, 1])
+        left.caption(f"Not-a-digit check not fitted yet for {names}: those cards always name a digit.")
+        if right.button("Fit the check", icon=":material/block:", key="sketch_fit_ood",
+                        help="each model's detector learns its training images' features and sets its threshold "
+                             "so that 99% of its validation digits pass: seconds to a minute per model"):
+            for run in missing:
+                try:
+                    with st.spinner(f"Fitting the not-a-digit check of {run.name}…"):
+                        ood.fit(run.run_id, checkpoints_base())
+                except LabError as exc:
+                    report(exc, f"**{md_text(run.name)}**")
+            st.rerun()
+    measured = {run.name: det.evaluation for run in models if (det := found[run.run_id][0]) is not None
+                and det.evaluation.get("detectors")}
+    if measured:
+        with st.expander("How well each model tells a digit from something else"):
+            st.caption("On the lab's own set of letters, shapes, scribbles, noise, blank and inverted images (the "
+                       "half not used to choose the default detector), against MNIST's 10,000 test digits; "
+                       "flagged at each model's threshold (99% of its validation digits pass).")
+            rows = [{"model": name, "detector": det_name, "AUROC": row["held-out"]["auroc"],
+                     "FPR at 95% TPR": row["held-out"]["fpr95tpr"], "non-digits flagged": row["held-out"]["flagged"],
+                     "test digits flagged": row["test_flagged"], "pad-drawn digits flagged": row["pad_flagged"]}
+                    for name, figures in measured.items() for det_name, row in figures["detectors"].items()]
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="sketch_ood_table",
+                         column_config={c: st.column_config.NumberColumn(format="percent") for c in
+                                        ("non-digits flagged", "test digits flagged", "pad-drawn digits flagged")})

@@ -1,0 +1,271 @@
+"""Not a digit (core.analysis.ood, core.data.notdigits): detectors on synthetic features whose
+answer is known, the threshold by counting, the kept file, and a real run's judgement against the
+Mahalanobis distance computed here by hand."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from core.analysis import ood
+from core.analysis.oodeval import auroc_fpr
+from core.data.notdigits import make_set, pad_redrawn
+from core.store.folder import OOD, WEIGHTS
+from core.store.reference import reference_ids
+from core.store.runs import load_model, load_run
+from tests.helpers import REPO, cli_result, require_mnist
+
+SHIPPED = REPO / "checkpoints"
+
+
+def planted(rng, n=600, d=8):
+    """Two Gaussian classes far apart, and an outlier cluster away from both (in distance and in
+    direction, as the nearest-neighbour detector compares unit-length features)."""
+    centres = 10.0 * np.eye(d)[:2]
+    labels = np.repeat([0, 1], n // 2)
+    inliers = centres[labels] + rng.normal(size=(n, d))
+    outliers = rng.normal(size=(n // 3, d)) + 10.0 * np.eye(d)[2]
+    return torch.tensor(inliers).float(), torch.tensor(labels), torch.tensor(outliers).float()
+
+
+def as_outputs(feats: torch.Tensor, depths: int = 0) -> ood.Outputs:
+    """Features standing for a model's outputs (the same features at every depth)."""
+    return ood.Outputs(torch.zeros(len(feats), 10), feats, [feats] * depths)
+
+
+@pytest.mark.parametrize("name", ["mahalanobis", "knn", "layers"])
+def test_feature_detectors_tell_a_planted_outlier_cluster_from_the_classes(name):
+    rng = np.random.default_rng(0)
+    train, labels, _ = planted(rng)
+    test_in, _, test_out = planted(rng)
+    state = ood.fit_state(name, as_outputs(train, 2), labels, val=as_outputs(planted(rng)[0], 2))
+    inside = ood.score(name, state, as_outputs(test_in, 2))
+    outside = ood.score(name, state, as_outputs(test_out, 2))
+    auroc, _ = auroc_fpr(outside, inside)
+    assert auroc > 0.99
+    same, _ = auroc_fpr(ood.score(name, state, as_outputs(planted(rng)[0], 2)), inside)  # the same distribution
+    assert 0.4 < same < 0.6
+
+
+def test_the_layers_score_is_the_highest_rank_among_the_validation_digits_at_any_depth():
+    rng = np.random.default_rng(2)
+    train, labels, outliers = planted(rng)
+    val = planted(rng)[0]
+    state = ood.fit_state("layers", as_outputs(train, 1), labels, val=as_outputs(val, 1))
+    assert ood._depths(state) == 2
+    single = ood.fit_state("mahalanobis", as_outputs(train), labels)
+    raw_val = np.sort(ood.score("mahalanobis", single, as_outputs(val)))
+    raw = ood.score("mahalanobis", single, as_outputs(outliers[:50]))
+    ranks = np.array([(raw_val <= r).mean() for r in raw])  # both depths see the same features here
+    np.testing.assert_allclose(ood.score("layers", state, as_outputs(outliers[:50], 1)), ranks)
+
+
+def test_mahalanobis_scores_are_half_the_squared_distance_to_the_nearest_class_mean():
+    rng = np.random.default_rng(1)
+    train, labels, outliers = planted(rng)
+    state = ood.fit_state("mahalanobis", as_outputs(train), labels)
+    z = outliers.double().numpy()
+    x, y = train.double().numpy(), labels.numpy()
+    means = np.stack([x[y == k].mean(0) for k in (0, 1)])
+    scatter = sum((x[y == k] - means[k]).T @ (x[y == k] - means[k]) for k in (0, 1))  # pytorch-ood's: not divided by N
+    precision = np.linalg.inv(scatter + 1e-6 * np.eye(len(scatter)))
+    d = np.stack([np.einsum("nd,de,ne->n", z - m, precision, z - m) for m in means], 1)
+    np.testing.assert_allclose(ood.score("mahalanobis", state, as_outputs(outliers)), 0.5 * d.min(1), rtol=1e-3)
+
+
+def test_logit_detectors_follow_the_convention_higher_is_less_like_a_digit():
+    sure = torch.tensor([[12.0] + [0.0] * 9])
+    unsure = torch.zeros(1, 10)
+    for name in ("msp", "energy", "maxlogit"):
+        high = ood.score(name, {}, ood.Outputs(unsure, torch.zeros(1, 1), []))[0]
+        assert high > ood.score(name, {}, ood.Outputs(sure, torch.zeros(1, 1), []))[0], name
+
+
+def test_the_not_a_digit_set_is_deterministic_and_of_every_kind():
+    first, again = make_set(b"", seed=0), make_set.__wrapped__(b"", seed=0)
+    np.testing.assert_array_equal(first.images, again.images)
+    assert set(first.kinds) == {"letter", "shape", "scribble", "noise", "blank"}
+    assert first.images.dtype == np.float32 and first.images.shape[1:] == (28, 28)
+    assert 0 <= first.images.min() and first.images.max() <= 1
+    halves = first.part(False), first.part(True)
+    assert len(halves[0]) + len(halves[1]) == len(first)
+    assert not set(halves[0].names) & set(halves[1].names)
+
+
+def test_pad_redrawn_digits_keep_their_place_and_get_solid_strokes(mnist_root):
+    from core.data.mnist import load_mnist
+    digits = load_mnist(mnist_root).test_images[:20].numpy() / 255.0
+    redrawn = pad_redrawn(digits)
+    for before, after in zip(digits, redrawn):
+        assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.6  # the same digit where it was
+    assert np.abs(redrawn - digits).mean() > 0.01  # drawn again, not copied
+
+
+@pytest.fixture
+def lenet(tmp_path):
+    run_id = next(i for i in reference_ids(SHIPPED) if load_run(i, SHIPPED).arch == "lenet")
+    shutil.copytree(SHIPPED / run_id, tmp_path / run_id)
+    (tmp_path / run_id / OOD).unlink(missing_ok=True)
+    return tmp_path, run_id
+
+
+@pytest.mark.slow
+def test_a_runs_threshold_accepts_99_percent_of_its_validation_digits_and_is_kept(lenet):
+    from core.analysis.runsplit import run_split
+    root, run_id = lenet
+    fitted = ood.fit(run_id, root, require_mnist(), name="mahalanobis")
+    split, _ = run_split(load_run(run_id, root), root, require_mnist())
+    scores, flags = fitted.judge(load_model(run_id, root), split.x_val)
+    # by counting: the threshold is the score of the validation digit at the 99% rank, so exactly the
+    # digits up to that rank pass (4,951 of 5,000: numpy's "higher" quantile of 0.99 * 4,999)
+    assert (~flags).sum() == int(np.ceil(ood.ACCEPT * (len(flags) - 1))) + 1
+    assert ood.ACCEPT <= (~flags).mean() <= ood.ACCEPT + 1 / len(flags)
+    kept, damage = ood.read_kept(run_id, root)
+    assert damage is None and kept.threshold == fitted.threshold and kept.name == "mahalanobis"
+    assert torch.equal(kept.state["precision"], fitted.state["precision"])
+    path = root / run_id / OOD
+    path.write_bytes(b"not a detector")
+    assert ood.read_kept(run_id, root)[1].startswith("it is damaged")
+    again = ood.detector_for(run_id, root, require_mnist())  # fitted again: the default detector
+    assert again.name == ood.DEFAULT and ood.read_kept(run_id, root)[0].threshold == again.threshold
+    assert ood.fit(run_id, root, require_mnist()).threshold == again.threshold  # deterministic
+    weights = root / run_id / WEIGHTS
+    weights.write_bytes(weights.read_bytes() + b" ")  # new weights: the kept fit no longer counts
+    assert ood.read_kept(run_id, root) == (None, None)
+
+
+@pytest.mark.slow
+def test_predict_says_not_a_digit_as_the_detector_computed_here_does(lenet, tmp_path):
+    from PIL import Image
+    from core.data.mnist import load_mnist
+    root, run_id = lenet
+    fitted = ood.fit(run_id, root, require_mnist(), name="mahalanobis")
+    model = load_model(run_id, root)
+    digit = load_mnist(require_mnist()).test_images[0].numpy()
+    files = {"digit.png": digit}
+    for k, image in enumerate(make_set(b"").images[::40]):
+        files[f"other{k}.png"] = (image * 255).astype(np.uint8)
+    for name, image in files.items():
+        Image.fromarray(image).save(tmp_path / name)
+    proc = cli_result("--checkpoints", str(root), "--data", str(require_mnist()), "predict", run_id,
+                      *[str(tmp_path / n) for n in files], "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    from core.data.images import normalize, preprocess
+    for line in lines:
+        image, _ = preprocess(line["file"])
+        x = normalize(image)
+        with torch.inference_mode():
+            z = model.embed(x).double().numpy()[0]
+        mu, precision = fitted.state["mu"].double().numpy(), fitted.state["precision"].double().numpy()
+        by_hand = 0.5 * min(float((z - m) @ precision @ (z - m)) for m in mu)
+        assert line["ood_score"] == pytest.approx(by_hand, rel=1e-3)
+        assert line["not_a_digit"] == (by_hand > fitted.threshold)
+    assert not lines[0]["not_a_digit"]  # a real test digit passes
+    assert any(line["not_a_digit"] for line in lines[1:])
+    plain = cli_result("--checkpoints", str(root), "predict", run_id, *[str(tmp_path / n) for n in files])
+    flagged = [line["file"] for line in lines if line["not_a_digit"]]
+    for row in plain.stdout.splitlines():
+        assert ("not a digit" in row) == any(row.startswith(f + ":") for f in flagged)
+
+
+def shipped_copy(root, arch: str) -> str:
+    run_id = next(i for i in reference_ids(SHIPPED) if load_run(i, SHIPPED).arch == arch)
+    shutil.copytree(SHIPPED / run_id, root / run_id)
+    return run_id
+
+
+def test_sketch_says_not_a_digit_where_the_detector_does(lab_env, tmp_path, drawn, mnist_root):
+    """A drawn hash, star and scribble, then a real 7: each model's card says "Not a digit" exactly
+    where its shipped detector flags the drawing, and a 7 is a digit to every model."""
+    from core.analysis.predict import Predictor
+    from core.data.images import normalize, to_mnist
+    from core.data.mnist import load_mnist
+    from core.data.notdigits import make_set
+    from dashboard.views.sketch import decode_drawing
+    from tests.test_app import open_page, pad_drawing
+    root = lab_env(tmp_path / "runs")
+    ids = [shipped_copy(root, arch) for arch in ("lenet", "resnet")]
+    others = make_set(b"")
+    drawings = [others.images[list(others.names).index(name)] for name in ("shape hash #0", "shape star #0", "scribble #3")]
+    seven = load_mnist(mnist_root).test_images[0].numpy() / 255.0
+    at = open_page("sketch")
+    flagged_somewhere = False
+    for image, is_digit in [*[(d, False) for d in drawings], (seven, True)]:
+        drawn.value = pad_drawing((image * 255).astype(np.uint8))
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        digit = to_mnist(decode_drawing(drawn.value))
+        bodies = " ".join(element.proto.body for element in at.get("html"))
+        for run_id in ids:
+            detector, _ = ood.read_kept(run_id, root)
+            model = Predictor.from_run(run_id, root).model
+            _, (flag,) = detector.judge(model, normalize(digit))
+            run = load_run(run_id, root)
+            said = f"to this model: {run.name} · {run.arch} · score" in bodies
+            assert said == bool(flag), (run.arch, is_digit)
+            flagged_somewhere |= bool(flag)
+            if is_digit:
+                assert not flag
+    assert flagged_somewhere
+
+
+def test_a_white_square_and_an_empty_pad_are_refused_in_words_and_a_dot_is_judged(tmp_path):
+    from PIL import Image
+    from core.data.images import ImageError, to_mnist
+    with pytest.raises(ImageError, match="one light colour all over"):
+        to_mnist(np.full((280, 280), 255, dtype=np.uint8))
+    with pytest.raises(ImageError, match="empty"):
+        to_mnist(np.zeros((280, 280), dtype=np.uint8))
+    dot = np.zeros((280, 280), dtype=np.uint8)
+    dot[130:150, 130:150] = 255
+    run_id = shipped_copy(tmp_path, "lenet")
+    Image.fromarray(dot).save(tmp_path / "dot.png")
+    Image.fromarray(np.full((280, 280), 255, dtype=np.uint8)).save(tmp_path / "white.png")
+    proc = cli_result("--checkpoints", str(tmp_path), "predict", run_id, str(tmp_path / "dot.png"),
+                      str(tmp_path / "white.png"), "--json")
+    dot_line, white_line = (json.loads(line) for line in proc.stdout.splitlines())
+    assert dot_line["not_a_digit"] in (True, False) and isinstance(dot_line["ood_score"], float)
+    assert "one light colour" in white_line["error"] and proc.returncode == 1
+
+
+def test_predict_without_a_detector_says_so_and_predicts(trained_runs, tmp_path):
+    from PIL import Image
+    from core.data.mnist import load_mnist
+    digit = load_mnist(require_mnist()).test_images[0].numpy()
+    Image.fromarray(digit).save(tmp_path / "seven.png")
+    run_id = trained_runs.ids["mlp"]
+    proc = cli_result("--checkpoints", str(trained_runs.root), "--data", str(tmp_path / "no-mnist"), "predict",
+                      run_id, str(tmp_path / "seven.png"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("warning: no not-a-digit check:") and "fetch" in proc.stderr
+    line = json.loads(proc.stdout)
+    assert line["not_a_digit"] is None and line["ood_score"] is None
+    assert line["digit"] == int(np.argmax(line["probabilities"]))
+    assert not (trained_runs.root / run_id / OOD).exists()
+
+
+def test_mistakes_shows_each_shown_images_score_from_the_runs_detector(lab_env, tmp_path, mnist_root):
+    from core.analysis.predict import Predictor
+    from core.analysis.predictions import mistakes
+    from core.data.images import normalize
+    from core.data.mnist import load_mnist
+    from core.store.runs import load_predictions
+    from tests.test_app import open_page
+    root = lab_env(tmp_path / "runs")
+    run_id = shipped_copy(root, "lenet")
+    at = open_page("mistakes")
+    at.toggle(key="mis_ood").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    gallery = max((list(element.proto.imgs) for element in at.get("image")), key=len)  # the page's gallery
+    shown = mistakes(load_predictions(run_id, root), order="confident")["index"].to_numpy()[:40]
+    images = load_mnist(mnist_root).test_images.numpy()[shown] / 255.0
+    detector, _ = ood.read_kept(run_id, root)
+    scores, flags = detector.judge(Predictor.from_run(run_id, root).model, normalize(images))
+    texts = [image.caption for image in gallery]
+    assert len(texts) == len(shown)
+    for text, score, flag in zip(texts, scores, flags):
+        assert text.endswith(f"{'NOT A DIGIT ' if flag else ''}score {score:.3g}"), text
