@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("run", metavar="RUN", help="a finished run id")
     emb.add_argument("--method", default="umap", choices=["umap", "tsne", "pca"],
                      help="the projection (default: umap)")
+
     compare = sub.add_parser("compare", help="is the difference real? two runs on the same test images: "
                                              "McNemar's exact test, intervals, in a sentence")
     compare.add_argument("run_a", metavar="RUN_A", help="a finished run id")

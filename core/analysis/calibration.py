@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.analysis.runsplit import SplitError, run_split
+from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.errors import BadInput
 from core.fsio import atomic_write_json
 from core.models import inference_layout
-from core.store.folder import ACTIVE, CALIBRATION, RunError, now_iso, read_json, run_dir
-from core.store.runs import Run, load_model, load_predictions, load_run, weights_sha256
+from core.store.folder import CALIBRATION, RunError, now_iso, read_json, run_dir
+from core.store.runs import Run, load_model, load_predictions, weights_sha256
 
 BINS = 15
 BATCH = 1000
@@ -123,12 +123,7 @@ def _logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _finished(run_id: str, root) -> Run:
-    try:
-        run = load_run(run_id, root)
-    except RunError as exc:
-        raise CalibrationError(str(exc)) from None
-    if run.status in ACTIVE:
-        raise CalibrationError(f"run {run.name!r} is still {run.status}: calibrate it once it has finished")
+    run = finished_run(run_id, root, CalibrationError, "calibrate it")
     if not run.has_predictions:
         raise CalibrationError(f"run {run.name!r} has no saved test predictions: there is nothing to calibrate")
     return run

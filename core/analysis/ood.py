@@ -27,12 +27,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 
-from core.analysis.runsplit import SplitError, run_split
+from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.models import inference_layout
-from core.store.folder import ACTIVE, OOD, RunError, now_iso, run_dir
-from core.store.runs import Run, load_model, load_run, weights_sha256
+from core.store.folder import OOD, RunError, now_iso, run_dir
+from core.store.runs import load_model, weights_sha256
 from core.store.writer import tensors_bytes
 
 DETECTORS = {"msp": "maximum softmax probability", "energy": "energy", "maxlogit": "maximum logit",
@@ -199,16 +199,6 @@ class Detector:
                 "created": self.created, "seconds": f"{self.seconds:.2f}", "evaluation": json.dumps(self.evaluation)}
 
 
-def _finished(run_id: str, root) -> Run:
-    try:
-        run = load_run(run_id, root)
-    except RunError as exc:
-        raise OODError(str(exc)) from None
-    if run.status in ACTIVE:
-        raise OODError(f"run {run.name!r} is still {run.status}: its detector is fitted once it has finished")
-    return run
-
-
 def read_kept(run_id: str, root=None) -> tuple[Detector | None, str | None]:
     """(the kept detector, None) if it is whole and of the current weights; (None, why) if the
     file is damaged; (None, None) if there is none or it is of other weights."""
@@ -255,7 +245,7 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 def fit(run_id: str, root=None, data_root=None, name: str = DEFAULT, report=lambda line: None) -> Detector:
     """Fit `name` on the run's training split and set its threshold on its validation split; keep it."""
-    run = _finished(run_id, root)
+    run = finished_run(run_id, root, OODError, "its detector is fitted")
     if name not in DETECTORS:
         raise OODError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     start = time.perf_counter()

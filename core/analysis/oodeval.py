@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from core.analysis import ood
-from core.analysis.runsplit import SplitError, run_split
+from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.data.images import normalize, normalize_uint8
 from core.data.mnist import load_mnist
 from core.data.notdigits import make_set, pad_redrawn
@@ -46,7 +46,7 @@ def auroc_fpr(out_scores: np.ndarray, in_scores: np.ndarray) -> tuple[float, flo
 
 def evaluate(run_id: str, root=None, data_root=None, report=lambda line: None, pad_digits: int = PAD_DIGITS) -> dict:
     """Every detector's figures for the run: {detector: {part: {...}}, "test_flagged", ...}."""
-    run = ood._finished(run_id, root)
+    run = finished_run(run_id, root, ood.OODError, "its detectors are measured")
     try:
         split, fields = run_split(run, root, data_root)
         model = load_model(run_id, root)

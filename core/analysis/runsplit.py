@@ -10,10 +10,22 @@ import torch
 from core.data.mnist import Split
 from core.data.source import load_split
 from core.errors import BadInput, LabError
-from core.store.folder import RunError
+from core.store.folder import ACTIVE, RunError
 from core.store.runs import Run, load_run
 
 FIELDS = ("csv", "val_size", "seed")  # what decides the validation images (train_limit only shortens training)
+
+
+def finished_run(run_id: str, root, error: type[BadInput], waits: str) -> Run:
+    """The run, or `error` saying why not: it cannot be read, or it is still training (`waits`
+    says what waits for its end, e.g. "calibrate it")."""
+    try:
+        run = load_run(run_id, root)
+    except RunError as exc:
+        raise error(str(exc)) from None
+    if run.status in ACTIVE:
+        raise error(f"run {run.name!r} is still {run.status}: {waits} once it has finished")
+    return run
 
 
 class SplitError(BadInput):
