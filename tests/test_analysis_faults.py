@@ -328,7 +328,7 @@ def test_killing_the_ensemble_command_at_any_moment_leaves_nothing_or_a_whole_ru
     whole = time.monotonic() - start  # kill at moments spread over the last 70% of a whole command
     before = set(list_run_ids(store))
     killed, finished = 0, 0
-    for delay in np.linspace(0.3 * whole, whole, 12):
+    for delay in np.linspace(0.3 * whole, whole, 8):
         proc = subprocess.Popen([*argv, "--name", f"kill {delay:.2f}"], cwd=REPO, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         time.sleep(delay)
@@ -340,7 +340,7 @@ def test_killing_the_ensemble_command_at_any_moment_leaves_nothing_or_a_whole_ru
             _whole(store, run_id)
         finished += len(new)
         before |= new
-    assert killed >= 6, f"only {killed} of 12 commands were killed before they finished"
+    assert killed >= 4, f"only {killed} of 8 commands were killed before they finished"
     staging = [p for p in store.iterdir() if p.name.startswith(".staging-")]
     for path in staging:  # debris of a killed write: hidden, then cleaned by the next ensemble
         os.utime(path, (time.time() - 3600, time.time() - 3600))

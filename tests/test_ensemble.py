@@ -3,8 +3,6 @@ probabilities), the model that averages the members' own, refusals that leave no
 the CLI, and the Evaluate and Sketch pages."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from core.fsio import atomic_write_bytes
 from core.store.folder import PREDICTIONS
 from core.store.runs import list_run_ids, load_model, load_predictions, load_run
 from core.store.writer import tensors_bytes
-from tests.helpers import REPO
+from tests.helpers import cli_result
 from tests.test_app import frame_with, open_page, texts
 
 
@@ -136,8 +134,7 @@ def test_cli_ensemble_prints_the_run_id_and_refuses_bad_input_in_one_line(runs):
     root, members = runs
 
     def cli(*argv):
-        return subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(root), "ensemble", *argv],
-                              capture_output=True, text=True, cwd=REPO, timeout=120)
+        return cli_result("--checkpoints", str(root), "ensemble", *argv)
     done = cli(*members, "--name", "cli ensemble")
     assert done.returncode == 0, done.stderr
     run_id = done.stdout.strip()
@@ -158,8 +155,7 @@ def test_cli_predict_with_an_ensemble(runs, tmp_path, mnist_root):
     run_id = create_ensemble(members, root=root)
     image = tmp_path / "digit.png"
     Image.fromarray(load_mnist(mnist_root).test_images[0].numpy()).save(image)
-    done = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(root), "predict", "--json", run_id,
-                           str(image)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    done = cli_result("--checkpoints", str(root), "predict", "--json", run_id, str(image))
     assert done.returncode == 0, done.stderr
     import json
     got = json.loads(done.stdout)

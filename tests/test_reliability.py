@@ -194,8 +194,7 @@ def test_run_ids_cannot_leave_the_checkpoints_folder(tmp_path, bad):
 @pytest.mark.slow
 def test_cli_refuses_escaping_names(tmp_path):
     for argv in (["predict", "../../etc", "x.png"], ["train", "--resume", "/etc"]):
-        proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(tmp_path), *argv],
-                              cwd=REPO, capture_output=True, text=True)
+        proc = cli_result("--checkpoints", str(tmp_path), *argv)
         assert proc.returncode != 0 and "not a valid run id" in proc.stderr and "Traceback" not in proc.stderr
 
 
