@@ -163,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "(about a minute), and keep the figures with the detector")
     detector.add_argument("--json", action="store_true", help="one JSON object")
 
+    robust = sub.add_parser("robustness", help="a run's accuracy under MNIST-C's corruptions and under FGSM and "
+                                               "PGD attacks at eps 0.05-0.3, with sanity checks (kept)")
+    robust.add_argument("run", metavar="RUN", help="a finished run id")
+    robust.add_argument("--refresh", action="store_true", help="measure again even if a report is kept")
+    robust.add_argument("--json", action="store_true",
+                        help="one JSON object: entries such as {attack, epsilon, steps, restarts, accuracy} and one "
+                             "per corruption")
+
     calibration = sub.add_parser("calibration", help="expected calibration error of a run's test probabilities, "
                                                      "and a temperature fitted on its validation split (kept)")
     calibration.add_argument("run", metavar="RUN", help="a finished run id")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from core.analysis import label_issues, ood, oodeval
+from core.analysis import label_issues, ood, oodeval, robustness
 from core.analysis.calibration import calibrate
 from core.analysis.compare import compare
 from core.analysis.embedding import METHODS, embedding
@@ -59,6 +59,30 @@ def cmd_ood(args) -> int:
             held = row["held-out"]
             print(f"{name:<12} {held['auroc']:6.3f} {held['fpr95tpr']:6.3f} {held['flagged']:19.1%} "
                   f"{row['test_flagged']:20.1%} {row['pad_flagged']:19.1%}")
+    return 0
+
+
+def cmd_robustness(args) -> int:
+    say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    found = robustness.robustness(args.run, args.checkpoints, args.data, refresh=args.refresh, report=say)
+    entries = [{"corruption": r["corruption"], "accuracy": r["accuracy"], "images": r["images"]}
+               for r in found["corruptions"]] + found["attacks"]
+    if args.json:
+        print(strict_json({"run_id": found["run_id"], "clean_accuracy": found["clean_accuracy"],
+                           "mean_corruption_error": found["mean_corruption_error"], "entries": entries,
+                           "checks": found["checks"], "seconds": found["seconds"]}))
+        return 0
+    print(f"run {found['run_id']}: {found['clean_accuracy']:.2f}% on the clean test set; mean corruption error "
+          f"{found['mean_corruption_error']:.2f}%")
+    for row in found["corruptions"]:
+        print(f"  {row['corruption']:<14} {row['accuracy']:6.2f}%")
+    for row in found["attacks"][1:]:
+        how = "FGSM" if row["attack"] == "fgsm" else f"PGD-{row['steps']}x{row['restarts']}"
+        print(f"  eps {row['epsilon']:.2f} {how:<11} {row['accuracy']:6.2f}%")
+    checks = found["checks"]
+    print(f"checks on {checks['images']} images: {'passed' if checks['passed'] else 'FAILED'} (unbounded attack "
+          f"{checks['unbounded_accuracy']:.1f}%; eps 0.3: PGD-50x10 {checks['eps_0.3']['pgd_50x10']:.1f}%, "
+          f"PGD-100x20 {checks['eps_0.3']['pgd_100x20']:.1f}%, margin loss {checks['eps_0.3']['pgd_50x10_margin_loss']:.1f}%)")
     return 0
 
 
@@ -118,5 +142,5 @@ def cmd_embedding(args) -> int:
     return 0
 
 
-REPORTS = {"compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood, "ensemble": cmd_ensemble,
+REPORTS = {"compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood, "robustness": cmd_robustness, "ensemble": cmd_ensemble,
            "label-issues": cmd_label_issues, "embedding": cmd_embedding}

@@ -61,6 +61,7 @@ DATASET = "dataset.json"
 LOG_NAME = "train.log"  # output of a job process (core.training.jobs)
 REFERENCE = "reference.json"  # marks a reference run shipped with MNIST Lab (core.store.reference)
 OOD = "ood.safetensors"  # the not-a-digit detector fitted for the weights (core.analysis.ood)
+ROBUSTNESS = "robustness.json"  # corruptions and attacks, measured for the weights (core.analysis.robustness)
 CALIBRATION = "calibration.json"  # the temperature fitted on the validation split (core.analysis.calibration)
 DRIVERS = ".ray"      # <store>/.ray/<sweep id>/: a Ray sweep driver's lock (its pid) and DRIVER_INFO
 DRIVER_INFO = "driver.json"  # the sweep id, the cluster's address, the driver's host and pid

@@ -1,0 +1,98 @@
+"""Adversarial attacks in pixel space: images on [0, 1] (MNIST's pixels divided by 255), passed
+through the lab's normalisation to the model, perturbed within an L-inf ball of radius eps and
+kept inside [0, 1]. The attacks are Captum's (captum.robust FGSM and PGD) with an explicit loss on
+logits: cross-entropy, or the margin (Carlini & Wagner's): the largest other logit less the true
+one, which a second check uses to confirm what cross-entropy finds.
+
+PGD is run with random starts (`restarts` of them): an image counts as robust only if no restart
+finds an adversarial example; a restart only attacks the images still standing, so a model that
+falls at once costs one restart.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.data.images import standardise
+
+EPSILONS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+BATCH = 500
+
+
+class PixelModel(nn.Module):
+    """The model seen from pixel space: [0, 1] images (N, 1, 28, 28) in, logits out."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(standardise(pixels))
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The largest wrong logit less the true one: above 0, the image is misclassified."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
+    return others.max(1).values - true
+
+
+LOSSES: dict[str, Callable] = {"ce": cross_entropy, "margin": margin}
+
+
+def fgsm(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: float, loss: str = "ce") -> torch.Tensor:
+    """One signed-gradient step of size eps (Goodfellow et al. 2015), clipped to [0, 1]."""
+    from captum.robust import FGSM  # heavy: Captum loads only for an attack
+    attack = FGSM(PixelModel(model), loss_func=LOSSES[loss], lower_bound=0.0, upper_bound=1.0)
+    return attack.perturb(pixels.detach().clone().requires_grad_(True), epsilon=eps, target=labels).detach()
+
+
+def pgd(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: float, steps: int, step_size: float,
+        restarts: int = 1, random_start: bool = True, loss: str = "ce", seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perturbed images, robust?) after L-inf PGD (Madry et al. 2018) with `restarts` random
+    starts of `steps` steps of `step_size`: an image is robust if every restart leaves it right.
+    A fooled image keeps the perturbation that fooled it, a robust one its last restart's."""
+    from captum.robust import PGD  # heavy: Captum loads only for an attack
+    forward = PixelModel(model)
+    attack = PGD(forward, loss_func=LOSSES[loss], lower_bound=0.0, upper_bound=1.0)
+    adversarial = pixels.clone()
+    with torch.no_grad():
+        robust = forward(pixels).argmax(1) == labels
+    for restart in range(restarts):
+        alive = torch.nonzero(robust).flatten()
+        if not len(alive):
+            break
+        torch.manual_seed(seed + restart)  # Captum draws the random start from torch's generator
+        found = attack.perturb(pixels[alive].detach().clone().requires_grad_(True), radius=eps, step_size=step_size, step_num=steps, target=labels[alive],
+                               random_start=random_start).detach()
+        with torch.no_grad():
+            fooled = forward(found).argmax(1) != labels[alive]
+        adversarial[alive] = found
+        robust[alive[fooled]] = False
+    return adversarial, robust
+
+
+def robust_accuracy(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: float, attack: str = "pgd",
+                    steps: int = 50, restarts: int = 10, step_size: float | None = None, loss: str = "ce",
+                    seed: int = 0) -> float:
+    """Accuracy in % under the attack, in batches. PGD's step size defaults to 2.5 eps / steps
+    (Madry et al.); FGSM is one step of eps."""
+    right = 0
+    for start in range(0, len(pixels), BATCH):
+        x, y = pixels[start:start + BATCH], labels[start:start + BATCH]
+        if attack == "fgsm":
+            with torch.no_grad():
+                right += int((PixelModel(model)(fgsm(model, x, y, eps, loss)).argmax(1) == y).sum())
+        elif attack == "pgd":
+            size = step_size if step_size is not None else 2.5 * eps / steps
+            right += int(pgd(model, x, y, eps, steps, size, restarts, loss=loss, seed=seed + start)[1].sum())
+        else:
+            raise ValueError(f"unknown attack {attack!r}: fgsm or pgd")
+    return 100.0 * right / max(1, len(pixels))

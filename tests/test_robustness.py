@@ -1,0 +1,43 @@
+"""A run's robustness report: its figures against their definitions, its checks, and its cache."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.analysis import robustness
+from core.data.corruptions import CORRUPTIONS
+from core.store.folder import ROBUSTNESS, WEIGHTS
+from tests.helpers import cli_result, require_mnist
+
+
+@pytest.mark.slow
+def test_a_report_is_measured_kept_and_measured_again_for_new_weights(trained_runs, tmp_path):
+    root = trained_runs.copy_to(tmp_path / "runs")
+    run_id = trained_runs.ids["mlp"]
+    first = robustness.robustness(run_id, root, require_mnist(), images=200)
+    assert [row["corruption"] for row in first["corruptions"]] == list(CORRUPTIONS)
+    assert first["mean_corruption_error"] == pytest.approx(
+        sum(100 - row["accuracy"] for row in first["corruptions"]) / len(CORRUPTIONS))
+    pgd = [row for row in first["attacks"] if row["attack"] == "pgd"]
+    assert [row["epsilon"] for row in pgd] == [0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+    assert (pgd[-1]["steps"], pgd[-1]["restarts"]) == (50, 10) and all(row["images"] == 200 for row in pgd)
+    assert first["checks"]["unbounded_accuracy"] == 0.0 and first["checks"]["falls_with_eps"]
+    assert json.loads((root / run_id / ROBUSTNESS).read_text()) == first
+    assert robustness.robustness(run_id, root, require_mnist(), images=200) == first  # kept: not measured again
+    weights = root / run_id / WEIGHTS
+    weights.write_bytes(weights.read_bytes() + b" ")
+    assert robustness.cached(run_id, root) is None  # new weights, a new report
+
+
+def test_the_cli_refuses_a_run_still_training(tmp_path):
+    from core.config import TrainConfig
+    from core.store.writer import RunWriter
+    writer = RunWriter.create(TrainConfig(arch="mlp", name="live").to_dict(), root=tmp_path)
+    try:
+        writer.start()
+        proc = cli_result("--checkpoints", str(tmp_path), "robustness", writer.run_id)
+        assert proc.returncode == 2 and "still running" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    finally:
+        writer.release()
+    assert not (tmp_path / writer.run_id / ROBUSTNESS).exists()
