@@ -17,6 +17,7 @@ PAGES = [  # (file, title, url path, icon)
     ("views/mistakes.py", "Mistakes", "mistakes", ":material/error_outline:"),
     ("views/label_issues.py", "Label issues", "label-issues", ":material/label_off:"),
     ("views/embedding.py", "Embedding map", "embedding", ":material/scatter_plot:"),
+    ("views/robustness.py", "Robustness", "robustness", ":material/shield:"),
     ("views/sketch.py", "Sketch", "sketch", ":material/draw:"),
     ("views/data.py", "Data", "data", ":material/dataset:"),
     ("views/sweep.py", "Sweep", "sweep", ":material/grid_view:"),

@@ -40,7 +40,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEWPORT = {"width": 1400, "height": 1000}  # px; screenshots are this wide
 # url path -> title the page shows, in the sidebar's order
 PAGES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
-         "label-issues": "Label issues", "embedding": "Embedding map", "sketch": "Sketch", "data": "Data", "sweep": "Sweep"}
+         "label-issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
+         "data": "Data", "sweep": "Sweep"}
 
 # Strokes in canvas fractions (0..1 of width, height): each a polyline drawn with the mouse held.
 DIGIT_STROKES = {

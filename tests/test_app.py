@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 TITLES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
-          "label_issues": "Label issues", "embedding": "Embedding map", "sketch": "Sketch", "data": "Data",
-          "sweep": "Sweep"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
+          "label_issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
+          "data": "Data", "sweep": "Sweep"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
 PAGES = tuple(TITLES)
 TIMEOUT = 60  # s per script run: generous, the CI machine shares 2 cores with training jobs
 
@@ -51,6 +51,7 @@ NEXT_STEP = {
     "mistakes": "No finished run yet",
     "label_issues": "No finished run with saved test predictions yet",
     "embedding": "No finished run yet",
+    "robustness": "No finished run yet",
     "sketch": "No trained model yet",
     "sweep": "No sweep yet",
 }

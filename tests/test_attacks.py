@@ -67,3 +67,44 @@ def test_an_unbounded_attack_leaves_no_image_standing(trained_runs, mnist_root):
     low = attacks.robust_accuracy(model, pixels, labels, 0.05, steps=10, restarts=1)
     high = attacks.robust_accuracy(model, pixels, labels, 0.2, steps=10, restarts=1)
     assert high <= low
+
+
+def test_the_smallest_flip_is_where_the_linear_model_crosses_over():
+    """For the two-class linear model the answer flips exactly when eps reaches the margin over
+    the L1 norm of the weight difference (in pixel units): the bisection finds that eps."""
+    model = two_class_linear(3)
+    pixels = torch.full((1, 1, 28, 28), 0.5)
+    w = model[1].weight.detach()
+    clean = attacks.PixelModel(model)(pixels)[0]
+    crossing = float((clean[0] - clean[1]) * MNIST_STD / (w[0] - w[1]).abs().sum())
+    eps, changed, digit = attacks.smallest_flip(model, pixels, hi=0.5, tolerance=0.002, steps=20)
+    assert digit == 1 and abs(eps - crossing) <= 0.002 + 1e-3
+    assert (changed - pixels).abs().max() <= eps + 1e-6
+    assert attacks.smallest_flip(model, pixels, hi=crossing * 0.5) is None
+
+
+def test_sketch_says_what_would_change_the_models_mind(lab_env, trained_runs, drawn, mnist_root):
+    import re
+
+    from core.analysis.predict import Predictor
+    from core.data.images import to_mnist
+    from core.data.mnist import load_mnist
+    from dashboard.views.sketch import decode_drawing
+    from tests.test_app import open_page, pad_drawing
+    lab_env(trained_runs.root)
+    drawn.value = pad_drawing(load_mnist(mnist_root).test_images[0].numpy())
+    at = open_page("sketch")
+    at.toggle(key="sketch_mind").set_value(True).run()
+    run_id = at.selectbox(key="sketch_mind_run").value
+    assert not at.exception, [e.value for e in at.exception]
+    text = next(m.value for m in at.markdown if "makes it say" in m.value)
+    eps, new = re.search(r"at most \*\*([\d.]+)\*\* \(of 1\) makes it say \*\*(\d)\*\*", text).groups()
+    model = Predictor.from_run(run_id, trained_runs.root)
+    digit = torch.from_numpy(to_mnist(decode_drawing(drawn.value)))[None, None]
+    before = int(model.probabilities(digit[0, 0].numpy()).argmax())
+    assert int(new) != before
+    # the ball of that radius holds a change of answer, a ball well inside it does not
+    _, robust = attacks.pgd(model.model, digit, torch.tensor([before]), float(eps), 20, 2.5 * float(eps) / 20)
+    assert not robust[0]
+    _, robust = attacks.pgd(model.model, digit, torch.tensor([before]), float(eps) / 3, 20, 2.5 * float(eps) / 60)
+    assert robust[0]

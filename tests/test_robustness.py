@@ -41,3 +41,34 @@ def test_the_cli_refuses_a_run_still_training(tmp_path):
     finally:
         writer.release()
     assert not (tmp_path / writer.run_id / ROBUSTNESS).exists()
+
+
+def test_the_robustness_page_draws_the_kept_report_and_attacks_the_gallery(lab_env, trained_runs, tmp_path):
+    import torch
+
+    from core.analysis import attacks
+    from core.data.mnist import load_mnist
+    from core.store.runs import load_model
+    from tests.test_app import frame_with, open_page
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    run_id = trained_runs.ids["mlp"]
+    kept = robustness.robustness(run_id, root, require_mnist(), images=100)
+    at = open_page("robustness")
+    at.multiselect(key="rob_runs").set_value([run_id]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    checks = frame_with(at, "PGD-100x20").iloc[0]
+    assert checks["PGD-50x10 at 0.3"] == kept["checks"]["eps_0.3"]["pgd_50x10"]
+    assert checks["passed"] == kept["checks"]["passed"]
+    curves = [c for c in at.get("vega_lite_chart")]
+    assert len(curves) == 2  # attacks and corruptions
+    at.selectbox(key="rob_what").set_value("FGSM").run()
+    at.select_slider(key="rob_eps").set_value(0.2).run()
+    assert not at.exception, [e.value for e in at.exception]
+    mnist = load_mnist(require_mnist())
+    pixels = mnist.test_images[:8].float().div(255).unsqueeze(1)
+    model = load_model(run_id, root)
+    attacked = attacks.fgsm(model, pixels, mnist.test_labels[:8].long(), 0.2)
+    with torch.no_grad():
+        after = attacks.PixelModel(model)(attacked).argmax(1).tolist()
+    rows = [list(element.proto.imgs) for element in at.get("image") if len(element.proto.imgs) == 8]
+    assert [img.caption.split()[1] for img in rows[1]] == [str(d) for d in after]

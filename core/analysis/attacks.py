@@ -10,6 +10,7 @@ falls at once costs one restart.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -51,7 +52,9 @@ def fgsm(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: floa
     """One signed-gradient step of size eps (Goodfellow et al. 2015), clipped to [0, 1]."""
     from captum.robust import FGSM  # heavy: Captum loads only for an attack
     attack = FGSM(PixelModel(model), loss_func=LOSSES[loss], lower_bound=0.0, upper_bound=1.0)
-    return attack.perturb(pixels.detach().clone().requires_grad_(True), epsilon=eps, target=labels).detach()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+        return attack.perturb(pixels.detach().clone().requires_grad_(True), epsilon=eps, target=labels).detach()
 
 
 def pgd(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: float, steps: int, step_size: float,
@@ -70,8 +73,11 @@ def pgd(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, eps: float
         if not len(alive):
             break
         torch.manual_seed(seed + restart)  # Captum draws the random start from torch's generator
-        found = attack.perturb(pixels[alive].detach().clone().requires_grad_(True), radius=eps, step_size=step_size, step_num=steps, target=labels[alive],
-                               random_start=random_start).detach()
+        with warnings.catch_warnings():  # Captum's inner steps start from tensors without gradients: it adds them
+            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+            found = attack.perturb(pixels[alive].detach().clone().requires_grad_(True), radius=eps,
+                                   step_size=step_size, step_num=steps, target=labels[alive],
+                                   random_start=random_start).detach()
         with torch.no_grad():
             fooled = forward(found).argmax(1) != labels[alive]
         adversarial[alive] = found
@@ -96,3 +102,31 @@ def robust_accuracy(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor
         else:
             raise ValueError(f"unknown attack {attack!r}: fgsm or pgd")
     return 100.0 * right / max(1, len(pixels))
+
+
+def smallest_flip(model: nn.Module, pixels: torch.Tensor, hi: float = 0.5, tolerance: float = 0.005,
+                  steps: int = 20, seed: int = 0) -> tuple[float, torch.Tensor, int] | None:
+    """For one image (1, 1, 28, 28) on [0, 1]: the smallest eps (within `tolerance`, up to `hi`) at
+    which PGD (`steps` steps of 2.5 eps / steps, one seeded random start) changes the model's
+    answer, the changed image and the new digit; None if even `hi` does not change it. Bisection:
+    PGD at an eps finds a change or not, and a larger ball holds every smaller one."""
+    with torch.no_grad():
+        answer = PixelModel(model)(pixels).argmax(1)
+
+    def attempt(eps: float):
+        found, robust = pgd(model, pixels, answer, eps, steps, 2.5 * eps / steps, restarts=1, seed=seed)
+        return None if bool(robust[0]) else found
+    best = attempt(hi)
+    if best is None:
+        return None
+    low, high = 0.0, hi
+    while high - low > tolerance:
+        middle = (low + high) / 2
+        found = attempt(middle)
+        if found is None:
+            low = middle
+        else:
+            high, best = middle, found
+    with torch.no_grad():
+        digit = int(PixelModel(model)(best).argmax(1)[0])
+    return high, best, digit

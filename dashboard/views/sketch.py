@@ -20,11 +20,14 @@ import base64
 import hashlib
 import html
 import io
+import time
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
+from core.analysis import attacks
 from core.data import handwriting
 from core.store import tables
 from core.models import list_models
@@ -226,6 +229,7 @@ def predictions(digit: np.ndarray, models: list) -> None:
                     for (run, _), (probs, score), note, found in zip(loaded, judged, notes, detectors))
     st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
     why(digit, [run for run, _ in loaded])
+    change_its_mind(digit, [run for run, _ in loaded])
 
 
 def why(digit: np.ndarray, models: list) -> None:
@@ -238,6 +242,33 @@ def why(digit: np.ndarray, models: list) -> None:
     run_id = st.selectbox("Model", list(by_id), key="sketch_why_run", format_func=lambda i: run_label(by_id[i]))
     drawing = hashlib.sha1(np.ascontiguousarray(digit).tobytes()).hexdigest()[:12]  # a new drawing: the runner-up again
     saliency_panel(by_id[run_id], digit, true=None, key=f"sketch_why_{drawing}")
+
+
+def change_its_mind(digit: np.ndarray, models: list) -> None:
+    """The smallest L-inf change (PGD, bisected on eps) that makes one model give another digit
+    for the drawing, and the changed drawing. Off by default."""
+    if not st.toggle("What would change its mind?", key="sketch_mind",
+                     help="the smallest change of the drawing's pixels (each by at most eps, on [0, 1]) that makes "
+                          "the model answer another digit: PGD, 20 steps, eps found by bisection"):
+        return
+    by_id = {r.run_id: r for r in models}
+    run_id = st.selectbox("Model", list(by_id), key="sketch_mind_run", format_func=lambda i: run_label(by_id[i]))
+    model = predictor(by_id[run_id])
+    if model is None:
+        return
+    started = time.perf_counter()
+    found = attacks.smallest_flip(model.model, torch.from_numpy(np.asarray(digit, dtype=np.float32))[None, None])
+    seconds = time.perf_counter() - started
+    if found is None:
+        st.info(f"No change of at most 0.5 per pixel makes it say another digit (searched in {seconds:.1f} s).",
+                icon=":material/shield:")
+        return
+    eps, changed, new = found
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    with left:
+        digit_image(changed[0, 0].numpy(), width=112, output_format="PNG")
+    right.markdown(f"Changing each pixel by at most **{eps:.3f}** (of 1) makes it say **{new}**: the drawing on "
+                   f"the left. Found in {seconds:.1f} s (PGD, 20 steps, one random start, eps bisected to 0.005).")
 
 
 def save(digit: np.ndarray) -> None:
