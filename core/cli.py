@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ms per training step of every architecture on the CPU, per memory layout and optimizer implementation")
     bench.add_argument("--saliency", action="store_true",
                        help="ms per Integrated Gradients map (one test image, one model of each architecture)")
+    bench.add_argument("--flip", action="store_true",
+                       help="seconds of Sketch's 'What would change its mind?' (one drawing, one model of each architecture)")
     bench.add_argument("--embedding", action="store_true",
                        help="time the embedding map (features + UMAP, t-SNE, PCA) of the best run of each architecture")
     bench.add_argument("--json", action="store_true", help="print the results as one JSON object")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from core.analysis.ood import detector_for
 from core.analysis.predict import Predictor
 from core.reports import REPORTS
-from core.bench.costs import bookkeeping_costs, embedding_costs, saliency_latency, step_costs
+from core.bench.costs import bookkeeping_costs, embedding_costs, flip_latency, saliency_latency, step_costs
 from core.bench.pipelines import run_bench
 from core.bench.race import run_race
 from core.config import ConfigError, TrainConfig, field_specs
@@ -312,6 +312,8 @@ def cmd_bench(args) -> int:
                           train_limit=args.train_limit, data_root=args.data, report=report)
     elif args.embedding:
         result = embedding_costs(root=args.checkpoints, data_root=args.data, report=report)
+    elif args.flip:
+        result = flip_latency(root=args.checkpoints, data_root=args.data, report=report)
     elif args.saliency:
         result = saliency_latency(repeats=args.sketch_repeats, root=args.checkpoints, data_root=args.data,
                                   report=report)

@@ -108,3 +108,13 @@ def test_sketch_says_what_would_change_the_models_mind(lab_env, trained_runs, dr
     assert not robust[0]
     _, robust = attacks.pgd(model.model, digit, torch.tensor([before]), float(eps) / 3, 20, 2.5 * float(eps) / 60)
     assert robust[0]
+
+
+def test_bench_flip_times_every_architecture(tmp_path, mnist_root):
+    from core.bench.costs import flip_latency
+    from core.models import list_models
+    found = flip_latency(repeats=1, root=tmp_path, data_root=mnist_root, report=lambda line: None)
+    assert list(found) == list_models()
+    for row in found.values():
+        assert row["weights"] == "untrained weights" and row["median_s"] > 0
+        assert row["eps"] is None or 0 < row["eps"] <= 0.5

@@ -93,6 +93,22 @@ def test_every_reference_run_ships_a_current_not_a_digit_detector(run_id):
     assert kept.fitted_on["validation_images"] == load_run(run_id, SHIPPED).config["val_size"]
 
 
+def test_the_shipped_robustness_reports_are_current_and_the_table_is_generated_from_them():
+    """Oracle: each report's clean accuracy is the run's own saved test accuracy, measured again.
+    (mlp, mlp_ln and lenet ship theirs; the heavier recipes' reports take longer than the budget
+    here: docs/BENCHMARKS.md.)"""
+    from scripts import robustness_table
+    found = robustness_table.rows(str(SHIPPED))
+    assert {"mlp", "mlp_ln", "lenet"} <= {arch for arch, _ in found}
+    for arch, report in found:
+        run = next(load_run(i, SHIPPED) for i in IDS if load_run(i, SHIPPED).arch == arch
+                   and not load_run(i, SHIPPED).config.get("sweep"))
+        assert report["clean_accuracy"] == pytest.approx(run.test_acc, abs=0.011)
+        assert {r["corruption"] for r in report["corruptions"]} and report["attacks"][-1]["steps"] == 50
+    assert robustness_table.table(str(SHIPPED)) in (REPO / "docs" / "BENCHMARKS.md").read_text(), \
+        "docs/BENCHMARKS.md's robustness table differs from `python -m scripts.robustness_table`: paste its output"
+
+
 def test_git_tracks_the_reference_runs_and_ignores_a_users_own():
     if not (REPO / ".git").exists():
         pytest.fail("the repository's .git is needed to check what git ignores")

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from core.analysis.attacks import smallest_flip
 from core.analysis.embedding import check_method, features, project
 from core.analysis.predict import Predictor
 from core.analysis.saliency import attribute
 from core.config import TrainConfig
 from core.data.images import normalize_uint8, to_mnist
 from core.data.mnist import load_mnist
+from core.data.notdigits import pad_redrawn
 from core.models import channels_last, create_model, get_spec, in_layout, is_convolutional, list_models
 from core.store import tables
 from core.store.runs import list_runs, load_model
@@ -188,6 +190,30 @@ def saliency_latency(repeats: int = 10, root=None, data_root=None,
         results[arch] = {**latency_ms(lambda: attribute(model, image, 7), repeats, warmup=2),
                          "weights": best.get(arch, "untrained weights")}
         report(f"  saliency {arch:<8} p50 {results[arch]['p50_ms']:7.1f} ms   p95 {results[arch]['p95_ms']:7.1f} ms")
+    return results
+
+
+def flip_latency(repeats: int = 3, root=None, data_root=None,
+                 report: Callable[[str], None] = print) -> dict[str, dict]:
+    """Seconds of Sketch's "What would change its mind?" (core.analysis.attacks.smallest_flip) per
+    architecture, median/min/max of `repeats` calls, with the best finished run of each (untrained
+    weights where there is none), on MNIST's first test digit redrawn as the pad draws it: issue
+    23's budget is 2 s a model."""
+    best = {r.arch: r.run_id for r in tables.best_run_per_arch(list_runs(root))}
+    drawing = torch.from_numpy(pad_redrawn(load_mnist(data_root).test_images[:1].numpy() / 255.0))[:, None]
+    results = {}
+    for arch in list_models():
+        model = load_model(best[arch], root) if arch in best else create_model(arch).eval()
+        seconds, found = [], None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            found = smallest_flip(model, drawing)
+            seconds.append(time.perf_counter() - start)
+        results[arch] = {"median_s": statistics.median(seconds), "min_s": min(seconds), "max_s": max(seconds),
+                         "eps": found[0] if found else None, "new_digit": found[2] if found else None,
+                         "weights": best.get(arch, "untrained weights")}
+        report(f"  flip {arch:<8} {results[arch]['median_s']:.2f} s (median of {repeats}); eps "
+               f"{results[arch]['eps'] if found else 'none up to 0.5'}")
     return results
 
 
