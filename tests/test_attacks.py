@@ -76,7 +76,7 @@ def test_the_smallest_flip_is_where_the_linear_model_crosses_over():
     pixels = torch.full((1, 1, 28, 28), 0.5)
     w = model[1].weight.detach()
     clean = attacks.PixelModel(model)(pixels)[0]
-    crossing = float((clean[0] - clean[1]) * MNIST_STD / (w[0] - w[1]).abs().sum())
+    crossing = float(((clean[0] - clean[1]) * MNIST_STD / (w[0] - w[1]).abs().sum()).detach())
     eps, changed, digit = attacks.smallest_flip(model, pixels, hi=0.5, tolerance=0.002, steps=20)
     assert digit == 1 and abs(eps - crossing) <= 0.002 + 1e-3
     assert (changed - pixels).abs().max() <= eps + 1e-6
