@@ -18,8 +18,8 @@ from scripts import harness
 # Two tiny real runs (about 40 s on 2 CPU cores, trained side by side): enough for every page
 # to have something to show and for the Sketch page to have two models to ask.
 SEED_RUNS = [
-    ["--arch", "mlp", "--epochs", "2", "--train-limit", "3000", "--name", "seed-mlp"],
-    ["--arch", "lenet", "--epochs", "2", "--train-limit", "3000", "--name", "seed-lenet"],
+    ["--arch", "mlp", "--epochs", "1", "--train-limit", "3000", "--name", "seed-mlp"],
+    ["--arch", "lenet", "--epochs", "1", "--train-limit", "3000", "--name", "seed-lenet"],
 ]
 
 

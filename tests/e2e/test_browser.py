@@ -210,7 +210,7 @@ def test_train_from_the_browser(page, base_url):
     assert "e2e-run" in [n.strip() for n in names], f"e2e-run is not in the Compare table: {names[:40]}"
 
 
-SHOT_PAGES = ("sketch", "embedding", "mistakes")  # the pages the script acts on before its picture
+SHOT_PAGES = ("sketch", "mistakes")  # pages the script acts on before its picture (the dragged box: test_explain_browser)
 
 
 def test_screenshots(browser, base_url, tmp_path):
