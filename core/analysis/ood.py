@@ -114,8 +114,7 @@ def _pood(name: str, state: dict[str, torch.Tensor]):
         return pood.MaxLogit(None)
     if name == "mahalanobis":
         found = pood.Mahalanobis(None)
-        found.mu, found.precision = state["mu"].float(), state["precision"].float()
-        found.cov = torch.linalg.inv(found.precision)
+        found.mu, found.precision = state["mu"].float(), state["precision"].float()  # all its scores read
         return found
     if name == "knn":
         return pood.KNN(None, k=KNN_K).fit_features(state["bank"].float(), torch.zeros(len(state["bank"]), dtype=torch.long))
@@ -243,6 +242,13 @@ def _metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + size]).get("__metadata__") or {}
 
 
+def training_sample(split, fields: dict) -> torch.Tensor:
+    """The FIT_IMAGES training images (indices into the split) a run's detectors learn from,
+    drawn by the run's own seed: the same sample for the kept fit and for its measurement."""
+    generator = torch.Generator().manual_seed(int(fields["seed"]) + 3)
+    return torch.randperm(len(split.x_train), generator=generator)[:FIT_IMAGES]
+
+
 def fit(run_id: str, root=None, data_root=None, name: str = DEFAULT, report=lambda line: None) -> Detector:
     """Fit `name` on the run's training split and set its threshold on its validation split; keep it."""
     run = finished_run(run_id, root, OODError, "its detector is fitted")
@@ -255,8 +261,7 @@ def fit(run_id: str, root=None, data_root=None, name: str = DEFAULT, report=lamb
         sha = weights_sha256(run_id, root)
     except (SplitError, RunError) as exc:
         raise OODError(str(exc)) from None
-    generator = torch.Generator().manual_seed(int(fields["seed"]) + 3)
-    sample = torch.randperm(len(split.x_train), generator=generator)[:FIT_IMAGES]
+    sample = training_sample(split, fields)
     report(f"features of {len(sample):,} training and {len(split.x_val):,} validation images…")
     train = outputs(model, split.x_train[sample])
     val = outputs(model, split.x_val)

@@ -55,8 +55,7 @@ def evaluate(run_id: str, root=None, data_root=None, report=lambda line: None, p
     mnist, notdigits, redrawn = _inputs(None if data_root is None else str(data_root), pad_digits)
     report(f"outputs of {len(notdigits)} non-digits, {len(mnist.test_images):,} test digits, {len(redrawn)} "
            "redrawn digits, and the run's own training sample and validation digits…")
-    sample = torch.randperm(len(split.x_train), generator=torch.Generator().manual_seed(int(fields["seed"]) + 3))
-    sample = sample[:ood.FIT_IMAGES]
+    sample = ood.training_sample(split, fields)
     train = ood.outputs(model, split.x_train[sample])
     val = ood.outputs(model, split.x_val)
     test = ood.outputs(model, normalize_uint8(mnist.test_images))

@@ -64,10 +64,9 @@ class _Fields:
 
 def run_split(run: Run, root, data_root=None) -> tuple[Split, dict]:
     """(the run's split on the CPU, the fields it was rebuilt from), or a SplitError."""
-    fields = split_fields(run, root)
+    fields = _Fields(split_fields(run, root))
     try:
-        split, _ = load_split(_Fields(fields), torch.device("cpu"), data_root)
+        split, _ = load_split(fields, torch.device("cpu"), data_root)
     except LabError as exc:
         raise SplitError(f"the validation split of run {run.name!r} cannot be rebuilt: {exc}") from None
-    return split, {"val_size": _Fields(fields).val_size, "seed": _Fields(fields).seed,
-                   "source": fields.get("csv") or "MNIST train"}
+    return split, {"val_size": fields.val_size, "seed": fields.seed, "source": fields.csv or "MNIST train"}

@@ -15,7 +15,7 @@ from core.bench.costs import sketch_latency
 from core.config import TrainConfig
 from core.data.images import MNIST_MEAN, MNIST_STD, normalize_uint8
 from core.data.mnist import data_dir, load_mnist, split_indices
-from core.models import channels_last, create_model, get_spec
+from core.models import channels_last, create_model, trains_channels_last
 from core.training.recipe import resolve_device
 
 
@@ -52,8 +52,7 @@ def plain_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: tor
     x, y = normalize_uint8(mnist.train_images[train_idx]).to(device), mnist.train_labels[train_idx].long().to(device)
     torch.manual_seed(0)
     model = create_model(arch).to(device)
-    fast_layout = get_spec(arch).cpu_channels_last or device.type == "cuda"
-    if fast_layout:
+    if trains_channels_last(arch, model, device, None):
         model, x = channels_last(model, x)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     times = []
