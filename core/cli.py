@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds of Sketch's 'What would change its mind?' (one drawing, one model of each architecture)")
     bench.add_argument("--embedding", action="store_true",
                        help="time the embedding map (features + UMAP, t-SNE, PCA) of the best run of each architecture")
+    bench.add_argument("--onnx", action="store_true",
+                       help="export the best run of each architecture to ONNX: seconds, size, and ONNX Runtime's "
+                            "latency per image against the lab's PyTorch path")
     bench.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
     ensemble = sub.add_parser("ensemble", help="save finished runs as one run (kind ensemble) that "
@@ -179,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     calibration.add_argument("--refit", action="store_true", help="fit again even if a fit is kept")
     calibration.add_argument("--json", action="store_true",
                              help="one JSON object: ece, ece_calibrated, temperature, fitted_on, ...")
+
+    export = sub.add_parser("export", help="a run's model as one ONNX (or TorchScript) file that takes [0, 1] pixels "
+                                           "and returns probabilities, with its model card beside it")
+    export.add_argument("run", metavar="RUN", help="a finished run id")
+    export.add_argument("--format", default="onnx", metavar="FORMAT", help="onnx (default) or torchscript")
+    export.add_argument("-o", "--output", default=None, metavar="FILE",
+                        help="where to write it (default: RUN.onnx or RUN.pt here); the card goes to FILE.card.md "
+                             "and FILE.card.json")
+    export.add_argument("--no-verify", action="store_true",
+                        help="skip running the file on MNIST's 10,000 test images against the run's own predictions")
+    export.add_argument("--json", action="store_true", help="one JSON object: path, card paths, seconds, bytes, card")
     return parser
 
 

@@ -310,6 +310,8 @@ def cmd_bench(args) -> int:
     if args.time_to is not None:
         result = run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
                           train_limit=args.train_limit, data_root=args.data, report=report)
+    elif args.onnx:
+        result = onnx_costs(rounds=args.rounds, root=args.checkpoints, data_root=args.data, report=report)
     elif args.embedding:
         result = embedding_costs(root=args.checkpoints, data_root=args.data, report=report)
     elif args.flip:

@@ -78,6 +78,14 @@ class TrainConfig:
     aug_zoom: float = _recipe("affine: zoom within 1 +- this", advanced=True)
     ema: bool = _recipe("keep and evaluate an exponential moving average of the weights")
     ema_decay: float = _recipe("EMA decay per step, 0..<1", advanced=True)
+    adv_eps: float = _recipe("adversarial training: train on L-inf attacks of this radius, in pixels on [0, 1] "
+                             "(0: off; 0..1)")
+    adv_steps: int = _recipe("adversarial training: attack steps per batch (1: FGSM with a random start, "
+                             "more: PGD)", advanced=True)
+    adv_step: float = _recipe("adversarial training: each attack step's size, as a multiple of adv_eps",
+                              advanced=True)
+    adv_warmup: float = _recipe("adversarial training: share of the steps over which the radius grows from 0 "
+                                "to adv_eps, 0..<1", advanced=True)
     # --- the run ---
     seed: int = field(default=0, metadata={"help": "one seed for weights, shuffling and the split"})
     device: str = field(default="auto", metadata={"help": "|".join(DEVICES), "choices": DEVICES})
@@ -153,6 +161,10 @@ class TrainConfig:
         need(0 <= number("aug_zoom", float) < 1, f"aug_zoom must be in [0, 1), got {self.aug_zoom}")
         flag("ema")
         need(0 < number("ema_decay", float) < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        need(0 <= number("adv_eps", float) <= 1, f"adv_eps must be in [0, 1] (pixels on [0, 1]), got {self.adv_eps}")
+        need(1 <= number("adv_steps", int) <= 100, f"adv_steps must be 1..100, got {self.adv_steps}")
+        need(0 < number("adv_step", float) <= 10, f"adv_step must be > 0 and <= 10 (times adv_eps), got {self.adv_step}")
+        need(0 <= number("adv_warmup", float) < 1, f"adv_warmup must be in [0, 1), got {self.adv_warmup}")
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
              seed_problem(self.seed))
         choice("device", DEVICES)
@@ -179,7 +191,8 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         """Rebuild from a saved config; unknown keys (a newer format) are ignored. A config of
         format 1 or 2 predates some explicit knobs: it gets the values its format used without
-        saying (not today's recipe, which may differ)."""
+        saying (not today's recipe, which may differ); one without adv_eps predates adversarial
+        training and trained without it."""
         known = {f.name for f in fields(cls)}
         given = {k: v for k, v in data.items() if k in known}
         version = data.get("format", 1)
@@ -189,6 +202,8 @@ class TrainConfig:
         if isinstance(version, int) and version <= 2:  # Adam's betas were torch's defaults
             given.setdefault("beta1", 0.9)
             given.setdefault("beta2", 0.999)
+        if "adv_eps" not in data:  # written before adversarial training existed: trained without it
+            given["adv_eps"] = 0.0
         if not isinstance(given.get("arch"), str):
             raise ConfigError(f"the saved config names no architecture (arch = {given.get('arch')!r})")
         return cls(**given)

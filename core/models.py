@@ -50,6 +50,10 @@ class Recipe:
     aug_zoom: float = 0.1           # affine: zoom drawn from 1 +- this
     ema: bool = False               # keep and evaluate an exponential moving average of the weights
     ema_decay: float = 0.999        # EMA: decay per step (after a warm-up, see core.training.loop.EMA)
+    adv_eps: float = 0.0            # adversarial training: L-inf radius in pixels on [0, 1] (0: off)
+    adv_steps: int = 1              # attack steps per batch: 1 is FGSM with a random start, more is PGD
+    adv_step: float = 1.25          # size of each attack step, as a multiple of adv_eps
+    adv_warmup: float = 0.0         # share of the steps over which the radius grows from 0 to adv_eps
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +77,10 @@ class Recipe:
             parts.append(f"label smoothing {self.label_smoothing:g}")
         if self.ema:
             parts.append("EMA weights")
+        if self.adv_eps:
+            attack = "FGSM with a random start" if self.adv_steps == 1 else f"PGD-{self.adv_steps}"
+            parts.append(f"adversarial training ({attack}, eps {self.adv_eps:g}, step {self.adv_step:g} eps"
+                         + (f", eps warm-up over {self.adv_warmup:.0%} of the steps)" if self.adv_warmup else ")"))
         return sep.join(parts)
 
 
@@ -375,3 +383,26 @@ class SpeedNet(nn.Module):
           summary="time to 99%: a small BN CNN, one epoch at batch 256, Adam with OneCycle (data on the device)")
 def speedrun() -> nn.Module:
     return SpeedNet()
+
+
+# --- robust to attack: adversarial training (Wong, Rice & Kolter 2020) ---------------------
+
+class RobustNet(FeaturesThenHead):
+    """Wong et al.'s MNIST net: conv 1->16 and 16->32, 4x4 stride 2, fc 1568->100->10 (166k parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 4, stride=2, padding=1), nn.ReLU(),    # 28 -> 14
+            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),   # 14 -> 7
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU())
+        self.head = nn.Linear(100, 10)
+
+
+@register("robust", Recipe(optimizer="adam", lr=5e-3, batch_size=100, epochs=20, schedule="onecycle", warmup=0.4,
+                           adv_eps=0.3, adv_steps=5, adv_step=0.5, adv_warmup=0.2),
+          source="Madry et al. 2018; Wong et al. 2020", target=98.5, cpu_channels_last=True,
+          summary="robust to L-inf attacks of 0.3: Wong et al.'s small CNN (conv 16-32 4x4 stride 2, fc 100) trained "
+                  "on 5-step PGD, the radius grown over the first 4 epochs")
+def robust() -> nn.Module:
+    return RobustNet()

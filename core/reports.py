@@ -11,6 +11,7 @@ from core.analysis.compare import compare
 from core.analysis.embedding import METHODS, embedding
 from core.analysis.ensemble import create_ensemble
 from core.config import ConfigError
+from core.export.graph import export
 from core.fsio import strict_json
 
 
@@ -142,5 +143,22 @@ def cmd_embedding(args) -> int:
     return 0
 
 
-REPORTS = {"compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood, "robustness": cmd_robustness, "ensemble": cmd_ensemble,
+def cmd_export(args) -> int:
+    if not args.no_verify:
+        print("exporting, then running the file on MNIST's 10,000 test images…", file=sys.stderr, flush=True)
+    done = export(args.run, args.checkpoints, args.format, args.output, verify=not args.no_verify, data_root=args.data)
+    if args.json:
+        print(strict_json({"path": str(done.path), "card_md": str(done.card_md), "card_json": str(done.card_json),
+                           "format": done.format, "seconds": done.seconds, "bytes": done.bytes, "card": done.card}))
+        return 0
+    print(f"wrote {done.path} ({done.bytes:,} bytes, {done.format}, exported in {done.seconds:.1f} s) and its card "
+          f"{done.card_md} (+ {done.card_json.name})")
+    verified = done.card.get("verified")
+    if verified:
+        print(f"verified in {verified['runtime']}: {verified['digits_as_saved']:,} of {verified['images']:,} test digits "
+              f"as the run saved them; probabilities within {verified['max_probability_difference']:.1e} of PyTorch's")
+    return 0
+
+
+REPORTS = {"export": cmd_export, "compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood, "robustness": cmd_robustness, "ensemble": cmd_ensemble,
            "label-issues": cmd_label_issues, "embedding": cmd_embedding}

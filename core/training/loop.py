@@ -33,6 +33,7 @@ from core.models import count_parameters, create_model, in_layout, trains_channe
 from core.store.folder import CONFIG, RunError, RunLock, describe_os_error, now_iso
 from core.store.runs import load_run, load_train_state, train_state_exists
 from core.store.writer import RunWriter
+from core.training import adversarial
 from core.training.jobs import device_slot
 from core.training.recipe import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
 
@@ -78,6 +79,8 @@ class Trainee:
     device: torch.device
     bf16: bool
     channels_last: bool
+    # adversarial training: the kept weights of the epoch with the best held-out PGD check so far
+    best: dict | None = None   # {"epoch": int, "check": float, "kept": state_dict}
 
     def autocast(self):
         """bf16 autocast when on; no context at all when off (entering a disabled autocast
@@ -95,7 +98,8 @@ class Trainee:
             rng["cuda"] = torch.cuda.get_rng_state()
         return {"epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "history": history, "rng": rng,
-                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+                **({"best": self.best} if self.best is not None else {})}
 
     def load_state_dict(self, state: dict) -> list[dict]:
         """Restore a saved epoch; return the history up to it."""
@@ -104,6 +108,7 @@ class Trainee:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+        self.best = state.get("best")
         torch.set_rng_state(state["rng"]["torch"])
         self.shuffle.set_state(state["rng"]["shuffle"])
         self.aug.set_state(state["rng"]["aug"])
@@ -148,6 +153,12 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
             raise Cancelled()
         x = augment(x, cfg, t.aug)
         x = in_layout(x, t.channels_last)
+        if cfg.adv_eps:
+            eps = adversarial.radius(cfg, t.scheduler.last_epoch, steps)
+            with t.autocast():
+                x = adversarial.perturb(lambda v: t.forward(v).float(), x, y, eps, cfg.adv_steps,
+                                        cfg.adv_step * eps, t.aug,
+                                        loss=lambda out, labels: training_loss(out, labels, 0.0)[0])
         with t.autocast():
             loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
         t.optimizer.zero_grad(set_to_none=True)
@@ -165,9 +176,9 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
 
 
 def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: RunWriter,
-               cfg: TrainConfig) -> float:
+               cfg: TrainConfig, stopped: str = "") -> float:
     """Test the kept weights once, save them with the predictions and metrics; return the
-    test accuracy."""
+    test accuracy. `stopped` says why training ended before its last epoch."""
     kept = t.kept
     test_loss, test_acc, probs = evaluate(kept, split.x_test, split.y_test, amp=t.bf16)
     labels = split.y_test.cpu()
@@ -179,12 +190,41 @@ def finish_run(t: Trainee, split: data_mod.Split, history: list[dict], writer: R
         "test_accuracy": test_acc, "test_loss": test_loss,
         "val_accuracy": history[-1]["val_acc"], "val_loss": history[-1]["val_loss"],
         "kept_weights": f"epoch {history[-1]['epoch']}" + (" (EMA)" if t.ema is not None else ""),
+        **({"stopped_early": stopped} if stopped else {}),
+        **({"robust_checks": [{"epoch": r["epoch"], "pgd_accuracy": r["val_robust_acc"]} for r in history
+                              if "val_robust_acc" in r], "robust_check": robust_check_settings(cfg)}
+           if cfg.adv_eps else {}),
         **per_class(cm), "confusion_matrix": cm.tolist(), "parameters": count_parameters(kept),
         "device": torch.cuda.get_device_name(t.device) if cuda else f"cpu ({threads} thread{'s' * (threads != 1)})",
         "bf16": t.bf16, "channels_last": t.channels_last,
         "torch": torch.__version__, "seconds": round(sum(r["seconds"] for r in history), 3),
         "epochs": len(history), "finished": now_iso()})
     return test_acc
+
+
+def robust_check_settings(cfg: TrainConfig) -> dict:
+    return {"attack": "pgd", "epsilon": cfg.adv_eps, "steps": adversarial.CHECK_STEPS, "restarts": 1,
+            "images": f"the first {adversarial.CHECK_IMAGES:,} validation images",
+            "collapse": f"a fall of more than {adversarial.COLLAPSE:g} points below the best epoch"}
+
+
+def check_robustness(t: Trainee, cfg: TrainConfig, split: data_mod.Split, history: list[dict]) -> str:
+    """Adversarial training's check after an epoch: PGD on held-out validation images, kept in the
+    epoch's history row. At catastrophic overfitting, restore the best epoch's weights, cut the
+    history back to it and return why training stops; else ''."""
+    row = history[-1]
+    row["val_robust_acc"] = round(adversarial.robust_check(t.kept, split.x_val, split.y_val, cfg.adv_eps,
+                                                           seed=cfg.seed + row["epoch"]), 2)
+    if t.best is None or row["val_robust_acc"] > t.best["check"]:
+        t.best = {"epoch": row["epoch"], "check": row["val_robust_acc"],
+                  "kept": {k: v.detach().clone() for k, v in t.kept.state_dict().items()}}
+    if adversarial.collapsed([r["val_robust_acc"] for r in history]) is None:
+        return ""
+    t.kept.load_state_dict(t.best["kept"])
+    del history[t.best["epoch"]:]
+    return (f"catastrophic overfitting at epoch {row['epoch']}: PGD accuracy on held-out validation images fell "
+            f"from {t.best['check']:.1f}% (epoch {t.best['epoch']}) to {row['val_robust_acc']:.1f}%; "
+            f"kept epoch {t.best['epoch']}")
 
 
 def check_trainable(cfg: TrainConfig, data_root=None) -> None:
@@ -215,6 +255,7 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
         f"{cfg.arch} ({count_parameters(t.model):,} parameters) on {device}"
         + (f"; left out {left_out:,} training images identical to MNIST test images" if left_out else ""))))
 
+    stopped = ""
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         epoch_start = time.perf_counter()
 
@@ -230,22 +271,29 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
             raise
         train_seconds = time.perf_counter() - epoch_start
         val_loss, val_acc, _ = evaluate(t.kept, split.x_val, split.y_val, amp=t.bf16)
-        val_seconds = time.perf_counter() - epoch_start - train_seconds
         history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 4),
                         "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 4),
                         "lr": t.optimizer.param_groups[0]["lr"],
-                        "seconds": round(train_seconds + val_seconds, 4),
-                        "train_seconds": round(train_seconds, 4), "val_seconds": round(val_seconds, 4)})
+                        "train_seconds": round(train_seconds, 4)})
+        stopped = check_robustness(t, cfg, split, history) if cfg.adv_eps else ""
+        val_seconds = time.perf_counter() - epoch_start - train_seconds   # with adversarial training's check
+        if stopped:  # the history ends at the kept epoch; the run finishes with it
+            writer.write_history(history)
+            callback(Event("epoch", writer.run_id, epoch, cfg.epochs, steps, steps, train_loss, train_acc,
+                           val_loss, val_acc, history[-1]["lr"], time.perf_counter() - started, message=stopped))
+            break
+        history[-1].update(seconds=round(train_seconds + val_seconds, 4), val_seconds=round(val_seconds, 4))
         writer.save_train_state(t.state_dict(epoch, history))
         writer.write_history(history)  # after the state: a listed epoch can always be resumed
         callback(Event("epoch", writer.run_id, epoch, cfg.epochs, steps, steps, train_loss, train_acc,
                        val_loss, val_acc, history[-1]["lr"], time.perf_counter() - started))
 
-    test_acc = finish_run(t, split, history, writer, cfg)
+    test_acc = finish_run(t, split, history, writer, cfg, stopped)
     last = history[-1]
     callback(Event("end", writer.run_id, cfg.epochs, cfg.epochs, steps, steps, last["train_loss"],
                    last["train_acc"], last["val_loss"], last["val_acc"], last["lr"],
-                   time.perf_counter() - started, message=f"test accuracy {test_acc:.2f}%"))
+                   time.perf_counter() - started, message=f"test accuracy {test_acc:.2f}%"
+                   + (f" ({stopped})" if stopped else "")))
 
 
 # --- the run's life: claim, queue, train, record ------------------------------------------------

@@ -1,0 +1,192 @@
+"""A run's model as a file that runs without the lab: ONNX (through torch's exporter, checked in ONNX
+Runtime) or TorchScript, with its model card beside it (core.export.card).
+
+The exported graph takes float32 images (N, 1, 28, 28) with pixel values in [0, 1] (MNIST's raw pixels
+divided by 255, white ink on black), applies the lab's normalisation itself and returns probabilities
+(N, 10), for any batch size. An ensemble (a labnet, or runs combined by `core ensemble`) is one graph
+that averages its members' probabilities, as the lab does.
+
+Nothing is half-written: the model and both cards are written under temporary names in the target
+folder and renamed into place only once all three exist (and the check passed).
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.analysis.runsplit import finished_run
+from core.data.images import standardise
+from core.data.mnist import load_mnist
+from core.errors import BadInput
+from core.export import card as card_mod
+from core.store.folder import WEIGHTS, RunError, is_regular_file, run_dir
+from core.store.runs import load_model, load_predictions
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+OPSET = 18
+INPUT, OUTPUT = "pixels", "probabilities"
+
+
+class ExportError(BadInput):
+    """A run that cannot be exported, or a place it cannot be written; the message says which."""
+
+
+class PixelsToProbabilities(nn.Module):
+    """The run's model as the exported graph sees it: [0, 1] pixels in, probabilities out."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(standardise(pixels)).float(), dim=-1)
+
+
+@dataclass
+class Exported:
+    path: Path
+    card_md: Path
+    card_json: Path
+    format: str
+    seconds: float          # the export itself
+    bytes: int
+    card: dict = field(default_factory=dict)
+
+
+def default_path(run_id: str, fmt: str) -> Path:
+    return Path(run_id + SUFFIX[fmt])
+
+
+def card_paths(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + ".card.md"), path.with_name(path.name + ".card.json")
+
+
+def _check_target(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ExportError(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {path}: the folder {folder} is not writable")
+    if path.is_dir():
+        raise ExportError(f"cannot write {path}: it is a folder; give a file name")
+
+
+def _write_onnx(module: nn.Module, path: Path) -> None:
+    import onnx  # heavy: the exporter's libraries load only for an export
+    example = torch.rand(2, 1, 28, 28)
+    with warnings.catch_warnings():  # the exporter narrates its steps as warnings and prints
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, (example,), None, input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
+                                    opset_version=OPSET, dynamo=True, verbose=False)
+    proto = program.model_proto
+    proto.doc_string = "MNIST Lab: float32 pixels (N, 1, 28, 28) in [0, 1], white ink on black -> probabilities (N, 10)"
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path))
+
+
+def _write_torchscript(module: nn.Module, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # TorchScript is deprecated in favour of torch.export; it still runs
+        traced = torch.jit.trace(module, torch.rand(2, 1, 28, 28), check_trace=False)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def _onnxruntime():
+    import onnxruntime  # heavy: loads only to run an exported graph
+    return onnxruntime
+
+
+def run_exported(path: Path, pixels: np.ndarray, fmt: str = "onnx", batch: int = 1000) -> np.ndarray:
+    """Probabilities (N, 10) from an exported file, run outside the lab's code: ONNX Runtime for
+    ONNX, torch.jit.load for TorchScript."""
+    out = []
+    if fmt == "onnx":
+        session = _onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for start in range(0, len(pixels), batch):
+            out.append(session.run([OUTPUT], {INPUT: pixels[start:start + batch]})[0])
+    else:
+        module = torch.jit.load(str(path))
+        with torch.no_grad():
+            for start in range(0, len(pixels), batch):
+                out.append(module(torch.from_numpy(pixels[start:start + batch])).numpy())
+    return np.concatenate(out)
+
+
+def verify(run_id: str, root, module, path: Path, fmt: str, data_root) -> dict:
+    """The exported file run outside the lab on MNIST's 10,000 test images, against the run's saved
+    predicted digits and the lab's own PyTorch probabilities."""
+    pixels = load_mnist(data_root).test_images.float().div(255).unsqueeze(1)
+    exported = run_exported(path, pixels.numpy(), fmt)
+    with torch.inference_mode():
+        ours = torch.cat([module(pixels[i:i + 1000]) for i in range(0, len(pixels), 1000)]).numpy()
+    saved = load_predictions(run_id, root)["predicted"]
+    runtime = f"onnxruntime {_onnxruntime().__version__}" if fmt == "onnx" else f"torch.jit {torch.__version__}"
+    return {"images": len(pixels), "runtime": runtime,
+            "digits_as_saved": int((exported.argmax(1) == saved).sum()),
+            "max_probability_difference": float(np.abs(exported - ours).max())}
+
+
+def export(run_id: str, root=None, fmt: str = "onnx", path: str | os.PathLike | None = None,
+           verify: bool = True, data_root=None) -> Exported:
+    """Export the finished run `run_id` to `path` (default: <run id>.onnx here) with its card.
+    `verify` runs the file on MNIST's 10,000 test images (in `data_root`) and puts the result in
+    the card (core.export.card.verify)."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}: {' or '.join(FORMATS)}")
+    run = finished_run(run_id, root, ExportError, "export it")
+    if run.status != "finished":
+        raise ExportError(f"run {run.name!r} is {run.status}: only a finished run has the weights it tested")
+    if not is_regular_file(run_dir(run_id, root) / WEIGHTS):
+        raise ExportError(f"run {run.name!r} has no saved weights ({WEIGHTS}) to export")
+    target = Path(path) if path is not None else default_path(run_id, fmt)
+    _check_target(target)
+    try:
+        model = load_model(run_id, root)
+    except RunError as exc:
+        raise ExportError(str(exc)) from None
+    module = PixelsToProbabilities(model)
+    md_path, json_path = card_paths(target)
+    temporary = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (target, md_path, json_path)]
+    try:
+        started = time.perf_counter()
+        (_write_onnx if fmt == "onnx" else _write_torchscript)(module, temporary[0])
+        seconds = time.perf_counter() - started
+        verified = verify(run_id, root, module, temporary[0], fmt, data_root) if verify else None
+        card = card_mod.build(run, root, fmt, target.name, OPSET if fmt == "onnx" else None, verified)
+        temporary[1].write_text(card_mod.markdown(card))
+        temporary[2].write_text(card_mod.as_json(card))
+        for done, final in zip(temporary, (target, md_path, json_path)):
+            os.replace(done, final)
+    except OSError as exc:
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        for leftover in temporary:
+            leftover.unlink(missing_ok=True)
+    return Exported(target, md_path, json_path, fmt, round(seconds, 2), target.stat().st_size, card)
+
+
+def bundle(run_id: str, root=None, fmt: str = "onnx", data_root=None) -> tuple[str, bytes, Exported]:
+    """(zip file name, zip bytes, what was exported): the file and its two cards in one zip, for a
+    browser's download."""
+    import tempfile
+    import zipfile
+    from io import BytesIO
+    with tempfile.TemporaryDirectory(prefix="mnist-lab-export-") as folder:
+        done = export(run_id, root, fmt, Path(folder) / default_path(run_id, fmt), verify=True, data_root=data_root)
+        buffer = BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in (done.path, done.card_md, done.card_json):
+                archive.write(path, path.name)
+    return f"{run_id}-{fmt}.zip", buffer.getvalue(), done

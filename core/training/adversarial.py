@@ -1,0 +1,87 @@
+"""Adversarial training (a recipe's adv_eps > 0): each batch is replaced by an L-inf attack on it.
+
+One FGSM step from a random start in the eps-ball (Wong, Rice & Kolter 2020, "Fast is better than
+free") or a few PGD steps (Madry et al. 2018), made here rather than by Captum because the loop needs
+them in train mode, under its autocast and drawn from its own generator (so a resumed run draws what
+an uninterrupted one would); tests check them against Captum's PGD.
+
+Radii are in pixels on [0, 1], as every attack in the lab states them; the batches are normalised,
+so the radius and the image's bounds are carried into normalised units here.
+
+FGSM training's known failure is catastrophic overfitting: within an epoch the model learns to
+defeat the one-step attack and its accuracy under PGD collapses. After each epoch the loop checks
+the kept weights with PGD on held-out validation images (`robust_check`) and stops at a collapse,
+keeping the epoch before it (`collapsed`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import TrainConfig
+from core.data.images import MNIST_MEAN, MNIST_STD
+
+CHECK_IMAGES = 1000   # validation images attacked after each epoch
+CHECK_STEPS = 10      # PGD steps of the check, each of 2.5 eps / CHECK_STEPS (Madry et al.'s size)
+COLLAPSE = 20.0       # points of PGD accuracy lost against the best epoch so far: catastrophic overfitting
+_LOW, _HIGH = -MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD   # pixel 0 and 1, normalised
+
+
+def perturb(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float,
+            steps: int, step: float, generator: torch.Generator | None, loss: Callable | None = None) -> torch.Tensor:
+    """Normalised images `x` moved by an L-inf attack of radius `eps` (pixels), `steps` signed-gradient
+    steps of `step` (pixels) that increase `loss(forward(x), y)` (default: cross-entropy), kept in
+    the ball and in [0, 1]. The start is drawn uniformly in the ball from `generator`; None starts at x."""
+    loss = loss or F.cross_entropy
+    radius, size = eps / MNIST_STD, step / MNIST_STD
+    low, high = _LOW - x, _HIGH - x                       # what delta may be, pixel by pixel
+    if generator is None:
+        delta = torch.zeros_like(x)
+    else:
+        delta = (torch.rand(x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1) * radius
+        delta = torch.maximum(torch.minimum(delta, high), low)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        grad, = torch.autograd.grad(loss(forward(x + delta), y), delta)
+        delta = (delta.detach() + size * grad.sign()).clamp(-radius, radius)
+        delta = torch.maximum(torch.minimum(delta, high), low)
+    return (x + delta).detach()
+
+
+def radius(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The attack's radius at global step `step`: adv_eps, grown linearly from 0 over the first
+    adv_warmup of all steps (training at the full radius from the start can stall at chance)."""
+    warm = cfg.adv_warmup * cfg.epochs * steps_per_epoch
+    return cfg.adv_eps * min(1.0, (step + 1) / warm) if warm >= 1 else cfg.adv_eps
+
+
+def robust_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int,
+                 batch: int = 500) -> float:
+    """Accuracy in % of `model` (eval mode) on the first CHECK_IMAGES of (x, y) under PGD with
+    CHECK_STEPS steps from one random start drawn from `seed`."""
+    was_training = model.training
+    model.eval()
+    x, y = x[:CHECK_IMAGES], y[:CHECK_IMAGES]
+    generator = torch.Generator().manual_seed(seed)
+    right = 0
+    try:
+        for start in range(0, len(x), batch):
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            found = perturb(model, xb, yb, eps, CHECK_STEPS, 2.5 * eps / CHECK_STEPS, generator)
+            with torch.no_grad():
+                right += int((model(found).argmax(1) == yb).sum())
+    finally:
+        model.train(was_training)
+    return 100.0 * right / max(1, len(x))
+
+
+def collapsed(checks: list[float]) -> int | None:
+    """Given each epoch's check so far, the index of the best earlier epoch if the last one fell more
+    than COLLAPSE points below it (catastrophic overfitting), else None."""
+    if len(checks) < 2:
+        return None
+    best = max(range(len(checks) - 1), key=checks.__getitem__)
+    return best if checks[best] - checks[-1] > COLLAPSE else None
