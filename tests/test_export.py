@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from core.analysis.ensemble import create_ensemble
 from core.config import TrainConfig
@@ -24,7 +23,7 @@ from core.metrics import evaluate
 from core.models import list_models
 from core.store import reference
 from core.store.runs import load_model, load_predictions, load_run
-from tests.helpers import REPO, cli_result, require_mnist
+from tests.helpers import REPO, require_mnist, run_cli
 
 SHIPPED = REPO / "checkpoints"
 BY_ARCH = {load_run(i, SHIPPED).arch: i for i in reference.reference_ids(SHIPPED)
@@ -56,18 +55,21 @@ def test_every_architecture_runs_in_onnx_runtime_as_the_lab_runs_it(arch, tmp_pa
     assert_runs_as_the_lab_does(run_id, SHIPPED, done.path)
 
 
-def test_an_ensemble_is_one_graph_that_averages_its_members(tmp_path):
+def test_an_ensemble_is_one_graph_that_averages_its_members(trained_runs, tmp_path):
+    """Members trained here (their saved probabilities are float32; the shipped runs' are float16,
+    whose rounding alone can flip a near-tie of an average)."""
     root = tmp_path / "runs"
-    for arch in ("mlp", "lenet"):
-        shutil.copytree(SHIPPED / BY_ARCH[arch], root / BY_ARCH[arch])
-    ensemble = create_ensemble([BY_ARCH["mlp"], BY_ARCH["lenet"]], root=root)
+    members = [trained_runs.ids["mlp"], trained_runs.ids["lenet"]]
+    for run_id in members:
+        shutil.copytree(trained_runs.root / run_id, root / run_id)
+    ensemble = create_ensemble(members, root=root)
     done = graph.export(ensemble, root, "onnx", tmp_path / "ensemble.onnx", verify=False)
     assert_runs_as_the_lab_does(ensemble, root, done.path)
     # the oracle of the averaging itself: the members' own exported graphs, averaged by hand
     pixels, _, _ = pixels_and_labels()
-    members = [graph.run_exported(graph.export(BY_ARCH[a], root, "onnx", tmp_path / f"{a}.onnx", verify=False).path,
-                                  pixels) for a in ("mlp", "lenet")]
-    assert np.abs(graph.run_exported(done.path, pixels) - np.mean(members, 0)).max() < 1e-5
+    alone = [graph.run_exported(graph.export(m, root, "onnx", tmp_path / f"{m}.onnx", verify=False).path, pixels)
+             for m in members]
+    assert np.abs(graph.run_exported(done.path, pixels) - np.mean(alone, 0)).max() < 1e-5
 
 
 def test_the_graph_takes_any_batch_size_and_says_what_it_expects(tmp_path):
@@ -90,8 +92,8 @@ def test_the_card_says_what_the_runs_files_say(tmp_path):
     done = graph.export(run_id, SHIPPED, "onnx", tmp_path / "lenet.onnx", verify=True, data_root=require_mnist())
     card = json.loads(done.card_json.read_text())
     run = load_run(run_id, SHIPPED)
-    assert card["training"]["config"] == {k: v for k, v in run.config.items() if k != "format"}
-    assert set(TrainConfig.from_dict(run.config).to_dict()) <= set(card["training"]["config"])
+    assert card["training"]["config"] == TrainConfig.from_dict(run.config).to_dict()   # every field
+    assert all(card["training"]["config"][k] == v for k, v in run.config.items() if k != "format")
     preds = load_predictions(run_id, SHIPPED)
     right = int((preds["predicted"] == preds["labels"]).sum())
     low, high = proportion_confint(right, 10_000, method="wilson")
@@ -132,11 +134,12 @@ def test_the_dashboards_zip_holds_the_graph_and_both_cards():
 # --- bad input: one line, nothing left behind -------------------------------------------------------
 
 def one_line_error(args, tmp_path) -> str:
-    code, out, err = cli_result(["--checkpoints", str(SHIPPED), "export", *args])
+    code, out, err = run_cli("--checkpoints", str(SHIPPED), "export", *args)
     assert code != 0 and out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert errors == lines[-1:] and "Traceback" not in err, err   # progress lines, then one error line
+    return errors[0]
 
 
 def test_an_unknown_format_is_one_line(tmp_path):
@@ -165,20 +168,49 @@ def test_a_run_still_training_and_a_run_without_weights_are_one_line(tmp_path):
     shutil.copytree(SHIPPED / BY_ARCH["mlp"], root / BY_ARCH["mlp"])
     (root / BY_ARCH["mlp"] / "reference.json").unlink()
     (root / BY_ARCH["mlp"] / "model.safetensors").unlink()
-    code, out, err = cli_result(["--checkpoints", str(root), "export", BY_ARCH["mlp"], "-o", str(tmp_path / "m.onnx")])
-    assert code != 0 and "no saved weights" in err and len(err.strip().splitlines()) == 1
-    status = json.loads((root / BY_ARCH["mlp"] / "status.json").read_text())
-    (root / BY_ARCH["mlp"] / "status.json").write_text(json.dumps({**status, "status": "running", "pid": 1}))
-    code, out, err = cli_result(["--checkpoints", str(root), "export", BY_ARCH["mlp"], "-o", str(tmp_path / "m.onnx")])
-    assert code != 0 and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli("--checkpoints", str(root), "export", BY_ARCH["mlp"], "-o", str(tmp_path / "m.onnx"))
+    assert code != 0 and "no saved weights" in err and err.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in err
+    from core.training.loop import prepare_run
+    writer = prepare_run(TrainConfig(arch="mlp", device="cpu"), root=root)   # queued, its lock held: in progress
+    try:
+        code, out, err = run_cli("--checkpoints", str(root), "export", writer.run_id, "-o", str(tmp_path / "m.onnx"))
+    finally:
+        writer.release()
+    assert code != 0 and err.strip().splitlines() == [
+        f"error: run {writer.run_id!r} is still queued: export it once it has finished"]
     assert not (tmp_path / "m.onnx").exists() and not list(tmp_path.glob("*.card.*"))
 
 
 def test_the_cli_writes_the_file_and_its_cards_and_verifies_them(tmp_path):
-    code, out, err = cli_result(["--checkpoints", str(SHIPPED), "--data", str(require_mnist()), "export",
-                                 BY_ARCH["lenet"], "-o", str(tmp_path / "lenet.onnx"), "--json"])
+    code, out, err = run_cli("--checkpoints", str(SHIPPED), "--data", str(require_mnist()), "export",
+                             BY_ARCH["lenet"], "-o", str(tmp_path / "lenet.onnx"), "--json")
     assert code == 0, err
     found = json.loads(out)
     assert found["card"]["verified"]["digits_as_saved"] == 10_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lenet.onnx", "lenet.onnx.card.json", "lenet.onnx.card.md"]
-    assert torch.tensor(found["bytes"]) == (tmp_path / "lenet.onnx").stat().st_size
+    assert found["bytes"] == (tmp_path / "lenet.onnx").stat().st_size
+
+
+def test_evaluate_offers_the_checked_onnx_file_and_its_card(lab_env, trained_runs, tmp_path):
+    from tests.test_app import open_page
+    root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
+    run_id = trained_runs.ids["lenet"]
+    at = open_page("evaluate")
+    at.selectbox(key="eval_run").set_value(run_id).run()
+    at.button(key="eval_export_button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ready = at.session_state["eval_export"]
+    with zipfile.ZipFile(BytesIO(ready["data"])) as archive:
+        card = json.loads(archive.read(f"{run_id}.onnx.card.json"))
+        model = archive.read(f"{run_id}.onnx")
+    assert card["model"]["run_id"] == run_id and card["verified"]["digits_as_saved"] == 10_000
+    import onnxruntime
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    pixels, _, _ = pixels_and_labels()
+    assert np.array_equal(session.run(None, {"pixels": pixels})[0].argmax(1), load_predictions(run_id, root)["predicted"])
+    assert any("10,000 of 10,000 test digits" in c.value for c in at.caption)
+    at.run()   # a second visit keeps the file ready: no export again
+    assert not [b for b in at.button if b.key == "eval_export_button"]
+    assert at.session_state["eval_export"]["data"] == ready["data"]
+    assert not list(root.rglob("*.onnx")) and not list(root.rglob("*.tmp"))   # nothing left in the runs folder

@@ -13,6 +13,7 @@ import numpy as np
 
 from core.analysis import calibration, ood, robustness
 from core.analysis.label_issues import confirmed_indices
+from core.config import TrainConfig
 from core.fsio import strict_json
 from core.store.folder import DATASET, REFERENCE, read_json, run_dir
 from core.store.runs import Run, load_predictions
@@ -35,6 +36,8 @@ def commit() -> str | None:
 
 def build(run: Run, root, fmt: str, file_name: str, opset: int | None, verified: dict | None) -> dict:
     config = {k: v for k, v in run.config.items() if k != "format"}
+    if config.get("kind") != "ensemble":  # every field, those the saved file leaves to their defaults too
+        config = {**TrainConfig.from_dict(run.config).to_dict(), **config}
     metrics = run.metrics
     counts, ci = run.test_counts, run.test_ci
     performance = {"test_accuracy": run.test_acc, "test_images": counts[1] if counts else None,

@@ -98,8 +98,8 @@ def _write_torchscript(module: nn.Module, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")   # TorchScript is deprecated in favour of torch.export; it still runs
         traced = torch.jit.trace(module, torch.rand(2, 1, 28, 28), check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
     path.write_bytes(buffer.getvalue())
 
 
@@ -117,14 +117,16 @@ def run_exported(path: Path, pixels: np.ndarray, fmt: str = "onnx", batch: int =
         for start in range(0, len(pixels), batch):
             out.append(session.run([OUTPUT], {INPUT: pixels[start:start + batch]})[0])
     else:
-        module = torch.jit.load(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # deprecated in favour of torch.export; it still runs
+            module = torch.jit.load(str(path))
         with torch.no_grad():
             for start in range(0, len(pixels), batch):
                 out.append(module(torch.from_numpy(pixels[start:start + batch])).numpy())
     return np.concatenate(out)
 
 
-def verify(run_id: str, root, module, path: Path, fmt: str, data_root) -> dict:
+def check_in_runtime(run_id: str, root, module, path: Path, fmt: str, data_root) -> dict:
     """The exported file run outside the lab on MNIST's 10,000 test images, against the run's saved
     predicted digits and the lab's own PyTorch probabilities."""
     pixels = load_mnist(data_root).test_images.float().div(255).unsqueeze(1)
@@ -139,10 +141,10 @@ def verify(run_id: str, root, module, path: Path, fmt: str, data_root) -> dict:
 
 
 def export(run_id: str, root=None, fmt: str = "onnx", path: str | os.PathLike | None = None,
-           verify: bool = True, data_root=None) -> Exported:
+           verify: bool = True, data_root=None, report=lambda line: None) -> Exported:
     """Export the finished run `run_id` to `path` (default: <run id>.onnx here) with its card.
     `verify` runs the file on MNIST's 10,000 test images (in `data_root`) and puts the result in
-    the card (core.export.card.verify)."""
+    the card (check_in_runtime)."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}: {' or '.join(FORMATS)}")
     run = finished_run(run_id, root, ExportError, "export it")
@@ -160,10 +162,13 @@ def export(run_id: str, root=None, fmt: str = "onnx", path: str | os.PathLike | 
     md_path, json_path = card_paths(target)
     temporary = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (target, md_path, json_path)]
     try:
+        report(f"exporting run {run.name!r} to {target} ({fmt})…")
         started = time.perf_counter()
         (_write_onnx if fmt == "onnx" else _write_torchscript)(module, temporary[0])
         seconds = time.perf_counter() - started
-        verified = verify(run_id, root, module, temporary[0], fmt, data_root) if verify else None
+        if verify:
+            report("running the file on MNIST's 10,000 test images, against the run's own predictions…")
+        verified = check_in_runtime(run_id, root, module, temporary[0], fmt, data_root) if verify else None
         card = card_mod.build(run, root, fmt, target.name, OPSET if fmt == "onnx" else None, verified)
         temporary[1].write_text(card_mod.markdown(card))
         temporary[2].write_text(card_mod.as_json(card))

@@ -10,6 +10,7 @@ import streamlit as st
 from core.analysis import calibration, label_issues, predictions
 from core.analysis.ensemble import combine, create_ensemble
 from core.errors import LabError
+from core.export.graph import bundle
 from core.stats import wilson_percent
 from dashboard.charts import reliability_chart
 from dashboard.explain import image_picker
@@ -174,6 +175,37 @@ def calibration_section(run, preds) -> None:
                    "Sketch and `python -m core predict --calibrated` can show its scaled confidences.")
 
 
+def export_section(run) -> None:
+    """The run as one ONNX file that runs without the lab (ONNX Runtime, onnxruntime-web), with its card."""
+    st.subheader("Take the model with you", divider="gray")
+    st.caption("One ONNX graph: float32 pixels (N, 1, 28, 28) in [0, 1], white ink on black, in; probabilities "
+               "(N, 10) out; it normalises the pixels itself. Its model card (Markdown and JSON) says how it was "
+               "trained and how well it does. Before it is offered, the file is run in ONNX Runtime on the 10,000 "
+               "test images and checked against this run's own predictions.")
+    key = ("eval_export", run.run_id, run.metrics.get("finished"))
+    ready = st.session_state.get("eval_export")
+    if ready is None or ready["key"] != key:
+        if st.button("Export as ONNX", icon=":material/deployed_code:", key="eval_export_button",
+                     disabled=run.status != "finished", help="seconds: the export, then the check in ONNX Runtime"):
+            try:
+                with st.spinner("Exporting and checking in ONNX Runtime…"):
+                    name, data, done = bundle(run.run_id, checkpoints_base())
+            except LabError as exc:
+                report(exc)
+            else:
+                st.session_state["eval_export"] = {"key": key, "name": name, "data": data, "card": done.card,
+                                                   "bytes": done.bytes}
+                st.rerun()
+        return
+    verified = ready["card"].get("verified") or {}
+    st.download_button("Download as ONNX (with its model card)", ready["data"], file_name=ready["name"],
+                       mime="application/zip", icon=":material/download:", key="eval_export_download", on_click="ignore")
+    st.caption(f"{ready['name']}: the model ({ready['bytes']:,} bytes) and its card. Checked in "
+               f"{verified.get('runtime', 'ONNX Runtime')}: {verified.get('digits_as_saved', 0):,} of "
+               f"{verified.get('images', 0):,} test digits as this run predicted them; probabilities within "
+               f"{verified.get('max_probability_difference', float('nan')):.1e}.")
+
+
 def page() -> None:
     """The evaluate page, as Streamlit runs it (dashboard/app.py routes here)."""
     st.title("Evaluate")
@@ -231,6 +263,7 @@ def page() -> None:
         "support": st.column_config.NumberColumn("Support (test images)")})
 
     calibration_section(run, preds)
+    export_section(run)
     ensemble_section(finished)
 
 
