@@ -15,6 +15,7 @@ from core.analysis.ood import detector_for
 from core.analysis.predict import Predictor
 from core.reports import REPORTS
 from core.bench.costs import bookkeeping_costs, embedding_costs, flip_latency, saliency_latency, step_costs
+from core.bench.export import onnx_costs
 from core.bench.pipelines import run_bench
 from core.bench.race import run_race
 from core.config import ConfigError, TrainConfig, field_specs
