@@ -12,7 +12,8 @@ import typing
 from dataclasses import dataclass, field, fields
 
 from core.errors import BadInput
-from core.models import Recipe, get_spec
+from core.models import get_spec
+from core.recipe import Recipe
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine", "onecycle")

@@ -30,7 +30,8 @@ def test_pgd_on_a_linear_model_reaches_its_closed_form_worst_case(eps):
     w = model[1].weight.detach()
     clean = attacks.PixelModel(model)(pixels)
     worst = (clean[:, 0] - clean[:, 1]) - eps / MNIST_STD * (w[0] - w[1]).abs().sum()  # closed form
-    found, robust = attacks.pgd(model, pixels, labels, eps, steps=20, step_size=eps / 4, restarts=2)
+    found, robust = attacks.pgd(model, pixels, labels, eps, steps=20, step_size=eps / 4, restarts=2,
+                                stop_at_first=False)   # every image walks all its steps to the worst case
     attacked = attacks.PixelModel(model)(found)
     np.testing.assert_allclose((attacked[:, 0] - attacked[:, 1]).detach().numpy(), worst.detach().numpy(), rtol=1e-4)
     assert (found - pixels).abs().max() <= eps + 1e-6
@@ -47,6 +48,40 @@ def test_fgsm_is_one_pgd_step_of_eps_without_a_random_start():
     still_right = attacks.PixelModel(model)(pixels).argmax(1) == labels  # pgd leaves wrong images alone
     assert torch.allclose(one_step[still_right], from_fgsm[still_right], atol=1e-6)
     assert 0.0 <= from_fgsm.min() and from_fgsm.max() <= 1.0
+
+
+def test_stopping_at_the_first_fooling_point_finds_what_captums_pgd_finds_and_no_less():
+    """Captum's PGD judges each image by its last point; the lab's leaves an image at the first point
+    that fools it. Every image Captum fools, the lab's fools; every image the full walk fools, the early
+    stop fools; each image called fooled is misclassified at the point kept, inside the ball; and where
+    Captum moves a pixel, the full walk moves it the same way (Captum leaves pixels whose gradient is
+    below 1e-6 alone)."""
+    import warnings
+
+    from captum.robust import PGD
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    pixels = torch.rand(300, 1, 28, 28)
+    with torch.no_grad():
+        labels = attacks.PixelModel(model)(pixels).argmax(1)
+    for eps, steps in ((0.01, 10), (0.03, 5)):
+        ours, robust = attacks.pgd(model, pixels, labels, eps, steps, 2.5 * eps / steps, random_start=False)
+        full, robust_full = attacks.pgd(model, pixels, labels, eps, steps, 2.5 * eps / steps, random_start=False,
+                                        stop_at_first=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = PGD(attacks.PixelModel(model), loss_func=attacks.cross_entropy, lower_bound=0.0,
+                         upper_bound=1.0).perturb(pixels.clone().requires_grad_(True), radius=eps,
+                                                  step_size=2.5 * eps / steps, step_num=steps, target=labels).detach()
+        with torch.no_grad():
+            fooled_by_captum = attacks.PixelModel(model)(theirs).argmax(1) != labels
+            still_wrong = attacks.PixelModel(model)(ours[~robust]).argmax(1) != labels[~robust]
+        assert 0 < int(fooled_by_captum.sum()) < len(labels)       # the case has both kinds
+        assert not (fooled_by_captum & robust).any() and not (~robust_full & robust).any()
+        assert still_wrong.all() and (ours - pixels).abs().max() <= eps + 1e-6
+        moved = (theirs - pixels).abs() > 1e-6
+        same = (full[moved] - theirs[moved]).abs() < 1e-5
+        assert same.float().mean() > 0.99, f"{int((~same).sum())} of {int(moved.sum())} pixels differ"
 
 
 def test_the_margin_loss_is_the_largest_wrong_logit_less_the_true_one():

@@ -8,7 +8,9 @@ import pytest
 from core.analysis import robustness
 from core.data.corruptions import CORRUPTIONS
 from core.store.folder import ROBUSTNESS, WEIGHTS
-from tests.helpers import cli_result, require_mnist
+from core.store.reference import reference_ids
+from core.store.runs import load_run
+from tests.helpers import REPO, cli_result, require_mnist
 
 
 @pytest.mark.slow
@@ -72,3 +74,20 @@ def test_the_robustness_page_draws_the_kept_report_and_attacks_the_gallery(lab_e
         after = attacks.PixelModel(model)(attacked).argmax(1).tolist()
     rows = [list(element.proto.imgs) for element in at.get("image") if len(element.proto.imgs) == 8]
     assert [img.caption.split()[1] for img in rows[1]] == [str(d) for d in after]
+
+
+@pytest.mark.parametrize("run_id", [i for i in reference_ids(REPO / "checkpoints")
+                                    if not load_run(i, REPO / "checkpoints").config.get("sweep")])
+def test_folding_batchnorm_for_the_attacks_keeps_every_models_answers(run_id, mnist_root):
+    """The report attacks a copy with BatchNorm folded into the convolutions: its logits are the
+    model's own to float rounding, and its digits the same, for every shipped architecture."""
+    import torch
+
+    from core.data.mnist import load_mnist
+    from core.models import folded
+    from core.store.runs import load_model
+    model = load_model(run_id, REPO / "checkpoints")
+    x = (load_mnist(mnist_root).test_images[:500].float().div(255).unsqueeze(1) - 0.1307) / 0.3081
+    with torch.no_grad():
+        theirs, ours = model(x), folded(load_model(run_id, REPO / "checkpoints"))(x)
+    assert torch.allclose(ours, theirs, atol=1e-4) and torch.equal(ours.argmax(1), theirs.argmax(1))

@@ -23,6 +23,7 @@ from torch import nn
 
 from core.config import TrainConfig
 from core.data.images import MNIST_MEAN, MNIST_STD
+from core.perturbation import pgd_steps
 
 CHECK_IMAGES = 1000   # validation images attacked after each epoch
 CHECK_STEPS = 10      # PGD steps of the check, each of 2.5 eps / CHECK_STEPS (Madry et al.'s size)
@@ -35,20 +36,9 @@ def perturb(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y:
     """Normalised images `x` moved by an L-inf attack of radius `eps` (pixels), `steps` signed-gradient
     steps of `step` (pixels) that increase `loss(forward(x), y)` (default: cross-entropy), kept in
     the ball and in [0, 1]. The start is drawn uniformly in the ball from `generator`; None starts at x."""
-    loss = loss or F.cross_entropy
-    radius, size = eps / MNIST_STD, step / MNIST_STD
-    low, high = _LOW - x, _HIGH - x                       # what delta may be, pixel by pixel
-    if generator is None:
-        delta = torch.zeros_like(x)
-    else:
-        delta = (torch.rand(x.shape, generator=generator).to(x.device, x.dtype) * 2 - 1) * radius
-        delta = torch.maximum(torch.minimum(delta, high), low)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        grad, = torch.autograd.grad(loss(forward(x + delta), y), delta)
-        delta = (delta.detach() + size * grad.sign()).clamp(-radius, radius)
-        delta = torch.maximum(torch.minimum(delta, high), low)
-    return (x + delta).detach()
+    found, _ = pgd_steps(forward, x, y, eps / MNIST_STD, step / MNIST_STD, steps, _LOW, _HIGH,
+                         loss or F.cross_entropy, generator)
+    return found
 
 
 def radius(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
