@@ -231,7 +231,7 @@ def test_sketch_empty_drawing_models_and_handwriting_scores(lab_env, trained_run
 
 
 @pytest.fixture(scope="module")
-def seven_runs(trained_runs, tmp_path_factory) -> Path:
+def every_arch_runs(trained_runs, tmp_path_factory) -> Path:
     """A runs folder with one finished run of every registered architecture: the two tiny real
     runs, and for each other architecture a copy of the mlp run holding that architecture's
     freshly initialised weights (seeded), which the Sketch page loads and asks like any other."""
@@ -243,7 +243,7 @@ def seven_runs(trained_runs, tmp_path_factory) -> Path:
     from core.fsio import atomic_write_bytes, atomic_write_json
     from core.store.folder import FORMAT_VERSION, WEIGHTS, read_json
     from core.store.writer import tensors_bytes
-    root = tmp_path_factory.mktemp("seven-runs")
+    root = tmp_path_factory.mktemp("every-arch-runs")
     for arch, run_id in trained_runs.ids.items():
         shutil.copytree(trained_runs.root / run_id, root / run_id)
     source = trained_runs.root / trained_runs.ids["mlp"]
@@ -283,7 +283,7 @@ def cards(at: AppTest) -> dict[str, tuple[int, float]]:
 
 
 @pytest.mark.slow
-def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_runs, drawn, mnist_root):
+def test_sketch_asks_one_model_of_each_architecture(lab_env, every_arch_runs, drawn, mnist_root):
     """Every architecture is selected by default; a drawing gets a card from each model, whose
     prediction and confidence are the model's own on the same preprocessed image; saving it
     reaches the handwriting section outside the fragment."""
@@ -294,12 +294,12 @@ def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_run
     from core.data.images import to_mnist
     from core.store.runs import list_runs
     from dashboard.views.sketch import decode_drawing
-    lab_env(seven_runs)
-    runs = {r.name: r for r in list_runs(seven_runs)}
-    assert len(runs) == len(list_models()) == 7
+    lab_env(every_arch_runs)
+    runs = {r.name: r for r in list_runs(every_arch_runs)}
+    assert len(runs) == len(list_models()) == 8   # the registry's eight, robust included
 
     at = open_page("sketch")  # nothing drawn yet
-    assert len(at.multiselect(key="sketch_models").value) == 7
+    assert len(at.multiselect(key="sketch_models").value) == len(list_models())
     assert sorted(frame_with(at, "test accuracy")["arch"]) == sorted(list_models())
     assert cards(at) == {}
 
@@ -312,7 +312,7 @@ def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_run
         digit = to_mnist(decode_drawing(drawn.value))
         expected = {}
         for name, run in runs.items():
-            probs = Predictor.from_run(run.run_id, seven_runs).probabilities(digit)[0]
+            probs = Predictor.from_run(run.run_id, every_arch_runs).probabilities(digit)[0]
             expected[name] = (int(probs.argmax()), round(100 * float(probs.max()), 1))
         assert cards(at) == expected
 
@@ -323,7 +323,7 @@ def test_sketch_asks_one_model_of_each_of_seven_architectures(lab_env, seven_run
     assert handwriting.load_set().labels.tolist() == [2]
     assert "1 drawing saved" in texts(at)  # the handwriting section ran again too
     scores = frame_with(at, "accuracy")
-    assert len(scores) == 7 and scores["total"].tolist() == [1] * 7
+    assert len(scores) == len(list_models()) and scores["total"].tolist() == [1] * len(list_models())
 
 
 def test_data_csv_import_shows_rows_or_errors(lab_env):

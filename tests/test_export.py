@@ -20,7 +20,7 @@ from core.data.images import normalize_uint8
 from core.data.mnist import load_mnist
 from core.export import graph
 from core.metrics import evaluate
-from core.models import list_models
+from core.models import inference_layout, list_models
 from core.store import reference
 from core.store.runs import load_model, load_predictions, load_run
 from tests.helpers import REPO, require_mnist, run_cli
@@ -42,7 +42,9 @@ def assert_runs_as_the_lab_does(run_id: str, root, path) -> None:
     saved = load_predictions(run_id, root)
     assert exported.shape == (10_000, 10) and exported.dtype == np.float32
     assert np.array_equal(exported.argmax(1), saved["predicted"])
-    _, _, ours = evaluate(load_model(run_id, root), normalize_uint8(images), labels)
+    # the lab's own path for many images: normalised uint8 pixels, channels_last for a convolutional model
+    model, x = inference_layout(load_model(run_id, root), normalize_uint8(images))
+    _, _, ours = evaluate(model, x, labels)
     assert np.abs(exported - ours.numpy()).max() < 1e-4
     assert np.allclose(exported.sum(1), 1, atol=1e-5)
 

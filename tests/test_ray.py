@@ -168,7 +168,7 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     store.mkdir()
     at = open_sweep_page(store, monkeypatch)
     at.selectbox(key="sweep_arch").set_value("lenet")
-    at.number_input(key="sweep_epochs").set_value(40)  # far longer than the test waits
+    at.number_input(key="sweep_epochs").set_value(1000)  # the most a run may have: it cannot finish while the test waits
     at.number_input(key="sweep_limit").set_value(3000)
     at.selectbox(key="sweep_device").set_value("cpu")
     at.text_input(key="sweep_lrs").set_value("0.05")
