@@ -187,6 +187,7 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     sweep_id = at.selectbox(key="sweep_pick").value
     assert raylaunch.cluster_sweep(sweep_id, store)["active"]
     wait_for(lambda: [r.status for r in list_runs(store)] == ["running", "running"], "both trials to run")
+    wait_for(lambda: all(r.epochs_done >= 1 for r in list_runs(store)), "both trials to finish an epoch")
 
     # the dashboard's Cancel of one run stops that trial (its worker is signalled); it is not retried
     one, other = (r.run_id for r in list_runs(store))
