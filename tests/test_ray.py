@@ -168,7 +168,7 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     store.mkdir()
     at = open_sweep_page(store, monkeypatch)
     at.selectbox(key="sweep_arch").set_value("lenet")
-    at.number_input(key="sweep_epochs").set_value(1000)  # the most a run may have: it cannot finish while the test waits
+    at.number_input(key="sweep_epochs").set_value(40)  # far longer than the test waits
     at.number_input(key="sweep_limit").set_value(3000)
     at.selectbox(key="sweep_device").set_value("cpu")
     at.text_input(key="sweep_lrs").set_value("0.05")
@@ -187,7 +187,6 @@ def test_the_sweep_page_sends_a_sweep_to_a_cluster_and_cancel_stops_its_trials(c
     sweep_id = at.selectbox(key="sweep_pick").value
     assert raylaunch.cluster_sweep(sweep_id, store)["active"]
     wait_for(lambda: [r.status for r in list_runs(store)] == ["running", "running"], "both trials to run")
-    wait_for(lambda: all(r.epochs_done >= 1 for r in list_runs(store)), "both trials to finish an epoch")
 
     # the dashboard's Cancel of one run stops that trial (its worker is signalled); it is not retried
     one, other = (r.run_id for r in list_runs(store))
