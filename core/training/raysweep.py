@@ -289,6 +289,9 @@ def _stoppable(work: Callable[[], str], stop: threading.Event) -> str:
         finally:
             finished.set()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ray's cancel interrupts the main thread as SIGINT would; a worker whose cluster was started with
+    # SIGINT ignored (from nohup, or a shell's background job) would never see it: take it back.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Thread(target=target, name="mnist-lab-trial", daemon=True).start()
         while not finished.is_set():  # not Thread.join: one interrupted can think a live thread ended
@@ -298,6 +301,7 @@ def _stoppable(work: Callable[[], str], stop: threading.Event) -> str:
                 stop.set()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["status"]
