@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.analysis.attacks import PixelModel
 from core.analysis.runsplit import finished_run
-from core.data.images import standardise
 from core.data.mnist import load_mnist
 from core.errors import BadInput
 from core.export import card as card_mod
@@ -45,10 +45,10 @@ class PixelsToProbabilities(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model.eval()
+        self.logits = PixelModel(model)   # the attacks' view of a model: [0, 1] pixels in, logits out
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(standardise(pixels)).float(), dim=-1)
+        return torch.softmax(self.logits(pixels).float(), dim=-1)
 
 
 @dataclass
