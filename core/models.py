@@ -335,6 +335,16 @@ def speedrun() -> nn.Module:
     return SpeedNet()
 
 
+@register("speedrun995", Recipe(optimizer="adam", lr=1e-2, beta1=0.7, beta2=0.9, batch_size=256, epochs=10,
+                                schedule="onecycle", label_smoothing=0.1, augment="affine", aug_degrees=8.0,
+                                aug_shift=1.5, aug_zoom=0.08),
+          source="MNIST Lab", target=99.5, cpu_channels_last=True,
+          summary="time to 99.5%: speedrun's net for 10 epochs, each image rotated, shifted and zoomed a little "
+                  "on the device (about 25 s on a 2-core CPU)")
+def speedrun995() -> nn.Module:
+    return SpeedNet()
+
+
 # --- robust to attack: adversarial training (Wong, Rice & Kolter 2020) ---------------------
 
 class RobustNet(FeaturesThenHead):
