@@ -69,3 +69,17 @@ class Ensemble(nn.Module):
 
     def last_affine(self) -> None:
         return None  # the members' probabilities are averaged: no single affine map
+
+
+def logits_from_features(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+    """The logits `model` gives for the images whose `model.embed` features are `feats` (N, D),
+    without a second pass through the trunk: its last affine map, or, for an ensemble, each
+    member's own on its slice of the features, combined as its forward combines them."""
+    affine = model.last_affine()
+    if affine is not None:
+        weight, bias = affine
+        return feats @ weight.T.to(feats.dtype) + bias.to(feats.dtype)
+    members = [m.last_affine() for m in model.members]
+    parts = feats.split([weight.shape[1] for weight, _ in members], 1)
+    return combine_members(torch.stack([part @ weight.T.to(part.dtype) + bias.to(part.dtype)
+                                        for part, (weight, bias) in zip(parts, members)], 1))

@@ -9,6 +9,7 @@ $MNIST_LAB_CHECKPOINTS / $MNIST_LAB_DATA steer it.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -28,7 +29,13 @@ from dashboard.text import md_text
 def checkpoints_base() -> str:
     """The checkpoints folder ($MNIST_LAB_CHECKPOINTS or the default), resolved: the first key of
     every cache of run data."""
-    return str(checkpoints_dir(None).resolve())
+    return _resolved(str(checkpoints_dir(None)), os.getcwd())
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved(path: str, cwd: str) -> str:
+    """`path` from `cwd`, resolved, once: a Sketch stroke asks for it twice per model."""
+    return str((Path(cwd) / path).resolve())
 
 
 def file_mtime(path) -> int:

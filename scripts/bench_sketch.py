@@ -13,7 +13,8 @@ One warm-up drawing loads the models. Then, for each of --drawings drawings (the
 turn, each one stroke of the mouse on an empty canvas, Clear between them), the page itself
 measures with performance.now() the time from the release of the mouse button that ends the
 stroke (its pointerup, or mouseup, whichever comes first) to the moment the DOM holds a current
-(not stale) "Predicted: N" card for every selected model: a MutationObserver installed before the
+(not stale) card for every selected model ("Predicted: N", or "Not a digit" where the model
+rejects the drawing): a MutationObserver installed before the
 stroke checks the DOM on every change. Prints the milliseconds per drawing, their median, p95
 (linear interpolation, as numpy), min and max, and how long after the release the page sent the
 drawing to the server (--json: one JSON object instead).
@@ -66,7 +67,7 @@ STROKES: dict[int, list[tuple[float, float]]] = {
 }
 
 # Installed before each stroke: records the stroke's mouseup and the first moment afterwards
-# at which `expected` current cards each show a "Predicted: N" heading.
+# at which `expected` current cards each show their heading ("Predicted: N" or "Not a digit").
 OBSERVE_JS = """(expected) => {
   if (window.__sketchBench) window.__sketchBench.stop();
   const state = {up: null, shown: null, sent: null, expected, cardsAtUp: null, received: []};
@@ -75,7 +76,7 @@ OBSERVE_JS = """(expected) => {
   const cards = () => {
     let n = 0;
     for (const h of document.querySelectorAll('[data-testid="stMain"] h3')) {
-      if (!/^Predicted:\\s*\\d\\b/.test(h.textContent.trim())) continue;
+      if (!/^(Predicted:\\s*\\d\\b|Not a digit$)/.test(h.textContent.trim())) continue;
       const box = h.closest('[data-testid="stElementContainer"]');
       if (box && box.getAttribute('data-stale') === 'true') continue;
       n += 1;
@@ -175,7 +176,7 @@ def clear(page) -> None:
     harness.wait_for_app(page)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stMain\"] h3') || "
                            "![...document.querySelectorAll('[data-testid=\"stMain\"] h3')]"
-                           ".some(h => /^Predicted:/.test(h.textContent.trim()))")
+                           ".some(h => /^(Predicted:|Not a digit)/.test(h.textContent.trim()))")
     page.wait_for_timeout(300)  # ms: the new canvas binds its mouse handlers after its first paint
 
 

@@ -296,7 +296,7 @@ def test_sketch_asks_one_model_of_each_architecture(lab_env, every_arch_runs, dr
     from dashboard.views.sketch import decode_drawing
     lab_env(every_arch_runs)
     runs = {r.name: r for r in list_runs(every_arch_runs)}
-    assert len(runs) == len(list_models()) == 8   # the registry's eight, robust included
+    assert len(runs) == len(list_models()) == 9   # the registry's nine, robust and speedrun995 included
 
     at = open_page("sketch")  # nothing drawn yet
     assert len(at.multiselect(key="sketch_models").value) == len(list_models())

@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from core.cli import main
 from core.models import list_models
-from tests.helpers import require_mnist
+from tests.helpers import REPO, require_mnist
+
+REPO_CHECKPOINTS = REPO / "checkpoints"
 
 
-def bench_json(capsys, *args: str) -> tuple[dict, str]:
+def bench_json(capsys, *args: str, checkpoints=None) -> tuple[dict, str]:
     """Run `python -m core bench ... --json` on the CPU: (its JSON result, its report on stderr)."""
-    assert main(["--data", str(require_mnist()), "bench", *args, "--device", "cpu", "--json"]) == 0
+    where = ["--checkpoints", str(checkpoints)] if checkpoints else []
+    assert main(["--data", str(require_mnist()), *where, "bench", *args, "--device", "cpu", "--json"]) == 0
     captured = capsys.readouterr()
     return json.loads(captured.out.strip().splitlines()[-1]), captured.err
 
@@ -70,14 +74,54 @@ def test_time_to_races_both_recipes_seed_by_seed(capsys):
     assert order == ["published", "MNIST", "published", "MNIST"]
 
 
+def reference_training_seconds() -> dict[str, float]:
+    """arch -> training seconds of its shipped reference run, read from the files themselves."""
+    found = {}
+    for marker in REPO_CHECKPOINTS.glob("*/reference.json"):
+        config = json.loads((marker.parent / "config.json").read_text())
+        found[config["arch"]] = float(pd.read_csv(marker.parent / "history.csv")["train_seconds"].sum())
+    return found
+
+
 def test_time_to_picks_the_cheapest_recipe_aimed_at_the_accuracy():
+    """The lowest target at or above the accuracy; of recipes aiming equally high (resnet and
+    speedrun995 both aim at 99.5%), the one whose shipped reference run trained fastest."""
     from core.bench.race import recipe_for
     from core.models import get_spec
     targets = {a: get_spec(a).target for a in list_models()}
+    seconds = reference_training_seconds()
+    assert set(seconds) == set(targets)   # every recipe ships its reference run
     for wanted in (90.0, 99.0, 99.3, 99.5, 99.6, 99.7):
-        chosen = recipe_for(wanted)
+        chosen = recipe_for(wanted, root=REPO_CHECKPOINTS)
         assert targets[chosen] >= wanted
         assert not any(wanted <= t < targets[chosen] for t in targets.values())
+        tied = [a for a, t in targets.items() if t == targets[chosen]]
+        assert seconds[chosen] == min(seconds[a] for a in tied)
+    assert recipe_for(99.5, root=REPO_CHECKPOINTS) == "speedrun995"
+    assert recipe_for(99.5, besides="speedrun995", root=REPO_CHECKPOINTS) == "resnet"
+
+
+@pytest.mark.slow
+def test_time_to_995_races_resnet_and_speedrun_for_as_many_epochs(capsys):
+    """Above 99%, where no published recipe aims: the recipe aimed there against the next one
+    (resnet) and the time-to-99% recipe for as many epochs, each trained for real (the epochs
+    counted in each run's history), seed by seed."""
+    from core.models import get_spec
+    result, err = bench_json(capsys, "--time-to", "99.5", "--seeds", "2", "--train-limit", "500",
+                             checkpoints=REPO_CHECKPOINTS)
+    epochs = get_spec("speedrun995").recipe.epochs
+    assert result["recipe"] == "speedrun995"
+    assert result["rivals"] == ["resnet", f"speedrun ({epochs} epochs)"] and "published" not in result
+    assert result["lab"]["epochs"] == [epochs, epochs]
+    assert result[f"speedrun ({epochs} epochs)"]["epochs"] == [epochs, epochs] != [get_spec("speedrun").recipe.epochs] * 2
+    assert result["resnet"]["epochs"] == [get_spec("resnet").recipe.epochs] * 2
+    for name in ("lab", *result["rivals"]):
+        assert all(s > 0 for s in result[name]["seconds"]) and all(0 < a <= 100 for a in result[name]["test_accuracy"])
+        if name != "lab":
+            assert result["ratios"][name] == result[name]["median_seconds"] / result["lab"]["median_seconds"]
+    assert result["ratio"] == min(result["ratios"].values())
+    order = [line.split(":", 1)[1].split()[0] for line in err.splitlines() if line.strip().startswith("seed")]
+    assert order == ["resnet", "speedrun", "MNIST"] * 2   # interleaved: each seed of every contender in turn
 
 
 @pytest.mark.parametrize("args, message", [
@@ -86,6 +130,9 @@ def test_time_to_picks_the_cheapest_recipe_aimed_at_the_accuracy():
     (["--time-to", "99", "--seeds", "0"], "--seeds must be a whole number >= 1"),
     (["--time-to", "99", "--recipe", "nope"], "unknown architecture 'nope'"),
     (["--time-to", "99", "--steps"], "two different benchmarks"),
+    (["--time-to", "99.5", "--seeds", "0"], "--seeds must be a whole number >= 1"),
+    (["--time-to", "99.5", "--recipe", "speedrun996"], "unknown architecture 'speedrun996'"),
+    (["--time-to", "99.5", "--train-limit", "0"], "--train-limit must be a whole number >= 1"),
     (["--rounds", "0"], "--rounds must be a whole number >= 1"),
 ])
 def test_bench_refuses_bad_options_before_timing_anything(args, message, capsys):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from core.config import ConfigError, TrainConfig
 from core.data.mnist import load_mnist, make_split, split_indices
-from core.layers import Ensemble
+from core.layers import Ensemble, logits_from_features
 from core.models import LabNet, UnknownModelError, count_parameters, create_model, get_spec, list_models
 from core.store.folder import HISTORY_COLUMNS
 from core.store.runs import load_model, load_predictions, load_run
@@ -70,6 +70,8 @@ def test_every_model_exposes_the_features_its_logits_are_computed_from(name):
         else:
             weight, bias = affine
             torch.testing.assert_close(features @ weight.T + bias, logits, atol=1e-5, rtol=1e-4)
+        # the one-pass logits the not-a-digit detectors read (core.analysis.ood.outputs)
+        torch.testing.assert_close(logits_from_features(model, features), logits, atol=1e-5, rtol=1e-4)
 
 
 def test_ensemble_members_train_as_if_each_were_alone():

@@ -13,6 +13,7 @@ import torch
 from core.analysis import ood
 from core.analysis.oodeval import auroc_fpr
 from core.data.notdigits import make_set, pad_redrawn
+from core.models import list_models
 from core.store.folder import OOD, WEIGHTS
 from core.store.reference import reference_ids
 from core.store.runs import load_model, load_run
@@ -269,3 +270,31 @@ def test_mistakes_shows_each_shown_images_score_from_the_runs_detector(lab_env, 
     assert len(texts) == len(shown)
     for text, score, flag in zip(texts, scores, flags):
         assert text.endswith(f"{'NOT A DIGIT ' if flag else ''}score {score:.3g}"), text
+
+
+@pytest.mark.parametrize("arch", list_models())
+@pytest.mark.parametrize("many", [False, True])
+def test_what_the_detectors_read_is_what_the_model_computes(arch, many):
+    """`outputs` takes one pass where the logits follow from the features: its logits, features
+    and channel means equal the model's own forward, its embed and hooks on a plain forward pass
+    (the oracle), batch boundaries included (BATCH + 7 images)."""
+    from core.models import create_model
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    x = torch.randn(ood.BATCH + 7, 1, 28, 28)
+    convs = ood.deep_convolutions(model)
+    seen = [[] for _ in convs]
+    hooks = [c.register_forward_hook(lambda _m, _i, out, k=k: seen[k].append(out.float().mean((2, 3))))
+             for k, c in enumerate(convs)]
+    with torch.no_grad():
+        logits = model(x)
+    for hook in hooks:
+        hook.remove()
+    with torch.no_grad():
+        feats = model.embed(x)
+    got = ood.outputs(model, x.clone(), many=many)
+    torch.testing.assert_close(got.logits, logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.feats, feats, atol=1e-4, rtol=1e-4)
+    assert len(got.layers) == len(convs)
+    for found, expected in zip(got.layers, seen):
+        torch.testing.assert_close(found, torch.cat(expected), atol=1e-4, rtol=1e-4)

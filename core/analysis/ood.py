@@ -30,6 +30,7 @@ from safetensors.torch import load as load_tensors
 from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
+from core.layers import logits_from_features
 from core.models import inference_layout
 from core.store.folder import OOD, RunError, now_iso, run_dir
 from core.store.runs import load_model, weights_sha256
@@ -75,24 +76,27 @@ def outputs(model: torch.nn.Module, x: torch.Tensor, many: bool = True) -> Outpu
     """The detectors' inputs for normalised images (N, 1, 28, 28), in batches; `many`: in the
     faster memory layout for a pass over many images (core.models.inference_layout: the model is
     converted in place), not for one drawing."""
-    model.eval()
+    if any(m.training for m in model.modules()):  # eval() walks and sets every module: not per stroke
+        model.eval()
     if many:
         model, x = inference_layout(model, x)
     convolutions = deep_convolutions(model)
     seen: list[list[torch.Tensor]] = [[] for _ in convolutions]
-    recording = [False]  # only the forward pass is recorded (embed may run the convolutions again)
 
     def record(k: int):
-        return lambda _module, _input, out: seen[k].append(out.float().mean((2, 3))) if recording[0] else None
+        return lambda _module, _input, out: seen[k].append(out.float().mean((2, 3)))
     hooks = [conv.register_forward_hook(record(k)) for k, conv in enumerate(convolutions)]
     logits, feats = [], []
     try:
         for i in range(0, len(x), BATCH):
-            batch = x[i:i + BATCH]
-            recording[0] = True
-            logits.append(model(batch).float())
-            recording[0] = False
+            batch, done = x[i:i + BATCH], len(logits)
             feats.append(model.embed(batch).float().flatten(1))
+            if all(len(found) > done for found in seen):  # one pass: logits from the features' last affine map
+                logits.append(logits_from_features(model, feats[-1]))
+                continue
+            for found in seen:  # a convolution after the features (cnn16k's 1x1 classifier): the forward pass too
+                del found[done:]
+            logits.append(model(batch).float())
     finally:
         for hook in hooks:
             hook.remove()
@@ -153,9 +157,10 @@ def fit_state(name: str, train: Outputs, labels: torch.Tensor, seed: int = 0,
     return {}
 
 
-def score(name: str, state: dict[str, torch.Tensor], out: Outputs) -> np.ndarray:
-    """Outlier scores (N,) of images from their outputs; higher: less like a digit."""
-    detector = _pood(name, state)
+def score(name: str, state: dict[str, torch.Tensor], out: Outputs, built=None) -> np.ndarray:
+    """Outlier scores (N,) of images from their outputs; higher: less like a digit. `built`: the
+    pytorch-ood detector(s) `_pood(name, state)` made before (the Sketch page scores every stroke)."""
+    detector = built if built is not None else _pood(name, state)
     if name == "layers":
         ranks = []
         for k, (depth, feats) in enumerate(zip(detector, [*out.layers, out.feats])):
@@ -183,9 +188,12 @@ class Detector:
     created: str
     seconds: float = 0.0
     evaluation: dict = field(default_factory=dict)  # figures on the not-a-digit set, if measured
+    _built: object = field(default=None, init=False, repr=False, compare=False)  # pytorch-ood's, made once
 
     def scores(self, out: Outputs) -> np.ndarray:
-        return score(self.name, self.state, out)
+        if self._built is None:
+            self._built = _pood(self.name, self.state)
+        return score(self.name, self.state, out, self._built)
 
     def judge(self, model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(scores, not a digit?) of normalised images (N, 1, 28, 28)."""

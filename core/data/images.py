@@ -172,7 +172,9 @@ def _to_unit_array(image: ImageLike) -> np.ndarray:
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ImageError("The drawing is empty: draw a digit first.")
-    values = np.nan_to_num(array.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    values = array.astype(np.float32)
+    if not np.issubdtype(array.dtype, np.integer):  # integers hold no NaN or infinity
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     scale = full_scale if full_scale is not None else _full_scale(array.dtype, values)
     return np.clip(values / scale, 0.0, 1.0)
 

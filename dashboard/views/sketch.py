@@ -117,12 +117,16 @@ def _pad():
 
 
 def decode_drawing(data_url: str | None) -> np.ndarray | None:
-    """The pad's PNG data URL as an RGBA array, or None for no drawing."""
+    """The pad's PNG data URL as an array, or None for no drawing: grey levels (H, W) where the
+    drawing is opaque all over (the pad paints black under its strokes), else RGBA (H, W, 4)
+    (to_mnist reads a transparent background's ink from the alpha channel)."""
     if not data_url or ";base64," not in data_url:
         return None
     from PIL import Image
     with Image.open(io.BytesIO(base64.b64decode(data_url.split(";base64,", 1)[1]))) as image:
-        return np.asarray(image.convert("RGBA"))
+        rgba = image.convert("RGBA")
+        opaque = rgba.getchannel("A").getextrema() == (255, 255)
+        return np.asarray(rgba.convert("L") if opaque else rgba)
 
 
 def canvas_digit() -> np.ndarray | None:
