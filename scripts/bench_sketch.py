@@ -218,9 +218,12 @@ def split_summary(splits: list[dict | None]) -> dict:
     known = [s for s in splits if s is not None]
     if not known:
         return {}
-    return {part: {"median_ms": round(statistics.median(s[part] for s in known), 1),
-                   "max_ms": round(max(s[part] for s in known), 1)}
-            for part in ("page", "first_reply", "server", "browser", "messages")}
+    summary = {part: {"median_ms": round(statistics.median(s[part] for s in known), 1),
+                      "max_ms": round(max(s[part] for s in known), 1)}
+               for part in ("page", "first_reply", "server", "browser")}
+    summary["messages"] = {"median": statistics.median(s["messages"] for s in known),
+                           "max": max(s["messages"] for s in known)}
+    return summary
 
 
 def percentile(values: list[float], q: float) -> float:

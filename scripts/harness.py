@@ -280,6 +280,31 @@ def draw(page, strokes, steps: int = 12) -> None:
         page.mouse.up()
 
 
+def draw_touch(page, strokes, steps: int = 12) -> None:
+    """Draw polylines given in canvas fractions with a finger (touch events through the DevTools
+    protocol, as a phone's browser sends them), one touch per stroke."""
+    target = canvas(page)
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    assert box and box["width"] > 50 and box["height"] > 50, f"the canvas has no usable size: {box}"
+    cdp = page.context.new_cdp_session(page)
+
+    def touch(kind: str, point=None) -> None:
+        points = [] if point is None else [{"x": box["x"] + point[0] * box["width"],
+                                            "y": box["y"] + point[1] * box["height"]}]
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+
+    try:
+        for stroke in strokes:
+            touch("touchStart", stroke[0])
+            for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+                for k in range(1, steps + 1):
+                    touch("touchMove", (x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps))
+            touch("touchEnd")
+    finally:
+        cdp.detach()
+
+
 def draw_digit(page, digit: str = "1") -> None:
     """A digit of DIGIT_STROKES, or a drawing of OTHER_STROKES, drawn with the mouse."""
     draw(page, DIGIT_STROKES.get(digit) or OTHER_STROKES[digit])

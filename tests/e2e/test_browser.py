@@ -141,6 +141,45 @@ def test_sketch_every_model_predicts_each_new_drawing(page, base_url, server):
     assert abs(images[0] - images[1]).sum() > 10, "the second drawing did not reach the models"
 
 
+def test_sketch_with_a_finger_on_a_phone(browser, base_url, server):
+    """On a phone-sized touch screen the pad fits the screen, a finger draws on it without
+    scrolling the page, and each drawing gets every model's card, twice in a row (Clear between)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
+                                  device_scale_factor=3)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        harness.open_page(page, base_url, "sketch")
+        selected = page.locator('[data-testid="stMultiSelect"] [data-tag]').count()
+        assert selected >= 2
+        box = harness.canvas(page).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"the pad does not fit a 390 px screen: {box}"
+        page.wait_for_timeout(500)  # ms: the canvas binds its pointer handlers after the first paint
+        images = []
+        for digit in ("7", "1"):
+            harness.canvas(page).scroll_into_view_if_needed()
+            scrolled = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop")
+            harness.draw_touch(page, harness.DIGIT_STROKES[digit])
+            page.wait_for_function("(n) => document.querySelectorAll('[data-testid=\"stMain\"] .sk-card').length >= n",
+                                   arg=selected, timeout=30_000)
+            harness.wait_for_app(page)
+            harness.assert_no_exception(page)
+            assert page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTop") == scrolled, \
+                "the stroke scrolled the page instead of drawing"
+            assert len(sketch_cards(page)) == selected
+            images.append(seen_image(page, base_url))
+            page.get_by_role("button", name="Clear", exact=True).click()
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stMain\"] .sk-card')")
+            harness.wait_for_app(page)
+            page.wait_for_timeout(300)
+        # each preview is the stroke drawn: a 1 is one vertical bar, so its ink sits in the middle columns
+        one = images[1]
+        assert one[:, 12:16].sum() > 0.8 * one.sum(), "the finger's 1 is not what the models saw"
+        assert abs(images[0] - images[1]).sum() > 10, "the second drawing did not reach the models"
+    finally:
+        context.close()
+
+
 def latest_run_section(text: str) -> str:
     """The Train page's card for the job training now ("Training now") or, when none is, the
     newest run ("Latest run"), as text: it sits between its heading and "Queue"."""
