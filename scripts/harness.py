@@ -260,47 +260,41 @@ def canvas(page):
     return layer.first
 
 
-def draw(page, strokes, steps: int = 12) -> None:
-    """Draw polylines given in canvas fractions with the mouse, one press per stroke."""
+def _on_canvas(page, strokes, steps: int) -> list[list[tuple[float, float]]]:
+    """Polylines in canvas fractions as page points, `steps` points per segment after the first."""
     target = canvas(page)
     target.scroll_into_view_if_needed()
     box = target.bounding_box()
     assert box and box["width"] > 50 and box["height"] > 50, f"the canvas has no usable size: {box}"
-
-    def at(point):
-        return box["x"] + point[0] * box["width"], box["y"] + point[1] * box["height"]
-
+    paths = []
     for stroke in strokes:
-        page.mouse.move(*at(stroke[0]))
+        path = [stroke[0]]
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+            path += [(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps) for k in range(1, steps + 1)]
+        paths.append([(box["x"] + px * box["width"], box["y"] + py * box["height"]) for px, py in path])
+    return paths
+
+
+def draw(page, strokes, steps: int = 12) -> None:
+    """Draw polylines given in canvas fractions with the mouse, one press per stroke."""
+    for path in _on_canvas(page, strokes, steps):
+        page.mouse.move(*path[0])
         page.mouse.down()
-        for start, end in zip(stroke, stroke[1:]):
-            (x0, y0), (x1, y1) = at(start), at(end)
-            for k in range(1, steps + 1):
-                page.mouse.move(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps)
+        for point in path[1:]:
+            page.mouse.move(*point)
         page.mouse.up()
 
 
 def draw_touch(page, strokes, steps: int = 12) -> None:
     """Draw polylines given in canvas fractions with a finger (touch events through the DevTools
     protocol, as a phone's browser sends them), one touch per stroke."""
-    target = canvas(page)
-    target.scroll_into_view_if_needed()
-    box = target.bounding_box()
-    assert box and box["width"] > 50 and box["height"] > 50, f"the canvas has no usable size: {box}"
+    paths = _on_canvas(page, strokes, steps)
     cdp = page.context.new_cdp_session(page)
-
-    def touch(kind: str, point=None) -> None:
-        points = [] if point is None else [{"x": box["x"] + point[0] * box["width"],
-                                            "y": box["y"] + point[1] * box["height"]}]
-        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
-
     try:
-        for stroke in strokes:
-            touch("touchStart", stroke[0])
-            for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
-                for k in range(1, steps + 1):
-                    touch("touchMove", (x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps))
-            touch("touchEnd")
+        for path in paths:
+            for kind, point in [("touchStart", path[0]), *(("touchMove", p) for p in path[1:])]:
+                cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": point[0], "y": point[1]}]})
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
     finally:
         cdp.detach()
 
