@@ -7,9 +7,9 @@ for longer. Seed by seed, interleaved."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -86,6 +86,14 @@ def published_recipe(seed: int, device: torch.device, data_root=None,
 PUBLISHED_TARGET = 99.0  # the published recipe's aim (tuomaso/train_mnist_fast: 99% in under a second on a GPU)
 
 
+def training_seconds(run) -> float | None:
+    """A run's training seconds as the race counts them: its epochs' `train_seconds` from
+    history.csv (validation passes not counted); None for a run without them."""
+    if run.history is None or "train_seconds" not in run.history:
+        return None
+    return float(run.history["train_seconds"].sum())
+
+
 def reference_seconds(root=None) -> dict[str, float]:
     """arch -> the training seconds of its reference run in the checkpoints folder `root`
     (an architecture without one is absent)."""
@@ -95,8 +103,8 @@ def reference_seconds(root=None) -> dict[str, float]:
             run = load_run(run_id, root)
         except RunError:
             continue
-        if run.history is not None and "train_seconds" in run.history:
-            found[run.arch] = float(run.history["train_seconds"].sum())
+        if (seconds := training_seconds(run)) is not None:
+            found[run.arch] = seconds
     return found
 
 
@@ -121,7 +129,7 @@ def lab_recipe(arch: str, seed: int, device: torch.device, data_root=None,
     from metrics.json."""
     cfg = TrainConfig(arch=arch, seed=seed, device=device.type, train_limit=train_limit, epochs=epochs)
     run = scratch_run(cfg, data_root)
-    return float(run.history["train_seconds"].sum()), float(run.metrics["test_accuracy"]), len(run.history)
+    return training_seconds(run), float(run.metrics["test_accuracy"]), len(run.history)
 
 
 @dataclass(frozen=True)
