@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     detector.add_argument("--refit", action="store_true", help="fit again even if a detector is kept")
     detector.add_argument("--evaluate", action="store_true",
                           help="measure every detector on the lab's not-a-digit set against MNIST's test digits "
-                               "(about a minute), and keep the figures with the detector")
+                               "(a few minutes), and keep the figures with the detector")
     detector.add_argument("--json", action="store_true", help="one JSON object")
 
     robust = sub.add_parser("robustness", help="a run's accuracy under MNIST-C's corruptions and under FGSM and "

@@ -48,8 +48,9 @@ def ood_section(models: list) -> None:
         left, right = st.columns([3, 1])
         left.caption(f"Not-a-digit check not fitted yet for {names}: those cards always name a digit.")
         if right.button("Fit the check", icon=":material/block:", key="sketch_fit_ood",
-                        help="each model's detector learns its training images' features and sets its threshold "
-                             "so that 99% of its validation digits pass: seconds to a minute per model"):
+                        help="each model's detector learns its training digits' features and the lab's images of what is "
+                             "not a digit, and sets its threshold so that 99% of its validation digits pass: about a "
+                             "minute per model"):
             for run in missing:
                 try:
                     with st.spinner(f"Fitting the not-a-digit check of {run.name}…"):

@@ -272,19 +272,28 @@ def test_mistakes_shows_each_shown_images_score_from_the_runs_detector(lab_env, 
         assert text.endswith(f"{'NOT A DIGIT ' if flag else ''}score {score:.3g}"), text
 
 
+def grid_means(out: torch.Tensor, side: int) -> torch.Tensor:
+    """Each channel's map averaged over side x side cells, cell i covering rows (and columns)
+    floor(i * H / side) up to ceil((i + 1) * H / side): the oracle of the grids, cell by cell."""
+    h, w = out.shape[-2:]
+    cells = [out[..., (i * h) // side:-((-(i + 1) * h) // side), (j * w) // side:-((-(j + 1) * w) // side)].mean((-2, -1))
+             for i in range(side) for j in range(side)]
+    return torch.stack(cells, -1).flatten(1)
+
+
 @pytest.mark.parametrize("arch", list_models())
 @pytest.mark.parametrize("many", [False, True])
 def test_what_the_detectors_read_is_what_the_model_computes(arch, many):
-    """`outputs` takes one pass where the logits follow from the features: its logits, features
-    and channel means equal the model's own forward, its embed and hooks on a plain forward pass
-    (the oracle), batch boundaries included (BATCH + 7 images)."""
+    """`outputs` takes one pass where the logits follow from the features: its logits, features,
+    channel means and grids equal the model's own forward, its embed and hooks on a plain forward
+    pass (the oracle), batch boundaries included (BATCH + 7 images)."""
     from core.models import create_model
     torch.manual_seed(0)
     model = create_model(arch).eval()
     x = torch.randn(ood.BATCH + 7, 1, 28, 28)
-    convs = ood.deep_convolutions(model)
-    seen = [[] for _ in convs]
-    hooks = [c.register_forward_hook(lambda _m, _i, out, k=k: seen[k].append(out.float().mean((2, 3))))
+    convs = ood.convolutions(model)
+    maps = [[] for _ in convs]
+    hooks = [c.register_forward_hook(lambda _m, _i, out, k=k: maps[k].append(out.float()))
              for k, c in enumerate(convs)]
     with torch.no_grad():
         logits = model(x)
@@ -295,6 +304,13 @@ def test_what_the_detectors_read_is_what_the_model_computes(arch, many):
     got = ood.outputs(model, x.clone(), many=many)
     torch.testing.assert_close(got.logits, logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.feats, feats, atol=1e-4, rtol=1e-4)
-    assert len(got.layers) == len(convs)
-    for found, expected in zip(got.layers, seen):
-        torch.testing.assert_close(found, torch.cat(expected), atol=1e-4, rtol=1e-4)
+    deep = maps[len(maps) - min(ood.LAYERS, len(maps)):]
+    assert len(got.layers) == len(deep) and len(got.grids) == len(convs)
+    for found, expected in zip(got.layers, deep):
+        torch.testing.assert_close(found, torch.cat(expected).mean((2, 3)), atol=1e-4, rtol=1e-4)
+    for found, expected in zip(got.grids, maps):
+        out = torch.cat(expected)
+        side = min(ood.GRID, int((ood.GRID_VALUES / len(convs) / out.shape[1]) ** 0.5), *out.shape[-2:]) or 1
+        assert found.shape[1] <= max(ood.GRID_VALUES // len(convs), out.shape[1])
+        torch.testing.assert_close(found, grid_means(out, side), atol=1e-4, rtol=1e-4)
+    assert got.vector().shape == (len(x), sum(g.shape[1] for g in got.grids) + feats.flatten(1).shape[1] + 10)

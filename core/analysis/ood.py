@@ -9,9 +9,13 @@ it is "not a digit to this model".
 
 Detectors (pytorch_ood.detector): maximum softmax probability (Hendrycks & Gimpel 2017), energy
 (Liu et al. 2020), maximum logit, Mahalanobis distance to the class means of the features (Lee et
-al. 2018), and the distance to the k-th nearest training feature (Sun et al. 2022). DEFAULT was
-chosen on one half of the lab's own not-a-digit set (core.data.notdigits) and is reported on the
-other half (docs/BENCHMARKS.md).
+al. 2018), and the distance to the k-th nearest training feature (Sun et al. 2022); "layers", the
+Mahalanobis distance at several depths; and "exposure" (outlier exposure, Hendrycks, Mazeika &
+Dietterich 2019): small MLPs (scikit-learn, core.analysis.oodhead) on what the model computes at
+every depth, taught to tell the run's training digits, some redrawn as the pad draws them, from
+the lab's exposure images (core.data.exposure: other fonts, generators and seeds than the set that
+measures). DEFAULT was chosen on one half of the lab's own not-a-digit set (core.data.notdigits)
+and is reported on the other half (docs/BENCHMARKS.md).
 
 The fitted detector is kept in the run folder (ood.safetensors) beside the SHA-256 of the weights
 it was fitted for: new weights, a new fit; a damaged file is fitted again. Written atomically.
@@ -27,7 +31,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 
+from core.analysis.oodhead import fit_head, head_scores
 from core.analysis.runsplit import SplitError, finished_run, run_split
+from core.data.images import MNIST_MEAN, MNIST_STD, normalize
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.layers import logits_from_features
@@ -38,13 +44,18 @@ from core.store.writer import tensors_bytes
 
 DETECTORS = {"msp": "maximum softmax probability", "energy": "energy", "maxlogit": "maximum logit",
              "mahalanobis": "Mahalanobis distance", "knn": "k-th nearest training feature",
-             "layers": "Mahalanobis distance at several depths"}
-DEFAULT = "layers"
+             "layers": "Mahalanobis distance at several depths",
+             "exposure": "a classifier of the features taught what is not a digit (outlier exposure)"}
+DEFAULT = "exposure"
 LAYERS = 3           # "layers": the last convolutions whose channel means are scored, besides the features
+GRID = 4             # "exposure": each convolution's map averaged over a GRID x GRID grid at most...
+GRID_VALUES = 1024   # ...and over a coarser one where all the convolutions would give more numbers than this
 ACCEPT = 0.99        # share of the run's validation digits the threshold accepts
 FIT_IMAGES = 10_000  # training images the fitted detectors learn from (a seeded sample)
 KNN_BANK = 2_000     # of them, kept as the nearest-neighbour bank (unit-length features)
 KNN_K = 10
+PAD_INLIERS = 2000   # of them, redrawn as the pad draws: digits too, to the exposure detector
+INVERTED = 300       # of them, inverted (and as many faint specks made): not digits, to it
 BATCH = 500
 FORMAT = 1
 
@@ -58,17 +69,37 @@ class OODError(BadInput):
 @dataclass
 class Outputs:
     """What the detectors read of a batch of images: logits (N, 10), the penultimate features
-    (N, D), and the channel means of the last LAYERS convolutions (each (N, C); none for an MLP)."""
+    (N, D), the channel means of the last LAYERS convolutions (each (N, C)), and every
+    convolution's output averaged over a coarse grid of its map (each (N, C * g * g), `grid`);
+    none of either for an MLP."""
     logits: torch.Tensor
     feats: torch.Tensor
     layers: list[torch.Tensor]
+    grids: list[torch.Tensor] = field(default_factory=list)
 
     def __getitem__(self, index) -> "Outputs":
-        return Outputs(self.logits[index], self.feats[index], [layer[index] for layer in self.layers])
+        return Outputs(self.logits[index], self.feats[index], [layer[index] for layer in self.layers],
+                       [grid[index] for grid in self.grids])
+
+    def vector(self) -> torch.Tensor:
+        """All of it side by side (N, D'): what the exposure detector reads."""
+        return torch.cat([*self.grids, self.feats, self.logits], 1)
 
 
-def deep_convolutions(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-LAYERS:]
+def convolutions(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def grid(channels: int, depths: int) -> int:
+    """The side of the grid a convolution's map is averaged over: GRID, or coarser where channels
+    and convolutions are many, each of the `depths` giving at most GRID_VALUES / depths numbers
+    (or its channel means). It keeps the exposure detector small enough to ship."""
+    return max(1, min(GRID, int((GRID_VALUES / depths / channels) ** 0.5)))
+
+
+def _pooled(out: torch.Tensor, depths: int) -> torch.Tensor:
+    side = min(grid(out.shape[1], depths), out.shape[-1], out.shape[-2])
+    return torch.nn.functional.adaptive_avg_pool2d(out.float(), side).flatten(1)
 
 
 @torch.inference_mode()
@@ -80,29 +111,37 @@ def outputs(model: torch.nn.Module, x: torch.Tensor, many: bool = True) -> Outpu
         model.eval()
     if many:
         model, x = inference_layout(model, x)
-    convolutions = deep_convolutions(model)
-    seen: list[list[torch.Tensor]] = [[] for _ in convolutions]
+    every = convolutions(model)
+    deep = len(every) - min(LAYERS, len(every))
+    seen: list[list[torch.Tensor]] = [[] for _ in every]
+    pooled: list[list[torch.Tensor]] = [[] for _ in every]
 
     def record(k: int):
-        return lambda _module, _input, out: seen[k].append(out.float().mean((2, 3)))
-    hooks = [conv.register_forward_hook(record(k)) for k, conv in enumerate(convolutions)]
+        def hook(_module, _input, out):
+            pooled[k].append(_pooled(out, len(every)))
+            if k >= deep:
+                seen[k].append(out.float().mean((2, 3)))
+        return hook
+    hooks = [conv.register_forward_hook(record(k)) for k, conv in enumerate(every)]
     logits, feats = [], []
     try:
         for i in range(0, len(x), BATCH):
             batch, done = x[i:i + BATCH], len(logits)
             feats.append(model.embed(batch).float().flatten(1))
-            if all(len(found) > done for found in seen):  # one pass: logits from the features' last affine map
+            if all(len(found) > done for found in pooled):  # one pass: logits from the features' last affine map
                 logits.append(logits_from_features(model, feats[-1]))
                 continue
-            for found in seen:  # a convolution after the features (cnn16k's 1x1 classifier): the forward pass too
+            for found in (*seen, *pooled):  # a convolution after the features (cnn16k's 1x1 classifier): the forward pass too
                 del found[done:]
             logits.append(model(batch).float())
     finally:
         for hook in hooks:
             hook.remove()
     if not logits:
-        return Outputs(torch.zeros(0, 10), torch.zeros(0, 0), [torch.zeros(0, 0) for _ in convolutions])
-    return Outputs(torch.cat(logits), torch.cat(feats), [torch.cat(found) for found in seen])
+        return Outputs(torch.zeros(0, 10), torch.zeros(0, 0), [torch.zeros(0, 0) for _ in every[deep:]],
+                       [torch.zeros(0, 0) for _ in every])
+    return Outputs(torch.cat(logits), torch.cat(feats), [torch.cat(found) for found in seen[deep:]],
+                   [torch.cat(found) for found in pooled])
 
 
 # --- detectors (pytorch-ood) ---------------------------------------------------------------------
@@ -122,6 +161,8 @@ def _pood(name: str, state: dict[str, torch.Tensor]):
         return found
     if name == "knn":
         return pood.KNN(None, k=KNN_K).fit_features(state["bank"].float(), torch.zeros(len(state["bank"]), dtype=torch.long))
+    if name == "exposure":
+        return None  # ours: core.analysis.oodhead
     if name == "layers":
         return [_pood("mahalanobis", {"mu": state[f"mu{k}"], "precision": state[f"precision{k}"]})
                 for k in range(_depths(state))]
@@ -132,8 +173,25 @@ def _depths(state: dict[str, torch.Tensor]) -> int:
     return sum(key.startswith("mu") for key in state)
 
 
+@dataclass
+class Exposure:
+    """What the exposure detector learns from besides the training sample's outputs: those of
+    some of its digits redrawn as the pad draws them (digits) and of the exposure images (not)."""
+    drawn: Outputs
+    images: Outputs
+
+
+def exposure_outputs(model: torch.nn.Module, train_images: torch.Tensor) -> Exposure:
+    """The Exposure of a model from its normalised training sample (N, 1, 28, 28)."""
+    from core.data.exposure import from_digits, make_exposure
+    from core.data.notdigits import pad_redrawn
+    digits = (train_images[:, 0].float() * MNIST_STD + MNIST_MEAN).clamp(0, 1).numpy()
+    images = np.concatenate([make_exposure(), from_digits(digits[PAD_INLIERS:PAD_INLIERS + INVERTED])])
+    return Exposure(outputs(model, normalize(pad_redrawn(digits[:PAD_INLIERS]))), outputs(model, normalize(images)))
+
+
 def fit_state(name: str, train: Outputs, labels: torch.Tensor, seed: int = 0,
-              val: Outputs | None = None) -> dict[str, torch.Tensor]:
+              val: Outputs | None = None, exposure: Exposure | None = None) -> dict[str, torch.Tensor]:
     """What the detector `name` keeps after fitting on training outputs (empty for the logit ones).
     "layers" fits a Mahalanobis detector at each depth (the deep convolutions' channel means, then
     the features) and keeps the sorted validation scores of each (`val`), which turn a score into
@@ -142,6 +200,11 @@ def fit_state(name: str, train: Outputs, labels: torch.Tensor, seed: int = 0,
     if name == "mahalanobis":
         fitted = pood.Mahalanobis(None).fit_features(train.feats.float(), labels.long())
         return {"mu": fitted.mu.float(), "precision": fitted.precision.float()}
+    if name == "exposure":
+        if exposure is None:
+            raise ValueError("the exposure detector learns from the exposure images: give `exposure`")
+        inliers = torch.cat([train.vector(), exposure.drawn.vector()]).numpy()
+        return fit_head(inliers, exposure.images.vector().numpy(), seed=seed)
     if name == "knn":
         order = torch.randperm(len(train.feats), generator=torch.Generator().manual_seed(seed))[:KNN_BANK]
         return {"bank": train.feats[order].float()}
@@ -168,6 +231,8 @@ def score(name: str, state: dict[str, torch.Tensor], out: Outputs, built=None) -
             raw = depth.predict_features(feats.float()).double().numpy()
             ranks.append(np.searchsorted(reference, raw, side="right") / len(reference))
         return np.max(ranks, axis=0)
+    if name == "exposure":
+        return head_scores(state, out.vector())
     if name in ("mahalanobis", "knn"):
         found = detector.predict_features(out.feats.float())
     else:
@@ -231,7 +296,8 @@ def read_kept(run_id: str, root=None) -> tuple[Detector | None, str | None]:
             return None, "its threshold is not a number"
         found = Detector(run_id, name, threshold, dict(tensors), json.loads(meta["fitted_on"]), meta["weights_sha256"],
                          meta["created"], float(meta.get("seconds", 0)), json.loads(meta.get("evaluation") or "{}"))
-        needed = {"mahalanobis": {"mu", "precision"}, "knn": {"bank"}, "layers": {"mu0", "precision0", "val0"}}.get(name, set())
+        needed = {"mahalanobis": {"mu", "precision"}, "knn": {"bank"}, "layers": {"mu0", "precision0", "val0"},
+                  "exposure": {"head_mean", "head_scale", "head0_w0", "head0_b0"}}.get(name, set())
         depths = _depths(tensors)
         if name == "layers" and not all({f"mu{k}", f"precision{k}", f"val{k}"} <= set(tensors) for k in range(depths)):
             return None, "its fitted statistics are incomplete"
@@ -273,11 +339,16 @@ def fit(run_id: str, root=None, data_root=None, name: str = DEFAULT, report=lamb
     report(f"features of {len(sample):,} training and {len(split.x_val):,} validation images…")
     train = outputs(model, split.x_train[sample])
     val = outputs(model, split.x_val)
-    state = fit_state(name, train, split.y_train[sample], seed=int(fields["seed"]), val=val)
+    exposure = None
+    if name == "exposure":
+        report(f"features of {PAD_INLIERS:,} training digits redrawn as the pad draws and of the exposure images…")
+        exposure = exposure_outputs(model, split.x_train[sample])
+    state = fit_state(name, train, split.y_train[sample], seed=int(fields["seed"]), val=val, exposure=exposure)
     val_scores = score(name, state, val)
     threshold = float(np.quantile(val_scores, ACCEPT, method="higher"))
     detector = Detector(run_id, name, threshold, state,
-                        {"train_images": len(sample), "validation_images": len(split.x_val), "accept": ACCEPT, **fields},
+                        {"train_images": len(sample), "validation_images": len(split.x_val), "accept": ACCEPT, **fields,
+                         **({"pad_drawn_digits": PAD_INLIERS, "exposure_images": len(exposure.images.logits)} if exposure else {})},
                         sha, now_iso(), round(time.perf_counter() - start, 2))
     keep(detector, root)
     return detector

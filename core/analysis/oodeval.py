@@ -60,11 +60,12 @@ def evaluate(run_id: str, root=None, data_root=None, report=lambda line: None, p
     val = ood.outputs(model, split.x_val)
     test = ood.outputs(model, normalize_uint8(mnist.test_images))
     pad = ood.outputs(model, normalize(redrawn))
+    exposure = ood.exposure_outputs(model, split.x_train[sample])
     parts = {part: notdigits.part(held_out=part == "held-out") for part in ("selection", "held-out")}
     outs = {part: ood.outputs(model, normalize(subset.images)) for part, subset in parts.items()}
     figures: dict = {}
     for name in ood.DETECTORS:
-        state = ood.fit_state(name, train, split.y_train[sample], seed=int(fields["seed"]), val=val)
+        state = ood.fit_state(name, train, split.y_train[sample], seed=int(fields["seed"]), val=val, exposure=exposure)
         threshold = float(np.quantile(ood.score(name, state, val), ood.ACCEPT, method="higher"))
         test_scores = ood.score(name, state, test)
         row = {"threshold": threshold, "test_flagged": float((test_scores > threshold).mean()),

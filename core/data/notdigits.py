@@ -62,12 +62,12 @@ def font_path(name: str) -> str:
     return os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", name)
 
 
-def _canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
+def blank_canvas() -> tuple[Image.Image, ImageDraw.ImageDraw]:
     image = Image.new("L", (CANVAS, CANVAS), 0)
     return image, ImageDraw.Draw(image)
 
 
-def _stroke(draw: ImageDraw.ImageDraw, points, width: int = PEN) -> None:
+def pen_stroke(draw: ImageDraw.ImageDraw, points, width: int = PEN) -> None:
     """A polyline as the pad draws it: round caps and joins."""
     points = [(float(x), float(y)) for x, y in points]
     draw.line(points, fill=255, width=width, joint="curve")
@@ -77,7 +77,7 @@ def _stroke(draw: ImageDraw.ImageDraw, points, width: int = PEN) -> None:
 
 
 def _letter(char: str, font: str) -> np.ndarray:
-    image, draw = _canvas()
+    image, draw = blank_canvas()
     face = ImageFont.truetype(font_path(font), 200)
     draw.text((CANVAS / 2, CANVAS / 2), char, font=face, fill=255, anchor="mm")
     return to_mnist(np.asarray(image))
@@ -93,51 +93,51 @@ def _polygon(centre, radius, corners, turn=0.0, inner=None):
 
 
 def _shape(kind: str, rng: np.random.Generator) -> np.ndarray:
-    image, draw = _canvas()
+    image, draw = blank_canvas()
     c = (CANVAS / 2 + rng.uniform(-15, 15), CANVAS / 2 + rng.uniform(-15, 15))
     size = rng.uniform(70, 100)
     turn = rng.uniform(-0.3, 0.3)
     if kind == "triangle":
-        _stroke(draw, _polygon(c, size, 3, turn))
+        pen_stroke(draw, _polygon(c, size, 3, turn))
     elif kind == "square":
-        _stroke(draw, _polygon(c, size, 4, math.pi / 4 + turn))
+        pen_stroke(draw, _polygon(c, size, 4, math.pi / 4 + turn))
     elif kind == "star":
-        _stroke(draw, _polygon(c, size, 5, turn, inner=size * 0.42))
+        pen_stroke(draw, _polygon(c, size, 5, turn, inner=size * 0.42))
     elif kind == "heart":
         t = np.linspace(0, 2 * math.pi, 60)
         x, y = 16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
-        _stroke(draw, list(zip(c[0] + x * size / 17, c[1] + y * size / 17)))
+        pen_stroke(draw, list(zip(c[0] + x * size / 17, c[1] + y * size / 17)))
     elif kind == "cross":
-        _stroke(draw, [(c[0] - size, c[1] - size), (c[0] + size, c[1] + size)])
-        _stroke(draw, [(c[0] + size, c[1] - size), (c[0] - size, c[1] + size)])
+        pen_stroke(draw, [(c[0] - size, c[1] - size), (c[0] + size, c[1] + size)])
+        pen_stroke(draw, [(c[0] + size, c[1] - size), (c[0] - size, c[1] + size)])
     elif kind == "arrow":
-        _stroke(draw, [(c[0] - size, c[1]), (c[0] + size, c[1])])
-        _stroke(draw, [(c[0] + size * 0.5, c[1] - size * 0.5), (c[0] + size, c[1]), (c[0] + size * 0.5, c[1] + size * 0.5)])
+        pen_stroke(draw, [(c[0] - size, c[1]), (c[0] + size, c[1])])
+        pen_stroke(draw, [(c[0] + size * 0.5, c[1] - size * 0.5), (c[0] + size, c[1]), (c[0] + size * 0.5, c[1] + size * 0.5)])
     elif kind == "smiley":
-        _stroke(draw, _polygon(c, size, 40, turn))
+        pen_stroke(draw, _polygon(c, size, 40, turn))
         for dx in (-0.35, 0.35):
             e = (c[0] + dx * size, c[1] - 0.3 * size)
             draw.ellipse((e[0] - 10, e[1] - 10, e[0] + 10, e[1] + 10), fill=255)
         t = np.linspace(0.2 * math.pi, 0.8 * math.pi, 20)
-        _stroke(draw, list(zip(c[0] + 0.55 * size * np.cos(t), c[1] + 0.55 * size * np.sin(t))))
+        pen_stroke(draw, list(zip(c[0] + 0.55 * size * np.cos(t), c[1] + 0.55 * size * np.sin(t))))
     elif kind == "tick":
-        _stroke(draw, [(c[0] - size, c[1]), (c[0] - size * 0.3, c[1] + size * 0.7), (c[0] + size, c[1] - size * 0.8)])
+        pen_stroke(draw, [(c[0] - size, c[1]), (c[0] - size * 0.3, c[1] + size * 0.7), (c[0] + size, c[1] - size * 0.8)])
     elif kind == "zigzag":
         xs = np.linspace(c[0] - size, c[0] + size, 6)
-        _stroke(draw, [(x, c[1] + (size * 0.5 if k % 2 else -size * 0.5)) for k, x in enumerate(xs)])
+        pen_stroke(draw, [(x, c[1] + (size * 0.5 if k % 2 else -size * 0.5)) for k, x in enumerate(xs)])
     elif kind == "hash":
         for d in (-0.35, 0.35):
-            _stroke(draw, [(c[0] + d * size, c[1] - size), (c[0] + d * size, c[1] + size)])
-            _stroke(draw, [(c[0] - size, c[1] + d * size), (c[0] + size, c[1] + d * size)])
+            pen_stroke(draw, [(c[0] + d * size, c[1] - size), (c[0] + d * size, c[1] + size)])
+            pen_stroke(draw, [(c[0] - size, c[1] + d * size), (c[0] + size, c[1] + d * size)])
     else:
         raise ValueError(f"unknown shape {kind!r}")
     return to_mnist(np.asarray(image))
 
 
 def _scribble(rng: np.random.Generator) -> np.ndarray:
-    image, draw = _canvas()
+    image, draw = blank_canvas()
     points = rng.uniform(30, CANVAS - 30, size=(int(rng.integers(6, 14)), 2))
-    _stroke(draw, points)
+    pen_stroke(draw, points)
     return to_mnist(np.asarray(image))
 
 

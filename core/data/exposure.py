@@ -1,0 +1,109 @@
+"""Images a run's not-a-digit detector learns "not a digit" from: the auxiliary outliers of outlier
+exposure (Hendrycks, Mazeika & Dietterich 2019), made here, the same on every machine and with no
+internet. Each is a float32 (28, 28) image on [0, 1], white on black like MNIST.
+
+They are kept apart from core.data.notdigits, the set that measures the detectors, so that what
+is measured is not what was learnt:
+- glyphs in other typefaces: the STIX and Computer Modern fonts matplotlib ships (the measuring
+  set has DejaVu), the same non-digit letters plus Greek letters and symbols, turned up to 15°;
+- other generators: smooth curves through random points and compositions of two or three arcs,
+  polygons and straight strokes, with pens of 14 to 22 px (the measuring set has named shapes and
+  straight polylines, with the pad's 18 px pen);
+- Gaussian noise (the measuring set has uniform, salt-and-pepper and blotches);
+- faint specks and inverted digits, made from the run's own training digits (`from_digits`).
+Another seed, too. Glyphs a font lacks (drawn as its "missing" box) are left out.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageFont
+
+from core.data.images import to_mnist
+from core.data.notdigits import CANVAS, LETTERS, blank_canvas, font_path, pen_stroke
+
+FONTS = ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
+         "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf")
+SYMBOL_FONTS = FONTS[:4]  # the Computer Modern files map only the ASCII letters
+GREEK = "αβγδεζηθκλμξπρσφψωΓΔΘΛΞΠΣΦΨΩ"
+SYMBOLS = "@#&%?!+=<>*÷∞≈√∑∫∂∇♠♣♥♦☺★✓✗→←↑↓"
+PER_KIND = 6000  # glyphs, curves and compositions each; a quarter as much noise
+SEED = 2         # core.data.notdigits uses 0
+
+
+def _glyph(char: str, font: str, rng: np.random.Generator) -> np.ndarray | None:
+    face = ImageFont.truetype(font_path(font), int(rng.uniform(150, 210)))
+    mask = face.getmask(char)
+    if mask.getbbox() is None or list(mask) == list(face.getmask("\uffff")):
+        return None  # the font has no such glyph
+    image, draw = blank_canvas()
+    draw.text((CANVAS / 2, CANVAS / 2), char, font=face, fill=255, anchor="mm")
+    turned = np.asarray(image.rotate(rng.uniform(-15, 15), resample=Image.BILINEAR))
+    return to_mnist(turned) if turned.max() >= 128 else None
+
+
+def _curve(rng: np.random.Generator) -> np.ndarray:
+    """A smooth pen stroke through 4-7 random points (Chaikin's corner cutting, four rounds)."""
+    image, draw = blank_canvas()
+    points = rng.uniform(30, CANVAS - 30, size=(int(rng.integers(4, 8)), 2))
+    for _ in range(4):
+        near, far = 0.75 * points[:-1] + 0.25 * points[1:], 0.25 * points[:-1] + 0.75 * points[1:]
+        points = np.vstack([points[:1], np.column_stack([near, far]).reshape(-1, 2), points[-1:]])
+    pen_stroke(draw, points, int(rng.integers(14, 23)))
+    return to_mnist(np.asarray(image))
+
+
+def _composition(rng: np.random.Generator) -> np.ndarray:
+    """Two or three parts, each an arc of an ellipse, a polygon or a straight stroke."""
+    image, draw = blank_canvas()
+    width = int(rng.integers(14, 23))
+    for _ in range(int(rng.integers(2, 4))):
+        kind, centre, radius = int(rng.integers(0, 3)), rng.uniform(60, 220, 2), rng.uniform(25, 100)
+        if kind == 0:
+            start = rng.uniform(0, 360)
+            turn = np.radians(np.linspace(start, start + rng.uniform(90, 360), 40))
+            squash = rng.uniform(0.4, 1)
+            points = np.column_stack([centre[0] + radius * np.cos(turn), centre[1] + squash * radius * np.sin(turn)])
+        elif kind == 1:
+            turn = rng.uniform(0, 2 * np.pi) + np.linspace(0, 2 * np.pi, int(rng.integers(3, 9)) + 1)
+            points = np.column_stack([centre[0] + radius * np.cos(turn), centre[1] + radius * np.sin(turn)])
+        else:
+            points = [centre, centre + rng.uniform(-120, 120, 2)]
+        pen_stroke(draw, points, width)
+    return to_mnist(np.asarray(image))
+
+
+@lru_cache(maxsize=2)
+def make_exposure(per_kind: int = PER_KIND, seed: int = SEED) -> np.ndarray:
+    """The drawn part of the set, deterministic for `seed`: per_kind glyphs, curves and
+    compositions each, and per_kind // 4 Gaussian noise images; float32 (N, 28, 28). Read-only."""
+    rng = np.random.default_rng(seed)
+    chars = LETTERS + GREEK + SYMBOLS
+    glyphs: list[np.ndarray] = []
+    while len(glyphs) < per_kind:
+        char = chars[rng.integers(len(chars))]
+        fonts = FONTS if char in LETTERS else SYMBOL_FONTS
+        found = _glyph(char, fonts[rng.integers(len(fonts))], rng)
+        if found is not None:
+            glyphs.append(found)
+    curves = [_curve(rng) for _ in range(per_kind)]
+    compositions = [_composition(rng) for _ in range(per_kind)]
+    noise = [np.clip(rng.normal(rng.uniform(0, 0.5), rng.uniform(0.1, 0.5), (28, 28)), 0, 1)
+             for _ in range(per_kind // 4)]
+    out = np.stack([*glyphs, *curves, *compositions, *noise]).astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def from_digits(digits: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Two images per digit (N, 28, 28) on [0, 1]: the digit inverted (black on white), and a few
+    faint specks on black, of 1 to 7 squares of grey; float32 (2N, 28, 28)."""
+    rng = np.random.default_rng(seed)
+    specks = np.zeros((len(digits), 28, 28), dtype=np.float32)
+    for image in specks:
+        for _ in range(int(rng.integers(1, 8))):
+            y, x = rng.integers(2, 26, size=2)
+            r = int(rng.integers(1, 4))
+            image[max(0, y - r):y + r, max(0, x - r):x + r] = rng.uniform(0.05, 0.6)
+    return np.concatenate([1.0 - np.asarray(digits, dtype=np.float32), specks])
