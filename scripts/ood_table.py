@@ -1,6 +1,10 @@
 """Print docs/BENCHMARKS.md's not-a-digit table from the detectors kept with the reference runs.
 
-    python -m scripts.ood_table [--checkpoints ./checkpoints]
+    python -m scripts.ood_table [--checkpoints ./checkpoints] [--default | --choice]
+
+--default prints the README's table instead (the default detector of each convolutional recipe);
+--choice, each detector's mean share of the selection half flagged over those recipes (the figures
+the default was chosen on).
 
 Each reference run of a default recipe keeps its fitted detector and the figures `python -m core
 ood RUN --evaluate` measured (core.analysis.oodeval): for every detector, AUROC and FPR95TPR on the
@@ -14,7 +18,7 @@ import argparse
 import sys
 
 from core.analysis import ood
-from core.models import list_models
+from core.models import create_model, is_convolutional, list_models
 from core.store.reference import reference_ids
 from core.store.runs import load_run
 
@@ -42,11 +46,43 @@ def table(checkpoints: str) -> str:
     return "\n".join(lines)
 
 
+def convolutional_rows(checkpoints: str) -> list[tuple[str, dict]]:
+    return [(arch, evaluation) for arch, evaluation in rows(checkpoints) if is_convolutional(create_model(arch))]
+
+
+def default_table(checkpoints: str) -> str:
+    lines = ["| run | AUROC | non-digits flagged | test digits flagged | pad-drawn digits flagged |",
+             "|---|---:|---:|---:|---:|"]
+    for arch, evaluation in convolutional_rows(checkpoints):
+        row = evaluation["detectors"][ood.DEFAULT]
+        held = row["held-out"]
+        lines.append(f"| `{arch}` | {held['auroc']:.3f} | {held['flagged']:.1%} | {row['test_flagged']:.1%} | "
+                     f"{row['pad_flagged']:.1%} |")
+    return "\n".join(lines)
+
+
+def choice(checkpoints: str) -> dict[str, float]:
+    """Detector -> its mean share of the selection half flagged over the convolutional recipes,
+    highest first."""
+    found = convolutional_rows(checkpoints)
+    means = {name: sum(e["detectors"][name]["selection"]["flagged"] for _, e in found) / len(found)
+             for name in found[0][1]["detectors"]} if found else {}
+    return dict(sorted(means.items(), key=lambda item: -item[1]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default="checkpoints", help="runs folder (default: ./checkpoints)")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--default", action="store_true", help="the README's table: the default detector of each "
+                                                             "convolutional recipe")
+    what.add_argument("--choice", action="store_true", help="each detector's mean share of the selection half "
+                                                            "flagged over the convolutional recipes")
     args = parser.parse_args(argv)
-    print(table(args.checkpoints))
+    if args.choice:
+        print(", ".join(f"`{name}` {share:.1%}" for name, share in choice(args.checkpoints).items()))
+    else:
+        print(default_table(args.checkpoints) if args.default else table(args.checkpoints))
     return 0
 
 
