@@ -1,7 +1,7 @@
 """Not a digit, in a real Chromium: on a store of shipped reference runs (each with its detector),
-a hash drawn with the mouse is "Not a digit" to the models whose detector flags it (computed here
-from the drawing the server decoded), a 7 drawn after it is a digit to every model, and a hash
-drawn again is flagged again."""
+a letter H drawn with the mouse is "Not a digit" to the models whose detector flags it (computed
+here from the drawing the server decoded), a 7 drawn after it is a digit to every model, and a
+hash drawn next is flagged too."""
 from __future__ import annotations
 
 import shutil
@@ -65,12 +65,12 @@ def expected(store, drawing) -> dict[str, bool]:
     return flags
 
 
-def test_a_drawn_hash_is_not_a_digit_and_a_drawn_seven_is(page, base_url, store):
+def test_a_drawn_letter_is_not_a_digit_and_a_drawn_seven_is(page, base_url, store):
     from dashboard.views.sketch import decode_drawing
     harness.open_page(page, base_url, "sketch")
     harness.assert_no_exception(page)
     page.wait_for_timeout(500)  # the pad binds its pointer handlers after the first paint
-    for turn, (drawing, is_digit) in enumerate([("hash", False), ("7", True), ("hash", False)]):
+    for turn, (drawing, is_digit) in enumerate([("H", False), ("7", True), ("hash", False)]):
         if turn:  # a fresh pad for each drawing
             page.get_by_role("button", name="Clear", exact=True).click()
             page.wait_for_function("() => !document.querySelector('[data-testid=\"stMain\"] .sk-card')")
