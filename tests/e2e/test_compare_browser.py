@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from scipy.stats import binom
 
 from core.store.runs import list_runs, load_predictions
@@ -40,6 +41,10 @@ def test_compare_says_whether_two_runs_differ_and_says_it_again(page, base_url, 
         p = min(1.0, 2 * binom.cdf(k, m, 0.5))
         assert p_shown == ("p < 0.001" if p < 0.001 else f"p = {p:.2f}" if p >= 0.01 else f"p = {p:.3f}")
         table = page.locator('[data-testid="stDataFrame"]').filter(has_text=f"{name_b} right")
+        try:  # the table may render after the sentence: wait for it, then count
+            table.first.wait_for(timeout=30_000)
+        except PlaywrightTimeout:
+            pass
         assert table.count() == 1, "the 2x2 table of the two runs is not shown"
         shown.append(found.group(0))
         harness.open_page(page, base_url, "evaluate")  # another page, then back
