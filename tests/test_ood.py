@@ -105,6 +105,27 @@ def test_pad_redrawn_digits_keep_their_place_and_get_solid_strokes(mnist_root):
     assert np.abs(redrawn - digits).mean() > 0.01  # drawn again, not copied
 
 
+def test_pad_redrawn_strokes_are_the_medial_axis_dilated_by_the_pens_disk(mnist_root):
+    """The oracle: the same strokes by a morphological dilation with the pen's round footprint
+    (what the function did before it measured distances instead), digit for digit, bit for bit."""
+    from PIL import Image
+    from scipy import ndimage
+    from core.data.images import to_mnist
+    from core.data.mnist import load_mnist
+    from core.data.notdigits import CANVAS, PEN
+    digits = load_mnist(mnist_root).test_images[:40].numpy() / 255.0
+    disk = np.hypot(*np.mgrid[-PEN // 2:PEN // 2 + 1, -PEN // 2:PEN // 2 + 1]) <= PEN / 2
+    expected = []
+    for digit in digits.astype(np.float32):
+        big = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((CANVAS, CANVAS), Image.BILINEAR))
+        distance = ndimage.distance_transform_edt(big > 127)
+        ridge = (big > 127) & (distance >= ndimage.maximum_filter(distance, size=3)) & (distance > 1)
+        expected.append(to_mnist((ndimage.binary_dilation(ridge, structure=disk) * 255).astype(np.uint8)))
+    assert np.array_equal(pad_redrawn(digits), np.stack(expected))
+    faint = np.full((1, 28, 28), 0.3, dtype=np.float32)  # no ink over half on: kept as it was
+    assert np.array_equal(pad_redrawn(faint), faint)
+
+
 @pytest.fixture
 def lenet(tmp_path):
     run_id = next(i for i in reference_ids(SHIPPED) if load_run(i, SHIPPED).arch == "lenet")

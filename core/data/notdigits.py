@@ -198,13 +198,17 @@ def pad_redrawn(digits: np.ndarray) -> np.ndarray:
     (where it is over half on, scaled to the 280 px canvas) thinned to its medial axis (the ridge
     of its distance transform), drawn again with the pad's round 18 px pen, then preprocessed as a
     drawing. Solid, even strokes with hard edges, where MNIST's are soft and uneven."""
-    disk = np.hypot(*np.mgrid[-PEN // 2:PEN // 2 + 1, -PEN // 2:PEN // 2 + 1]) <= PEN / 2
     out = []
     for digit in np.asarray(digits, dtype=np.float32):
         big = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize((CANVAS, CANVAS), Image.BILINEAR))
         ink = big > 127
         distance = ndimage.distance_transform_edt(ink)
         ridge = ink & (distance >= ndimage.maximum_filter(distance, size=3)) & (distance > 1)
-        strokes = ndimage.binary_dilation(ridge, structure=disk)
-        out.append(to_mnist((strokes * 255).astype(np.uint8)) if strokes.any() else digit)
+        if not ridge.any():
+            out.append(digit)
+            continue
+        # the pen laid along the ridge: every pixel within PEN / 2 of it (a dilation by a disk,
+        # pixel for pixel, at a tenth of its cost)
+        strokes = ndimage.distance_transform_edt(~ridge) <= PEN / 2
+        out.append(to_mnist((strokes * 255).astype(np.uint8)))
     return np.stack(out).astype(np.float32)
