@@ -84,6 +84,36 @@ def test_the_exposure_images_are_deterministic_and_apart_from_the_measuring_set(
     assert nearest.min() > 1.0  # not one image of the measuring set among them
 
 
+def test_the_exposure_images_are_kept_once_drawn_reused_and_drawn_again_when_damaged(tmp_path):
+    make = exposure.make_exposure.__wrapped__  # past the process's memo: what a new process does
+    drawn = make(per_kind=20)
+    kept = make(per_kind=20, keep_in=str(tmp_path))
+    [path] = tmp_path.glob("exposure-20-*.npy")
+    np.testing.assert_array_equal(kept, drawn)
+    np.testing.assert_array_equal(np.load(path, allow_pickle=False), drawn)
+    stamp = path.stat().st_mtime_ns
+    np.testing.assert_array_equal(make(per_kind=20, keep_in=str(tmp_path)), drawn)
+    assert path.stat().st_mtime_ns == stamp  # read back, not drawn and written again
+    for damage in (path.read_bytes()[: path.stat().st_size // 2],  # cut short
+                   b"\x93NUMPY" + b"\x00" * 40,  # not an array
+                   None):  # an array of the wrong size
+        if damage is None:
+            np.save(path, drawn[:5])
+        else:
+            path.write_bytes(damage)
+        again = make(per_kind=20, keep_in=str(tmp_path))
+        np.testing.assert_array_equal(again, drawn)
+        np.testing.assert_array_equal(np.load(path, allow_pickle=False), drawn)  # and kept whole again
+    stale = tmp_path / "exposure-20-2-0000000000000000.npy"  # drawn by other code: left for the new one
+    np.save(stale, drawn)
+    path.unlink()
+    make(per_kind=20, keep_in=str(tmp_path))
+    assert not stale.exists() and path.exists()
+    blocked = tmp_path / "a file"  # a folder that cannot be made: drawn, nothing kept, no error
+    blocked.write_text("not a folder")
+    np.testing.assert_array_equal(make(per_kind=20, keep_in=str(blocked / "exposure")), drawn)
+
+
 def test_the_digits_own_part_is_each_digit_inverted_and_faint_specks():
     digits = np.random.default_rng(2).uniform(0, 1, size=(7, 28, 28)).astype(np.float32)
     made = exposure.from_digits(digits)

@@ -181,12 +181,15 @@ class Exposure:
     images: Outputs
 
 
-def exposure_outputs(model: torch.nn.Module, train_images: torch.Tensor) -> Exposure:
-    """The Exposure of a model from its normalised training sample (N, 1, 28, 28)."""
+def exposure_outputs(model: torch.nn.Module, train_images: torch.Tensor, data_root=None) -> Exposure:
+    """The Exposure of a model from its normalised training sample (N, 1, 28, 28); the exposure
+    images are kept in the data folder (`data_root`, core.data.mnist.data_dir) once drawn."""
     from core.data.exposure import from_digits, make_exposure
+    from core.data.mnist import data_dir
     from core.data.notdigits import pad_redrawn
     digits = (train_images[:, 0].float() * MNIST_STD + MNIST_MEAN).clamp(0, 1).numpy()
-    images = np.concatenate([make_exposure(), from_digits(digits[PAD_INLIERS:PAD_INLIERS + INVERTED])])
+    drawn = make_exposure(keep_in=str(data_dir(data_root).resolve() / "exposure"))
+    images = np.concatenate([drawn, from_digits(digits[PAD_INLIERS:PAD_INLIERS + INVERTED])])
     return Exposure(outputs(model, normalize(pad_redrawn(digits[:PAD_INLIERS]))), outputs(model, normalize(images)))
 
 
@@ -342,7 +345,7 @@ def fit(run_id: str, root=None, data_root=None, name: str = DEFAULT, report=lamb
     exposure = None
     if name == "exposure":
         report(f"features of {PAD_INLIERS:,} training digits redrawn as the pad draws and of the exposure images…")
-        exposure = exposure_outputs(model, split.x_train[sample])
+        exposure = exposure_outputs(model, split.x_train[sample], data_root)
     state = fit_state(name, train, split.y_train[sample], seed=int(fields["seed"]), val=val, exposure=exposure)
     val_scores = score(name, state, val)
     threshold = float(np.quantile(val_scores, ACCEPT, method="higher"))

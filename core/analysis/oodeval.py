@@ -60,7 +60,7 @@ def evaluate(run_id: str, root=None, data_root=None, report=lambda line: None, p
     val = ood.outputs(model, split.x_val)
     test = ood.outputs(model, normalize_uint8(mnist.test_images))
     pad = ood.outputs(model, normalize(redrawn))
-    exposure = ood.exposure_outputs(model, split.x_train[sample])
+    exposure = ood.exposure_outputs(model, split.x_train[sample], data_root)
     parts = {part: notdigits.part(held_out=part == "held-out") for part in ("selection", "held-out")}
     outs = {part: ood.outputs(model, normalize(subset.images)) for part, subset in parts.items()}
     figures: dict = {}

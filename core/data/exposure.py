@@ -15,13 +15,18 @@ Another seed, too. Glyphs a font lacks (drawn as its "missing" box) are left out
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFont
 
 from core.data.images import to_mnist
 from core.data.notdigits import CANVAS, LETTERS, blank_canvas, font_path, pen_stroke
+from core.fsio import atomic_write_bytes
 
 FONTS = ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
          "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf")
@@ -75,9 +80,57 @@ def _composition(rng: np.random.Generator) -> np.ndarray:
 
 
 @lru_cache(maxsize=2)
-def make_exposure(per_kind: int = PER_KIND, seed: int = SEED) -> np.ndarray:
+def make_exposure(per_kind: int = PER_KIND, seed: int = SEED, keep_in: str | None = None) -> np.ndarray:
     """The drawn part of the set, deterministic for `seed`: per_kind glyphs, curves and
-    compositions each, and per_kind // 4 Gaussian noise images; float32 (N, 28, 28). Read-only."""
+    compositions each, and per_kind // 4 Gaussian noise images; float32 (N, 28, 28). Read-only.
+    `keep_in`: a folder (the data folder's exposure/) where the set is kept once drawn, which
+    takes some 15 s, and read back from the next time; a copy that is damaged, or was drawn by
+    other code or other library versions, is drawn again, and a folder that cannot be written
+    only costs the drawing."""
+    path = Path(keep_in) / f"exposure-{per_kind}-{seed}-{_drawing_key()}.npy" if keep_in else None
+    if path is not None:
+        found = _read_kept(path, 3 * per_kind + per_kind // 4)
+        if found is not None:
+            return found
+    out = _draw(per_kind, seed)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.save(buffer, out, allow_pickle=False)
+            atomic_write_bytes(path, buffer.getvalue(), durable=False)
+            for stale in path.parent.glob(f"exposure-{per_kind}-{seed}-*.npy"):
+                if stale != path:
+                    stale.unlink()
+    return out
+
+
+def _drawing_key() -> str:
+    """What the drawn set depends on besides its arguments: the code that draws it and the
+    libraries (and, with matplotlib, the font files) it draws with."""
+    import matplotlib
+    import PIL
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("exposure.py", "notdigits.py", "images.py"):
+        digest.update((here / name).read_bytes())
+    digest.update(f"{np.__version__} {PIL.__version__} {matplotlib.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _read_kept(path: Path, count: int) -> np.ndarray | None:
+    try:
+        found = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # none, or not a whole .npy file
+    if (found.shape != (count, 28, 28) or found.dtype != np.float32 or not np.isfinite(found).all()
+            or found.min() < 0 or found.max() > 1):
+        return None
+    found.setflags(write=False)
+    return found
+
+
+def _draw(per_kind: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     chars = LETTERS + GREEK + SYMBOLS
     glyphs: list[np.ndarray] = []
