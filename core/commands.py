@@ -204,16 +204,16 @@ def cmd_runs(args) -> int:
 
 def cmd_predict(args) -> int:
     predictor = Predictor.from_run(args.run, args.checkpoints, calibrated=args.calibrated)
-    predictor.detector = _detector(args)
+    check = _Check(args)
     failed = 0
     for image in args.images:
         try:
             if image.lower().endswith(".csv"):  # Kaggle-format rows (seed 003): one result per row
-                failed += _predict_csv(predictor, image, args.json)
+                failed += _predict_csv(predictor, image, args.json, check)
                 continue
             mnist_image, _ = preprocess(image)
             probs = predictor.probabilities(mnist_image)[0]
-            judged = _judge(predictor, mnist_image)
+            judged = check.judge(predictor, mnist_image)
         except (ImageError, CSVFormatError) as exc:
             failed += 1
             if args.json:
@@ -241,8 +241,17 @@ def _detector(args):
         return None
 
 
-def _judge(predictor: Predictor, images):
-    return predictor.not_a_digit(images) if predictor.detector is not None else None
+class _Check:
+    """The run's not-a-digit check, had when the first image has been read: a run without one has
+    it fitted then (half a minute), so a command whose files are all unreadable never waits for it."""
+
+    def __init__(self, args):
+        self.args, self.had = args, False
+
+    def judge(self, predictor: Predictor, images):
+        if not self.had:
+            predictor.detector, self.had = _detector(self.args), True
+        return predictor.not_a_digit(images) if predictor.detector is not None else None
 
 
 def _ood_fields(predictor: Predictor, judged, i: int) -> dict:
@@ -267,11 +276,11 @@ def _confidences(predictor: Predictor) -> dict:
     return {"calibrated": True, "temperature": predictor.temperature} if predictor.calibrated else {}
 
 
-def _predict_csv(predictor, path: str, as_json: bool) -> int:
+def _predict_csv(predictor, path: str, as_json: bool, check: _Check) -> int:
     table = read_digits_csv(path)
     images = table.images.numpy().astype("float32") / 255.0
     probs = predictor.probabilities(images)
-    judged = _judge(predictor, images)
+    judged = check.judge(predictor, images)
     for row, p in enumerate(probs, start=1):
         digit = int(p.argmax())
         record = {"file": path, "row": row, "digit": digit, "probabilities": [round(float(v), 6) for v in p],

@@ -384,6 +384,8 @@ def test_predict_refuses_files_that_are_not_images(tmp_path):
     lines = [json.loads(l) for l in proc.stdout.splitlines()]
     assert [l["file"] for l in lines] == [str(text), str(tmp_path / "missing.png")]
     assert all("error" in l for l in lines)
+    from core.store.folder import OOD
+    assert not (tmp_path / run_id / OOD).exists()  # no image to judge: no half minute spent fitting the check
 
 
 # --- two jobs, one device -------------------------------------------------------------------------
