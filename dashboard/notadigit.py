@@ -41,16 +41,17 @@ def ood_section(models: list) -> None:
     for run in missing:
         damage = found[run.run_id][1]
         if damage:
-            st.warning(f"**{md_text(run.name)}**: its not-a-digit check is damaged ({md_text(damage)}); fit it again.",
+            st.warning(f"**{md_text(run.name)}**: its not-a-digit check cannot be used: {md_text(damage)}. Fit it again.",
                        icon=":material/warning:")
     if missing:
         names = ", ".join(md_text(r.name) for r in missing)
         left, right = st.columns([3, 1])
         left.caption(f"Not-a-digit check not fitted yet for {names}: those cards always name a digit.")
         if right.button("Fit the check", icon=":material/block:", key="sketch_fit_ood",
-                        help="each model's detector learns its training digits' features and the lab's images of what is "
-                             "not a digit, and sets its threshold so that 99% of its validation digits pass: about a "
-                             "minute per model"):
+                        help="each model's detector learns its training digits' features and the lab's images of "
+                             "what is not a digit, and sets its threshold so that 99% of its validation digits pass: "
+                             "half a minute to a minute per model on a 2-core CPU (the first on a machine also draws "
+                             "the lab's images, some 17 s)"):
             for run in missing:
                 try:
                     with st.spinner(f"Fitting the not-a-digit check of {run.name}…"):

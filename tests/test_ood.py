@@ -235,6 +235,55 @@ def test_sketch_says_not_a_digit_where_the_detector_does(lab_env, tmp_path, draw
     assert flagged_somewhere
 
 
+@pytest.mark.slow
+def test_sketch_fits_a_missing_or_damaged_check_from_its_button_and_judges_the_next_drawings(lab_env, tmp_path, drawn,
+                                                                                           mnist_root):
+    """A run whose check is damaged (warned) and one that has none (listed): one click of "Fit the
+    check" fits both, kept for their weights; then a 7 and a hash drawn in turn are judged on each
+    card as the kept detectors judge them."""
+    from core.analysis.predict import Predictor
+    from core.data.images import normalize, to_mnist
+    from core.data.mnist import load_mnist
+    from core.data.notdigits import make_set
+    from dashboard.text import md_text
+    from dashboard.views.sketch import decode_drawing
+    from tests.test_app import open_page, pad_drawing, texts
+    root = lab_env(tmp_path / "runs")
+    damaged, missing = shipped_copy(root, "lenet"), shipped_copy(root, "mlp")
+    (root / damaged / OOD).write_bytes(b"not a detector")
+    (root / missing / OOD).unlink()
+    seven = load_mnist(mnist_root).test_images[0].numpy() / 255.0
+    others = make_set(b"")
+    hash_sign = others.images[list(others.names).index("shape hash #0")]
+    drawn.value = pad_drawing((seven * 255).astype(np.uint8))
+    at = open_page("sketch")
+    shown = texts(at)
+    assert "check cannot be used: it is damaged" in shown and "not fitted yet for" in shown
+    assert md_text(load_run(missing, root).name) in shown
+    [button] = [b for b in at.button if b.key == "sketch_fit_ood"]
+    button.click().run(timeout=600)
+    assert not at.exception, [e.value for e in at.exception]
+    shown = texts(at)
+    assert "check cannot be used" not in shown and "not fitted yet" not in shown
+    assert not [b for b in at.button if b.key == "sketch_fit_ood"]  # nothing left to fit
+    kept = {}
+    for run_id in (damaged, missing):
+        kept[run_id], damage = ood.read_kept(run_id, root)
+        assert kept[run_id] is not None and damage is None  # whole, of these weights
+    for image in (seven, hash_sign):
+        drawn.value = pad_drawing((image * 255).astype(np.uint8))
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        digit = to_mnist(decode_drawing(drawn.value))
+        bodies = " ".join(element.proto.body for element in at.get("html"))
+        for run_id, detector in kept.items():
+            _, (flag,) = detector.judge(Predictor.from_run(run_id, root).model, normalize(digit))
+            run = load_run(run_id, root)
+            assert (f"to this model: {run.name} · {run.arch} · score" in bodies) == bool(flag), run.arch
+            if image is seven:
+                assert not flag
+
+
 def test_a_white_square_and_an_empty_pad_are_refused_in_words_and_a_dot_is_judged(tmp_path):
     from PIL import Image
     from core.data.images import ImageError, to_mnist

@@ -371,5 +371,5 @@ def detector_for(run_id: str, root=None, data_root=None, report=lambda line: Non
     if found is not None:
         return found
     if damage:
-        report(f"the kept detector of run {run_id!r} is damaged ({damage}): fitting it again")
+        report(f"the kept detector of run {run_id!r} cannot be used: {damage}; fitting it again")
     return fit(run_id, root, data_root, report=report)
