@@ -124,20 +124,19 @@ def checked_runs(trained_runs, tmp_path_factory, mnist_root):
 @pytest.mark.parametrize("case", list(DAMAGE))
 @pytest.mark.slow
 def test_cli_lists_a_damaged_run_and_predicts_with_the_others(checked_runs, tmp_path, case):
-    trained_runs = checked_runs
     root = tmp_path / "checkpoints"
-    damaged = _damaged_copy(trained_runs, root, [case])[case]
+    damaged = _damaged_copy(checked_runs, root, [case])[case]
     as_user = case == "unreadable"
     try:
         listing = _cli("--checkpoints", str(root), "runs", as_user=as_user)
         assert listing.returncode == 0, listing.stderr
         assert "Traceback" not in listing.stderr
         lines = {line.split()[0]: line for line in listing.stdout.splitlines()[1:] if line.strip()}
-        assert set(trained_runs.ids.values()) | {damaged} == set(lines)
+        assert set(checked_runs.ids.values()) | {damaged} == set(lines)
         assert "!" in lines[damaged], lines[damaged]  # listed with the reason
-        for run_id in trained_runs.ids.values():
+        for run_id in checked_runs.ids.values():
             assert "!" not in lines[run_id] and "finished" in lines[run_id]
-        predicted = _cli("--checkpoints", str(root), "predict", trained_runs.ids["lenet"],
+        predicted = _cli("--checkpoints", str(root), "predict", checked_runs.ids["lenet"],
                          str(_digit(tmp_path)), as_user=as_user)
         assert predicted.returncode == 0, predicted.stderr
     finally:
