@@ -87,6 +87,8 @@ class TrainConfig:
                               advanced=True)
     adv_warmup: float = _recipe("adversarial training: share of the steps over which the radius grows from 0 "
                                 "to adv_eps, 0..<1", advanced=True)
+    oe_weight: float = _recipe("outlier exposure: weight of a loss that teaches the model to be unsure on the lab's "
+                               "non-digit exposure images, seen beside each batch (0: off; 0..10)")
     # --- the run ---
     seed: int = field(default=0, metadata={"help": "one seed for weights, shuffling and the split"})
     device: str = field(default="auto", metadata={"help": "|".join(DEVICES), "choices": DEVICES})
@@ -166,6 +168,7 @@ class TrainConfig:
         need(1 <= number("adv_steps", int) <= 100, f"adv_steps must be 1..100, got {self.adv_steps}")
         need(0 < number("adv_step", float) <= 10, f"adv_step must be > 0 and <= 10 (times adv_eps), got {self.adv_step}")
         need(0 <= number("adv_warmup", float) < 1, f"adv_warmup must be in [0, 1), got {self.adv_warmup}")
+        need(0 <= number("oe_weight", float) <= 10, f"oe_weight must be in [0, 10], got {self.oe_weight}")
         need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
              seed_problem(self.seed))
         choice("device", DEVICES)
@@ -193,7 +196,7 @@ class TrainConfig:
         """Rebuild from a saved config; unknown keys (a newer format) are ignored. A config of
         format 1 or 2 predates some explicit knobs: it gets the values its format used without
         saying (not today's recipe, which may differ); one without adv_eps predates adversarial
-        training and trained without it."""
+        training and trained without it, one without oe_weight without outlier exposure."""
         known = {f.name for f in fields(cls)}
         given = {k: v for k, v in data.items() if k in known}
         version = data.get("format", 1)
@@ -205,6 +208,8 @@ class TrainConfig:
             given.setdefault("beta2", 0.999)
         if "adv_eps" not in data:  # written before adversarial training existed: trained without it
             given["adv_eps"] = 0.0
+        if "oe_weight" not in data:  # written before outlier exposure existed: trained without it
+            given["oe_weight"] = 0.0
         if not isinstance(given.get("arch"), str):
             raise ConfigError(f"the saved config names no architecture (arch = {given.get('arch')!r})")
         return cls(**given)

@@ -38,6 +38,7 @@ class Recipe:
     adv_steps: int = 1              # attack steps per batch: 1 is FGSM with a random start, more is PGD
     adv_step: float = 1.25          # size of each attack step, as a multiple of adv_eps
     adv_warmup: float = 0.0         # share of the steps over which the radius grows from 0 to adv_eps
+    oe_weight: float = 0.0          # outlier exposure: weight of the loss that makes the model unsure on non-digits (0: off)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,4 +66,6 @@ class Recipe:
             attack = "FGSM with a random start" if self.adv_steps == 1 else f"PGD-{self.adv_steps}"
             parts.append(f"adversarial training ({attack}, eps {self.adv_eps:g}, step {self.adv_step:g} eps"
                          + (f", eps warm-up over {self.adv_warmup:.0%} of the steps)" if self.adv_warmup else ")"))
+        if self.oe_weight:
+            parts.append(f"outlier exposure (weight {self.oe_weight:g})")
         return sep.join(parts)

@@ -33,7 +33,7 @@ from safetensors.torch import load as load_tensors
 
 from core.analysis.oodhead import fit_head, head_scores
 from core.analysis.runsplit import SplitError, finished_run, run_split
-from core.data.images import MNIST_MEAN, MNIST_STD, normalize
+from core.data.images import normalize, unstandardise
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.layers import logits_from_features
@@ -187,7 +187,7 @@ def exposure_outputs(model: torch.nn.Module, train_images: torch.Tensor, data_ro
     from core.data.exposure import from_digits, make_exposure
     from core.data.mnist import data_dir
     from core.data.notdigits import pad_redrawn
-    digits = (train_images[:, 0].float() * MNIST_STD + MNIST_MEAN).clamp(0, 1).numpy()
+    digits = unstandardise(train_images)
     drawn = make_exposure(keep_in=str(data_dir(data_root).resolve() / "exposure"))
     images = np.concatenate([drawn, from_digits(digits[PAD_INLIERS:PAD_INLIERS + INVERTED])])
     return Exposure(outputs(model, normalize(pad_redrawn(digits[:PAD_INLIERS]))), outputs(model, normalize(images)))

@@ -321,6 +321,12 @@ def standardise(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - MNIST_MEAN) / MNIST_STD
 
 
+def unstandardise(x: torch.Tensor) -> np.ndarray:
+    """Normalised model inputs (N, 1, 28, 28), on any device -> their [0, 1] pixels as float32
+    numpy (N, 28, 28): the inverse of `normalize`."""
+    return (x[:, 0].detach().float().cpu() * MNIST_STD + MNIST_MEAN).clamp(0, 1).numpy()
+
+
 def preprocess(source: ImageSource | ImageLike) -> tuple[np.ndarray, torch.Tensor]:
     """Return (the 28x28 [0, 1] digit for display, its (1, 1, 28, 28) model input)."""
     image = source if isinstance(source, (Image.Image, np.ndarray)) else load_image(source)

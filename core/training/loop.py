@@ -33,7 +33,7 @@ from core.models import count_parameters, create_model, in_layout, trains_channe
 from core.store.folder import CONFIG, RunError, RunLock, describe_os_error, now_iso
 from core.store.runs import load_run, load_train_state, train_state_exists
 from core.store.writer import RunWriter
-from core.training import adversarial
+from core.training import adversarial, outliers
 from core.training.jobs import device_slot
 from core.training.recipe import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
 
@@ -81,6 +81,8 @@ class Trainee:
     channels_last: bool
     # adversarial training: the kept weights of the epoch with the best held-out PGD check so far
     best: dict | None = None   # {"epoch": int, "check": float, "kept": state_dict}
+    # outlier exposure: the normalised exposure images on the device (drawn again on a resume)
+    exposure: torch.Tensor | None = None
 
     def autocast(self):
         """bf16 autocast when on; no context at all when off (entering a disabled autocast
@@ -159,8 +161,19 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
                 x = adversarial.perturb(lambda v: t.forward(v).float(), x, y, eps, cfg.adv_steps,
                                         cfg.adv_step * eps, t.aug,
                                         loss=lambda out, labels: training_loss(out, labels, 0.0)[0])
-        with t.autocast():
-            loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
+        if t.exposure is not None:  # the digits and as many exposure images, in one batch as in the paper
+            extra = in_layout(outliers.draw(t.exposure, len(x), t.aug), t.channels_last)
+            if cfg.adv_eps:  # and attacked too, towards a sure answer (ALOE, Chen et al. 2021)
+                with t.autocast():
+                    extra = adversarial.perturb(lambda v: t.forward(v).float(), extra, y, eps, cfg.adv_steps,
+                                                cfg.adv_step * eps, t.aug, loss=lambda out, _: outliers.uniform_loss(out))
+            with t.autocast():
+                out = t.forward(torch.cat([x, extra])).float()
+            loss, reported, logits = training_loss(out[:len(x)], y, cfg.label_smoothing)
+            loss = loss + cfg.oe_weight * outliers.uniform_loss(out[len(x):])
+        else:
+            with t.autocast():
+                loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t.optimizer.step()
@@ -248,6 +261,8 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
     writer.write_dataset(dataset)
     steps = math.ceil(len(split.x_train) / cfg.batch_size)
     t = build_trainee(cfg, device, steps)
+    if cfg.oe_weight:
+        t.exposure = outliers.exposure_images(split.x_train, data_root)
     history = t.load_state_dict(saved) if saved is not None else []
     writer.write_history(history)
     left_out = dataset["test_duplicates_left_out"]

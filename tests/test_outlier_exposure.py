@@ -1,0 +1,113 @@
+"""Outlier exposure in training (oe_weight): the loss, the setting, and real runs on MNIST that
+learn to be unsure on non-digits they never saw (the lab's measuring set, core.data.notdigits)."""
+from __future__ import annotations
+
+import math
+import threading
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.config import ConfigError, TrainConfig
+from core.data.images import normalize
+from core.data.mnist import load_mnist
+from core.data.notdigits import make_set
+from core.models import get_spec
+from core.recipe import Recipe
+from core.store.folder import HISTORY_COLUMNS
+from core.store.runs import load_model, load_run
+from core.training import outliers
+from core.training.loop import train
+from tests.helpers import require_mnist, train_new
+
+
+def test_the_uniform_loss_is_the_cross_entropy_to_the_uniform_distribution():
+    logits = torch.randn(64, 10, generator=torch.Generator().manual_seed(0)) * 3
+    uniform = torch.full_like(logits, 0.1)
+    assert torch.allclose(outliers.uniform_loss(logits), F.cross_entropy(logits, uniform), atol=1e-6)
+    # at its least, log 10, when every class is equally likely; a sure prediction costs more
+    assert outliers.uniform_loss(torch.zeros(5, 10)).item() == pytest.approx(math.log(10))
+    assert outliers.uniform_loss(torch.eye(10) * 20) > 10
+
+
+def test_an_ensembles_uniform_loss_is_the_sum_of_its_members_own():
+    members = torch.randn(32, 3, 10, generator=torch.Generator().manual_seed(1))
+    each = sum(F.cross_entropy(members[:, k], torch.full((32, 10), 0.1)) for k in range(3))
+    assert torch.allclose(outliers.uniform_loss(members), each, atol=1e-5)
+
+
+@pytest.mark.parametrize("value", [-0.1, 10.5, float("nan"), "0.5", True])
+def test_an_oe_weight_out_of_range_is_refused_by_name(value):
+    with pytest.raises(ConfigError, match="oe_weight"):
+        TrainConfig(arch="lenet", oe_weight=value)
+
+
+def test_a_config_saved_before_outlier_exposure_reads_as_trained_without_it():
+    saved = TrainConfig(arch="lenet", oe_weight=0.5).to_dict()
+    assert TrainConfig.from_dict(saved).oe_weight == 0.5
+    del saved["oe_weight"]
+    assert TrainConfig.from_dict(saved).oe_weight == 0.0
+
+
+def test_the_recipe_says_when_it_trains_with_outlier_exposure():
+    assert "outlier exposure (weight 0.5)" in Recipe(oe_weight=0.5).describe()
+    assert "outlier exposure" not in Recipe().describe()
+    assert get_spec("mlp").recipe.oe_weight == 0
+
+
+def test_the_exposure_images_are_the_drawn_set_and_two_made_from_each_of_the_first_training_digits(mnist_root):
+    from core.data.exposure import make_exposure
+    train_images = normalize(load_mnist(mnist_root).train_images[:3000].numpy() / 255.0)
+    images = outliers.exposure_images(train_images, mnist_root)
+    drawn = make_exposure(keep_in=str(mnist_root / "exposure"))
+    assert images.shape == (len(drawn) + 2 * outliers.FROM_DIGITS, 1, 28, 28)
+    assert torch.allclose(images[:len(drawn)], normalize(drawn.copy()))
+    # the inverted digits: one minus each of the first FROM_DIGITS training digits
+    inverted = normalize(1.0 - load_mnist(mnist_root).train_images[:outliers.FROM_DIGITS].numpy() / 255.0)
+    assert torch.allclose(images[len(drawn):len(drawn) + outliers.FROM_DIGITS], inverted, atol=1e-5)
+
+
+def _max_softmax(run_id: str, root, images) -> float:
+    model = load_model(run_id, root)
+    with torch.no_grad():
+        return model(normalize(images)).softmax(1).max(1).values.mean().item()
+
+
+def test_a_run_with_outlier_exposure_is_unsure_on_non_digits_it_never_saw_and_still_reads_digits(tmp_path, mnist_root):
+    base = dict(arch="lenet", epochs=1, train_limit=12000, device="cpu", seed=0)
+    plain, status = train_new(TrainConfig(**base), tmp_path, data_root=mnist_root)
+    assert status == "finished"
+    exposed, status = train_new(TrainConfig(**base, oe_weight=0.5), tmp_path, data_root=mnist_root)
+    assert status == "finished"
+    notdigits = make_set(load_mnist(mnist_root).train_images[:60].numpy().tobytes())
+    letters = notdigits.images[notdigits.kinds == "letter"]
+    sure_plain, sure_exposed = _max_softmax(plain, tmp_path, letters), _max_softmax(exposed, tmp_path, letters)
+    assert sure_exposed < sure_plain - 0.1, (sure_plain, sure_exposed)
+    digits = load_mnist(mnist_root).test_images[:1000].numpy() / 255.0
+    accuracy = {run: load_run(run, tmp_path).metrics["val_accuracy"] for run in (plain, exposed)}
+    assert _max_softmax(exposed, tmp_path, digits) > sure_exposed + 0.2
+    assert accuracy[exposed] > accuracy[plain] - 3, accuracy
+    assert load_run(exposed, tmp_path).config["oe_weight"] == 0.5
+
+
+@pytest.mark.slow
+def test_a_run_with_outlier_exposure_cancelled_after_epoch_1_resumes_to_the_unbroken_runs_result(tmp_path):
+    cfg = TrainConfig(arch="lenet", epochs=2, train_limit=2000, device="cpu", seed=0, oe_weight=1.0)
+    unbroken, status = train_new(cfg, tmp_path)
+    assert status == "finished"
+    stop = threading.Event()
+
+    def cancel_after_epoch_1(event):
+        if event.kind == "epoch" and event.epoch == 1:
+            stop.set()
+    broken, status = train_new(cfg, tmp_path, callback=cancel_after_epoch_1, stop=stop)
+    assert status == "cancelled"
+    assert train(broken, resume=True, root=tmp_path, data_root=require_mnist()) == "finished"
+    a, b = load_run(unbroken, tmp_path), load_run(broken, tmp_path)
+    same = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
+    pd.testing.assert_frame_equal(a.history[same], b.history[same])
+    kept_a, kept_b = load_model(unbroken, tmp_path).state_dict(), load_model(broken, tmp_path).state_dict()
+    for name in kept_a:
+        assert torch.equal(kept_a[name], kept_b[name]), name
