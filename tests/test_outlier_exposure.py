@@ -38,6 +38,22 @@ def test_an_ensembles_uniform_loss_is_the_sum_of_its_members_own():
     assert torch.allclose(outliers.uniform_loss(members), each, atol=1e-5)
 
 
+def test_with_adversarial_training_the_exposure_images_are_attacked_towards_a_sure_answer_within_the_ball(mnist_root):
+    from core.data.exposure import make_exposure
+    from core.data.images import unstandardise
+    from core.models import create_model
+    torch.manual_seed(0)
+    model = create_model("robust").eval()
+    images = normalize(make_exposure(keep_in=str(mnist_root / "exposure"))[::400].copy())
+    moved = outliers.attack(model, images, 0.3, 5, 0.15, torch.Generator().manual_seed(0))
+    pixels, before = unstandardise(moved), unstandardise(images)
+    assert abs(pixels - before).max() <= 0.3 + 1e-5 and pixels.min() >= 0 and pixels.max() <= 1
+    with torch.no_grad():
+        each = [F.cross_entropy(model(x), torch.full((len(x), 10), 0.1), reduction="none") for x in (images, moved)]
+    assert (each[1] > each[0]).float().mean() > 0.9   # surer of some digit, image by image
+    assert each[1].mean() > 2 * (each[0].mean() - math.log(10)) + math.log(10)
+
+
 @pytest.mark.parametrize("value", [-0.1, 10.5, float("nan"), "0.5", True])
 def test_an_oe_weight_out_of_range_is_refused_by_name(value):
     with pytest.raises(ConfigError, match="oe_weight"):

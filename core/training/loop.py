@@ -165,8 +165,8 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
             extra = in_layout(outliers.draw(t.exposure, len(x), t.aug), t.channels_last)
             if cfg.adv_eps:  # and attacked too, towards a sure answer (ALOE, Chen et al. 2021)
                 with t.autocast():
-                    extra = adversarial.perturb(lambda v: t.forward(v).float(), extra, y, eps, cfg.adv_steps,
-                                                cfg.adv_step * eps, t.aug, loss=lambda out, _: outliers.uniform_loss(out))
+                    extra = outliers.attack(lambda v: t.forward(v).float(), extra, eps, cfg.adv_steps,
+                                            cfg.adv_step * eps, t.aug)
             with t.autocast():
                 out = t.forward(torch.cat([x, extra])).float()
             loss, reported, logits = training_loss(out[:len(x)], y, cfg.label_smoothing)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from core.data.images import normalize, unstandardise
+from core.training.adversarial import perturb
 
 FROM_DIGITS = 2000   # training digits made into inverted digits and faint specks (two images each)
 
@@ -33,6 +34,16 @@ def draw(images: torch.Tensor, count: int, generator: torch.Generator) -> torch.
     whose state a resumed run restores."""
     index = torch.randint(len(images), (count,), generator=generator)
     return images[index.to(images.device)]
+
+
+def attack(forward, images: torch.Tensor, eps: float, steps: int, step: float,
+           generator: torch.Generator) -> torch.Tensor:
+    """Adversarial training's counterpart for exposure images (ALOE, Chen et al. 2021): each moved
+    within the L-inf ball of radius `eps` (pixels) by `steps` signed-gradient steps of `step` that raise
+    `uniform_loss` (make the model surer of some digit), from a random start drawn from `generator`;
+    so the model learns to be unsure near them too, as it learns to read digits near the digits."""
+    return perturb(forward, images, torch.zeros(len(images), dtype=torch.long, device=images.device), eps, steps, step,
+                   generator, loss=lambda out, _: uniform_loss(out))
 
 
 def uniform_loss(out: torch.Tensor) -> torch.Tensor:
