@@ -360,10 +360,9 @@ class RobustNet(FeaturesThenHead):
 
 
 @register("robust", Recipe(optimizer="adam", lr=5e-3, batch_size=100, epochs=20, schedule="onecycle", warmup=0.4,
-                           adv_eps=0.3, adv_steps=5, adv_step=0.5, adv_warmup=0.2, oe_weight=0.5),
+                           adv_eps=0.3, adv_steps=5, adv_step=0.5, adv_warmup=0.2),
           source="Madry et al. 2018; Wong et al. 2020", target=98.5, cpu_channels_last=True,
           summary="robust to L-inf attacks of 0.3: Wong et al.'s small CNN (conv 16-32 4x4 stride 2, fc 100) trained "
-                  "on 5-step PGD, the radius grown over the first 4 epochs, with outlier exposure (the exposure images "
-                  "attacked too: ALOE)")
+                  "on 5-step PGD, the radius grown over the first 4 epochs")
 def robust() -> nn.Module:
     return RobustNet()
