@@ -73,6 +73,7 @@ def test_the_recipe_says_when_it_trains_with_outlier_exposure():
     assert get_spec("mlp").recipe.oe_weight == 0
 
 
+@pytest.mark.slow
 def test_the_exposure_images_are_the_drawn_set_and_two_made_from_each_of_the_first_training_digits(mnist_root):
     from core.data.exposure import make_exposure
     train_images = normalize(load_mnist(mnist_root).train_images[:3000].numpy() / 255.0)
@@ -91,6 +92,7 @@ def _max_softmax(run_id: str, root, images) -> float:
         return model(normalize(images)).softmax(1).max(1).values.mean().item()
 
 
+@pytest.mark.slow
 def test_a_run_with_outlier_exposure_is_unsure_on_non_digits_it_never_saw_and_still_reads_digits(tmp_path, mnist_root):
     base = dict(arch="lenet", epochs=1, train_limit=12000, device="cpu", seed=0)
     plain, status = train_new(TrainConfig(**base), tmp_path, data_root=mnist_root)
