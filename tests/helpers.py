@@ -58,6 +58,33 @@ def train_new(config, root: Path, **kwargs) -> tuple[str, str]:
     return writer.run_id, train(writer.run_id, root=root, writer=writer, **kwargs)
 
 
+def resume_matches_unbroken(config, root: Path):
+    """Train `config` twice in `root`: once unbroken, once cancelled after epoch 1 and resumed.
+    Assert the two histories (bar the seconds) and kept weights are the same; return both runs."""
+    import threading
+
+    import pandas as pd
+    import torch
+
+    from core.store.folder import HISTORY_COLUMNS
+    from core.store.runs import load_model, load_run
+    from core.training.loop import train
+    unbroken, status = train_new(config, root)
+    assert status == "finished"
+    stop = threading.Event()
+    broken, status = train_new(config, root, stop=stop,
+                               callback=lambda e: stop.set() if e.kind == "epoch" and e.epoch == 1 else None)
+    assert status == "cancelled"
+    assert train(broken, resume=True, root=root, data_root=require_mnist()) == "finished"
+    a, b = load_run(unbroken, root), load_run(broken, root)
+    same = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
+    pd.testing.assert_frame_equal(a.history[same], b.history[same])
+    kept_a, kept_b = load_model(unbroken, root).state_dict(), load_model(broken, root).state_dict()
+    for name in kept_a:
+        assert torch.equal(kept_a[name], kept_b[name]), name
+    return a, b
+
+
 def train_tiny(root: Path, arch: str = "lenet", **overrides) -> str:
     """Really train a small run on real MNIST into `root`; return its id."""
     from core.config import TrainConfig

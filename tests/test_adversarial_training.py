@@ -3,10 +3,8 @@ the held-out PGD check that catches catastrophic overfitting, and a resumed run 
 unbroken one draws."""
 from __future__ import annotations
 
-import threading
 import warnings
 
-import pandas as pd
 import pytest
 import torch
 
@@ -16,11 +14,10 @@ from core.analysis.attacks import PixelModel, cross_entropy
 from core.config import ConfigError, TrainConfig
 from core.data.images import standardise
 from core.models import create_model, get_spec
-from core.store.folder import HISTORY_COLUMNS
 from core.store.runs import load_model, load_run
 from core.training import adversarial
-from core.training.loop import Trainee, check_robustness, train
-from tests.helpers import REPO, require_mnist, train_new
+from core.training.loop import Trainee, check_robustness
+from tests.helpers import REPO, require_mnist, resume_matches_unbroken
 
 SHIPPED = REPO / "checkpoints"
 
@@ -126,22 +123,7 @@ def test_the_robust_recipe_trains_adversarially_and_says_so():
 @pytest.mark.slow
 def test_an_adversarial_run_cancelled_after_epoch_1_resumes_to_the_unbroken_runs_result(tmp_path):
     cfg = TrainConfig(arch="robust", epochs=2, train_limit=3000, device="cpu", seed=0)
-    unbroken, status = train_new(cfg, tmp_path)
-    assert status == "finished"
-    stop = threading.Event()
-
-    def cancel_after_epoch_1(event):
-        if event.kind == "epoch" and event.epoch == 1:
-            stop.set()
-    broken, status = train_new(cfg, tmp_path, callback=cancel_after_epoch_1, stop=stop)
-    assert status == "cancelled"
-    assert train(broken, resume=True, root=tmp_path, data_root=require_mnist()) == "finished"
-    a, b = load_run(unbroken, tmp_path), load_run(broken, tmp_path)
-    same = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
-    pd.testing.assert_frame_equal(a.history[same], b.history[same])
+    a, b = resume_matches_unbroken(cfg, tmp_path)
     assert a.metrics["robust_checks"] == b.metrics["robust_checks"]
     assert [c["epoch"] for c in a.metrics["robust_checks"]] == [1, 2]
     assert a.metrics["robust_check"]["epsilon"] == 0.3
-    kept_a, kept_b = load_model(unbroken, tmp_path).state_dict(), load_model(broken, tmp_path).state_dict()
-    for name in kept_a:
-        assert torch.equal(kept_a[name], kept_b[name]), name

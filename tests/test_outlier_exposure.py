@@ -3,9 +3,7 @@ learn to be unsure on non-digits they never saw (the lab's measuring set, core.d
 from __future__ import annotations
 
 import math
-import threading
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,11 +14,9 @@ from core.data.mnist import load_mnist
 from core.data.notdigits import make_set
 from core.models import get_spec
 from core.recipe import Recipe
-from core.store.folder import HISTORY_COLUMNS
 from core.store.runs import load_model, load_run
 from core.training import outliers
-from core.training.loop import train
-from tests.helpers import require_mnist, train_new
+from tests.helpers import resume_matches_unbroken, train_new
 
 
 def test_the_uniform_loss_is_the_cross_entropy_to_the_uniform_distribution():
@@ -112,20 +108,5 @@ def test_a_run_with_outlier_exposure_is_unsure_on_non_digits_it_never_saw_and_st
 
 @pytest.mark.slow
 def test_a_run_with_outlier_exposure_cancelled_after_epoch_1_resumes_to_the_unbroken_runs_result(tmp_path):
-    cfg = TrainConfig(arch="lenet", epochs=2, train_limit=2000, device="cpu", seed=0, oe_weight=1.0)
-    unbroken, status = train_new(cfg, tmp_path)
-    assert status == "finished"
-    stop = threading.Event()
-
-    def cancel_after_epoch_1(event):
-        if event.kind == "epoch" and event.epoch == 1:
-            stop.set()
-    broken, status = train_new(cfg, tmp_path, callback=cancel_after_epoch_1, stop=stop)
-    assert status == "cancelled"
-    assert train(broken, resume=True, root=tmp_path, data_root=require_mnist()) == "finished"
-    a, b = load_run(unbroken, tmp_path), load_run(broken, tmp_path)
-    same = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
-    pd.testing.assert_frame_equal(a.history[same], b.history[same])
-    kept_a, kept_b = load_model(unbroken, tmp_path).state_dict(), load_model(broken, tmp_path).state_dict()
-    for name in kept_a:
-        assert torch.equal(kept_a[name], kept_b[name]), name
+    resume_matches_unbroken(TrainConfig(arch="lenet", epochs=2, train_limit=2000, device="cpu", seed=0, oe_weight=1.0),
+                            tmp_path)

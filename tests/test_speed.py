@@ -6,9 +6,7 @@ shortcut gives the same result as the plain way of doing the same thing.
 from __future__ import annotations
 
 import copy
-import threading
 
-import pandas as pd
 import pytest
 import torch
 
@@ -16,9 +14,9 @@ from core.config import ConfigError, TrainConfig
 from core.models import list_models
 from core.store.folder import HISTORY_COLUMNS
 from core.store.runs import load_model, load_run
-from core.training.loop import build_trainee, train
+from core.training.loop import build_trainee
 from core.training.recipe import EMA
-from tests.helpers import require_mnist, train_new, train_tiny
+from tests.helpers import resume_matches_unbroken, train_tiny
 
 
 def test_history_splits_each_epoch_into_training_and_validation_seconds(tmp_path):
@@ -90,19 +88,7 @@ def test_the_ema_update_is_the_lerp_of_every_float_tensor_and_copies_the_rest():
 def test_an_adam_batchnorm_channels_last_run_resumes_to_the_unbroken_runs_result(tmp_path):
     """speedrun trains with fused Adam, BatchNorm and channels_last: a resume restores all of it."""
     cfg = TrainConfig(arch="speedrun", epochs=2, train_limit=3000, ema=True, device="cpu", seed=0)
-    unbroken, status = train_new(cfg, tmp_path)
-    assert status == "finished"
-    stop = threading.Event()
-    broken, status = train_new(cfg, tmp_path, stop=stop,
-                               callback=lambda e: stop.set() if e.kind == "epoch" and e.epoch == 1 else None)
-    assert status == "cancelled"
-    assert train(broken, resume=True, root=tmp_path, data_root=require_mnist()) == "finished"
-    a, b = load_run(unbroken, tmp_path), load_run(broken, tmp_path)
-    same = [c for c in HISTORY_COLUMNS if not c.endswith("seconds")]
-    pd.testing.assert_frame_equal(a.history[same], b.history[same])
-    kept_a, kept_b = load_model(unbroken, tmp_path).state_dict(), load_model(broken, tmp_path).state_dict()
-    for name in kept_a:
-        assert torch.equal(kept_a[name], kept_b[name]), name
+    a, b = resume_matches_unbroken(cfg, tmp_path)
     assert a.test_acc == b.test_acc
 
 
