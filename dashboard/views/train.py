@@ -38,7 +38,8 @@ LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an 
           "ema_decay": "EMA decay", "aug_degrees": "Rotation (degrees)", "aug_shift": "Shift (pixels)",
           "aug_zoom": "Zoom", "val_size": "Validation images", "train_limit": "Training-set limit (0 = all)",
           "name": "Run name", "bf16": "bf16 autocast", "channels_last": "channels_last",
-          "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up share"}
+          "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up share",
+          "oe_weight": "Outlier exposure weight"}
 AUTO = ("auto", "on", "off")  # a `bool | None` field: None lets the trainer decide (on for CUDA)
 
 
