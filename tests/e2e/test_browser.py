@@ -11,6 +11,7 @@ import time
 from urllib.parse import urlparse
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from scripts import harness
 
@@ -244,9 +245,15 @@ def test_train_from_the_browser(page, base_url):
 
     harness.open_page(page, base_url, "compare")
     harness.assert_no_exception(page)
-    # The runs table is a canvas grid; its cells are mirrored in an accessible <table>.
-    names = page.locator('[data-testid="stDataFrame"] td[role="gridcell"]').all_inner_texts()
-    assert "e2e-run" in [n.strip() for n in names], f"e2e-run is not in the Compare table: {names[:40]}"
+    # The runs table is a canvas grid; its cells are mirrored in an accessible <table>. The grid is
+    # drawn after the script run ends (its code is loaded on first use), so wait for the cell:
+    # on a loaded CI machine the table was still empty when the app had settled.
+    cells = page.locator('[data-testid="stDataFrame"] td[role="gridcell"]')
+    try:
+        cells.filter(has_text=re.compile(r"^\s*e2e-run\s*$")).first.wait_for(state="attached", timeout=30_000)
+    except PlaywrightTimeout:
+        names = cells.all_inner_texts()
+        pytest.fail(f"e2e-run is not in the Compare table after 30 s: {names[:40]}")
 
 
 SHOT_PAGES = ("sketch", "mistakes")  # pages the script acts on before its picture (the dragged box: test_explain_browser)
