@@ -184,11 +184,10 @@ class Exposure:
 def exposure_outputs(model: torch.nn.Module, train_images: torch.Tensor, data_root=None) -> Exposure:
     """The Exposure of a model from its normalised training sample (N, 1, 28, 28); the exposure
     images are kept in the data folder (`data_root`, core.data.mnist.data_dir) once drawn."""
-    from core.data.exposure import from_digits, make_exposure
-    from core.data.mnist import data_dir
+    from core.data.exposure import from_digits, kept
     from core.data.notdigits import pad_redrawn
     digits = unstandardise(train_images)
-    drawn = make_exposure(keep_in=str(data_dir(data_root).resolve() / "exposure"))
+    drawn = kept(data_root)
     images = np.concatenate([drawn, from_digits(digits[PAD_INLIERS:PAD_INLIERS + INVERTED])])
     return Exposure(outputs(model, normalize(pad_redrawn(digits[:PAD_INLIERS]))), outputs(model, normalize(images)))
 

@@ -161,19 +161,18 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
                 x = adversarial.perturb(lambda v: t.forward(v).float(), x, y, eps, cfg.adv_steps,
                                         cfg.adv_step * eps, t.aug,
                                         loss=lambda out, labels: training_loss(out, labels, 0.0)[0])
+        extra = None
         if t.exposure is not None:  # the digits and as many exposure images, in one batch as in the paper
             extra = in_layout(outliers.draw(t.exposure, len(x), t.aug), t.channels_last)
             if cfg.adv_eps:  # and attacked too, towards a sure answer (ALOE, Chen et al. 2021)
                 with t.autocast():
                     extra = outliers.attack(lambda v: t.forward(v).float(), extra, eps, cfg.adv_steps,
                                             cfg.adv_step * eps, t.aug)
-            with t.autocast():
-                out = t.forward(torch.cat([x, extra])).float()
+        with t.autocast():
+            out = t.forward(x if extra is None else torch.cat([x, extra])).float()
             loss, reported, logits = training_loss(out[:len(x)], y, cfg.label_smoothing)
-            loss = loss + cfg.oe_weight * outliers.uniform_loss(out[len(x):])
-        else:
-            with t.autocast():
-                loss, reported, logits = training_loss(t.forward(x).float(), y, cfg.label_smoothing)
+            if extra is not None:
+                loss = loss + cfg.oe_weight * outliers.uniform_loss(out[len(x):])
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t.optimizer.step()

@@ -23,9 +23,8 @@ def exposure_images(train_images: torch.Tensor, data_root=None) -> torch.Tensor:
     """The exposure images as normalised (N, 1, 28, 28) float32 on the training images' device;
     `train_images` is the run's normalised training split, whose first FROM_DIGITS digits give
     the inverted digits and the specks. Drawn once per machine (kept in the data folder)."""
-    from core.data.exposure import from_digits, make_exposure
-    from core.data.mnist import data_dir
-    drawn = make_exposure(keep_in=str(data_dir(data_root).resolve() / "exposure"))
+    from core.data.exposure import from_digits, kept
+    drawn = kept(data_root)
     return normalize(np.concatenate([drawn, from_digits(unstandardise(train_images[:FROM_DIGITS]))])).to(train_images.device)
 
 
