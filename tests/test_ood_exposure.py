@@ -4,6 +4,7 @@ scikit-learn's own predictions, and its images kept apart from the set that meas
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,14 +75,38 @@ def test_fitting_without_the_exposure_images_is_refused_in_words():
 def test_the_exposure_images_are_deterministic_and_apart_from_the_measuring_set():
     first, again = exposure.make_exposure(per_kind=40), exposure.make_exposure.__wrapped__(per_kind=40)
     np.testing.assert_array_equal(first, again)
-    assert first.shape == (40 * 3 + 10, 28, 28) and first.dtype == np.float32
-    assert 0 <= first.min() and first.max() <= 1 and (first.reshape(len(first), -1).max(1) > 0.5).all()
-    assert not set(exposure.FONTS) & set(notdigits.FONTS)
+    assert first.shape == (40 * 3 + 10 + 60, 28, 28) and first.dtype == np.float32
+    assert 0 <= first.min() and first.max() <= 1
+    assert (first.reshape(len(first), -1).max(1) > 0.25).all()  # each has ink (the packaged hairline faces are faint)
+    typefaces = {Path(path).name for path in exposure.packaged_fonts()} | set(exposure.FONTS)
+    assert not typefaces & set(notdigits.FONTS)
+    assert not any(name.lower().startswith("dejavu") for name in typefaces)
     assert exposure.SEED != 0  # notdigits.make_set's
     measuring = notdigits.make_set(b"", seed=0).images.reshape(-1, 784)
     taught = first.reshape(-1, 784)
     nearest = np.sqrt(((taught[:, None, :] - measuring[None]) ** 2).sum(-1)).min(1)
     assert nearest.min() > 1.0  # not one image of the measuring set among them
+
+
+def test_every_packaged_font_draws_each_letter_and_the_set_holds_them():
+    """The seven packaged families are installed and each of their files draws every letter (none
+    as the font's "missing" box); the set's last 3 * per_kind // 2 images are new letters, none of
+    them one of the STIX and Computer Modern glyphs before them."""
+    fonts = exposure.packaged_fonts()
+    families = {Path(path).parent.parent.name for path in fonts}
+    assert families == set(exposure.PACKAGED)
+    rng = np.random.default_rng(0)
+    for font in fonts:
+        for char in notdigits.LETTERS:
+            drawn = exposure._glyph(char, font, rng)
+            assert drawn is not None and drawn.max() > 0.25, f"{Path(font).name} cannot draw {char!r}"
+    per_kind = 40
+    made = exposure.make_exposure(per_kind=per_kind)
+    letters = made[exposure.count(per_kind) - 3 * per_kind // 2:]
+    assert len({Path(path).name for path in fonts}) == len(fonts) >= 40
+    first = made[:per_kind].reshape(per_kind, -1)
+    distance = np.sqrt(((letters.reshape(len(letters), -1)[:, None] - first[None]) ** 2).sum(-1)).min(1)
+    assert distance.min() > 0.5
 
 
 def test_the_exposure_images_are_kept_once_drawn_reused_and_drawn_again_when_damaged(tmp_path):

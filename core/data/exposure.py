@@ -6,6 +6,9 @@ They are kept apart from core.data.notdigits, the set that measures the detector
 is measured is not what was learnt:
 - glyphs in other typefaces: the STIX and Computer Modern fonts matplotlib ships (the measuring
   set has DejaVu), the same non-digit letters plus Greek letters and symbols, turned up to 15°;
+  and the letters again in the sans-serif and hand-drawn faces of small font packages (PACKAGED:
+  Roboto, Source Sans Pro, Lato, Manrope, Fredoka One, Intuitive, Amatic SC), whose plain strokes
+  are nearer a digit's than the serifed STIX and Computer Modern ones;
 - other generators: smooth curves through random points and compositions of two or three arcs,
   polygons and straight strokes, with pens of 14 to 22 px (the measuring set has named shapes and
   straight polylines, with the pad's 18 px pen);
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import importlib.metadata
 import io
 from functools import lru_cache
 from pathlib import Path
@@ -33,12 +38,30 @@ FONTS = ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIX
 SYMBOL_FONTS = FONTS[:4]  # the Computer Modern files map only the ASCII letters
 GREEK = "αβγδεζηθκλμξπρσφψωΓΔΘΛΞΠΣΦΨΩ"
 SYMBOLS = "@#&%?!+=<>*÷∞≈√∑∫∂∇♠♣♥♦☺★✓✗→←↑↓"
-PER_KIND = 6000  # glyphs, curves and compositions each; a quarter as much noise
+PACKAGED = ("font_roboto", "font_source_sans_pro", "font_lato", "font_manrope", "font_fredoka_one",
+            "font_intuitive", "font_amatic_sc")  # modules whose files/ hold TrueType fonts (requirements.txt)
+PER_KIND = 6000  # glyphs, curves and compositions each; a quarter as much noise, and half as much
+                 # again of the packaged fonts' letters
 SEED = 2         # core.data.notdigits uses 0
 
 
+def packaged_fonts() -> list[str]:
+    """The TrueType files of the PACKAGED font modules, in a fixed order."""
+    found = []
+    for module in PACKAGED:
+        files = Path(importlib.import_module(module).__file__).parent / "files"
+        found += sorted(str(path) for path in files.glob("*.ttf"))
+    return found
+
+
+def count(per_kind: int = PER_KIND) -> int:
+    """How many images make_exposure(per_kind) draws."""
+    return 3 * per_kind + per_kind // 4 + 3 * per_kind // 2
+
+
 def _glyph(char: str, font: str, rng: np.random.Generator) -> np.ndarray | None:
-    face = ImageFont.truetype(font_path(font), int(rng.uniform(150, 210)))
+    """`char` in the font file at `font`, of a random size, turned up to 15°; None if it lacks it."""
+    face = ImageFont.truetype(font, int(rng.uniform(150, 210)))
     mask = face.getmask(char)
     if mask.getbbox() is None or list(mask) == list(face.getmask("\uffff")):
         return None  # the font has no such glyph
@@ -82,14 +105,15 @@ def _composition(rng: np.random.Generator) -> np.ndarray:
 @lru_cache(maxsize=2)
 def make_exposure(per_kind: int = PER_KIND, seed: int = SEED, keep_in: str | None = None) -> np.ndarray:
     """The drawn part of the set, deterministic for `seed`: per_kind glyphs, curves and
-    compositions each, and per_kind // 4 Gaussian noise images; float32 (N, 28, 28). Read-only.
+    compositions each, per_kind // 4 Gaussian noise images and 3 * per_kind // 2 letters in the
+    packaged fonts (`count`); float32 (N, 28, 28). Read-only.
     `keep_in`: a folder (the data folder's exposure/) where the set is kept once drawn, which
     takes some 15 s, and read back from the next time; a copy that is damaged, or was drawn by
     other code or other library versions, is drawn again, and a folder that cannot be written
     only costs the drawing."""
     path = Path(keep_in) / f"exposure-{per_kind}-{seed}-{_drawing_key()}.npy" if keep_in else None
     if path is not None:
-        found = _read_kept(path, 3 * per_kind + per_kind // 4)
+        found = _read_kept(path, count(per_kind))
         if found is not None:
             return found
     out = _draw(per_kind, seed)
@@ -105,6 +129,13 @@ def make_exposure(per_kind: int = PER_KIND, seed: int = SEED, keep_in: str | Non
     return out
 
 
+def kept(data_root=None) -> np.ndarray:
+    """The drawn part of the set (make_exposure's defaults), kept in the data folder's exposure/
+    (`data_root`: core.data.mnist.data_dir) once drawn: what training and the detector learn from."""
+    from core.data.mnist import data_dir  # torch: only where the data folder is asked for
+    return make_exposure(keep_in=str(data_dir(data_root).resolve() / "exposure"))
+
+
 def _drawing_key() -> str:
     """What the drawn set depends on besides its arguments: the code that draws it and the
     libraries (and, with matplotlib, the font files) it draws with."""
@@ -115,15 +146,17 @@ def _drawing_key() -> str:
     for name in ("exposure.py", "notdigits.py", "images.py"):
         digest.update((here / name).read_bytes())
     digest.update(f"{np.__version__} {PIL.__version__} {matplotlib.__version__}".encode())
+    for module in PACKAGED:
+        digest.update(f"{module} {importlib.metadata.version(module.replace('_', '-'))}".encode())
     return digest.hexdigest()[:16]
 
 
-def _read_kept(path: Path, count: int) -> np.ndarray | None:
+def _read_kept(path: Path, expected: int) -> np.ndarray | None:
     try:
         found = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None  # none, or not a whole .npy file
-    if (found.shape != (count, 28, 28) or found.dtype != np.float32 or not np.isfinite(found).all()
+    if (found.shape != (expected, 28, 28) or found.dtype != np.float32 or not np.isfinite(found).all()
             or found.min() < 0 or found.max() > 1):
         return None
     found.setflags(write=False)
@@ -137,14 +170,19 @@ def _draw(per_kind: int, seed: int) -> np.ndarray:
     while len(glyphs) < per_kind:
         char = chars[rng.integers(len(chars))]
         fonts = FONTS if char in LETTERS else SYMBOL_FONTS
-        found = _glyph(char, fonts[rng.integers(len(fonts))], rng)
+        found = _glyph(char, font_path(fonts[rng.integers(len(fonts))]), rng)
         if found is not None:
             glyphs.append(found)
     curves = [_curve(rng) for _ in range(per_kind)]
     compositions = [_composition(rng) for _ in range(per_kind)]
     noise = [np.clip(rng.normal(rng.uniform(0, 0.5), rng.uniform(0.1, 0.5), (28, 28)), 0, 1)
              for _ in range(per_kind // 4)]
-    out = np.stack([*glyphs, *curves, *compositions, *noise]).astype(np.float32)
+    packaged, letters = packaged_fonts(), []
+    while len(letters) < 3 * per_kind // 2:
+        found = _glyph(LETTERS[rng.integers(len(LETTERS))], packaged[rng.integers(len(packaged))], rng)
+        if found is not None:
+            letters.append(found)
+    out = np.stack([*glyphs, *curves, *compositions, *noise, *letters]).astype(np.float32)
     out.setflags(write=False)
     return out
 
