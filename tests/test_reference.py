@@ -102,6 +102,9 @@ def test_every_reference_run_ships_a_current_not_a_digit_detector(run_id):
     assert damage is None and kept is not None, f"no current detector: run `python -m core ood {run_id} --refit --evaluate`"
     assert kept.name == ood.DEFAULT and kept.fitted_on["accept"] == ood.ACCEPT
     assert kept.fitted_on["validation_images"] == load_run(run_id, SHIPPED).config["val_size"]
+    from core.data import exposure  # fitted on today's exposure images: as many as are drawn now
+    assert kept.fitted_on["exposure_images"] == exposure.count() + 2 * ood.INVERTED, \
+        f"fitted on other exposure images: run `python -m core ood {run_id} --refit --evaluate`"
 
 
 def test_the_shipped_robustness_reports_are_current_and_the_table_is_generated_from_them():
