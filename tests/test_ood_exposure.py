@@ -12,7 +12,7 @@ import torch
 
 from core.analysis import ood
 from core.analysis.oodeval import auroc_fpr
-from core.analysis.oodhead import HIDDEN, MEMBERS, fit_head, head_scores
+from core.analysis.oodhead import ALPHA, HIDDEN, MAX_ITER, MEMBERS, fit_head, head_scores
 from core.data import exposure, notdigits
 
 
@@ -60,7 +60,7 @@ def test_the_kept_head_scores_as_scikit_learn_predicts():
     for member in range(MEMBERS):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            fitted = MLPClassifier(HIDDEN, alpha=1e-3, max_iter=200, random_state=4 + member).fit(
+            fitted = MLPClassifier(HIDDEN, alpha=ALPHA, max_iter=MAX_ITER, random_state=4 + member).fit(
                 scaler.transform(x), np.r_[np.zeros(120), np.ones(120)])
         p = fitted.predict_proba(scaler.transform(probe.astype(np.float32)))[:, 1]
         odds.append(np.log(p) - np.log1p(-p))
