@@ -108,7 +108,7 @@ def test_every_reference_run_ships_a_current_not_a_digit_detector(run_id):
     if load_run(run_id, SHIPPED).config.get("sweep"):
         return  # the sweep's runs are not measured: their detectors keep the head they were fitted by (docs/BENCHMARKS.md)
     from core.analysis import oodhead  # and by today's head: its members' layer widths, read off the kept weights
-    widths = [[kept.state[f"head{m}_w{d}"].shape[1] for d in range(sum(k.startswith(f"head{m}_w") for k in kept.state))]
+    widths = [[kept.state[f"head{m}_w{d}"].shape[1] for d in range(oodhead.depths(kept.state, m))]
               for m in range(oodhead.members(kept.state))]
     assert widths == [[*oodhead.HIDDEN, 1]] * oodhead.MEMBERS, \
         f"fitted by another head: run `python -m core ood {run_id} --refit --evaluate`"

@@ -47,6 +47,11 @@ def members(state: dict[str, torch.Tensor]) -> int:
     return sum(key.startswith("head") and key.endswith("_w0") for key in state)
 
 
+def depths(state: dict[str, torch.Tensor], member: int) -> int:
+    """How many weight matrices member `member` keeps (its hidden layers and the output)."""
+    return sum(key.startswith(f"head{member}_w") for key in state)
+
+
 def head_scores(state: dict[str, torch.Tensor], vectors: torch.Tensor) -> np.ndarray:
     """The members' mean log-odds that each feature vector (N, D) is not a digit; higher: less
     like a digit."""
@@ -54,10 +59,10 @@ def head_scores(state: dict[str, torch.Tensor], vectors: torch.Tensor) -> np.nda
     found = []
     for member in range(members(state)):
         h = x
-        depths = sum(key.startswith(f"head{member}_w") for key in state)
-        for depth in range(depths):
+        layers = depths(state, member)
+        for depth in range(layers):
             h = h @ state[f"head{member}_w{depth}"].float() + state[f"head{member}_b{depth}"].float()
-            if depth < depths - 1:
+            if depth < layers - 1:
                 h = torch.relu(h)
         found.append(h[:, 0])
     return torch.stack(found).mean(0).double().numpy()
