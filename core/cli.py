@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import MISSING
 
-from core.analysis import ood
+from core.notadigit import detector
 from core.commands import COMMANDS
 from core.config import SWEPT_FIELDS, field_specs
 from core.errors import LabError
@@ -40,8 +40,8 @@ def _float(text: str) -> float:
 
 
 def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One option per TrainConfig field (core.config.field_specs), so the CLI and the saved
-    config use the same words."""
+    """One option per TrainConfig field (core.config.field_specs; a knob's help from its row of
+    core.recipe.KNOBS), so the CLI and the saved config use the same words."""
     for spec in field_specs():
         if spec.name in skip:
             continue
@@ -157,17 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true",
                          help="one JSON object: a_only, b_only, p_value, each run's accuracy and ci95, ...")
 
-    detector = sub.add_parser("ood", help="not a digit: a run's out-of-distribution detector (pytorch-ood), fitted "
-                                          "on its training split, its threshold on its validation split (kept)")
-    detector.add_argument("run", metavar="RUN", help="a finished run id")
-    detector.add_argument("--detector", default=ood.DEFAULT, choices=list(ood.DETECTORS),
-                          help=f"which detector to fit and keep (default: {ood.DEFAULT}, chosen on the lab's "
-                               "not-a-digit set)")
-    detector.add_argument("--refit", action="store_true", help="fit again even if a detector is kept")
-    detector.add_argument("--evaluate", action="store_true",
-                          help="measure every detector on the lab's not-a-digit set against MNIST's test digits "
-                               "(a few minutes), and keep the figures with the detector")
-    detector.add_argument("--json", action="store_true", help="one JSON object")
+    ood = sub.add_parser("ood", help="not a digit: a run's out-of-distribution detector (pytorch-ood), fitted "
+                                     "on its training split, its threshold on its validation split (kept)")
+    ood.add_argument("run", metavar="RUN", help="a finished run id")
+    ood.add_argument("--detector", default=detector.DEFAULT, choices=list(detector.DETECTORS),
+                     help=f"which detector to fit and keep (default: {detector.DEFAULT}, chosen on the lab's "
+                          "not-a-digit set)")
+    ood.add_argument("--refit", action="store_true", help="fit again even if a detector is kept")
+    ood.add_argument("--evaluate", action="store_true",
+                     help="measure every detector on the lab's not-a-digit set against MNIST's test digits "
+                          "(a few minutes), and keep the figures with the detector")
+    ood.add_argument("--json", action="store_true", help="one JSON object")
 
     robust = sub.add_parser("robustness", help="a run's accuracy under MNIST-C's corruptions and under FGSM and "
                                                "PGD attacks at eps 0.05-0.3, with sanity checks (kept)")

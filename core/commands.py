@@ -11,7 +11,7 @@ import threading
 
 from tqdm import tqdm
 
-from core.analysis.ood import detector_for
+from core.notadigit.detector import detector_for
 from core.analysis.predict import Predictor
 from core.reports import REPORTS
 from core.bench.costs import bookkeeping_costs, embedding_costs, flip_latency, saliency_latency, step_costs

@@ -2,25 +2,22 @@
 
 The CLI's `train` options are generated from its fields, the dashboard fills the same
 fields, and every run folder stores it as `config.json`, so all three speak the same words.
+Its recipe fields are the knobs of core.recipe.KNOBS (generated from that table, which also
+gives their help, choices, ranges and messages); the run's own fields are written here.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
 from core.errors import BadInput
 from core.models import get_spec
-from core.recipe import Recipe
+from core.recipe import KNOBS, Knob, knob_problems, knobs_dataclass
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "step", "cosine", "onecycle")
-AUGMENTS = ("none", "rotate", "affine")
 DEVICES = ("auto", "cpu", "cuda")
-MAX_EPOCHS = 1000
-MAX_BATCH = 60_000
 # torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: 2**32 would train exactly
 # as seed 0 does. Larger seeds are refused rather than folded, so two seeds never collide.
 MAX_SEED = 2**32 - 1
@@ -31,8 +28,8 @@ class ConfigError(BadInput, ValueError):
 
 
 # Fields whose default comes from the architecture's recipe (None means "use the recipe"):
-# exactly the fields of `Recipe`, the one list of them.
-RECIPE_FIELDS = tuple(f.name for f in fields(Recipe))
+# exactly the knobs of core.recipe.KNOBS, the one list of them.
+RECIPE_FIELDS = tuple(k.name for k in KNOBS)
 SWEPT_FIELDS = ("lr", "batch_size", "sweep", "name", "group")  # a sweep sets these for each of its runs
 
 
@@ -49,46 +46,25 @@ def name_problem(name: object) -> str | None:
     return None
 
 
-def _recipe(help_text: str, **extra):
-    return field(default=None, metadata={"help": help_text, "recipe": True, **extra})
+# The run's own fields with a range or choices, checked as a knob is (None passes where the
+# field is optional); their defaults and help are the dataclass's, below.
+_RUN_RULES = tuple(Knob(name, kind, None, "", *span, choices=choices) for name, kind, span, choices in (
+    ("device", str, (), DEVICES), ("val_size", int, (1, 59_999), None), ("train_limit", int, (1,), None),
+    ("bf16", bool, (), None), ("channels_last", bool, (), None), ("compile", bool, (), None)))
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class _Arch:
     arch: str = field(metadata={"help": "architecture (see `python -m core models`)"})
-    # --- the recipe: None takes the architecture's value (core.models.Recipe) ---
-    epochs: int = _recipe("passes over the training set")
-    batch_size: int = _recipe("images per step")
-    lr: float = _recipe("(peak) learning rate")
-    optimizer: str = _recipe("|".join(OPTIMIZERS), choices=OPTIMIZERS)
-    momentum: float = _recipe("SGD momentum, 0..<1")
-    beta1: float = _recipe("Adam/AdamW beta1 (running mean of the gradient), 0..<1", advanced=True)
-    beta2: float = _recipe("Adam/AdamW beta2 (running mean of its square), 0..<1", advanced=True)
-    nesterov: bool = _recipe("SGD with momentum > 0: Nesterov momentum instead of plain momentum", advanced=True)
-    weight_decay: float = _recipe("L2 weight decay, >= 0")
-    schedule: str = _recipe("learning-rate schedule: " + "|".join(SCHEDULES), choices=SCHEDULES)
-    step_size: int = _recipe("epochs between LR drops (schedule=step)")
-    gamma: float = _recipe("LR factor at each drop (schedule=step)")
-    warmup: float = _recipe("onecycle: share of the steps spent warming up, 0..<1", advanced=True)
-    start_factor: float = _recipe("onecycle: LR at the first step, as a share of the peak", advanced=True)
-    final_factor: float = _recipe("onecycle: LR at the last step, as a share of the peak", advanced=True)
-    label_smoothing: float = _recipe("label smoothing, 0..<1")
-    augment: str = _recipe("on-device augmentation: " + "|".join(AUGMENTS), choices=AUGMENTS)
-    aug_degrees: float = _recipe("rotate/affine: rotations within +- this many degrees", advanced=True)
-    aug_shift: float = _recipe("affine: shifts within +- this many pixels", advanced=True)
-    aug_zoom: float = _recipe("affine: zoom within 1 +- this", advanced=True)
-    ema: bool = _recipe("keep and evaluate an exponential moving average of the weights")
-    ema_decay: float = _recipe("EMA decay per step, 0..<1", advanced=True)
-    adv_eps: float = _recipe("adversarial training: train on L-inf attacks of this radius, in pixels on [0, 1] "
-                             "(0: off; 0..1)")
-    adv_steps: int = _recipe("adversarial training: attack steps per batch (1: FGSM with a random start, "
-                             "more: PGD)", advanced=True)
-    adv_step: float = _recipe("adversarial training: each attack step's size, as a multiple of adv_eps",
-                              advanced=True)
-    adv_warmup: float = _recipe("adversarial training: share of the steps over which the radius grows from 0 "
-                                "to adv_eps, 0..<1", advanced=True)
-    oe_weight: float = _recipe("outlier exposure: weight of a loss that teaches the model to be unsure on the lab's "
-                               "non-digit exposure images, seen beside each batch (0: off; 0..10)")
+
+
+# The recipe: one field per knob of core.recipe.KNOBS, after `arch`; None takes the
+# architecture's value (core.models.ModelSpec.recipe).
+_ArchAndKnobs = knobs_dataclass("TrainConfigKnobs", from_recipe=True, bases=(_Arch,))
+
+
+@dataclass(frozen=True)
+class TrainConfig(_ArchAndKnobs):
     # --- the run ---
     seed: int = field(default=0, metadata={"help": "one seed for weights, shuffling and the split"})
     device: str = field(default="auto", metadata={"help": "|".join(DEVICES), "choices": DEVICES})
@@ -119,73 +95,29 @@ class TrainConfig:
         self._validate()
 
     def _validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
+        problem = next(self._problems(), None)
+        if problem is not None:
+            raise ConfigError(problem)
 
-        def number(name: str, kind: type) -> float:
-            value = getattr(self, name)
-            if kind is int:
-                need(isinstance(value, int) and not isinstance(value, bool),
-                     f"{name} must be a whole number, got {value!r}")
-            else:
-                need(isinstance(value, (int, float)) and not isinstance(value, bool)
-                     and math.isfinite(value), f"{name} must be a finite number, got {value!r}")
-            return value
-
-        def flag(name: str, optional: bool = False) -> None:
-            value = getattr(self, name)
-            need(isinstance(value, bool) or (optional and value is None),
-                 f"{name} must be true or false, got {value!r}")
-
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            need(getattr(self, name) in allowed,
-                 f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-
-        need(1 <= number("epochs", int) <= MAX_EPOCHS, f"epochs must be 1..{MAX_EPOCHS}, got {self.epochs}")
-        need(1 <= number("batch_size", int) <= MAX_BATCH, f"batch_size must be 1..{MAX_BATCH}, got {self.batch_size}")
-        need(0 < number("lr", float) <= 10, f"lr must be > 0 and <= 10, got {self.lr}")
-        choice("optimizer", OPTIMIZERS)
-        need(0 <= number("momentum", float) < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        flag("nesterov")
-        need(0 <= number("beta1", float) < 1, f"beta1 must be in [0, 1), got {self.beta1}")
-        need(0 <= number("beta2", float) < 1, f"beta2 must be in [0, 1), got {self.beta2}")
-        need(0 <= number("weight_decay", float) <= 1, f"weight_decay must be in [0, 1], got {self.weight_decay}")
-        choice("schedule", SCHEDULES)
-        need(number("step_size", int) >= 1, f"step_size must be >= 1, got {self.step_size}")
-        need(0 < number("gamma", float) <= 1, f"gamma must be in (0, 1], got {self.gamma}")
-        need(0 <= number("warmup", float) < 1, f"warmup must be in [0, 1), got {self.warmup}")
-        need(0 < number("start_factor", float) <= 1, f"start_factor must be in (0, 1], got {self.start_factor}")
-        need(0 < number("final_factor", float) <= 1, f"final_factor must be in (0, 1], got {self.final_factor}")
-        need(0 <= number("label_smoothing", float) < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        choice("augment", AUGMENTS)
-        need(0 <= number("aug_degrees", float) <= 180, f"aug_degrees must be in [0, 180], got {self.aug_degrees}")
-        need(0 <= number("aug_shift", float) <= 14, f"aug_shift must be in [0, 14] pixels, got {self.aug_shift}")
-        need(0 <= number("aug_zoom", float) < 1, f"aug_zoom must be in [0, 1), got {self.aug_zoom}")
-        flag("ema")
-        need(0 < number("ema_decay", float) < 1, f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        need(0 <= number("adv_eps", float) <= 1, f"adv_eps must be in [0, 1] (pixels on [0, 1]), got {self.adv_eps}")
-        need(1 <= number("adv_steps", int) <= 100, f"adv_steps must be 1..100, got {self.adv_steps}")
-        need(0 < number("adv_step", float) <= 10, f"adv_step must be > 0 and <= 10 (times adv_eps), got {self.adv_step}")
-        need(0 <= number("adv_warmup", float) < 1, f"adv_warmup must be in [0, 1), got {self.adv_warmup}")
-        need(0 <= number("oe_weight", float) <= 10, f"oe_weight must be in [0, 10], got {self.oe_weight}")
-        need(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED,
-             seed_problem(self.seed))
-        choice("device", DEVICES)
-        need(1 <= number("val_size", int) < 60_000, f"val_size must be 1..59999, got {self.val_size}")
-        if self.train_limit is not None:
-            need(1 <= number("train_limit", int), f"train_limit must be >= 1, got {self.train_limit}")
-        flag("bf16", optional=True)
-        flag("channels_last", optional=True)
-        flag("compile")
-        if self.name is not None:
-            need(name_problem(self.name) is None, name_problem(self.name) or "")
+    def _problems(self) -> Iterator[str]:
+        """What is wrong, in one line per field, in the order of the check: the knobs (their ranges
+        from core.recipe.KNOBS), then the run's own fields."""
+        yield from knob_problems(self)
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED):
+            yield seed_problem(self.seed)
+        optional = {spec.name for spec in field_specs() if spec.optional}
+        for rule in _RUN_RULES:
+            value = getattr(self, rule.name)
+            if (value is not None or rule.name not in optional) and (problem := rule.problem(value)):
+                yield problem
+        if self.name is not None and (problem := name_problem(self.name)):
+            yield problem
         for name in ("csv", "sweep"):  # text when given (a path, a sweep id)
-            need(getattr(self, name) is None or isinstance(getattr(self, name), str),
-                 f"{name} must be text, got {getattr(self, name)!r}")
-        if self.group is not None:
-            need(isinstance(self.group, str) and 0 < len(self.group) <= 80 and self.group.isprintable(),
-                 f"a group id must be 1..80 printable characters, got {self.group!r}")
+            if not (getattr(self, name) is None or isinstance(getattr(self, name), str)):
+                yield f"{name} must be text, got {getattr(self, name)!r}"
+        if self.group is not None and not (
+                isinstance(self.group, str) and 0 < len(self.group) <= 80 and self.group.isprintable()):
+            yield f"a group id must be 1..80 printable characters, got {self.group!r}"
 
     # --- conversions ---
     def to_dict(self) -> dict:
@@ -232,6 +164,7 @@ class FieldSpec:
     choices: tuple | None
     recipe: bool            # filled from the architecture's recipe
     advanced: bool          # an expert's knob (under "Advanced" in the form)
+    knob: Knob | None = None  # a recipe field's row of core.recipe.KNOBS: its range, unit, ...
 
     @property
     def flag(self) -> str:
@@ -253,6 +186,7 @@ def field_specs() -> tuple[FieldSpec, ...]:
         args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
         specs.append(FieldSpec(f.name, args[0] if args else hints[f.name], bool(args), f.default,
                                f.metadata.get("help", ""), f.metadata.get("choices"),
-                               bool(f.metadata.get("recipe")), bool(f.metadata.get("advanced"))))
+                               bool(f.metadata.get("recipe")), bool(f.metadata.get("advanced")),
+                               f.metadata.get("knob")))
     return tuple(specs)
 

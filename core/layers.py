@@ -50,7 +50,7 @@ def combine_members(member_logits: torch.Tensor) -> torch.Tensor:
 
 class Ensemble(nn.Module):
     """K independently initialised members trained side by side on the same batches, each on
-    its own loss (the training loop calls `member_logits`, see core.training.loop.training_loss).
+    its own loss (the training loop calls `member_logits`, see core.training.parts.training_loss).
     `forward` averages the members' probabilities, so it returns logits like any model."""
 
     def __init__(self, members: list[nn.Module]):

@@ -3,6 +3,11 @@
 `create_model(name)` builds one, `list_models()` names them, `get_spec(name)` gives the
 recipe. Every model takes normalised (N, 1, 28, 28) input and returns logits (N, 10).
 
+An architecture is its model and its `register` entry, nothing else: its `Recipe` overrides some
+of the generic defaults of core.recipe.KNOBS (within their ranges, or it is refused here), and
+the config, the CLI, the pages, the scripts and the tests read the registry (tests/test_registry.py
+registers one; a missing reference run is named in a warning until it ships).
+
 Every model also has `embed(x)`: its penultimate features (N, D), the input of its last affine
 map. `last_affine()` gives that map as (weight (10, D), bias (10,)), so in eval mode
 `embed(x) @ weight.T + bias` is the logits (an ensemble, which averages its members'

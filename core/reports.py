@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from core.analysis import label_issues, ood, oodeval, robustness
+from core.analysis import label_issues, robustness
 from core.analysis.calibration import calibrate
 from core.analysis.compare import compare
 from core.analysis.embedding import METHODS, embedding
@@ -13,6 +13,7 @@ from core.analysis.ensemble import create_ensemble
 from core.config import ConfigError
 from core.export.graph import export
 from core.fsio import strict_json
+from core.notadigit import detector, evaluation
 
 
 def cmd_compare(args) -> int:
@@ -35,25 +36,25 @@ def cmd_compare(args) -> int:
 
 def cmd_ood(args) -> int:
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    if args.refit or args.detector != ood.DEFAULT:
-        detector = ood.fit(args.run, args.checkpoints, args.data, name=args.detector, report=say)
+    if args.refit or args.detector != detector.DEFAULT:
+        fitted = detector.fit(args.run, args.checkpoints, args.data, name=args.detector, report=say)
     else:
-        detector = ood.detector_for(args.run, args.checkpoints, args.data, report=say)
+        fitted = detector.detector_for(args.run, args.checkpoints, args.data, report=say)
     if args.evaluate:
-        detector.evaluation = oodeval.evaluate(args.run, args.checkpoints, args.data, report=say)
-        ood.keep(detector, args.checkpoints)
-    summary = {"run_id": detector.run_id, "detector": detector.name, "threshold": detector.threshold,
-               "accept": ood.ACCEPT, "fitted_on": detector.fitted_on, "evaluation": detector.evaluation}
+        fitted.evaluation = evaluation.evaluate(args.run, args.checkpoints, args.data, report=say)
+        detector.keep(fitted, args.checkpoints)
+    summary = {"run_id": fitted.run_id, "detector": fitted.name, "threshold": fitted.threshold,
+               "accept": detector.ACCEPT, "fitted_on": fitted.fitted_on, "evaluation": fitted.evaluation}
     if args.json:
         print(strict_json(summary))
         return 0
-    print(f"not-a-digit detector of run {detector.run_id}: {ood.DETECTORS[detector.name]} ({detector.name}), "
-          f"threshold {detector.threshold:.4g}: {ood.ACCEPT:.0%} of its "
-          f"{detector.fitted_on.get('validation_images', 0):,} validation digits score at or below it")
-    figures = detector.evaluation.get("detectors") if detector.evaluation else None
+    print(f"not-a-digit detector of run {fitted.run_id}: {detector.DETECTORS[fitted.name]} ({fitted.name}), "
+          f"threshold {fitted.threshold:.4g}: {detector.ACCEPT:.0%} of its "
+          f"{fitted.fitted_on.get('validation_images', 0):,} validation digits score at or below it")
+    figures = fitted.evaluation.get("detectors") if fitted.evaluation else None
     if figures:
-        print(f"on the held-out half of the not-a-digit set ({detector.evaluation['non_digits']} images in all) "
-              f"against {detector.evaluation['test_digits']:,} MNIST test digits:")
+        print(f"on the held-out half of the not-a-digit set ({fitted.evaluation['non_digits']} images in all) "
+              f"against {fitted.evaluation['test_digits']:,} MNIST test digits:")
         print(f"{'detector':<12} {'AUROC':>6} {'FPR95':>6} {'non-digits flagged':>19} {'test digits flagged':>20} "
               f"{'pad digits flagged':>19}")
         for name, row in figures.items():

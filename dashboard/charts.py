@@ -1,4 +1,4 @@
-"""Charts the pages share (Altair): a run's training curves, a model's class probabilities."""
+"""Charts the pages share (Altair): a run's training curves, reliability diagrams, a matrix of pairwise p-values."""
 from __future__ import annotations
 
 import altair as alt
@@ -23,18 +23,6 @@ def show_history(curves: pd.DataFrame, height: int = 220) -> None:
                      alt.Tooltip("value:Q", title=metric, format=".4f")],
         ).properties(height=height)
         column.altair_chart(chart, width="stretch")
-
-
-def probability_chart(probabilities: np.ndarray, height: int = 180) -> alt.Chart:
-    """Bars of the ten class probabilities, the predicted class highlighted."""
-    frame = pd.DataFrame({"digit": [str(d) for d in range(10)], "probability": probabilities.astype(float)})
-    top = str(int(np.argmax(probabilities)))
-    return alt.Chart(frame).mark_bar(cornerRadiusEnd=3).encode(
-        x=alt.X("digit:N", title=None, sort=None, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("probability:Q", title=None, scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-        color=alt.condition(alt.datum.digit == top, alt.value("#f58518"), alt.value("#4c78a8")),
-        tooltip=[alt.Tooltip("digit:N"), alt.Tooltip("probability:Q", format=".2%")],
-    ).properties(height=height)
 
 
 def reliability_chart(curves: dict[str, pd.DataFrame], height: int = 300) -> alt.Chart:

@@ -12,10 +12,11 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from core.analysis.calibration import tempered
 from core.analysis.predict import Predictor
 from core.data import handwriting
 from core.data.images import normalize
-from core.analysis import ood
+from core.notadigit.detector import Detector, outputs, read_kept
 from core.store.folder import OOD, WEIGHTS
 from core.store.runs import Run
 from dashboard.notices import report
@@ -30,11 +31,11 @@ def cached_predictor(base: str, run_id: str, weights: tuple | None):
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def _kept_detector(base: str, run_id: str, weights: tuple | None, kept: tuple | None):
-    return ood.read_kept(run_id, base)
+    return read_kept(run_id, base)
 
 
-def detector(run: Run) -> tuple[ood.Detector | None, str | None]:
-    """The run's kept not-a-digit detector (core.analysis.ood) and None, or None and why it has
+def detector(run: Run) -> tuple[Detector | None, str | None]:
+    """The run's kept not-a-digit detector (core.notadigit.detector) and None, or None and why it has
     none usable ("damaged: ..."; None: not fitted yet). Cached per weights and detector file."""
     return _kept_detector(checkpoints_base(), run.run_id, file_stamp(run.path / WEIGHTS), file_stamp(run.path / OOD))
 
@@ -82,14 +83,14 @@ def probabilities(models: Sequence, image: np.ndarray, temperatures: Sequence[fl
             with torch.inference_mode():
                 scales = temperatures or [1.0] * len(models)
                 if detectors is None:
-                    return [(model.model(batch) / t).softmax(1)[0].numpy() for model, t in zip(models, scales)]
+                    return [tempered(model.model(batch), t)[0].numpy() for model, t in zip(models, scales)]
                 judged = []
                 for model, t, found in zip(models, scales, detectors):
                     if found is None:
-                        judged.append(((model.model(batch) / t).softmax(1)[0].numpy(), None))
+                        judged.append((tempered(model.model(batch), t)[0].numpy(), None))
                         continue
-                    out = ood.outputs(model.model, batch, many=False)
-                    judged.append(((out.logits / t).softmax(1)[0].numpy(), float(found.scores(out)[0])))
+                    out = outputs(model.model, batch, many=False)
+                    judged.append((tempered(out.logits, t)[0].numpy(), float(found.scores(out)[0])))
                 return judged
         finally:
             torch.set_num_threads(threads)

@@ -1,14 +1,14 @@
-"""Not a digit on the pages (core.analysis.ood): Sketch's check for the chosen models (fit it
-where missing; how well it was measured), and the score of the test images a gallery shows
-(Mistakes, the embedding map's selection)."""
+"""Not a digit on the pages: the dashboard's view of core.notadigit (which owns the concept; this
+module only shows it). Sketch's check for the chosen models (fit it where missing; how well it was
+measured), and the score of the test images a gallery shows (Mistakes, the embedding map's selection)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core.analysis import ood
 from core.data.images import normalize
 from core.errors import LabError
+from core.notadigit.detector import fit
 from dashboard.inference import detector, predictor
 from dashboard.notices import report
 from dashboard.state import checkpoints_base
@@ -55,7 +55,7 @@ def ood_section(models: list) -> None:
             for run in missing:
                 try:
                     with st.spinner(f"Fitting the not-a-digit check of {run.name}…"):
-                        ood.fit(run.run_id, checkpoints_base())
+                        fit(run.run_id, checkpoints_base())
                 except LabError as exc:
                     report(exc, f"**{md_text(run.name)}**")
             st.rerun()

@@ -57,7 +57,7 @@ def pairs_section(runs: list[Run], chosen: list[Run]) -> None:
     st.caption("Two runs tested on the same images are compared image by image: McNemar's exact test counts the "
                "images only one of them gets right (Dietterich 1998). More runs: every pair's p-value, "
                "Holm-corrected for the number of pairs. Accuracies carry their 95% Wilson interval.")
-    candidates = [r for r in runs if r.status == "finished" and r.has_predictions]
+    candidates = [r for r in runs if r.finished_with("predictions")]
     if len(candidates) < 2:
         st.info("Two finished runs with saved test predictions are needed to compare.", icon=":material/balance:")
         return

@@ -126,8 +126,7 @@ def finished_runs_or_stop(what_next: str, *, needs: str = "predictions") -> list
     """The finished runs that have saved `needs` ("predictions" or "weights"), after warning
     about damaged run folders; when there is none, say `what_next` and stop the page."""
     runs = load_runs()
-    have = (lambda r: r.has_predictions) if needs == "predictions" else (lambda r: r.has_weights)
-    finished = [r for r in runs if r.status == "finished" and have(r)]
+    finished = [r for r in runs if r.finished_with(needs)]
     if not finished:
         no_runs_notice(what_next)
         st.stop()

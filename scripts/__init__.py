@@ -1,3 +1,3 @@
 """The project's scripts, run as modules from the repository root (`python -m scripts.NAME`):
-screenshots, the README's recipe table, shipping reference runs, the dashboard and Sketch
+screenshots, the tables of docs/tables/, shipping reference runs, the dashboard and Sketch
 benchmarks, and `harness`, the Streamlit-in-Chromium helpers they share with tests/e2e."""

@@ -1,7 +1,7 @@
 """Start the real dashboard and a real Chromium; draw on the sketch canvas; take screenshots.
 
 Shared by tests/e2e (conftest and the browser tests), scripts/screenshots.py and
-scripts/bench_sketch.py, so the scripts that make the README's pictures and timings and
+scripts/bench_sketch.py, so the scripts that make the docs' pictures and timings and
 the browser tests start the app the same way.
 
 Facts this relies on (streamlit 1.67):
@@ -355,7 +355,7 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                      sketch_digit: str = "7", timeout: float = 90.0,
                      settle_ms: int = 800, sketch_name: str = "sketch") -> list[tuple[Path, list[str]]]:
     """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it, `settle_ms`
-    after the page's run ends (charts and images finish painting: the README's pictures wait).
+    after the page's run ends (charts and images finish painting: the docs' pictures wait).
 
     Returns (out_dir/screenshot-<page>.png, problems seen on that page) per page; the PNGs are
     1400 px wide and as tall as the page.

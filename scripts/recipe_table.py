@@ -1,9 +1,11 @@
-"""Print the README's recipe table from the runs on disk (one finished run per architecture).
+"""Print the accuracy table of the recipes from the runs on disk (one finished run per architecture).
 
     python -m scripts.recipe_table [--checkpoints ./checkpoints] [--name NAME]
+    python -m scripts.recipe_table > docs/tables/recipes.md     # the table the docs show
 
-By default it reads the reference runs shipped in ./checkpoints (core.store.reference), so the
-README's table and the shipped runs are the same thing (tests/test_reference.py checks it).
+By default it reads the reference runs shipped in ./checkpoints (core.store.reference), so
+docs/tables/recipes.md (included in docs/training.md, linked from the README) and the shipped runs
+are the same thing (tests/test_reference.py and tests/test_recipe_table.py check it).
 With --name it reads your own finished runs of that name instead (the full recipe, as
 `python -m core train --arch lenet --name NAME` makes it). For each registered architecture
 it takes the qualifying run with the best validation accuracy and prints its measured test
@@ -11,7 +13,9 @@ accuracy with its 95% Wilson interval, whether the target (the seed's published 
 lab's own for its recipes) lies inside that interval, below it or above it, epochs, training
 time, device and date.
 Only runs of the current recipe count: a run whose hyperparameters or parameter count differ
-from today's registry (a recipe or architecture changed since) is left out.
+from today's registry (a recipe or architecture changed since) is left out ("not measured").
+An architecture with no reference run at all (one just registered) has no row in the reference
+table; its name goes to stderr.
 """
 from __future__ import annotations
 
@@ -40,17 +44,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", default="checkpoints", help="runs folder (default: ./checkpoints)")
     parser.add_argument("--name", default=None, help="read your finished runs of this name, not the reference runs")
     args = parser.parse_args(argv)
-    print(table(list_runs(args.checkpoints), args.name))
+    runs = list_runs(args.checkpoints)
+    if not args.name and unshipped(runs):
+        print(f"no reference run for: {', '.join(unshipped(runs))}", file=sys.stderr)
+    print(table(runs, args.name))
     return 0
 
 
+def unshipped(runs: list) -> list[str]:
+    """The registered architectures without a reference run among `runs` (a new one, whose run has
+    not shipped yet): the reference table leaves them out, `main` names them."""
+    shipped = {r.arch for r in runs if r.reference}
+    return [arch for arch in list_models() if arch not in shipped]
+
+
 def table(runs: list, name: str | None = None) -> str:
-    """The markdown table for the reference runs among `runs` (or the runs named `name`)."""
+    """The markdown table for the reference runs among `runs`, a row per architecture that has one
+    (or for the runs named `name`, a row per architecture), in the registry's order."""
+    archs = list_models() if name else [a for a in list_models() if a not in unshipped(runs)]
     runs = [r for r in runs if r.status == "finished" and (r.name == name if name else r.reference)]
     lines = ["| model | from | parameters | default recipe | target | test accuracy (95% CI) | the target lies "
              "| val (kept weights) | epochs | training time | device | date |",
              "|---|---|---:|---|---:|---:|---|---:|---:|---:|---|---|"]
-    for arch in list_models():
+    for arch in archs:
         spec = get_spec(arch)
         r = spec.recipe.describe()
         parameters = count_parameters(spec.build())

@@ -1,6 +1,7 @@
-"""Print docs/BENCHMARKS.md's robustness table from the reports kept with the reference runs.
+"""Print the robustness table from the reports kept with the reference runs.
 
     python -m scripts.robustness_table [--checkpoints ./checkpoints]
+    python -m scripts.robustness_table > docs/tables/robustness.md    # the table docs/robustness.md shows
 
 One row per default recipe's reference run (`python -m core robustness RUN`, core.analysis.robustness):
 clean accuracy, mean corruption error over MNIST-C's thirteen corruptions written here, FGSM and

@@ -1,4 +1,4 @@
-"""Take the README's screenshots: every dashboard page in a real Chromium, 1400 px wide.
+"""Take the docs' screenshots (docs/screenshot-*.png): every dashboard page in a real Chromium, 1400 px wide.
 
     python -m scripts.screenshots [--checkpoints ./checkpoints] [--out docs] [--page sketch ...]
 

@@ -15,9 +15,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.analysis import ood, oodeval
 from core.analysis.calibration import calibrate
 from core.analysis.embedding import embedding
+from core.notadigit import detector, evaluation
 from core.store import reference
 from core.store.runs import list_runs, load_run
 
@@ -26,16 +26,16 @@ BEGIN, END = "# reference runs (scripts/ship_reference.py): tracked", "# end of 
 
 
 def ship(run_id: str, dest: Path, commit: str | None = None, map_method: str = "umap",
-         pad_digits: int = oodeval.PAD_DIGITS) -> dict:
+         pad_digits: int = evaluation.PAD_DIGITS) -> dict:
     """Make the run a reference run (core.store.reference.ship), fit its calibration on its
     validation split and its not-a-digit detector (measured on the lab's set), and, for a recipe's own run (not a sweep's), compute its map (UMAP, the
     Embedding map page's default, so the page opens full; the tests ask for PCA, the same path
     in a fraction of the time, and fewer pad-drawn digits)."""
     marker = reference.ship(run_id, dest, commit=commit)
     calibrate(run_id, dest)
-    detector = ood.fit(run_id, dest)  # the not-a-digit check, and how well it does
-    detector.evaluation = oodeval.evaluate(run_id, dest, pad_digits=pad_digits)
-    ood.keep(detector, dest)
+    fitted = detector.fit(run_id, dest)  # the not-a-digit check, and how well it does
+    fitted.evaluation = evaluation.evaluate(run_id, dest, pad_digits=pad_digits)
+    detector.keep(fitted, dest)
     if not load_run(run_id, dest).config.get("sweep"):
         embedding(run_id, map_method, dest)
     return marker

@@ -1,14 +1,15 @@
-"""`python -m core bench` runs both pipelines and the sketch path (figures live in docs/BENCHMARKS.md)."""
+"""`python -m core bench` runs both pipelines and the sketch path (figures live in docs/benchmarks.md)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import pytest
 
 from core.cli import main
 from core.models import list_models
-from tests.helpers import REPO, require_mnist
+from tests.helpers import REPO, reference_runs, require_mnist
 
 REPO_CHECKPOINTS = REPO / "checkpoints"
 
@@ -90,13 +91,13 @@ def test_time_to_picks_the_cheapest_recipe_aimed_at_the_accuracy():
     from core.models import get_spec
     targets = {a: get_spec(a).target for a in list_models()}
     seconds = reference_training_seconds()
-    assert set(seconds) == set(targets)   # every recipe ships its reference run
+    assert set(reference_runs()) <= set(seconds) <= set(targets)   # a recipe ships its reference run, or is named
     for wanted in (90.0, 99.0, 99.3, 99.5, 99.6, 99.7):
         chosen = recipe_for(wanted, root=REPO_CHECKPOINTS)
         assert targets[chosen] >= wanted
         assert not any(wanted <= t < targets[chosen] for t in targets.values())
         tied = [a for a, t in targets.items() if t == targets[chosen]]
-        assert seconds[chosen] == min(seconds[a] for a in tied)
+        assert seconds.get(chosen, math.inf) == min(seconds.get(a, math.inf) for a in tied)
     assert recipe_for(99.5, root=REPO_CHECKPOINTS) == "speedrun995"
     assert recipe_for(99.5, besides="speedrun995", root=REPO_CHECKPOINTS) == "resnet"
 

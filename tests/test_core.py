@@ -23,7 +23,7 @@ from core.store.folder import HISTORY_COLUMNS
 from core.store.runs import load_model, load_predictions, load_run
 from core.metrics import evaluate
 from core.training.loop import train
-from core.training.recipe import build_optimizer, training_loss
+from core.training.parts import build_optimizer, training_loss
 from tests.helpers import run_cli, DATA, REPO, require_mnist, train_new, train_tiny
 
 
@@ -70,7 +70,7 @@ def test_every_model_exposes_the_features_its_logits_are_computed_from(name):
         else:
             weight, bias = affine
             torch.testing.assert_close(features @ weight.T + bias, logits, atol=1e-5, rtol=1e-4)
-        # the one-pass logits the not-a-digit detectors read (core.analysis.ood.outputs)
+        # the one-pass logits the not-a-digit detectors read (core.notadigit.detector.outputs)
         torch.testing.assert_close(logits_from_features(model, features), logits, atol=1e-5, rtol=1e-4)
 
 
@@ -376,7 +376,7 @@ def test_cli_sweep_refuses_a_bad_list(tmp_path):
 
 
 def test_ema_warms_up_then_averages():
-    from core.training.recipe import EMA
+    from core.training.parts import EMA
     model = torch.nn.Linear(2, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     ema = EMA(model, decay=0.9)

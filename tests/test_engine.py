@@ -21,7 +21,7 @@ from core.config import TrainConfig
 from core.data.mnist import load_mnist, make_split
 from core.store.folder import lock_held, run_dir
 from core.store.runs import load_model, load_predictions, load_run
-from core.training.recipe import build_optimizer, lr_factor
+from core.training.parts import build_optimizer, lr_factor
 from tests.helpers import REPO, cli_result, require_mnist, train_new, train_tiny, write_digits_csv
 
 

@@ -1,4 +1,4 @@
-"""Not a digit (core.analysis.ood, core.data.notdigits): detectors on synthetic features whose
+"""Not a digit (core.notadigit.detector, core.notadigit.nondigits): detectors on synthetic features whose
 answer is known, the threshold by counting, the kept file, and a real run's judgement against the
 Mahalanobis distance computed here by hand."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.analysis import ood
-from core.analysis.oodeval import auroc_fpr
-from core.data.notdigits import make_set, pad_redrawn
 from core.models import list_models
+from core.notadigit import detector as ood
+from core.notadigit.evaluation import auroc_fpr
+from core.notadigit.nondigits import make_set, pad_redrawn
 from core.store.folder import OOD, WEIGHTS
 from core.store.reference import reference_ids
 from core.store.runs import load_model, load_run
@@ -112,7 +112,7 @@ def test_pad_redrawn_strokes_are_the_medial_axis_dilated_by_the_pens_disk(mnist_
     from scipy import ndimage
     from core.data.images import to_mnist
     from core.data.mnist import load_mnist
-    from core.data.notdigits import CANVAS, PEN
+    from core.notadigit.nondigits import CANVAS, PEN
     digits = load_mnist(mnist_root).test_images[:40].numpy() / 255.0
     disk = np.hypot(*np.mgrid[-PEN // 2:PEN // 2 + 1, -PEN // 2:PEN // 2 + 1]) <= PEN / 2
     expected = []
@@ -206,7 +206,7 @@ def test_sketch_says_not_a_digit_where_the_detector_does(lab_env, tmp_path, draw
     from core.analysis.predict import Predictor
     from core.data.images import normalize, to_mnist
     from core.data.mnist import load_mnist
-    from core.data.notdigits import make_set
+    from core.notadigit.nondigits import make_set
     from dashboard.views.sketch import decode_drawing
     from tests.test_app import open_page, pad_drawing
     root = lab_env(tmp_path / "runs")
@@ -244,7 +244,7 @@ def test_sketch_fits_a_missing_or_damaged_check_from_its_button_and_judges_the_n
     from core.analysis.predict import Predictor
     from core.data.images import normalize, to_mnist
     from core.data.mnist import load_mnist
-    from core.data.notdigits import make_set
+    from core.notadigit.nondigits import make_set
     from dashboard.text import md_text
     from dashboard.views.sketch import decode_drawing
     from tests.test_app import open_page, pad_drawing, texts

@@ -1,4 +1,4 @@
-"""The exposure detector (core.analysis.oodhead, core.data.exposure): a classifier of a run's
+"""The exposure detector (core.notadigit.head, core.notadigit.exposure): a classifier of a run's
 features taught what is not a digit. On planted features whose answer is known, against
 scikit-learn's own predictions, and its images kept apart from the set that measures it."""
 from __future__ import annotations
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.analysis import ood
-from core.analysis.oodeval import auroc_fpr
-from core.analysis.oodhead import ALPHA, HIDDEN, MAX_ITER, MEMBERS, fit_head, head_scores
-from core.data import exposure, notdigits
+from core.notadigit import detector as ood
+from core.notadigit import exposure
+from core.notadigit import nondigits as notdigits
+from core.notadigit.evaluation import auroc_fpr
+from core.notadigit.head import ALPHA, HIDDEN, MAX_ITER, MEMBERS, fit_head, head_scores
 
 
 def gaussians(rng, n, d=8, at=(0, 1)):

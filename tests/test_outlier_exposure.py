@@ -1,5 +1,5 @@
 """Outlier exposure in training (oe_weight): the loss, the setting, and real runs on MNIST that
-learn to be unsure on non-digits they never saw (the lab's measuring set, core.data.notdigits)."""
+learn to be unsure on non-digits they never saw (the lab's measuring set, core.notadigit.nondigits)."""
 from __future__ import annotations
 
 import math
@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from core.config import ConfigError, TrainConfig
 from core.data.images import normalize
 from core.data.mnist import load_mnist
-from core.data.notdigits import make_set
 from core.models import get_spec
+from core.notadigit import outlier_exposure as outliers
+from core.notadigit.nondigits import make_set
 from core.recipe import Recipe
 from core.store.runs import load_model, load_run
-from core.training import outliers
 from tests.helpers import resume_matches_unbroken, train_new
 
 
@@ -35,7 +35,7 @@ def test_an_ensembles_uniform_loss_is_the_sum_of_its_members_own():
 
 
 def test_with_adversarial_training_the_exposure_images_are_attacked_towards_a_sure_answer_within_the_ball(mnist_root):
-    from core.data.exposure import make_exposure
+    from core.notadigit.exposure import make_exposure
     from core.data.images import unstandardise
     from core.models import create_model
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def test_the_recipe_says_when_it_trains_with_outlier_exposure():
 
 @pytest.mark.slow
 def test_the_exposure_images_are_the_drawn_set_and_two_made_from_each_of_the_first_training_digits(mnist_root):
-    from core.data.exposure import make_exposure
+    from core.notadigit.exposure import make_exposure
     train_images = normalize(load_mnist(mnist_root).train_images[:3000].numpy() / 255.0)
     images = outliers.exposure_images(train_images, mnist_root)
     drawn = make_exposure(keep_in=str(mnist_root / "exposure"))

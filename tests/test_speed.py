@@ -15,7 +15,7 @@ from core.models import list_models
 from core.store.folder import HISTORY_COLUMNS
 from core.store.runs import load_model, load_run
 from core.training.loop import build_trainee
-from core.training.recipe import EMA
+from core.training.parts import EMA
 from tests.helpers import resume_matches_unbroken, train_tiny
 
 
@@ -102,7 +102,7 @@ def test_adam_betas_are_recipe_knobs_and_older_configs_keep_the_ones_they_used()
     assert TrainConfig.from_dict({"format": 3, **fields}).beta1 == 0.7
     with pytest.raises(ConfigError, match="beta2 must be in"):
         TrainConfig(arch="lenet", beta2=1.0)
-    from core.training.recipe import build_optimizer
+    from core.training.parts import build_optimizer
     model = torch.nn.Linear(2, 2)
     opt = build_optimizer(model, TrainConfig(arch="speedrun"))
     assert opt.param_groups[0]["betas"] == (0.7, 0.9)

@@ -115,7 +115,7 @@ def checked_runs(trained_runs, tmp_path_factory, mnist_root):
     """The trained runs with the lenet run's not-a-digit check fitted once, as a run has it after
     its first `predict`: every case's copy carries it (tied to the same weights), instead of
     fitting it again for half a minute in each."""
-    from core.analysis import ood
+    from core.notadigit import detector as ood
     root = trained_runs.copy_to(tmp_path_factory.mktemp("checked") / "checkpoints")
     ood.fit(trained_runs.ids["lenet"], root, mnist_root)
     return dataclasses.replace(trained_runs, root=root)

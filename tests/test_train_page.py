@@ -55,6 +55,9 @@ def test_the_form_is_every_config_field_with_the_recipe_filled_in(lab_env):
     for f in FIELDS:
         if f.recipe:
             assert shown[f.key].value == getattr(recipe, f.name), f.name
+    for f in FIELDS:  # a knob's number input is bounded by its range (core.recipe.KNOBS)
+        if f.knob is not None and f.kind in (int, float):
+            assert (shown[f.key].min, shown[f.key].max) == f.knob.bounds, f.name
     (advanced,) = [e for e in at.expander if e.label == "Advanced"]
     assert set(widgets(advanced)) == {f.key for f in FIELDS if f.advanced}
     assert {"train_ema_decay", "train_bf16", "train_channels_last", "train_compile"} <= set(widgets(advanced))

@@ -25,7 +25,8 @@ from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.errors import BadInput
 from core.fsio import atomic_write_json
 from core.models import inference_layout
-from core.store.folder import CALIBRATION, RunError, now_iso, read_json, run_dir
+from core.store.folder import CALIBRATION, RunError, now_iso, run_dir
+from core.store.kept import json_file, read_current
 from core.store.runs import Run, load_model, load_predictions, weights_sha256
 
 BINS = 15
@@ -69,12 +70,16 @@ def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = BINS)
     return pd.DataFrame(rows, columns=["lower", "upper", "count", "confidence", "accuracy"])
 
 
+def tempered(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Class probabilities of logits (N, 10) after temperature scaling: softmax(z / T) (T = 1: the
+    model's own confidences). What every calibrated probability is computed by."""
+    return (logits / temperature).softmax(-1)
+
+
 def scaled(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """Probabilities after temperature scaling: softmax(log(p) / T), float64."""
-    logp = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, None)) / temperature
-    logp -= logp.max(1, keepdims=True)
-    out = np.exp(logp)
-    return out / out.sum(1, keepdims=True)
+    logp = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, None))
+    return tempered(torch.from_numpy(logp), temperature).numpy()
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
@@ -131,19 +136,18 @@ def _finished(run_id: str, root) -> Run:
 
 def cached(run_id: str, root: str | os.PathLike | None = None) -> Calibration | None:
     """The fit kept in the run folder, if it is there, whole and of the run's current weights."""
-    data = read_json(run_dir(run_id, root) / CALIBRATION)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        return None
+    return read_current(run_dir(run_id, root) / CALIBRATION, run_id, root, json_file, _kept_fit, fmt=FORMAT)[0]
+
+
+def _kept_fit(data: dict, _) -> tuple[Calibration | None, str | None]:
     try:
-        if data.get("weights_sha256") != weights_sha256(run_id, root):
-            return None
         found = Calibration(**{k: data[k] for k in Calibration.__dataclass_fields__})
-    except (KeyError, TypeError, RunError):
-        return None
+    except (KeyError, TypeError):
+        return None, "it lacks a field"
     numbers = (found.temperature, found.ece, found.ece_calibrated)
     if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in numbers) or found.temperature <= 0:
-        return None
-    return found
+        return None, "its temperature or errors are not numbers"
+    return found, None
 
 
 def test_figures(run_id: str, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:

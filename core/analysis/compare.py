@@ -178,7 +178,7 @@ def pairwise(run_ids: list[str], root: str | os.PathLike | None = None) -> Pairw
 
 def compare_groups(a: list[Run], b: list[Run]) -> GroupTest:
     """Welch's t-test of two seed groups' test accuracies (finished runs with a test figure)."""
-    scores = [[r.test_acc for r in group if r.status == "finished" and r.test_acc is not None] for group in (a, b)]
+    scores = [[r.test_acc for r in group if r.finished_with("test figure")] for group in (a, b)]
     return welch(*scores)
 
 

@@ -25,6 +25,7 @@ from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
 from core.models import inference_layout
 from core.store.folder import ACTIVE, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
+from core.store.kept import Damaged, read_current
 from core.store.runs import load_model, load_predictions, load_run, weights_sha256
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
@@ -67,14 +68,14 @@ def project(feats: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """(N, D) features -> (N, 2) float32 points, deterministic for a given seed."""
     check_method(method)
     feats = np.asarray(feats, dtype=np.float32)
-    if method == "pca":
+    if method == "pca":  # scikit-learn and umap-learn are imported here: heavy, and only a projection needs one
         from sklearn.decomposition import PCA
         xy = PCA(n_components=2, random_state=seed).fit_transform(feats)
     elif method == "tsne":
         from sklearn.manifold import TSNE
         xy = TSNE(n_components=2, init="pca", random_state=seed).fit_transform(feats)
     else:
-        import umap  # imported here: it compiles with numba on first use
+        import umap  # and it compiles with numba on first use
         xy = umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit_transform(feats)
     return np.asarray(xy, dtype=np.float32)
 
@@ -96,25 +97,28 @@ def _saved_predictions(run_id: str, root, n: int):
     return saved.astype(np.int64) if saved.shape == (n,) else None
 
 
-def _read(path, sha: str, method: str, labels: np.ndarray) -> tuple[Embedding | None, str | None]:
+def _read(path, run_id: str, root, sha: str, method: str, labels: np.ndarray) -> tuple[Embedding | None, str | None]:
     """(the map kept at `path`, None) if it is whole, of the weights whose SHA-256 is `sha` and of
     the test images whose labels are `labels`; else (None, why not: None when there is no file
     or it is of other weights, which is no damage). A damaged map is computed again."""
+    def kept_map(meta: dict, arrays: dict) -> tuple[Embedding | None, str | None]:
+        problem = _check_map(meta, arrays, method, labels)
+        if problem:
+            return None, problem
+        return Embedding(method, arrays["xy"].astype(np.float32), arrays["labels"].astype(np.int64),
+                         arrays["predicted"].astype(np.int64), float(meta["seconds"]), True), None
+    return read_current(path, run_id, root, _map_file, kept_map, sha=sha)
+
+
+def _map_file(path) -> tuple[dict, dict] | None:
+    """A kept map's metadata and arrays; None where there is none."""
     if not is_regular_file(path):
-        return None, None
+        return None
     try:
         with safe_open(str(path), "np") as handle:
-            meta = handle.metadata() or {}
-            arrays = {k: handle.get_tensor(k) for k in handle.keys()}
+            return handle.metadata() or {}, {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        return None, f"the file is unreadable ({exc})"
-    if meta.get("weights_sha256") != sha:
-        return None, None  # new weights, a new map
-    problem = _check_map(meta, arrays, method, labels)
-    if problem:
-        return None, problem
-    return Embedding(method, arrays["xy"].astype(np.float32), arrays["labels"].astype(np.int64),
-                     arrays["predicted"].astype(np.int64), float(meta["seconds"]), True), None
+        raise Damaged(f"the file is unreadable ({exc})") from None
 
 
 def _check_map(meta: dict, arrays: dict, method: str, labels: np.ndarray) -> str | None:
@@ -152,7 +156,7 @@ def cached(run_id: str, method: str = "umap", root=None, data_root=None) -> Embe
     path = run_dir(run_id, root) / embedding_file(check_method(method))
     if not is_regular_file(path):
         return None
-    return _read(path, _weights_sha(run_id, root), method, _test_labels(data_root))[0]
+    return _read(path, run_id, root, _weights_sha(run_id, root), method, _test_labels(data_root))[0]
 
 
 def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
@@ -173,7 +177,7 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
     path = run_dir(run_id, root) / embedding_file(method)
     sha = _weights_sha(run_id, root)
     test_labels = _test_labels(data_root)
-    found, damage = _read(path, sha, method, test_labels)
+    found, damage = _read(path, run_id, root, sha, method, test_labels)
     if found is not None:
         return found
     if damage:

@@ -5,7 +5,7 @@
   config.json   {"kind": "ensemble", "arch": "ensemble", "members": [run ids],
                  "member_archs": [each member's arch, or a list for a member that is itself
                  an ensemble], "name": ...}
-  model.safetensors        the members' weights, as one `core.models.Ensemble` (keys
+  model.safetensors        the members' weights, as one `core.layers.Ensemble` (keys
                            members.<i>.<member key>): the ensemble keeps working if a member
                            is deleted, and `core.store.runs.load_model` rebuilds it from member_archs
   predictions.safetensors  labels, predicted (argmax), probabilities = the members' mean
@@ -13,7 +13,7 @@
   status.json              finished
 
 An ensemble has no history and no validation figure: nothing was trained. Its model returns
-the log of the members' mean probability as logits (core.models.combine_members), so every
+the log of the members' mean probability as logits (core.layers.combine_members), so every
 softmax-based reader (Sketch, `python -m core predict`) gets the mean probability.
 """
 from __future__ import annotations

@@ -22,7 +22,7 @@ from core.analysis.predictions import same_images
 from core.errors import BadInput, LabError
 from core.metrics import mean_probabilities
 from core.store.folder import RunError
-from core.store.runs import list_runs, load_predictions, load_run
+from core.store.runs import list_runs, load_predictions
 
 CONFIRMED_FILE = Path(__file__).resolve().parents[1] / "resources" / "mnist_test_label_errors.json"
 
@@ -94,7 +94,7 @@ def rank(run_ids: list[str], root: str | os.PathLike | None = None) -> Ranking:
 def default_runs(root: str | os.PathLike | None = None) -> list[str]:
     """The reference runs of the default recipes (one per architecture), else every finished
     run with saved predictions: the candidates `usable_default_runs` checks."""
-    finished = [r for r in list_runs(root) if r.status == "finished" and r.has_predictions]
+    finished = [r for r in list_runs(root) if r.finished_with("predictions")]
     reference = [r.run_id for r in finished if r.reference and not r.config.get("sweep")]  # not the grid's
     return reference or [r.run_id for r in finished]
 
@@ -138,7 +138,3 @@ def accuracies(preds: dict[str, np.ndarray]) -> tuple[float, float]:
     if len(right) == 10_000:
         keep[confirmed_indices()] = False
     return float(right.mean() * 100), float(right[keep].mean() * 100)
-
-
-def run_names(run_ids: list[str], root=None) -> dict[str, str]:
-    return {i: load_run(i, root).name for i in run_ids}

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.analysis.calibration import CalibrationError, temperature_of
-from core.analysis.ood import Detector
+from core.analysis.calibration import CalibrationError, temperature_of, tempered
 from core.data.images import normalize, preprocess
+from core.notadigit.detector import Detector
 from core.store.runs import load_model, load_run
 
 
@@ -19,7 +19,7 @@ class Predictor:
     arch: str
     model: nn.Module
     temperature: float = 1.0  # 1: the model's own confidences; else its fitted calibration
-    detector: Detector | None = None  # the run's not-a-digit detector (core.analysis.ood), if asked for
+    detector: Detector | None = None  # the run's not-a-digit detector (core.notadigit.detector), if asked for
 
     @property
     def calibrated(self) -> bool:
@@ -42,7 +42,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, mnist_images: np.ndarray) -> np.ndarray:
         """(28, 28) or (N, 28, 28) arrays in [0, 1] -> class probabilities (N, 10)."""
-        return (self.model(normalize(mnist_images)) / self.temperature).softmax(1).numpy()
+        return tempered(self.model(normalize(mnist_images)), self.temperature).numpy()
 
     def not_a_digit(self, mnist_images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(outlier scores, not a digit?) of (28, 28) or (N, 28, 28) images in [0, 1], by the

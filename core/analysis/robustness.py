@@ -22,11 +22,12 @@ import torch
 from core.analysis import attacks
 from core.analysis.runsplit import finished_run
 from core.data.corruptions import CORRUPTIONS, corrupt
-from core.data.mnist import load_mnist
+from core.data.mnist import load_mnist, load_test_pixels
 from core.errors import BadInput
 from core.fsio import atomic_write_json
 from core.models import folded, in_layout, inference_layout, is_convolutional
-from core.store.folder import ROBUSTNESS, RunError, now_iso, read_json, run_dir
+from core.store.folder import ROBUSTNESS, RunError, now_iso, run_dir
+from core.store.kept import json_file, read_current
 from core.store.runs import load_model, weights_sha256
 
 FORMAT = 2   # 2: PGD counts an image fooled at the first point that fools it (core.analysis.attacks)
@@ -41,8 +42,7 @@ class RobustnessError(BadInput):
 
 
 def _test_set(data_root) -> tuple[torch.Tensor, torch.Tensor]:
-    mnist = load_mnist(data_root)
-    return mnist.test_images.float().div(255).unsqueeze(1), mnist.test_labels.long()
+    return load_test_pixels(data_root), load_mnist(data_root).test_labels.long()
 
 
 @torch.no_grad()
@@ -119,16 +119,11 @@ def checks(model, pixels: torch.Tensor, labels: torch.Tensor, figures: list[dict
 
 def cached(run_id: str, root=None) -> dict | None:
     """The kept report, if it is there, whole and of the run's current weights."""
-    found = read_json(run_dir(run_id, root) / ROBUSTNESS)
-    if not isinstance(found, dict) or found.get("format") != FORMAT:
-        return None
-    try:
-        current = weights_sha256(run_id, root)
-    except RunError:
-        return None
-    if found.get("weights_sha256") != current or not isinstance(found.get("attacks"), list):
-        return None
-    return found
+    return read_current(run_dir(run_id, root) / ROBUSTNESS, run_id, root, json_file, _kept_report, fmt=FORMAT)[0]
+
+
+def _kept_report(found: dict, _) -> tuple[dict | None, str | None]:
+    return (found, None) if isinstance(found.get("attacks"), list) else (None, "it lists no attacks")
 
 
 def robustness(run_id: str, root=None, data_root=None, refresh: bool = False, report=lambda line: None,

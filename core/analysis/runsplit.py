@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from core.config import TrainConfig
 from core.data.mnist import Split
 from core.data.source import load_split
 from core.errors import BadInput, LabError
@@ -57,7 +58,7 @@ class _Fields:
 
     def __init__(self, values: dict):
         self.csv = values.get("csv") or None
-        self.val_size = int(values.get("val_size") or 5000)
+        self.val_size = int(values.get("val_size") or TrainConfig.val_size)
         self.seed = int(values.get("seed") or 0)
         self.train_limit = None  # the validation images do not depend on it
 

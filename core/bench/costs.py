@@ -20,14 +20,14 @@ from core.analysis.predict import Predictor
 from core.analysis.saliency import attribute
 from core.config import TrainConfig
 from core.data.images import normalize_uint8, to_mnist
-from core.data.mnist import load_mnist
-from core.data.notdigits import pad_redrawn
+from core.data.mnist import TRAIN_SIZE, load_mnist, load_test_pixels
 from core.models import channels_last, create_model, get_spec, in_layout, is_convolutional, list_models
+from core.notadigit.nondigits import pad_redrawn
 from core.store import tables
 from core.store.runs import list_runs, load_model
 from core.store.writer import RunWriter
 from core.training.loop import REPORTS_PER_EPOCH, build_trainee
-from core.training.recipe import EMA, build_optimizer
+from core.training.parts import EMA, build_optimizer
 
 
 def sample_drawing(size: int = 280) -> np.ndarray:
@@ -55,7 +55,7 @@ def sketch_latency(repeats: int, root=None) -> dict[str, dict[str, float]]:
     """Milliseconds per (preprocess + one model's forward pass), p50/p95, per architecture."""
     best: dict[str, str] = {}
     for run in list_runs(root):
-        if run.status == "finished" and run.has_weights and run.arch not in best:
+        if run.finished_with("weights") and run.arch not in best:
             best[run.arch] = run.run_id
     drawing = sample_drawing()
     results = {}
@@ -160,7 +160,7 @@ def bookkeeping_costs(arch: str = "lenet", steps: int = 200, data_root=None,
         loss_sum += loss.detach() * len(y)
         correct += (out.detach().argmax(1) == y).sum()
 
-    per_epoch = math.ceil(55_000 / cfg.batch_size)
+    per_epoch = math.ceil((TRAIN_SIZE - cfg.val_size) / cfg.batch_size)
     with tempfile.TemporaryDirectory() as root:
         writer = RunWriter.create(cfg.to_dict(), None, root)
         try:
@@ -200,7 +200,7 @@ def flip_latency(repeats: int = 3, root=None, data_root=None,
     weights where there is none), on MNIST's first test digit redrawn as the pad draws it: issue
     23's budget is 2 s a model."""
     best = {r.arch: r.run_id for r in tables.best_run_per_arch(list_runs(root))}
-    drawing = torch.from_numpy(pad_redrawn(load_mnist(data_root).test_images[:1].numpy() / 255.0))[:, None]
+    drawing = torch.from_numpy(pad_redrawn(load_test_pixels(data_root)[:1, 0].numpy()))[:, None]
     results = {}
     for arch in list_models():
         model = load_model(best[arch], root) if arch in best else create_model(arch).eval()

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.data.mnist import load_mnist
+from core.data.mnist import load_test_pixels
 from core.export import graph
 from core.store import tables
 from core.store.runs import list_runs, load_model
@@ -30,7 +30,7 @@ def _per_image(fn: Callable[[np.ndarray], object], pixels: np.ndarray, batch: in
 
 def onnx_costs(rounds: int = 5, root=None, data_root=None, report: Callable[[str], None] = print) -> dict[str, dict]:
     import onnxruntime  # heavy: only this benchmark and the export's check load it
-    pixels = load_mnist(data_root).test_images.float().div(255).unsqueeze(1).numpy()
+    pixels = load_test_pixels(data_root).numpy()
     single = pixels[:200]
     results = {}
     with tempfile.TemporaryDirectory(prefix="mnist-lab-bench-") as folder:

@@ -14,9 +14,9 @@ from core.bench.common import check_options, device_name, scratch_run, spread, s
 from core.bench.costs import sketch_latency
 from core.config import TrainConfig
 from core.data.images import MNIST_MEAN, MNIST_STD, normalize_uint8
-from core.data.mnist import data_dir, load_mnist, split_indices
+from core.data.mnist import TRAIN_SIZE, data_dir, load_mnist, split_indices
 from core.models import channels_last, create_model, trains_channels_last
-from core.training.recipe import resolve_device
+from core.training.parts import resolve_device
 
 
 def reference_epochs(arch: str, batch_size: int, lr: float, epochs: int, device: torch.device,
@@ -90,7 +90,7 @@ def run_bench(arch: str = "lenet", batch_size: int = 64, lr: float = 1e-3, epoch
     check_options(batch_size=batch_size, epochs=epochs, sketch_repeats=sketch_repeats,
                   train_limit=train_limit, rounds=rounds)
     dev = resolve_device(device)
-    train_idx, _ = split_indices(60_000, 5_000, seed=0)  # the trainer's own split (seed 0)
+    train_idx, _ = split_indices(TRAIN_SIZE, TrainConfig.val_size, seed=0)  # the trainer's own split (seed 0)
     if train_limit:
         train_idx = train_idx[:train_limit]
     report(f"bench: {arch}, batch {batch_size}, Adam lr {lr:g}, {epochs} epoch(s) of {len(train_idx):,} "

@@ -23,7 +23,7 @@ from core.models import get_spec, list_models
 from core.store.folder import RunError
 from core.store.reference import reference_ids
 from core.store.runs import load_run
-from core.training.recipe import resolve_device
+from core.training.parts import resolve_device
 
 
 class PublishedNet(torch.nn.Module):

@@ -15,8 +15,9 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-SIZE = 28
-CENTRE = (SIZE - 1) / 2
+from core.data.images import DIGIT_SIZE
+
+CENTRE = (DIGIT_SIZE - 1) / 2
 
 
 def _affine(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
@@ -50,8 +51,8 @@ def glass_blur(images, rng, sigma: float = 0.7, delta: int = 1, iterations: int 
     """Blur, swap each pixel with a random neighbour within `delta` (`iterations` sweeps), blur again."""
     out = np.stack([ndimage.gaussian_filter(image, sigma) for image in images])
     for _ in range(iterations):
-        for h in range(SIZE - delta - 1, delta - 1, -1):
-            for w in range(SIZE - delta - 1, delta - 1, -1):
+        for h in range(DIGIT_SIZE - delta - 1, delta - 1, -1):
+            for w in range(DIGIT_SIZE - delta - 1, delta - 1, -1):
                 dx, dy = rng.integers(-delta, delta, size=(2, len(out)))
                 rows = np.arange(len(out))
                 here = out[rows, h, w].copy()
@@ -110,7 +111,7 @@ def brightness(images, rng, amount: float = 0.5):
     return np.clip(images + amount, 0, 1).astype(np.float32)
 
 
-STRIPES = (slice(0, 7), slice(21, SIZE))  # the columns MNIST-C inverts
+STRIPES = (slice(0, 7), slice(21, DIGIT_SIZE))  # the columns MNIST-C inverts
 
 
 def stripe(images, rng):
@@ -147,20 +148,20 @@ def fog(images, rng, density: float = 3.0, roughness: float = 1.4):
     out = np.empty_like(images)
     for k, image in enumerate(images):
         peak = image.max()
-        foggy = image + density * plasma(rng, roughness=roughness)[:SIZE, :SIZE]
+        foggy = image + density * plasma(rng, roughness=roughness)[:DIGIT_SIZE, :DIGIT_SIZE]
         out[k] = np.clip(foggy * peak / (peak + density), 0, 1)
     return out.astype(np.float32)
 
 
 def _line(r0: float, c0: float, r1: float, c1: float) -> np.ndarray:
     """An anti-aliased line (28x28 mask on [0, 1]) from (r0, c0) to (r1, c1)."""
-    mask = np.zeros((SIZE, SIZE), dtype=np.float32)
+    mask = np.zeros((DIGIT_SIZE, DIGIT_SIZE), dtype=np.float32)
     n = int(max(abs(r1 - r0), abs(c1 - c0)) * 3) + 2
     for t in np.linspace(0, 1, n):
         r, c = r0 + t * (r1 - r0), c0 + t * (c1 - c0)
         for rr in (int(np.floor(r)), int(np.floor(r)) + 1):
             for cc in (int(np.floor(c)), int(np.floor(c)) + 1):
-                if 0 <= rr < SIZE and 0 <= cc < SIZE:
+                if 0 <= rr < DIGIT_SIZE and 0 <= cc < DIGIT_SIZE:
                     mask[rr, cc] = max(mask[rr, cc], (1 - abs(r - rr)) * (1 - abs(c - cc)))
     return mask
 
@@ -168,10 +169,10 @@ def _line(r0: float, c0: float, r1: float, c1: float) -> np.ndarray:
 def dotted_line(images, rng):
     """A dotted line across the image (every other pair of columns left out)."""
     out = images.astype(np.float32).copy()
-    dashes = (np.arange(SIZE) // 2) % 2 == 0
+    dashes = (np.arange(DIGIT_SIZE) // 2) % 2 == 0
     for k in range(len(out)):
-        r0, r1 = rng.integers(0, SIZE - 1, size=2)
-        line = _line(r0, 0, r1, SIZE - 1)
+        r0, r1 = rng.integers(0, DIGIT_SIZE - 1, size=2)
+        line = _line(r0, 0, r1, DIGIT_SIZE - 1)
         line[:, dashes] = 0
         out[k] = np.clip(out[k] + line, 0, 1)
     return out
@@ -181,7 +182,7 @@ def zigzag(images, rng, length: float = 2.0, width: float = 2.0):
     """A zigzag line across the image, at a small random slope."""
     out = images.astype(np.float32).copy()
     for k in range(len(out)):
-        r0 = float(rng.integers(0, SIZE - 1))
+        r0 = float(rng.integers(0, DIGIT_SIZE - 1))
         r1 = r0 + float(rng.integers(-5, 5))
         c0, c1 = 2.0, 25.0
         theta = np.arctan((r1 - r0) / (c1 - c0))

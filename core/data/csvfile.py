@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.data.images import DIGIT_SIZE
 from core.errors import BadInput
 
-SIDE = 28  # px
-PIXELS = SIDE * SIDE  # 784 pixel columns
+PIXELS = DIGIT_SIZE * DIGIT_SIZE  # 784 pixel columns
 LABEL = "label"
 PIXEL_MAX = 255
 LABEL_MAX = 9
@@ -260,14 +260,14 @@ def _pixel_index(name: str) -> int | None:
     row_col = _ROW_COL_NAME.fullmatch(name.lower())
     if row_col:
         row, col = int(row_col.group(1)), int(row_col.group(2))
-        return (row - 1) * SIDE + (col - 1) if 1 <= row <= SIDE and 1 <= col <= SIDE else None
+        return (row - 1) * DIGIT_SIZE + (col - 1) if 1 <= row <= DIGIT_SIZE and 1 <= col <= DIGIT_SIZE else None
     return None
 
 
 def _pixel_name(pixel: int, like: str) -> str:
     """The name of a pixel column in the same naming style as `like`."""
     if _ROW_COL_NAME.fullmatch(like.lower()):
-        return f"{pixel // SIDE + 1}x{pixel % SIDE + 1}"
+        return f"{pixel // DIGIT_SIZE + 1}x{pixel % DIGIT_SIZE + 1}"
     return f"pixel{pixel}"
 
 
@@ -396,4 +396,4 @@ def _to_digits(columns: list[np.ndarray], layout: _Layout) -> DigitsCSV:
     labels = None
     if layout.label_column is not None:
         labels = torch.from_numpy(columns[layout.label_column].astype(np.int64))
-    return DigitsCSV(images=torch.from_numpy(pixels.reshape(-1, SIDE, SIDE)), labels=labels)
+    return DigitsCSV(images=torch.from_numpy(pixels.reshape(-1, DIGIT_SIZE, DIGIT_SIZE)), labels=labels)

@@ -23,13 +23,13 @@ from typing import Iterable
 
 import numpy as np
 
+from core.data.images import DIGIT_SIZE
 from core.fsio import atomic_write_bytes, file_lock
 from core.errors import LabError
 
 HANDWRITING_ENV = "MNIST_LAB_HANDWRITING"
 DEFAULT_DIR = Path("data") / "handwriting"
 FILE_NAME = "handwriting.npz"
-SIDE = 28  # px
 
 
 class HandwritingError(LabError, RuntimeError):
@@ -53,7 +53,7 @@ class HandwritingSet:
 
     @classmethod
     def empty(cls) -> "HandwritingSet":
-        return cls(np.zeros((0, SIDE, SIDE), np.uint8), np.zeros(0, np.int64),
+        return cls(np.zeros((0, DIGIT_SIZE, DIGIT_SIZE), np.uint8), np.zeros(0, np.int64),
                    np.zeros(0, np.int64), np.zeros(0, "<U32"))
 
 
@@ -78,7 +78,7 @@ def load_set(root: str | os.PathLike | None = None) -> HandwritingSet:
         raise HandwritingError(f"{path} is unreadable ({type(exc).__name__}); move it away to "
                                "start a new set") from None
     n = len(hw.labels)
-    if hw.images.shape != (n, SIDE, SIDE) or hw.ids.shape != (n,) or hw.created.shape != (n,):
+    if hw.images.shape != (n, DIGIT_SIZE, DIGIT_SIZE) or hw.ids.shape != (n,) or hw.created.shape != (n,):
         raise HandwritingError(f"{path} holds arrays of inconsistent shapes; move it away to "
                                "start a new set")
     return hw
@@ -106,7 +106,7 @@ def _locked(root: str | os.PathLike | None):
 def as_uint8(image: np.ndarray) -> np.ndarray:
     """A 28x28 image as uint8 0..255: uint8 is kept, floats are read on [0, 1]."""
     array = np.asarray(image)
-    if array.shape != (SIDE, SIDE):
+    if array.shape != (DIGIT_SIZE, DIGIT_SIZE):
         raise HandwritingError(f"a drawing must be a 28x28 image, got shape {array.shape}")
     if array.dtype == np.uint8:
         return array.copy()

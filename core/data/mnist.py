@@ -238,6 +238,12 @@ def load_mnist(root: str | os.PathLike | None = None) -> MNIST:
     return _load_mnist_cached(str(raw_dir(root).resolve()))
 
 
+def load_test_pixels(root: str | os.PathLike | None = None) -> torch.Tensor:
+    """MNIST's test images as [0, 1] pixels, float32 (10000, 1, 28, 28): what an exported file,
+    an attack and a pad redrawing read (the models' own input is these, normalised)."""
+    return load_mnist(root).test_images.float().div(255).unsqueeze(1)
+
+
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One seeded permutation: the first `val_size` indices validate, the rest train."""

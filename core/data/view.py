@@ -6,15 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.data.mnist import split_indices
+from core.config import TrainConfig
+from core.data.mnist import TRAIN_SIZE, split_indices
 
 SPLITS = ("train", "validation", "test")
-VAL_SIZE = 5000   # TrainConfig's default: the split every run uses unless told otherwise
 SPLIT_SEED = 0    # TrainConfig's default seed
 CLASSES = 10
 
 
-def split_positions(split: str, n_train: int = 60_000, val_size: int = VAL_SIZE,
+def split_positions(split: str, n_train: int = TRAIN_SIZE, val_size: int = TrainConfig.val_size,
                     seed: int = SPLIT_SEED) -> np.ndarray | None:
     """Indices into the training files for 'train' or 'validation' (ascending, so the first
     images are the first of the file); None for 'test' (the whole test file, in order)."""

@@ -9,12 +9,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
-from core.analysis import calibration, ood, robustness
+from core.analysis import calibration, robustness
 from core.analysis.label_issues import confirmed_indices
 from core.config import TrainConfig
 from core.fsio import strict_json
+from core.notadigit.detector import ACCEPT, read_kept
 from core.store.folder import DATASET, REFERENCE, read_json, run_dir
 from core.store.runs import Run, load_predictions
 
@@ -45,7 +44,7 @@ def build(run: Run, root, fmt: str, file_name: str, opset: int | None, verified:
                    "validation_accuracy": run.val_acc}
     kept = calibration.cached(run.run_id, root)
     report = robustness.cached(run.run_id, root)
-    detector, _ = ood.read_kept(run.run_id, root)
+    detector, _ = read_kept(run.run_id, root)
     marker = read_json(run_dir(run.run_id, root) / REFERENCE)
     preds = load_predictions(run.run_id, root)
     wrong_confirmed = [int(i) for i in confirmed_indices() if preds["predicted"][i] == preds["labels"][i]]
@@ -93,7 +92,7 @@ def _detector(detector) -> dict | None:
     if detector is None:
         return None
     held = (detector.evaluation.get("detectors", {}).get(detector.name) or {}).get("held-out")
-    return {"detector": detector.name, "threshold": detector.threshold, "accepts": ood.ACCEPT,
+    return {"detector": detector.name, "threshold": detector.threshold, "accepts": ACCEPT,
             "fitted_on": detector.fitted_on, "non_digits_flagged": held and held.get("flagged"),
             "auroc": held and held.get("auroc")}
 

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from torch import nn
 
 from core.analysis.attacks import PixelModel
 from core.analysis.runsplit import finished_run
-from core.data.mnist import load_mnist
+from core.data.mnist import load_test_pixels
 from core.errors import BadInput
 from core.export import card as card_mod
 from core.store.folder import WEIGHTS, RunError, is_regular_file, run_dir
@@ -129,7 +131,7 @@ def run_exported(path: Path, pixels: np.ndarray, fmt: str = "onnx", batch: int =
 def check_in_runtime(run_id: str, root, module, path: Path, fmt: str, data_root) -> dict:
     """The exported file run outside the lab on MNIST's 10,000 test images, against the run's saved
     predicted digits and the lab's own PyTorch probabilities."""
-    pixels = load_mnist(data_root).test_images.float().div(255).unsqueeze(1)
+    pixels = load_test_pixels(data_root)
     exported = run_exported(path, pixels.numpy(), fmt)
     with torch.inference_mode():
         ours = torch.cat([module(pixels[i:i + 1000]) for i in range(0, len(pixels), 1000)]).numpy()
@@ -185,12 +187,9 @@ def export(run_id: str, root=None, fmt: str = "onnx", path: str | os.PathLike | 
 def bundle(run_id: str, root=None, fmt: str = "onnx", data_root=None) -> tuple[str, bytes, Exported]:
     """(zip file name, zip bytes, what was exported): the file and its two cards in one zip, for a
     browser's download."""
-    import tempfile
-    import zipfile
-    from io import BytesIO
     with tempfile.TemporaryDirectory(prefix="mnist-lab-export-") as folder:
         done = export(run_id, root, fmt, Path(folder) / default_path(run_id, fmt), verify=True, data_root=data_root)
-        buffer = BytesIO()
+        buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in (done.path, done.card_md, done.card_json):
                 archive.write(path, path.name)

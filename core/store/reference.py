@@ -41,7 +41,7 @@ def ship(run_id: str, root: str | os.PathLike | None = None, commit: str | None 
     """Make the finished run `run_id` a compact reference run; return its reference.json.
     `commit`: the commit it was trained at (default: the repository's HEAD now)."""
     run = load_run(run_id, root)
-    if run.status != "finished" or not run.has_weights:
+    if not run.finished_with("weights"):
         raise RunError(f"run {run_id!r} is {run.status}: only a finished run with weights can be a reference run")
     preds = load_predictions(run_id, root)
     half = preds["probabilities"].astype(np.float16)

@@ -99,6 +99,9 @@ def _check_status(info: dict) -> tuple[dict, list[str]]:
     return clean, problems
 
 
+FINISHED_NEEDS = ("test figure", "predictions", "weights")  # what Run.finished_with can ask for
+
+
 @dataclass
 class Run:
     """What a run folder holds, read without loading weights or predictions."""
@@ -169,6 +172,18 @@ class Run:
     def reference(self) -> bool:
         """Shipped with MNIST Lab (core.store.reference): shown like any run, never deleted or renamed."""
         return is_regular_file(self.path / REFERENCE)
+
+    def finished_with(self, needs: str) -> bool:
+        """Finished, with what a reader of finished runs needs: its test figure ("test figure":
+        the test accuracy it recorded, what averages and comparisons count), its saved test
+        predictions ("predictions") or its weights ("weights")."""
+        if needs not in FINISHED_NEEDS:
+            raise ValueError(f"needs is one of {', '.join(FINISHED_NEEDS)}, not {needs!r}")
+        if self.status != "finished":
+            return False
+        if needs == "test figure":
+            return self.test_acc is not None
+        return self.has_predictions if needs == "predictions" else self.has_weights
 
 
 RESUMABLE = ("interrupted", "cancelled", "failed")

@@ -132,7 +132,7 @@ def group_table(runs: Iterable[Run]) -> pd.DataFrame:
             members.setdefault(run_group(run), []).append(run)
     rows = []
     for group, group_runs in members.items():
-        counted = [r for r in group_runs if r.status == "finished" and r.test_acc is not None]
+        counted = [r for r in group_runs if r.finished_with("test figure")]
         test_mean, test_std = _mean_std([r.test_acc for r in counted])
         val_mean, val_std = _mean_std([r.val_acc for r in counted if r.val_acc is not None])
         arches = sorted({r.arch for r in group_runs})
@@ -186,7 +186,7 @@ def best_run_per_arch(runs: Iterable[Run]) -> list[Run]:
     last). Chosen on validation, never on the test set."""
     best: dict[str, Run] = {}
     for run in runs:
-        if run.status != "finished" or not run.has_weights or run.val_acc is None \
+        if not run.finished_with("weights") or run.val_acc is None \
                 or not isinstance(run.config.get("arch"), str):  # no model to rebuild (core.store.runs warned)
             continue
         if run.arch not in best or run.val_acc > best[run.arch].val_acc:

@@ -2,7 +2,7 @@
 
 A job holds an exclusive `flock` on checkpoints/.locks/<device>.lock while it trains; the
 next job blocks on the lock (its run shows as 'queued') and starts when the holder ends.
-Each job also holds its run's own lock (core.store.runs.RunLock) for as long as it lives, from
+Each job also holds its run's own lock (core.store.folder.RunLock) for as long as it lives, from
 before the run is queued: the kernel drops both when the process dies, so a crashed job frees
 its slot and its run shows as 'interrupted' by itself, and nothing guesses from pids.
 

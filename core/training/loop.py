@@ -30,12 +30,13 @@ from core.data.source import load_source, load_split
 from core.errors import Cancelled
 from core.metrics import confusion_matrix, evaluate, per_class
 from core.models import count_parameters, create_model, in_layout, trains_channels_last
+from core.notadigit import outlier_exposure
 from core.store.folder import CONFIG, RunError, RunLock, describe_os_error, now_iso
 from core.store.runs import load_run, load_train_state, train_state_exists
 from core.store.writer import RunWriter
-from core.training import adversarial, outliers
+from core.training import adversarial
 from core.training.jobs import device_slot
-from core.training.recipe import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
+from core.training.parts import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
 
 REPORTS_PER_EPOCH = 20  # progress events per epoch (each one syncs with the device once)
 
@@ -58,10 +59,6 @@ class Event:
 
 
 Callback = Callable[[Event], None]
-
-
-# Schedules: the LR multiplier at global step `s` of `total`, a plain function of the step, so
-# the scheduler's state is one integer and a resumed run continues exactly.
 
 
 # --- the state of a run in training ---------------------------------------------------------
@@ -163,16 +160,16 @@ def train_epoch(t: Trainee, cfg: TrainConfig, split: data_mod.Split, report: Cal
                                         loss=lambda out, labels: training_loss(out, labels, 0.0)[0])
         extra = None
         if t.exposure is not None:  # the digits and as many exposure images, in one batch as in the paper
-            extra = in_layout(outliers.draw(t.exposure, len(x), t.aug), t.channels_last)
+            extra = in_layout(outlier_exposure.draw(t.exposure, len(x), t.aug), t.channels_last)
             if cfg.adv_eps:  # and attacked too, towards a sure answer (ALOE, Chen et al. 2021)
                 with t.autocast():
-                    extra = outliers.attack(lambda v: t.forward(v).float(), extra, eps, cfg.adv_steps,
-                                            cfg.adv_step * eps, t.aug)
+                    extra = outlier_exposure.attack(lambda v: t.forward(v).float(), extra, eps, cfg.adv_steps,
+                                                    cfg.adv_step * eps, t.aug)
         with t.autocast():
             out = t.forward(x if extra is None else torch.cat([x, extra])).float()
             loss, reported, logits = training_loss(out[:len(x)], y, cfg.label_smoothing)
             if extra is not None:
-                loss = loss + cfg.oe_weight * outliers.uniform_loss(out[len(x):])
+                loss = loss + cfg.oe_weight * outlier_exposure.uniform_loss(out[len(x):])
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         t.optimizer.step()
@@ -261,7 +258,7 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
     steps = math.ceil(len(split.x_train) / cfg.batch_size)
     t = build_trainee(cfg, device, steps)
     if cfg.oe_weight:
-        t.exposure = outliers.exposure_images(split.x_train, data_root)
+        t.exposure = outlier_exposure.exposure_images(split.x_train, data_root)
     history = t.load_state_dict(saved) if saved is not None else []
     writer.write_history(history)
     left_out = dataset["test_duplicates_left_out"]

@@ -118,8 +118,8 @@ def _split(target: str, origin: str) -> tuple[str, int]:
 def _gcs_cluster_id(target: str, metadata: list[tuple[str, str]] = ()) -> tuple[str | None, str]:
     """Call GetClusterId at `target` within PROBE_S seconds: (None, '') when a cluster id came
     back, else (the gRPC status code's name, or 'NO_ID' for an empty reply; what the call said)."""
-    import grpc
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc  # heavy: Ray loads only for a sweep
+    import grpc  # heavy, as Ray is: both load only for a sweep
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
     with grpc.insecure_channel(target) as channel:
         try:
             reply = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(

@@ -27,6 +27,7 @@ Ray is imported only inside these functions: a sweep without `--ray` never loads
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import secrets
 import signal
@@ -65,7 +66,6 @@ def connect(address: str) -> str:
     """Join the Ray cluster at `address` ('HOST:PORT' of the head, or 'auto': the cluster started
     on this machine or named by $RAY_ADDRESS), checked first by check_address. Returns the
     head's 'HOST:PORT'."""
-    import logging
     try:
         import ray  # heavy: Ray loads only for a sweep
     except ImportError:

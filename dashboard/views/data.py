@@ -6,6 +6,7 @@ import altair as alt
 import numpy as np
 import streamlit as st
 
+from core.config import TrainConfig
 from core.data import view as dataview
 from core.data.csvfile import CSVFormatError, read_digits_csv
 from core.data.mnist import raw_dir
@@ -49,7 +50,7 @@ def samples(arrays: dict) -> None:
     page = c[2].number_input("Page", min_value=1, max_value=pages, step=1, key="data_page")
     page = min(page, pages)
     c[3].caption(f"{available:,} images · page {page} of {pages:,} · validation: the "
-                 f"{dataview.VAL_SIZE:,} training images that runs hold out (seed {dataview.SPLIT_SEED})")
+                 f"{TrainConfig.val_size:,} training images that runs hold out (seed {dataview.SPLIT_SEED})")
     chosen = dataview.select_samples(labels, chosen_digit, (page - 1) * PER_PAGE, PER_PAGE)
     file_index = positions[chosen]
     digit_grid(images[file_index], [f"{labels[i]} · #{j}" for i, j in zip(chosen, file_index)],
@@ -77,7 +78,7 @@ def counts(arrays: dict) -> None:
 def means(arrays: dict) -> None:
     st.subheader("Mean image of each class", divider="gray")
     st.caption("The average of every training-split image of a digit: how much the writing varies.")
-    averages = mean_images(str(raw_dir(None).resolve()), dataview.VAL_SIZE, dataview.SPLIT_SEED)
+    averages = mean_images(str(raw_dir(None).resolve()), TrainConfig.val_size, dataview.SPLIT_SEED)
     scaled = averages / np.maximum(averages.max(axis=(1, 2), keepdims=True), 1e-6)  # full contrast
     digit_grid(scaled, [str(d) for d in range(10)], size=84)
 

@@ -24,7 +24,7 @@ from dashboard.text import md_text
 from dashboard.widgets import digit_grid, finished_runs_or_stop, pick_run
 
 SHOWN = 60  # images of a selection shown at once
-# measured on this 2-core CPU (`python -m core bench --embedding`, 2026-11-24, docs/BENCHMARKS.md):
+# measured on this 2-core CPU (`python -m core bench --embedding`, 2026-11-24, docs/failures.md):
 # UMAP 7-14 s a map, 35 s for a process's first (numba compiles it); t-SNE 24-31 s; PCA under 7 s
 EXPECTED = {"umap": "about 10-35 s", "tsne": "about 25-30 s", "pca": "a few seconds"}
 

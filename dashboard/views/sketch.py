@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
+from PIL import Image
 
 from core.analysis import attacks
 from core.data import handwriting
@@ -42,7 +43,7 @@ CANVAS = 280      # px, ten times MNIST's side
 STROKE = 18       # px on the canvas: about MNIST's 2 px pen after scaling the digit to 20 px
 MAX_MODELS = len(list_models())  # one of each architecture
 PER_ROW = 3
-TOP_COLOUR, BAR_COLOUR = "#f58518", "#4c78a8"  # as dashboard.charts.probability_chart
+TOP_COLOUR, BAR_COLOUR = "#f58518", "#4c78a8"  # the predicted digit's probability bar, and the other nine
 
 
 def bump_canvas() -> None:
@@ -122,7 +123,6 @@ def decode_drawing(data_url: str | None) -> np.ndarray | None:
     (to_mnist reads a transparent background's ink from the alpha channel)."""
     if not data_url or ";base64," not in data_url:
         return None
-    from PIL import Image
     with Image.open(io.BytesIO(base64.b64decode(data_url.split(";base64,", 1)[1]))) as image:
         rgba = image.convert("RGBA")
         opaque = rgba.getchannel("A").getextrema() == (255, 255)

@@ -138,7 +138,7 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
             show_history(curves, height=180)
         else:
             st.caption("No finished epoch yet.")
-        if run.status == "finished" and run.has_predictions:
+        if run.finished_with("predictions"):
             st.page_link("views/evaluate.py", label="Open in Evaluate", icon=":material/grid_on:",
                          query_params={"run": run.run_id})
 

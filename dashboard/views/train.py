@@ -2,8 +2,9 @@
 watch every job (started here, by a sweep or from the CLI) by reading the run folders.
 
 The form is TrainConfig's fields (their metadata gives the help, the choices, whether the
-architecture's recipe fills them and whether they sit under "Advanced"), so a knob added to
-the config shows up here by itself, and the form, the CLI and config.json use the same words.
+architecture's recipe fills them and whether they sit under "Advanced"; a knob's range in
+core.recipe.KNOBS bounds its input), so a knob added to the config shows up here by itself,
+and the form, the CLI and config.json use the same words.
 """
 from __future__ import annotations
 
@@ -54,6 +55,14 @@ class FormField(FieldSpec):
     @property
     def label(self) -> str:
         return LABELS.get(self.name, self.name.replace("_", " ").capitalize())
+
+    @property
+    def bounds(self) -> tuple:
+        """The number input's (min, max): a knob's range (an open end's value included, so that the
+        config's check names it); 0 for an optional whole number, whose 0 is None."""
+        if self.knob is not None:
+            return self.knob.bounds
+        return (0 if self.optional and self.kind is int else None), None
 
     def to_widget(self, value):
         """A config value as the widget holds it."""
@@ -107,9 +116,10 @@ def field_widget(f: FormField, where) -> None:
     elif f.kind is bool:
         where.checkbox(f.label, **common_args)
     elif f.kind is int:
-        where.number_input(f.label, step=1, min_value=0 if f.optional else None, **common_args)
+        where.number_input(f.label, step=1, min_value=f.bounds[0], max_value=f.bounds[1], **common_args)
     elif f.kind is float:
-        where.number_input(f.label, step=float_step(st.session_state[f.key]), format="%g", **common_args)
+        where.number_input(f.label, step=float_step(st.session_state[f.key]), format="%g",
+                           min_value=f.bounds[0], max_value=f.bounds[1], **common_args)
     else:
         where.text_input(f.label, placeholder="optional" if f.optional else "", **common_args)
 

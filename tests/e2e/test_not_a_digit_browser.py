@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from core.analysis import ood
 from core.analysis.predict import Predictor
 from core.data.images import normalize, to_mnist
+from core.notadigit import detector as ood
 from core.store.reference import reference_ids
 from core.store.runs import load_run
 from scripts import harness

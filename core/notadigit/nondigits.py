@@ -39,7 +39,7 @@ SHAPES = ("triangle", "square", "star", "heart", "cross", "arrow", "smiley", "ti
 
 
 @dataclass(frozen=True)
-class NotDigits:
+class NonDigits:
     images: np.ndarray   # float32 (N, 28, 28) on [0, 1]
     kinds: np.ndarray    # (N,) str: letter, shape, scribble, noise, blank, inverted
     names: np.ndarray    # (N,) str: what each one is ("letter K (DejaVuSerif)", "shape star", ...)
@@ -47,14 +47,14 @@ class NotDigits:
     def __len__(self) -> int:
         return len(self.images)
 
-    def part(self, held_out: bool) -> "NotDigits":
+    def part(self, held_out: bool) -> "NonDigits":
         """One of two fixed halves (every other image of each kind): the default detector is
         chosen on one (held_out=False) and reported on the other."""
         keep = np.zeros(len(self), dtype=bool)
         for kind in np.unique(self.kinds):
             where = np.flatnonzero(self.kinds == kind)
             keep[where[int(held_out)::2]] = True
-        return NotDigits(self.images[keep], self.kinds[keep], self.names[keep])
+        return NonDigits(self.images[keep], self.kinds[keep], self.names[keep])
 
 
 def font_path(name: str) -> str:
@@ -163,7 +163,7 @@ def _blank(k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @lru_cache(maxsize=2)
-def make_set(mnist_like: bytes | None = None, seed: int = 0) -> NotDigits:
+def make_set(mnist_like: bytes | None = None, seed: int = 0) -> NonDigits:
     """The whole set, deterministic for `seed`. `mnist_like` (uint8 (N, 28, 28) bytes of digits,
     e.g. the first MNIST training images) gives the inverted digits; without it there are none."""
     rng = np.random.default_rng(seed)
@@ -190,7 +190,7 @@ def make_set(mnist_like: bytes | None = None, seed: int = 0) -> NotDigits:
         digits = np.frombuffer(mnist_like, dtype=np.uint8).reshape(-1, 28, 28)
         for k, digit in enumerate(digits):
             add(1.0 - digit / 255.0, "inverted", f"inverted digit #{k}")
-    return NotDigits(np.stack(images), np.array(kinds), np.array(names))
+    return NonDigits(np.stack(images), np.array(kinds), np.array(names))
 
 
 def pad_redrawn(digits: np.ndarray) -> np.ndarray:

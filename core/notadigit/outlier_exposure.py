@@ -1,12 +1,12 @@
 """Outlier exposure in training (a recipe's oe_weight > 0; Hendrycks, Mazeika & Dietterich 2019):
-beside each batch of digits the model sees as many of the lab's exposure images (core.data.exposure:
-glyphs, curves, compositions, noise, and inverted digits and faint specks made from the run's own
-training digits) and is taught to be unsure on them, by the cross-entropy from its softmax to the
-uniform distribution, weighted by oe_weight.
+beside each batch of digits the model sees as many of the lab's exposure images
+(core.notadigit.exposure: glyphs, curves, compositions, noise, and inverted digits and faint specks
+made from the run's own training digits) and is taught to be unsure on them, by the cross-entropy
+from its softmax to the uniform distribution, weighted by oe_weight.
 
 A model so trained says less certainly what a non-digit is, and its not-a-digit check
-(core.analysis.ood) has more to read. The exposure images are never those that measure the check
-(core.data.notdigits).
+(core.notadigit.detector) has more to read. The exposure images are never those that measure the
+check (core.notadigit.nondigits).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from core.data.images import normalize, unstandardise
+from core.notadigit.exposure import from_digits, kept
 from core.training.adversarial import perturb
 
 FROM_DIGITS = 2000   # training digits made into inverted digits and faint specks (two images each)
@@ -23,7 +24,6 @@ def exposure_images(train_images: torch.Tensor, data_root=None) -> torch.Tensor:
     """The exposure images as normalised (N, 1, 28, 28) float32 on the training images' device;
     `train_images` is the run's normalised training split, whose first FROM_DIGITS digits give
     the inverted digits and the specks. Drawn once per machine (kept in the data folder)."""
-    from core.data.exposure import from_digits, kept
     drawn = kept(data_root)
     return normalize(np.concatenate([drawn, from_digits(unstandardise(train_images[:FROM_DIGITS]))])).to(train_images.device)
 
@@ -48,7 +48,7 @@ def attack(forward, images: torch.Tensor, eps: float, steps: int, step: float,
 def uniform_loss(out: torch.Tensor) -> torch.Tensor:
     """Cross-entropy from the softmax of logits (N, 10) to the uniform distribution, averaged over
     the batch: log 10 at its least, when every class is equally likely. An ensemble's member logits
-    (N, K, 10) give the sum of the members' own, as core.training.recipe.training_loss does."""
+    (N, K, 10) give the sum of the members' own, as core.training.parts.training_loss does."""
     members = out.shape[1] if out.dim() == 3 else 1
     flat = out.reshape(-1, out.shape[-1])
     return (torch.logsumexp(flat, 1) - flat.mean(1)).mean() * members

@@ -2,7 +2,7 @@
 exposure (Hendrycks, Mazeika & Dietterich 2019), made here, the same on every machine and with no
 internet. Each is a float32 (28, 28) image on [0, 1], white on black like MNIST.
 
-They are kept apart from core.data.notdigits, the set that measures the detectors, so that what
+They are kept apart from core.notadigit.nondigits, the set that measures the detectors, so that what
 is measured is not what was learnt:
 - glyphs in other typefaces: the STIX and Computer Modern fonts matplotlib ships (the measuring
   set has DejaVu), the same non-digit letters plus Greek letters and symbols, turned up to 15°;
@@ -27,11 +27,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import PIL
 from PIL import Image, ImageFont
 
+from core.data import images
 from core.data.images import to_mnist
-from core.data.notdigits import CANVAS, LETTERS, blank_canvas, font_path, pen_stroke
 from core.fsio import atomic_write_bytes
+from core.notadigit import nondigits
+from core.notadigit.nondigits import CANVAS, LETTERS, blank_canvas, font_path, pen_stroke
 
 FONTS = ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
          "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf")
@@ -42,7 +45,7 @@ PACKAGED = ("font_roboto", "font_source_sans_pro", "font_lato", "font_manrope", 
             "font_intuitive", "font_amatic_sc")  # modules whose files/ hold TrueType fonts (requirements.txt)
 PER_KIND = 6000  # glyphs, curves and compositions each; a quarter as much noise, and half as much
                  # again of the packaged fonts' letters
-SEED = 2         # core.data.notdigits uses 0
+SEED = 2         # core.notadigit.nondigits uses 0
 
 
 def packaged_fonts() -> list[str]:
@@ -139,12 +142,10 @@ def kept(data_root=None) -> np.ndarray:
 def _drawing_key() -> str:
     """What the drawn set depends on besides its arguments: the code that draws it and the
     libraries (and, with matplotlib, the font files) it draws with."""
-    import matplotlib
-    import PIL
-    here = Path(__file__).parent
+    import matplotlib  # heavy: only its version, as font_path's fonts come with it
     digest = hashlib.sha256()
-    for name in ("exposure.py", "notdigits.py", "images.py"):
-        digest.update((here / name).read_bytes())
+    for source in (__file__, nondigits.__file__, images.__file__):
+        digest.update(Path(source).read_bytes())
     digest.update(f"{np.__version__} {PIL.__version__} {matplotlib.__version__}".encode())
     for module in PACKAGED:
         digest.update(f"{module} {importlib.metadata.version(module.replace('_', '-'))}".encode())

@@ -1,8 +1,8 @@
 """The "exposure" detector's classifier: outlier exposure (Hendrycks, Mazeika & Dietterich 2019) on
 a run's frozen features. Three small scikit-learn MLPs (two hidden layers of 64 units) learn to tell
 the run's own training digits (some of them redrawn as the Sketch pad draws them) from the lab's
-exposure images (core.data.exposure), reading what the model computes at every depth
-(core.analysis.ood.Outputs.vector). The score of an image is the members' mean log-odds of "not a digit".
+exposure images (core.notadigit.exposure), reading what the model computes at every depth
+(core.notadigit.detector.Outputs.vector). The score of an image is the members' mean log-odds of "not a digit".
 
 What is kept is plain tensors (the scaler's mean and scale, each member's weights and biases), and
 the score is their forward pass here, the same numbers as scikit-learn's predict_proba (tested, to
@@ -18,13 +18,14 @@ import torch
 
 MEMBERS = 3           # MLPs averaged, each from its own seed: three small ones vary less than one of their size
 HIDDEN = (64, 64)     # two layers: with the packaged fonts' letters among the exposure images, one of 32 left
-                      # `robust` at 85% of the selection half, two of 64 at 90-91% (docs/BENCHMARKS.md)
+                      # `robust` at 85% of the selection half, two of 64 at 90-91% (docs/not-a-digit.md)
 ALPHA = 1e-3          # L2 penalty
 MAX_ITER = 200        # Adam epochs at most
 
 
 def fit_head(inliers: np.ndarray, outliers: np.ndarray, seed: int = 0) -> dict[str, torch.Tensor]:
     """The fitted members as tensors, from feature vectors of digits (label 0) and not (label 1)."""
+    # heavy: scikit-learn, only for a fit (a kept head is scored by head_scores, with torch)
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler

@@ -11,11 +11,11 @@ Detectors (pytorch_ood.detector): maximum softmax probability (Hendrycks & Gimpe
 (Liu et al. 2020), maximum logit, Mahalanobis distance to the class means of the features (Lee et
 al. 2018), and the distance to the k-th nearest training feature (Sun et al. 2022); "layers", the
 Mahalanobis distance at several depths; and "exposure" (outlier exposure, Hendrycks, Mazeika &
-Dietterich 2019): small MLPs (scikit-learn, core.analysis.oodhead) on what the model computes at
+Dietterich 2019): small MLPs (scikit-learn, core.notadigit.head) on what the model computes at
 every depth, taught to tell the run's training digits, some redrawn as the pad draws them, from
-the lab's exposure images (core.data.exposure: other fonts, generators and seeds than the set that
-measures). DEFAULT was chosen on one half of the lab's own not-a-digit set (core.data.notdigits)
-and is reported on the other half (docs/BENCHMARKS.md).
+the lab's exposure images (core.notadigit.exposure: other fonts, generators and seeds than the set that
+measures). DEFAULT was chosen on one half of the lab's own not-a-digit set (core.notadigit.nondigits)
+and is reported on the other half (docs/not-a-digit.md).
 
 The fitted detector is kept in the run folder (ood.safetensors) beside the SHA-256 of the weights
 it was fitted for: new weights, a new fit; a damaged file is fitted again. Written atomically.
@@ -31,14 +31,17 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 
-from core.analysis.oodhead import fit_head, head_scores
 from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.data.images import normalize, unstandardise
 from core.errors import BadInput
 from core.fsio import atomic_write_bytes
 from core.layers import logits_from_features
 from core.models import inference_layout
+from core.notadigit.exposure import from_digits, kept
+from core.notadigit.head import fit_head, head_scores
+from core.notadigit.nondigits import pad_redrawn
 from core.store.folder import OOD, RunError, now_iso, run_dir
+from core.store.kept import Damaged, read_current
 from core.store.runs import load_model, weights_sha256
 from core.store.writer import tensors_bytes
 
@@ -162,7 +165,7 @@ def _pood(name: str, state: dict[str, torch.Tensor]):
     if name == "knn":
         return pood.KNN(None, k=KNN_K).fit_features(state["bank"].float(), torch.zeros(len(state["bank"]), dtype=torch.long))
     if name == "exposure":
-        return None  # ours: core.analysis.oodhead
+        return None  # ours: core.notadigit.head
     if name == "layers":
         return [_pood("mahalanobis", {"mu": state[f"mu{k}"], "precision": state[f"precision{k}"]})
                 for k in range(_depths(state))]
@@ -184,8 +187,6 @@ class Exposure:
 def exposure_outputs(model: torch.nn.Module, train_images: torch.Tensor, data_root=None) -> Exposure:
     """The Exposure of a model from its normalised training sample (N, 1, 28, 28); the exposure
     images are kept in the data folder (`data_root`, core.data.mnist.data_dir) once drawn."""
-    from core.data.exposure import from_digits, kept
-    from core.data.notdigits import pad_redrawn
     digits = unstandardise(train_images)
     drawn = kept(data_root)
     images = np.concatenate([drawn, from_digits(digits[PAD_INLIERS:PAD_INLIERS + INVERTED])])
@@ -276,20 +277,30 @@ class Detector:
 def read_kept(run_id: str, root=None) -> tuple[Detector | None, str | None]:
     """(the kept detector, None) if it is whole and of the current weights; (None, why) if the
     file is damaged; (None, None) if there is none or it is of other weights."""
-    path = run_dir(run_id, root) / OOD
+    return read_current(run_dir(run_id, root) / OOD, run_id, root, _kept_file,
+                        lambda meta, tensors: _kept_detector(run_id, meta, tensors), fmt=str(FORMAT))
+
+
+DAMAGE = (SafetensorError, KeyError, ValueError, TypeError, json.JSONDecodeError)  # what a damaged file raises
+
+
+def _kept_file(path) -> tuple[dict[str, str], dict[str, torch.Tensor]] | None:
+    """A kept detector's metadata and tensors; None where there is none."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, None
+        return None
     except OSError as exc:
-        return None, f"it cannot be read ({exc.strerror or exc})"
+        raise Damaged(f"it cannot be read ({exc.strerror or exc})") from None
     try:
         tensors = load_tensors(data)
-        meta = _metadata(data)
-        if meta.get("format") != str(FORMAT):
-            return None, None
-        if meta.get("weights_sha256") != weights_sha256(run_id, root):
-            return None, None
+        return _metadata(data), tensors
+    except DAMAGE as exc:
+        raise Damaged(f"it is damaged ({type(exc).__name__})") from None
+
+
+def _kept_detector(run_id: str, meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> tuple[Detector | None, str | None]:
+    try:
         name = meta["detector"]
         if name not in DETECTORS:
             return None, f"it names an unknown detector {name!r:.30}"
@@ -306,10 +317,8 @@ def read_kept(run_id: str, root=None) -> tuple[Detector | None, str | None]:
         if not needed <= set(tensors) or any(not torch.isfinite(t).all() for t in tensors.values()):
             return None, "its fitted statistics are missing or not finite"
         return found, None
-    except (SafetensorError, KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
+    except DAMAGE as exc:
         return None, f"it is damaged ({type(exc).__name__})"
-    except RunError:
-        return None, None
 
 
 def _metadata(data: bytes) -> dict[str, str]:
