@@ -1,6 +1,7 @@
 # MNIST Lab. `make run` starts the dashboard (`make dev`: reloading as its source changes), `make test`
 # runs every test, `make test-fast` the fast tier (no slow, browser or ray marks: run it after each
-# edit); each installs what is missing first.
+# edit), `make docs` serves the documentation on http://127.0.0.1:8000 (`make docs-build`: into
+# site/); each installs what is missing first.
 # VENV may point at a shared folder (CI reuses one per requirements hash).
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell { cat requirements.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 DEV_HASH := $(shell { cat requirements.txt requirements-dev.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 
-.PHONY: run dev test test-fast install install-dev data browser bench screenshots clean-venv
+.PHONY: run dev test test-fast install install-dev data browser bench screenshots docs docs-build clean-venv
 
 run: install data
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
@@ -25,11 +26,16 @@ dev: install data
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--browser.gatherUsageStats false --server.fileWatcherType auto --server.runOnSave true
 
+# JOBS pytest-xdist workers (one per core; JOBS=0 runs in this process, as a debugger wants).
+# Tests that share one dashboard and Chromium, or a Ray cluster, stay on one worker (tests/conftest.py).
+JOBS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup
+
 test: install-dev data browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
 
 test-fast: install-dev data
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not browser and not ray"
+	$(PYTEST) -m "not slow and not browser and not ray"
 
 install: $(VENV)/.installed-$(REQ_HASH)
 install-dev: $(VENV)/.installed-dev-$(DEV_HASH)
@@ -66,6 +72,14 @@ bench: install data
 
 screenshots: install-dev data browser
 	$(PY) -m scripts.screenshots
+
+# The docs site (mkdocs.yml; the pages are docs/*.md). `serve` rebuilds as the pages change.
+# NO_MKDOCS_2_WARNING: mkdocs-material's notice about MkDocs 2.0, printed on every build.
+docs: install-dev
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve -a 127.0.0.1:8000
+
+docs-build: install-dev
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,6 +2,15 @@
 the dashboard at temporary folders."""
 from __future__ import annotations
 
+import os
+
+# `make test` runs the suite in two pytest-xdist workers, one per core. Each worker, and every
+# process it starts (a CLI training, the dashboard's server), then computes on one thread: two
+# workers of two threads each would fight over the two cores. Set before numpy and torch are
+# first imported (OpenBLAS and torch read it once, on import): above every import below.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +18,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import DATA
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that share one costly thing stay on one worker (`--dist loadgroup`): the browser tests
+    share one dashboard server and one Chromium, and the Ray tests must not start clusters side by
+    side on the same loopback ports."""
+    for item in items:
+        for mark in ("browser", "ray"):
+            if item.get_closest_marker(mark):
+                item.add_marker(pytest.mark.xdist_group(mark))
 
 
 @pytest.fixture(scope="session")

@@ -476,6 +476,8 @@ def test_a_cancelled_seed_group_averages_only_its_finished_runs(tmp_path, mnist_
         if 6 in runs and runs[6].epochs_done >= 1:
             break
         time.sleep(0.1)
+    else:
+        pytest.fail("the second seed's first epoch never finished")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 3, err
@@ -548,6 +550,7 @@ def test_the_embedding_page_recomputes_a_damaged_map_and_says_when_it_cannot_kee
     ("empty", "are unreadable"),
     ("truncated", "are unreadable"),
 ])
+@pytest.mark.timeout(120)  # a reader that waited on the FIFO would hang: this ends it as a failure
 def test_a_predictions_file_that_is_no_file_or_half_a_file_is_named(store, case, words):
     path = store / MLP / PREDICTIONS
     data = path.read_bytes()
@@ -559,9 +562,7 @@ def test_a_predictions_file_that_is_no_file_or_half_a_file_is_named(store, case,
     else:
         path.write_bytes(b"" if case == "empty" else data[: len(data) // 2])
     before = store_state(store)
-    started = time.monotonic()
-    code, out, err = run_cli("--checkpoints", str(store), "label-issues", "--runs", MLP)
-    assert time.monotonic() - started < 60
+    code, out, err = run_cli("--checkpoints", str(store), "label-issues", "--runs", MLP)  # a FIFO: no wait (the timeout mark)
     assert code == 1 and err.count("\n") == 1 and MLP in err and words in err, err
     code, out, err = run_cli("--checkpoints", str(store), "label-issues", "--top", "5")  # the default: left out
     if case in ("fifo", "folder"):  # no predictions file at all: no candidate, like a run without one
