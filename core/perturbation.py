@@ -1,5 +1,6 @@
 """Projected gradient steps in an L-inf ball (Madry et al. 2018), the one loop that adversarial
-training (core.training.adversarial) and the attacks that measure robustness (core.analysis.attacks)
+training (core.training.adversarial), outlier exposure's attacked images
+(core.notadigit.outlier_exposure) and the attacks that measure robustness (core.analysis.attacks)
 share. Units are the caller's: pixels on [0, 1], or normalised images with the bounds normalised too.
 """
 from __future__ import annotations
@@ -7,6 +8,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
+
+from core.data.images import MNIST_MEAN, MNIST_STD
+
+_LOW, _HIGH = -MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD   # pixel 0 and 1, normalised
 
 
 def pgd_steps(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, radius: float,
@@ -45,3 +51,13 @@ def pgd_steps(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
         moved = (delta[alive] + size * grad.sign()).clamp(-radius, radius)
         delta[alive] = (x[alive] + moved).clamp(low, high) - x[alive]
     return (x + delta).detach(), fooled
+
+
+def perturb(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float,
+            steps: int, step: float, generator: torch.Generator | None, loss: Callable | None = None) -> torch.Tensor:
+    """Normalised images `x` moved by an L-inf attack of radius `eps` (pixels), `steps` signed-gradient
+    steps of `step` (pixels) that increase `loss(forward(x), y)` (default: cross-entropy), kept in
+    the ball and in [0, 1]. The start is drawn uniformly in the ball from `generator`; None starts at x."""
+    found, _ = pgd_steps(forward, x, y, eps / MNIST_STD, step / MNIST_STD, steps, _LOW, _HIGH,
+                         loss or F.cross_entropy, generator)
+    return found

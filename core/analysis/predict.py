@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -9,8 +10,10 @@ from torch import nn
 
 from core.analysis.calibration import CalibrationError, temperature_of, tempered
 from core.data.images import normalize, preprocess
-from core.notadigit.detector import Detector
 from core.store.runs import load_model, load_run
+
+if TYPE_CHECKING:  # a type only: the detector's module reads runs through core.analysis
+    from core.notadigit.detector import Detector
 
 
 @dataclass

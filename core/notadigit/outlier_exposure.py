@@ -15,7 +15,7 @@ import torch
 
 from core.data.images import normalize, unstandardise
 from core.notadigit.exposure import from_digits, kept
-from core.training.adversarial import perturb
+from core.perturbation import perturb
 
 FROM_DIGITS = 2000   # training digits made into inverted digits and faint specks (two images each)
 

@@ -15,30 +15,15 @@ keeping the epoch before it (`collapsed`).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.config import TrainConfig
-from core.data.images import MNIST_MEAN, MNIST_STD
-from core.perturbation import pgd_steps
+from core.perturbation import perturb
 
 CHECK_IMAGES = 1000   # validation images attacked after each epoch
 CHECK_STEPS = 10      # PGD steps of the check, each of 2.5 eps / CHECK_STEPS (Madry et al.'s size)
 COLLAPSE = 20.0       # points of PGD accuracy lost against the best epoch so far: catastrophic overfitting
-_LOW, _HIGH = -MNIST_MEAN / MNIST_STD, (1 - MNIST_MEAN) / MNIST_STD   # pixel 0 and 1, normalised
-
-
-def perturb(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float,
-            steps: int, step: float, generator: torch.Generator | None, loss: Callable | None = None) -> torch.Tensor:
-    """Normalised images `x` moved by an L-inf attack of radius `eps` (pixels), `steps` signed-gradient
-    steps of `step` (pixels) that increase `loss(forward(x), y)` (default: cross-entropy), kept in
-    the ball and in [0, 1]. The start is drawn uniformly in the ball from `generator`; None starts at x."""
-    found, _ = pgd_steps(forward, x, y, eps / MNIST_STD, step / MNIST_STD, steps, _LOW, _HIGH,
-                         loss or F.cross_entropy, generator)
-    return found
 
 
 def radius(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
