@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DATA
+from tests.helpers import DATA, quick_head_patch
 
 
 def pytest_collection_modifyitems(config, items):
@@ -96,3 +96,9 @@ def drawn(monkeypatch):
     st.cache_resource.clear()  # the page registers its pad once per process
     yield state
     st.cache_resource.clear()
+
+
+@pytest.fixture
+def quick_head(monkeypatch):
+    """Fit the not-a-digit head on the quick budget in this test (tests.helpers.quick_head_patch)."""
+    quick_head_patch(monkeypatch)

@@ -152,3 +152,19 @@ def shown(markdown: str) -> str:
     `:small[]` cuts and its backslash escapes taken out (for text with no other Markdown)."""
     import re
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown.replace(":small[]", ""))
+
+
+# The not-a-digit head is three scikit-learn MLPs fitted for up to head.MAX_ITER Adam epochs: about
+# half a minute a run, most of a fit. Tests of what is done with a fitted check (it is kept, read,
+# judged the same way again, shown, refitted when damaged) fit it on a budget of QUICK_HEAD_EPOCHS;
+# how well a full fit tells letters from digits is checked where it matters: the head against
+# scikit-learn's own predictions at the full budget (test_ood_exposure), every shipped run's detector
+# (test_reference), and a drawn letter in the real dashboard, which fits in its own process (e2e).
+QUICK_HEAD_EPOCHS = 10
+
+
+def quick_head_patch(patch: pytest.MonkeyPatch) -> None:
+    """Fit the not-a-digit head on QUICK_HEAD_EPOCHS epochs while `patch` holds (the `quick_head` fixture)."""
+    from core.notadigit import head
+    patch.setattr(head, "MAX_ITER", QUICK_HEAD_EPOCHS)
+

@@ -146,6 +146,7 @@ def test_cli_ensemble_prints_the_run_id_and_refuses_bad_input_in_one_line(runs):
     assert cli(members[0]).returncode == 2
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("quick_head")  # predict fits the ensemble's not-a-digit check first
 def test_cli_predict_with_an_ensemble(runs, tmp_path, mnist_root):
     from PIL import Image
 

@@ -135,6 +135,7 @@ def lenet(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("quick_head")
 def test_a_runs_threshold_accepts_99_percent_of_its_validation_digits_and_is_kept(lenet):
     from core.analysis.runsplit import run_split
     root, run_id = lenet
@@ -236,6 +237,7 @@ def test_sketch_says_not_a_digit_where_the_detector_does(lab_env, tmp_path, draw
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("quick_head")
 def test_sketch_fits_a_missing_or_damaged_check_from_its_button_and_judges_the_next_drawings(lab_env, tmp_path, drawn,
                                                                                            mnist_root):
     """A run whose check is damaged (warned) and one that has none (listed): one click of "Fit the

@@ -16,8 +16,16 @@ from tests.helpers import REPO, cli_result, require_mnist, train_tiny, write_dig
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """A trained lenet run whose not-a-digit check is fitted once, on the quick budget (predict
+    would fit it at its first call: these tests read what it says, not how well it says it)."""
+    from core.notadigit import detector as ood
+    from tests.helpers import quick_head_patch
     root = tmp_path_factory.mktemp("checkpoints")
-    return root, train_tiny(root, "lenet", epochs=2, train_limit=8000)
+    run_id = train_tiny(root, "lenet", epochs=2, train_limit=8000)
+    with pytest.MonkeyPatch.context() as patch:
+        quick_head_patch(patch)
+        ood.fit(run_id, root, require_mnist())
+    return root, run_id
 
 
 def confident_test_digits(root, run_id, per_class: int = 1):

@@ -210,6 +210,7 @@ def test_a_reference_run_cannot_be_deleted_or_renamed(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("quick_head")  # the detector ships and is measured; its quality is the shipped runs' test
 def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catches_tampering(tmp_path):
     run_id = train_tiny(tmp_path, "lenet", epochs=1, train_limit=1000)
     before = load_predictions(run_id, tmp_path)

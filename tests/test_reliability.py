@@ -83,8 +83,12 @@ def test_sigkill_mid_epoch_keeps_history_and_resume_matches_an_unbroken_run(tmp_
     assert final.status == "finished"
     assert final.history["epoch"].tolist() == [1, 2, 3]    # no gap, no duplicate
 
-    unbroken = train_tiny(tmp_path, "lenet", epochs=3, train_limit=6000)
-    reference = load_run(unbroken, tmp_path)
+    # the unbroken run trains as the killed one did, in a process of its own (not in the test's, whose
+    # torch settings other tests in it may have changed)
+    unbroken = start_training(tmp_path, *settings, "--name", "unbroken")
+    assert unbroken.wait(timeout=300) == 0, unbroken.stderr.read()
+    reference = load_run(only_run(tmp_path, "unbroken"), tmp_path)
+    assert reference.status == "finished"
     assert np.allclose(final.history["train_loss"], reference.history["train_loss"], atol=1e-5)
     assert final.history["val_acc"].tolist() == reference.history["val_acc"].tolist()
     assert final.test_acc == reference.test_acc
