@@ -13,6 +13,10 @@ from core.data.mnist import load_mnist
 from core.store.runs import load_predictions, load_run
 from tests.helpers import REPO, cli_result, require_mnist, train_tiny, write_digits_csv
 
+# One worker takes the whole file under `make test`'s pytest-xdist: its trained run, whose
+# not-a-digit check is fitted once, is built once.
+pytestmark = pytest.mark.xdist_group("test_predict_cli")
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

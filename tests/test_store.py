@@ -17,6 +17,10 @@ from PIL import Image
 
 from tests.helpers import REPO, run_cli
 
+# One worker takes the whole file under `make test`'s pytest-xdist: the checked runs (a fitted
+# not-a-digit check) are built once.
+pytestmark = pytest.mark.xdist_group("test_store")
+
 DAMAGED = "20990101-000000-damaged"
 CLI_TIMEOUT = 120  # s: a reader blocked on a FIFO fails the test instead of hanging it
 # As root, permission bits are not checked: drop the capabilities that bypass them.
