@@ -28,7 +28,7 @@ from core.models import count_parameters, create_model, get_spec, list_models
 from core.store import tables
 from core.store.runs import list_runs, load_run
 from core.training.grids import grid_table, parse_seeds, parse_values, prepare_seeds, prepare_sweep, run_sweep
-from core.training.jobs import waiting_for_slot
+from core.training.jobs import interruptible_now
 from core.training.loop import check_trainable, prepare_run, train
 
 
@@ -97,7 +97,7 @@ def stop_on_signals() -> threading.Event:
 
     def handler(*_):
         stop.set()
-        if waiting_for_slot():  # still queued: leave the blocking wait at once
+        if interruptible_now():  # queued, or preparing its data: end it at once
             raise Cancelled()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, handler)

@@ -66,6 +66,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ROW_SUM_TOLERANCE = 5e-3  # float16-stored reference runs sum to 1 within 4e-4; a real defect is far off
 
 
+ARGMAX_TOLERANCE = 1e-6  # probabilities kept as float16 (reference runs) tie where float32 did not
+
+
 def check_predictions(predictions: dict[str, np.ndarray]) -> str | None:
     """Why saved test predictions cannot be used, or None if they can: the one check of a
     predictions file, made by core.store.runs.load_predictions for every reader (label issues,
@@ -105,4 +108,11 @@ def check_predictions(predictions: dict[str, np.ndarray]) -> str | None:
         first = int(np.flatnonzero(off)[0])
         return (f"the probabilities of {int(off.sum()):,} test images do not sum to 1 (test image {first}: "
                 f"{sums[first]:.4g})")
+    # the predicted digit is the most probable one (of those tied for it): what every writer saves
+    beaten = probs[np.arange(len(probs)), predicted] < probs.max(axis=1) - ARGMAX_TOLERANCE
+    if beaten.any():
+        first = int(np.flatnonzero(beaten)[0])
+        count = int(beaten.sum())
+        return (f"the predicted digit is not the most probable one for {count:,} test image{'s' * (count != 1)} "
+                f"(test image {first}: predicted {int(predicted[first])}, most probable {int(probs[first].argmax())})")
     return None

@@ -155,15 +155,20 @@ def pairwise(run_ids: list[str]) -> compare.Pairwise:
 
 
 def kept_calibration(run: Run) -> calibration.Calibration | None:
-    """The run's kept calibration (core.analysis.calibration.cached), read again when its file or
+    """The run's kept calibration (core.analysis.calibration.kept), read again when its file or
     its weights change."""
+    return calibration_kept(run)[0]
+
+
+def calibration_kept(run: Run) -> tuple[calibration.Calibration | None, str | None]:
+    """(the run's kept calibration, None), or (None, why its file is damaged), or (None, None)."""
     return _kept_calibration(checkpoints_base(), run.run_id, file_stamp(run.path / CALIBRATION),
                              file_stamp(run.path / WEIGHTS))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _kept_calibration(base: str, run_id: str, stamp: tuple | None, weights: tuple | None):
-    return calibration.cached(run_id, base) if stamp else None
+    return calibration.kept(run_id, base) if stamp else (None, None)
 
 
 def saved_predictions(run: Run) -> dict[str, np.ndarray] | None:

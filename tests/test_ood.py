@@ -151,7 +151,7 @@ def test_a_runs_threshold_accepts_99_percent_of_its_validation_digits_and_is_kep
     assert torch.equal(kept.state["precision"], fitted.state["precision"])
     path = root / run_id / OOD
     path.write_bytes(b"not a detector")
-    assert ood.read_kept(run_id, root)[1].startswith("it is damaged")
+    assert ood.read_kept(run_id, root)[1] == "ood.safetensors is no whole safetensors file (SafetensorError)"
     again = ood.detector_for(run_id, root, require_mnist())  # fitted again: the default detector
     assert again.name == ood.DEFAULT and ood.read_kept(run_id, root)[0].threshold == again.threshold
     assert ood.fit(run_id, root, require_mnist()).threshold == again.threshold  # deterministic
@@ -260,7 +260,7 @@ def test_sketch_fits_a_missing_or_damaged_check_from_its_button_and_judges_the_n
     drawn.value = pad_drawing((seven * 255).astype(np.uint8))
     at = open_page("sketch")
     shown = texts(at)
-    assert "check cannot be used: it is damaged" in shown and "not fitted yet for" in shown
+    assert "check cannot be used: ood.safetensors is no whole safetensors file" in shown and "not fitted yet for" in shown
     assert md_text(load_run(missing, root).name) in shown
     [button] = [b for b in at.button if b.key == "sketch_fit_ood"]
     button.click().run(timeout=600)

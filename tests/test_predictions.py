@@ -15,7 +15,10 @@ def fake_predictions(n=500, seed=0):
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = rng.integers(0, 10, n)
     predicted = probs.argmax(1)
-    predicted[: n // 2] = labels[: n // 2]  # half right, whatever the probabilities say
+    predicted[: n // 2] = labels[: n // 2]  # half right: their largest probability moved to the label
+    rows = np.arange(n // 2)
+    top = probs[rows].argmax(1)
+    probs[rows, top], probs[rows, labels[rows]] = probs[rows, labels[rows]], probs[rows, top]
     return {"labels": labels, "predicted": predicted, "probabilities": probs.astype(np.float32)}
 
 
@@ -75,6 +78,22 @@ def test_page_slice_and_check_predictions():
     bad = fake_predictions()
     bad["probabilities"] = bad["probabilities"][:, :9]
     assert "(500, 9); expected (N,), (N,) and (N, 10)" in check_predictions(bad)
+
+
+def test_a_predicted_digit_that_is_not_the_most_probable_is_refused():
+    """A predictions file is believed only where each predicted digit is its row's most probable
+    one (the oracle: argmax of the probabilities); a tie may be saved as either digit."""
+    preds = fake_predictions()
+    most = preds["probabilities"].argmax(1)
+    edited = {**preds, "predicted": preds["predicted"].copy()}
+    edited["predicted"][7] = (most[7] + 1) % 10
+    assert check_predictions(edited) == ("the predicted digit is not the most probable one for 1 test image "
+                                         f"(test image 7: predicted {(most[7] + 1) % 10}, most probable {most[7]})")
+    tied = {**preds, "probabilities": preds["probabilities"].copy(), "predicted": preds["predicted"].copy()}
+    tied["probabilities"][7] = 0.0
+    tied["probabilities"][7, [2, 5]] = 0.5
+    tied["predicted"][7] = 5  # argmax would say 2: both are the most probable
+    assert check_predictions(tied) is None
 
 
 def test_two_runs_matrices_and_their_difference_against_a_count_by_hand():

@@ -26,7 +26,8 @@ from core.errors import BadInput
 from core.fsio import atomic_write_json
 from core.models import inference_layout
 from core.store.folder import CALIBRATION, RunError, now_iso, run_dir
-from core.store.kept import json_file, read_current
+from core.store.kept import (COUNT, FRACTION, POSITIVE_COUNT, SECONDS, SHA256, TEXT, conforms, json_file,
+                              read_current, record)
 from core.store.runs import Run, load_model, load_predictions, weights_sha256
 
 BINS = 15
@@ -136,18 +137,32 @@ def _finished(run_id: str, root) -> Run:
 
 def cached(run_id: str, root: str | os.PathLike | None = None) -> Calibration | None:
     """The fit kept in the run folder, if it is there, whole and of the run's current weights."""
-    return read_current(run_dir(run_id, root) / CALIBRATION, run_id, root, json_file, _kept_fit, fmt=FORMAT)[0]
+    return kept(run_id, root)[0]
+
+
+def kept(run_id: str, root: str | os.PathLike | None = None) -> tuple[Calibration | None, str | None]:
+    """(the kept fit, None) if it is whole and of the current weights; (None, why) if the file is
+    damaged; (None, None) if there is none or it is of other weights."""
+    return read_current(run_dir(run_id, root) / CALIBRATION, run_id, root, json_file, _kept_fit, fmt=FORMAT)
+
+
+LOSS = {"type": "number", "minimum": 0, "maximum": 1e4}
+SCHEMA = record({
+    "format": {"const": FORMAT}, "run_id": TEXT,
+    # a fit never leaves T_RANGE (its search is bounded to it): any other temperature was not fitted here
+    "temperature": {"type": "number", "minimum": round(T_RANGE[0] * 0.999, 6), "maximum": round(T_RANGE[1] * 1.001, 6)},
+    "ece": FRACTION, "ece_calibrated": FRACTION,
+    "fitted_on": record({"split": {"const": "validation"}, "images": POSITIVE_COUNT, "seed": {"type": "integer"},
+                         "val_size": COUNT}, required=["split", "images"]),
+    "nll_before": LOSS, "nll_after": LOSS, "bins": POSITIVE_COUNT, "test_images": POSITIVE_COUNT,
+    "seconds": SECONDS, "weights_sha256": SHA256, "created": TEXT})
 
 
 def _kept_fit(data: dict, _) -> tuple[Calibration | None, str | None]:
-    try:
-        found = Calibration(**{k: data[k] for k in Calibration.__dataclass_fields__})
-    except (KeyError, TypeError):
-        return None, "it lacks a field"
-    numbers = (found.temperature, found.ece, found.ece_calibrated)
-    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in numbers) or found.temperature <= 0:
-        return None, "its temperature or errors are not numbers"
-    return found, None
+    problem = conforms(data, SCHEMA)
+    if problem:
+        return None, f"{CALIBRATION} is damaged ({problem})"
+    return Calibration(**{k: data[k] for k in Calibration.__dataclass_fields__}), None
 
 
 def test_figures(run_id: str, root: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +178,12 @@ def calibrate(run_id: str, root: str | os.PathLike | None = None, data_root=None
               refit: bool = False, report=lambda line: None) -> Calibration:
     """The run's calibration: kept, or fitted now on its validation split and kept."""
     run = _finished(run_id, root)
-    if not refit and (found := cached(run_id, root)) is not None:
-        return found
+    if not refit:
+        found, damage = kept(run_id, root)
+        if found is not None:
+            return found
+        if damage:
+            report(f"the kept calibration of run {run.name!r} cannot be used: {damage}; fitting it again")
     labels, probs = test_figures(run_id, root)
     start = time.perf_counter()
     try:

@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save
 
 from core.data.images import normalize_uint8
@@ -25,11 +24,12 @@ from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
 from core.models import inference_layout
 from core.store.folder import ACTIVE, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
-from core.store.kept import Damaged, read_current
+from core.store.kept import read_current, safetensors_file
 from core.store.runs import load_model, load_predictions, load_run, weights_sha256
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
 BATCH = 500  # test images per forward pass: bounded memory for the widest model
+LIMIT = 16 << 20  # bytes: a kept map of 10,000 points holds about 240 KB
 
 
 class EmbeddingError(RunError, BadInput):
@@ -107,18 +107,7 @@ def _read(path, run_id: str, root, sha: str, method: str, labels: np.ndarray) ->
             return None, problem
         return Embedding(method, arrays["xy"].astype(np.float32), arrays["labels"].astype(np.int64),
                          arrays["predicted"].astype(np.int64), float(meta["seconds"]), True), None
-    return read_current(path, run_id, root, _map_file, kept_map, sha=sha)
-
-
-def _map_file(path) -> tuple[dict, dict] | None:
-    """A kept map's metadata and arrays; None where there is none."""
-    if not is_regular_file(path):
-        return None
-    try:
-        with safe_open(str(path), "np") as handle:
-            return handle.metadata() or {}, {k: handle.get_tensor(k) for k in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise Damaged(f"the file is unreadable ({exc})") from None
+    return read_current(path, run_id, root, lambda found: safetensors_file(found, LIMIT, "np"), kept_map, sha=sha)
 
 
 def _check_map(meta: dict, arrays: dict, method: str, labels: np.ndarray) -> str | None:

@@ -27,7 +27,8 @@ from core.errors import BadInput
 from core.fsio import atomic_write_json
 from core.models import folded, in_layout, inference_layout, is_convolutional
 from core.store.folder import ROBUSTNESS, RunError, now_iso, run_dir
-from core.store.kept import json_file, read_current
+from core.store.kept import (PERCENT, POSITIVE_COUNT, SECONDS, SHA256, TEXT, conforms, json_file, read_current,
+                              record)
 from core.store.runs import load_model, weights_sha256
 
 FORMAT = 2   # 2: PGD counts an image fooled at the first point that fools it (core.analysis.attacks)
@@ -119,18 +120,62 @@ def checks(model, pixels: torch.Tensor, labels: torch.Tensor, figures: list[dict
 
 def cached(run_id: str, root=None) -> dict | None:
     """The kept report, if it is there, whole and of the run's current weights."""
-    return read_current(run_dir(run_id, root) / ROBUSTNESS, run_id, root, json_file, _kept_report, fmt=FORMAT)[0]
+    return kept(run_id, root)[0]
+
+
+def kept(run_id: str, root=None) -> tuple[dict | None, str | None]:
+    """(the kept report, None) if it is whole and of the current weights; (None, why) if the file
+    is damaged; (None, None) if there is none or it is of other weights."""
+    return read_current(run_dir(run_id, root) / ROBUSTNESS, run_id, root, json_file, _kept_report, fmt=FORMAT)
+
+
+EPSILON = {"type": "number", "minimum": 0, "maximum": 1}
+SCHEMA = record({
+    "format": {"const": FORMAT}, "run_id": TEXT, "weights_sha256": SHA256, "created": TEXT,
+    "clean_accuracy": PERCENT,
+    "corruptions": {"type": "array", "minItems": 1, "items": record(
+        {"corruption": {"enum": list(CORRUPTIONS)}, "accuracy": PERCENT, "images": POSITIVE_COUNT,
+         "seed": {"type": "integer"}})},
+    "mean_corruption_error": PERCENT,
+    "attacks": {"type": "array", "minItems": 1, "items": {
+        **record({"attack": {"enum": ["none", "fgsm", "pgd"]}, "epsilon": EPSILON, "steps": POSITIVE_COUNT,
+                  "restarts": POSITIVE_COUNT, "accuracy": PERCENT, "images": POSITIVE_COUNT},
+                 required=["attack", "epsilon", "accuracy", "images"]),
+        "if": {"properties": {"attack": {"const": "pgd"}}}, "then": {"required": ["steps", "restarts"]}}},
+    "checks": record({
+        "images": POSITIVE_COUNT, "falls_with_eps": {"type": "boolean"}, "unbounded_accuracy": PERCENT,
+        "eps_0.3": record({"pgd_50x10": PERCENT, "pgd_100x20": PERCENT, "pgd_50x10_margin_loss": PERCENT}),
+        "stronger_attack_moves_it_little": {"type": "boolean"}, "margin_loss_agrees": {"type": "boolean"},
+        "passed": {"type": "boolean"}}),
+    "seconds": SECONDS})
 
 
 def _kept_report(found: dict, _) -> tuple[dict | None, str | None]:
-    return (found, None) if isinstance(found.get("attacks"), list) else (None, "it lists no attacks")
+    problem = conforms(found, SCHEMA) or _inconsistent(found)
+    return (None, f"{ROBUSTNESS} is damaged ({problem})") if problem else (found, None)
+
+
+def _inconsistent(found: dict) -> str | None:
+    """What the report's figures say against each other, which its measurement never does."""
+    mean_error = float(np.mean([100 - row["accuracy"] for row in found["corruptions"]]))
+    if abs(mean_error - found["mean_corruption_error"]) > 1e-6:
+        return (f"its mean corruption error {found['mean_corruption_error']:.4g} is not the mean of its "
+                f"corruptions' errors ({mean_error:.4g})")
+    clean = [row["accuracy"] for row in found["attacks"] if row["attack"] == "none"]
+    if clean and abs(clean[0] - found["clean_accuracy"]) > 1e-6:
+        return "its clean accuracy differs between the attacks and the summary"
+    return None
 
 
 def robustness(run_id: str, root=None, data_root=None, refresh: bool = False, report=lambda line: None,
                images: int | None = None) -> dict:
     """The run's report: kept, or measured now and kept."""
-    if not refresh and (found := cached(run_id, root)) is not None:
-        return found
+    if not refresh:
+        found, damage = kept(run_id, root)
+        if found is not None:
+            return found
+        if damage:
+            report(f"the kept robustness report of run {run_id!r} cannot be used: {damage}; measuring it again")
     measured = measure(run_id, root, data_root, report, images)
     try:
         atomic_write_json(run_dir(run_id, root) / ROBUSTNESS, measured)

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors
 
 from core.analysis.runsplit import SplitError, finished_run, run_split
 from core.data.images import normalize, unstandardise
@@ -38,11 +36,15 @@ from core.fsio import atomic_write_bytes
 from core.layers import logits_from_features
 from core.models import inference_layout
 from core.notadigit.exposure import from_digits, kept
+from core.notadigit.head import depths as head_depths
 from core.notadigit.head import fit_head, head_scores
+from core.notadigit.head import members as head_members
 from core.notadigit.nondigits import pad_redrawn
+from core.rebuild import RebuildError, build_model
 from core.store.folder import OOD, RunError, now_iso, run_dir
-from core.store.kept import Damaged, read_current
-from core.store.runs import load_model, weights_sha256
+from core.store.kept import (COUNT, FRACTION, POSITIVE_COUNT, SECONDS, TEXT, conforms, read_current,
+                              record, safetensors_file)
+from core.store.runs import load_model, load_run, weights_sha256
 from core.store.writer import tensors_bytes
 
 DETECTORS = {"msp": "maximum softmax probability", "energy": "energy", "maxlogit": "maximum logit",
@@ -277,54 +279,97 @@ class Detector:
 def read_kept(run_id: str, root=None) -> tuple[Detector | None, str | None]:
     """(the kept detector, None) if it is whole and of the current weights; (None, why) if the
     file is damaged; (None, None) if there is none or it is of other weights."""
-    return read_current(run_dir(run_id, root) / OOD, run_id, root, _kept_file,
-                        lambda meta, tensors: _kept_detector(run_id, meta, tensors), fmt=str(FORMAT))
+    return read_current(run_dir(run_id, root) / OOD, run_id, root, lambda path: safetensors_file(path, LIMIT),
+                        lambda meta, tensors: _kept_detector(run_id, meta, tensors, root), fmt=str(FORMAT))
 
 
-DAMAGE = (SafetensorError, KeyError, ValueError, TypeError, json.JSONDecodeError)  # what a damaged file raises
+LIMIT = 64 << 20  # bytes: the largest kept detector (a kNN bank, a deep net's layers) holds a few MB
+
+FIGURES = record({"threshold": {"type": "number"}, "test_flagged": FRACTION, "pad_flagged": FRACTION,
+                  **{part: record({"auroc": FRACTION, "fpr95tpr": FRACTION, "flagged": FRACTION,
+                                   "by_kind": {"type": "object", "additionalProperties": FRACTION}})
+                     for part in ("selection", "held-out")}})
+SCHEMA = record({
+    "detector": {"enum": list(DETECTORS)}, "threshold": {"type": "number"}, "seconds": SECONDS, "created": TEXT,
+    "fitted_on": record({"train_images": POSITIVE_COUNT, "validation_images": POSITIVE_COUNT, "accept": FRACTION,
+                         "seed": {"type": "integer"}, "pad_drawn_digits": COUNT, "exposure_images": POSITIVE_COUNT},
+                        required=["train_images", "validation_images", "seed"]),
+    # empty until measured (`ood --evaluate`): then every detector's figures on the not-a-digit set
+    "evaluation": {"anyOf": [{"type": "object", "maxProperties": 0}, record(
+        {"non_digits": POSITIVE_COUNT, "test_digits": POSITIVE_COUNT, "pad_digits": COUNT,
+         "detectors": {"type": "object", "propertyNames": {"enum": list(DETECTORS)}, "additionalProperties": FIGURES}},
+        required=["non_digits", "test_digits", "detectors"])]}})
 
 
-def _kept_file(path) -> tuple[dict[str, str], dict[str, torch.Tensor]] | None:
-    """A kept detector's metadata and tensors; None where there is none."""
+def _kept_detector(run_id: str, meta: dict[str, str], tensors: dict[str, torch.Tensor],
+                   root=None) -> tuple[Detector | None, str | None]:
+    fields = {}
+    for key, read, kind in (("detector", str, "text"), ("threshold", float, "a number"), ("seconds", float, "a number"),
+                            ("created", str, "text"), ("fitted_on", json.loads, "JSON"), ("evaluation", json.loads, "JSON")):
+        if key not in meta:
+            return None, f"it is damaged ({key}: missing)"
+        try:
+            fields[key] = read(meta[key])
+        except (ValueError, RecursionError):  # JSONDecodeError is a ValueError
+            return None, f"it is damaged ({key}: {meta[key]!r:.40} is not {kind})"
+    problem = conforms(fields, SCHEMA)
+    if problem:
+        return None, f"it is damaged ({problem})"
+    if any(not torch.isfinite(t).all() for t in tensors.values()):
+        return None, "its fitted statistics are not finite"
+    problem = _misfit(fields["detector"], tensors, run_id, root)
+    if problem:
+        return None, problem
+    found = Detector(run_id, fields["detector"], fields["threshold"], dict(tensors), fields["fitted_on"],
+                     meta["weights_sha256"], fields["created"], fields["seconds"], fields["evaluation"])
+    return found, None
+
+
+def _misfit(name: str, tensors: dict[str, torch.Tensor], run_id: str, root=None) -> str | None:
+    """Why the kept statistics cannot score this run's architecture (each tensor's shape against
+    what the model computes), or None."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise Damaged(f"it cannot be read ({exc.strerror or exc})") from None
-    try:
-        tensors = load_tensors(data)
-        return _metadata(data), tensors
-    except DAMAGE as exc:
-        raise Damaged(f"it is damaged ({type(exc).__name__})") from None
-
-
-def _kept_detector(run_id: str, meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> tuple[Detector | None, str | None]:
-    try:
-        name = meta["detector"]
-        if name not in DETECTORS:
-            return None, f"it names an unknown detector {name!r:.30}"
-        threshold = float(meta["threshold"])
-        if not np.isfinite(threshold):
-            return None, "its threshold is not a number"
-        found = Detector(run_id, name, threshold, dict(tensors), json.loads(meta["fitted_on"]), meta["weights_sha256"],
-                         meta["created"], float(meta.get("seconds", 0)), json.loads(meta.get("evaluation") or "{}"))
-        needed = {"mahalanobis": {"mu", "precision"}, "knn": {"bank"}, "layers": {"mu0", "precision0", "val0"},
-                  "exposure": {"head_mean", "head_scale", "head0_w0", "head0_b0"}}.get(name, set())
-        depths = _depths(tensors)
-        if name == "layers" and not all({f"mu{k}", f"precision{k}", f"val{k}"} <= set(tensors) for k in range(depths)):
-            return None, "its fitted statistics are incomplete"
-        if not needed <= set(tensors) or any(not torch.isfinite(t).all() for t in tensors.values()):
-            return None, "its fitted statistics are missing or not finite"
-        return found, None
-    except DAMAGE as exc:
-        return None, f"it is damaged ({type(exc).__name__})"
-
-
-def _metadata(data: bytes) -> dict[str, str]:
-    """The safetensors header's __metadata__, read from the file's own length-prefixed header."""
-    size = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + size]).get("__metadata__") or {}
+        out = outputs(build_model(load_run(run_id, root).config), torch.zeros(1, 1, 28, 28), many=False)
+    except (RunError, RebuildError, KeyError, TypeError):
+        return None  # the run cannot be rebuilt: whoever uses the detector is told so by load_model
+    classes, feats = out.logits.shape[1], out.feats.shape[1]
+    shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+    expected: dict[str, tuple] = {}
+    if name == "mahalanobis":
+        expected = {"mu": (classes, feats), "precision": (feats, feats)}
+    elif name == "knn":
+        bank = shapes.get("bank", ())
+        if len(bank) != 2 or not KNN_K <= bank[0] <= KNN_BANK:
+            return f"its nearest-neighbour bank has shape {bank}, not (n <= {KNN_BANK}, {feats})"
+        expected = {"bank": (bank[0], feats)}
+    elif name == "layers":
+        for k, width in enumerate([layer.shape[1] for layer in out.layers] + [feats]):
+            size = shapes.get(f"val{k}", ())
+            expected |= {f"mu{k}": (classes, width), f"precision{k}": (width, width), f"val{k}": size[:1] or (1,)}
+            if len(size) == 1 and size[0] and bool((tensors[f"val{k}"].diff() < 0).any()):
+                return f"its validation scores at depth {k} are not sorted"
+        if _depths(tensors) != len(out.layers) + 1:
+            return f"it keeps statistics at {_depths(tensors)} depths; the architecture has {len(out.layers) + 1}"
+    elif name == "exposure":
+        width = out.vector().shape[1]
+        expected = {"head_mean": (width,), "head_scale": (width,)}
+        for member in range(head_members(tensors)):
+            into = width
+            for depth in range(head_depths(tensors, member)):
+                out_width = shapes.get(f"head{member}_w{depth}", (0, 0))[-1]
+                expected |= {f"head{member}_w{depth}": (into, out_width), f"head{member}_b{depth}": (out_width,)}
+                into = out_width
+            if into != 1:
+                return f"its classifier member {member} ends in {into} outputs, not 1"
+        if not head_members(tensors):
+            return "its classifier has no members"
+        if "head_scale" in tensors and not bool((tensors["head_scale"] > 0).all()):
+            return "its feature scales are not all positive (the check would be silently off)"
+    for key, shape in expected.items():
+        if shapes.get(key) != shape:
+            return (f"its {key} has shape {shapes.get(key, 'none')}, not {shape} as this run's "
+                    f"architecture needs: the file was edited or damaged")
+    return None
 
 
 def training_sample(split, fields: dict) -> torch.Tensor:

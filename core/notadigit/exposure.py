@@ -35,6 +35,7 @@ from core.data.images import to_mnist
 from core.fsio import atomic_write_bytes
 from core.notadigit import nondigits
 from core.notadigit.nondigits import CANVAS, LETTERS, blank_canvas, font_path, pen_stroke
+from core.store.folder import read_run_file
 
 FONTS = ("STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
          "cmr10.ttf", "cmss10.ttf", "cmtt10.ttf", "cmb10.ttf", "cmti10.ttf")
@@ -153,12 +154,25 @@ def _drawing_key() -> str:
 
 
 def _read_kept(path: Path, expected: int) -> np.ndarray | None:
+    """The kept set, or None where there is none or it is not a whole .npy of `expected` images on
+    [0, 1] (drawn again then). Read by the store's reader (a FIFO is refused, never waited on), no
+    larger than such a file is, and its header checked before an array is made: a header that
+    claims (60000000, 28, 28) allocates nothing."""
+    data, _problem = read_run_file(path, limit=4096 + expected * 28 * 28 * 4)
+    if data is None:
+        return None
+    stream = io.BytesIO(data)
     try:
-        found = np.load(path, allow_pickle=False)
+        major, _minor = np.lib.format.read_magic(stream)
+        header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(stream)
+        if shape != (expected, 28, 28) or dtype != np.float32 or fortran:
+            return None
+        stream.seek(0)
+        found = np.load(stream, allow_pickle=False)
     except (OSError, ValueError, EOFError):
-        return None  # none, or not a whole .npy file
-    if (found.shape != (expected, 28, 28) or found.dtype != np.float32 or not np.isfinite(found).all()
-            or found.min() < 0 or found.max() > 1):
+        return None  # not a whole .npy file
+    if not np.isfinite(found).all() or found.min() < 0 or found.max() > 1:
         return None
     found.setflags(write=False)
     return found

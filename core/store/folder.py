@@ -207,10 +207,12 @@ def now_iso() -> str:
 
 # --- reading a run's files ---------------------------------------------------------------------------
 
-def read_run_file(path: Path) -> tuple[bytes | None, str | None]:
-    """(content, problem) of one run file; (None, None) when it is missing. Only a regular file
-    is read: opening a FIFO for reading would wait for a writer forever, so the file is opened
-    without blocking and checked with fstat before a byte is read."""
+def read_run_file(path: Path, limit: int | None = None) -> tuple[bytes | None, str | None]:
+    """(content, problem) of one file the lab keeps; (None, None) when it is missing. Only a
+    regular file is read: opening a FIFO for reading would wait for a writer forever, so the file
+    is opened without blocking and checked with fstat before a byte is read. `limit`: the most
+    bytes a whole file of its kind can hold; a larger one (a file truncated to 30 GB, a link to
+    /dev/zero) is refused before it is read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -218,19 +220,28 @@ def read_run_file(path: Path) -> tuple[bytes | None, str | None]:
     except OSError as exc:
         return None, f"{path.name} is not readable ({exc.strerror or exc})"
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return None, f"{path.name} is not a regular file"
+        if limit is not None and info.st_size > limit:
+            return None, f"{path.name} is too large for what it should hold ({info.st_size:,} bytes; at most {limit:,})"
         with open(fd, "rb", closefd=False) as handle:
-            return handle.read(), None
+            data = handle.read() if limit is None else handle.read(limit + 1)
+        if limit is not None and len(data) > limit:  # it grew while it was read
+            return None, f"{path.name} is too large for what it should hold (over {limit:,} bytes)"
+        return data, None
     except OSError as exc:
         return None, f"{path.name} is not readable ({exc.strerror or exc})"
     finally:
         os.close(fd)
 
 
-def read_json_checked(path: Path) -> tuple[dict | None, str | None]:
+JSON_LIMIT = 8 << 20  # bytes: a run's JSON files hold a few KB (metrics.json's confusion matrix is the most)
+
+
+def read_json_checked(path: Path, limit: int = JSON_LIMIT) -> tuple[dict | None, str | None]:
     """(object, problem): the JSON object in `path`; (None, None) when the file is missing."""
-    data, problem = read_run_file(path)
+    data, problem = read_run_file(path, limit)
     if data is None:
         return None, problem
     try:

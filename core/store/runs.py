@@ -300,6 +300,9 @@ def load_model(run_id: str, root: str | os.PathLike | None = None, device: str |
     return model.to(device).eval()
 
 
+WEIGHTS_LIMIT = 2 << 30  # bytes: the largest ensemble of the lab's models holds a few hundred MB
+
+
 def weights_sha256(run_id: str, root: str | os.PathLike | None = None) -> str:
     """The SHA-256 of the run's weights file: what a result kept beside them (a map, a
     calibration) records, so that new weights make it stale."""
@@ -307,9 +310,16 @@ def weights_sha256(run_id: str, root: str | os.PathLike | None = None) -> str:
     if not is_regular_file(path):
         raise RunError(f"run {run_id!r} has no saved weights")
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.stat().st_size > WEIGHTS_LIMIT:
+            raise RunError(f"the weights of run {run_id!r} are damaged: {WEIGHTS} holds {path.stat().st_size:,} bytes, "
+                           f"more than any model of the lab ({WEIGHTS_LIMIT:,})")
+        with open(path, "rb") as handle:  # in chunks, not read whole
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
         raise RunError(f"the weights of run {run_id!r} cannot be read: {exc.strerror or exc}") from None
+
+
+PREDICTIONS_LIMIT = 256 << 20  # bytes: MNIST's test set's predictions hold about 600 KB
 
 
 def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
@@ -319,7 +329,7 @@ def load_predictions(run_id: str, root: str | os.PathLike | None = None) -> dict
     path = run_dir(run_id, root) / PREDICTIONS
     if not path.parent.is_dir():
         raise RunError(f"no run {run_id!r} in {checkpoints_dir(root)}")
-    data, problem = read_run_file(path)
+    data, problem = read_run_file(path, PREDICTIONS_LIMIT)
     if problem:
         raise RunError(f"the test predictions of run {run_id!r} cannot be read: {problem}")
     if data is None:

@@ -18,9 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+from core.errors import Cancelled
 from core.fsio import flock
 from core.store.folder import (LOCK_NAME, LOG_NAME, STATUS, RunError, RunLock, checkpoints_dir, lock_held,
                                read_json, read_owner, run_dir)
@@ -28,25 +30,39 @@ from core.store.runs import is_resumable, load_run
 from core.store.writer import RunWriter
 
 
-_waiting_for_slot = False  # read by signal handlers: a queued job can be cancelled at once
+_interruptible = 0  # read by signal handlers: inside such a stretch a job can be cancelled at once
 
 
-def waiting_for_slot() -> bool:
-    return _waiting_for_slot
+def interruptible_now() -> bool:
+    """Whether the job is in a stretch that SIGTERM may end at once (Cancelled raised where it
+    is): waiting for the device's slot, or preparing its data before the first step."""
+    return _interruptible > 0
+
+
+@contextlib.contextmanager
+def interruptible(stop: threading.Event | None = None):
+    """A stretch that writes nothing a Cancelled raised anywhere inside it could leave half done:
+    a wait, or a computation of what the run needs before it trains (loading MNIST, drawing the
+    exposure images), which the training loop's own checks of the stop flag would only reach after
+    it. Entered after a stop was asked for (`stop` set), it raises Cancelled at once."""
+    global _interruptible
+    _interruptible += 1
+    try:
+        if stop is not None and stop.is_set():
+            raise Cancelled()
+        yield
+    finally:
+        _interruptible -= 1
 
 
 @contextlib.contextmanager
 def device_slot(device_type: str, root: str | os.PathLike | None = None):
     """Hold the device's slot for the block, waiting (as 'queued') while another job has it."""
-    global _waiting_for_slot
     locks = checkpoints_dir(root) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     with open(locks / f"{device_type}.lock", "a") as handle:  # closing it lets the next job in
-        _waiting_for_slot = True
-        try:
+        with interruptible():
             flock(handle)  # blocks while another job trains on this device
-        finally:
-            _waiting_for_slot = False
         yield
 
 

@@ -35,7 +35,7 @@ from core.store.folder import CONFIG, RunError, RunLock, describe_os_error, now_
 from core.store.runs import load_run, load_train_state, train_state_exists
 from core.store.writer import RunWriter
 from core.training import adversarial
-from core.training.jobs import device_slot
+from core.training.jobs import device_slot, interruptible
 from core.training.parts import EMA, augment, build_optimizer, lr_factor, resolve_device, training_loss
 
 REPORTS_PER_EPOCH = 20  # progress events per epoch (each one syncs with the device once)
@@ -253,12 +253,14 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
     to the end, then finish it."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    split, dataset = load_split(cfg, device, data_root)
+    with interruptible(stop):  # Cancel ends it here at once, not after the first step
+        split, dataset = load_split(cfg, device, data_root)
     writer.write_dataset(dataset)
     steps = math.ceil(len(split.x_train) / cfg.batch_size)
     t = build_trainee(cfg, device, steps)
     if cfg.oe_weight:
-        t.exposure = outlier_exposure.exposure_images(split.x_train, data_root)
+        with interruptible(stop):  # drawing the exposure images takes some 15 s the first time
+            t.exposure = outlier_exposure.exposure_images(split.x_train, data_root)
     history = t.load_state_dict(saved) if saved is not None else []
     writer.write_history(history)
     left_out = dataset["test_duplicates_left_out"]

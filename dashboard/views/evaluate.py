@@ -15,7 +15,7 @@ from core.stats import wilson_percent
 from dashboard.charts import reliability_chart
 from dashboard.explain import image_picker
 from dashboard.notices import report
-from dashboard.state import checkpoints_base, kept_calibration, test_images
+from dashboard.state import calibration_kept, checkpoints_base, test_images
 from dashboard.text import md_text
 from dashboard.widgets import CLEAN_HELP, digit_grid, finished_run_or_stop, run_label
 
@@ -147,7 +147,9 @@ def calibration_section(run, preds) -> None:
                "the run's validation images (never the test set).")
     labels, probs = preds["labels"], preds["probabilities"].astype("float64")
     before = calibration.ece(probs, labels)
-    kept = kept_calibration(run)
+    kept, damage = calibration_kept(run)
+    if damage:
+        st.warning(f"The kept calibration cannot be used: {md_text(damage)}. Fit it again below.", icon=":material/warning:")
     m = st.columns(3)
     m[0].metric("ECE of the test probabilities", f"{before:.4f}")
     curves = {"as trained": calibration.reliability(probs, labels)}

@@ -23,11 +23,16 @@ GALLERY = 8  # test images shown attacked or corrupted
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _kept(base: str, run_id: str, stamp: tuple | None, weights: tuple | None) -> dict | None:
-    return robustness.cached(run_id, base) if stamp else None
+def _kept(base: str, run_id: str, stamp: tuple | None, weights: tuple | None) -> tuple[dict | None, str | None]:
+    return robustness.kept(run_id, base) if stamp else (None, None)
 
 
 def kept_report(run) -> dict | None:
+    return report_kept(run)[0]
+
+
+def report_kept(run) -> tuple[dict | None, str | None]:
+    """(the run's kept report, None), or (None, why its file is damaged), or (None, None)."""
     return _kept(checkpoints_base(), run.run_id, file_stamp(run.path / ROBUSTNESS), file_stamp(run.path / WEIGHTS))
 
 
@@ -123,6 +128,9 @@ def page() -> None:
     runs = [by_id[i] for i in chosen]
     missing = [r for r in runs if kept_report(r) is None]
     for run in missing:
+        if damage := report_kept(run)[1]:
+            st.warning(f"**{md_text(run.name)}**: the kept report cannot be used: {md_text(damage)}. Measure it again.",
+                       icon=":material/warning:")
         if st.button(f"Measure {run.name} (about 3-10 minutes on a CPU)", key=f"rob_measure_{run.run_id}",
                      icon=":material/shield:"):
             try:
