@@ -11,7 +11,8 @@ from core.config import TrainConfig
 from core.data.mnist import Split
 from core.data.source import load_split
 from core.errors import BadInput, LabError
-from core.store.folder import ACTIVE, RunError
+from core.rebuild import MAX_NESTING
+from core.store.folder import ACTIVE, CONFIG, RunError
 from core.store.runs import Run, load_run
 
 FIELDS = ("csv", "val_size", "seed")  # what decides the validation images (train_limit only shortens training)
@@ -33,15 +34,22 @@ class SplitError(BadInput):
     """A run whose split cannot be rebuilt; the message says why."""
 
 
-def split_fields(run: Run, root) -> dict:
+def split_fields(run: Run, root, _within: tuple[str, ...] = ()) -> dict:
     """The fields that decide the run's validation images; an ensemble's are its members',
-    which must agree."""
+    which must agree. A member list that leads back to an ensemble on the way (a hand-edited
+    config.json) or nests deeper than core.rebuild.MAX_NESTING is a SplitError naming the runs."""
     if run.config.get("kind") != "ensemble":
         return {name: run.config.get(name) for name in FIELDS}
+    within = (*_within, run.run_id)
+    if len(within) > MAX_NESTING:
+        raise SplitError(f"ensemble {within[0]!r} nests ensembles more than {MAX_NESTING} deep "
+                         f"({' -> '.join(within)}): its validation split cannot be rebuilt")
     found = []
     for member in run.config.get("members") or []:
+        if member in within:
+            raise SplitError(_cycle(within, member))
         try:
-            found.append(split_fields(load_run(member, root), root))
+            found.append(split_fields(load_run(member, root), root, within))
         except RunError:
             raise SplitError(f"the validation split of ensemble {run.name!r} cannot be rebuilt: its member "
                              f"run {member!r} is gone") from None
@@ -51,6 +59,16 @@ def split_fields(run: Run, root) -> dict:
         raise SplitError(f"the members of ensemble {run.name!r} held out different validation images "
                          "(their seeds, sizes or data differ): no image is unseen by all of them")
     return found[0]
+
+
+def _cycle(within: tuple[str, ...], member: str) -> str:
+    """The message for an ensemble whose member list leads back to `member`, one of `within`."""
+    path = " -> ".join((*within, member))
+    if len(within) == 1:
+        return (f"ensemble {member!r} lists itself among its members ({CONFIG} was edited): its validation "
+                "split cannot be rebuilt")
+    return (f"the members of ensemble {within[0]!r} lead round in a loop ({path}; a {CONFIG} was edited): "
+            "its validation split cannot be rebuilt")
 
 
 class _Fields:

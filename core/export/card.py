@@ -6,6 +6,7 @@ limits. One dict, written as Markdown for people and as JSON for programs.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def build(run: Run, root, fmt: str, file_name: str, opset: int | None, verified:
     wrong_confirmed = [int(i) for i in confirmed_indices() if preds["predicted"][i] == preds["labels"][i]]
     return {
         "model": {"run_id": run.run_id, "name": run.name, "architecture": run.arch,
-                  "kind": config.get("kind", "trained run"), "parameters": metrics.get("parameters"),
+                  "kind": config.get("kind", "trained run"), "parameters": _whole(metrics.get("parameters")),
                   "members": config.get("member_archs")},
         "file": {"name": file_name, "format": fmt, **({"opset": opset} if opset else {}),
                  "input": INPUT_TEXT, "output": OUTPUT_TEXT},
@@ -78,13 +79,37 @@ def build(run: Run, root, fmt: str, file_name: str, opset: int | None, verified:
     }
 
 
+def _whole(value) -> int | None:
+    """A count as metrics.json should hold it (a whole number >= 0), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _figure(value, spec: str) -> str:
+    """`value` formatted by `spec`, or "unknown" where a run file left it out or holds something else."""
+    return format(value, spec) if _is_number(value) else "unknown"
+
+
+def _percent(value) -> str:
+    return f"{value:.2f}%" if _is_number(value) else "unknown"
+
+
+def _text(value) -> str:
+    return "unknown" if value is None or value == "" else str(value)
+
+
 def _robustness(report: dict | None) -> dict | None:
     if not report:
         return None
-    final = [f for f in report["attacks"] if f["attack"] == "pgd" and f["epsilon"] == max(
-        g["epsilon"] for g in report["attacks"])]
+    attacks = [f for f in report["attacks"] if isinstance(f, dict) and _is_number(f.get("epsilon"))]
+    final = [f for f in attacks if f.get("attack") == "pgd" and f["epsilon"] == max(g["epsilon"] for g in attacks)]
+    checks = report.get("checks")
     return {"mean_corruption_error": report.get("mean_corruption_error"),
-            "pgd_at_largest_eps": final[0] if final else None, "checks_passed": report.get("checks", {}).get("passed"),
+            "pgd_at_largest_eps": final[0] if final else None,
+            "checks_passed": checks.get("passed") if isinstance(checks, dict) else None,
             "measured": report.get("created")}
 
 
@@ -106,7 +131,8 @@ def markdown(card: dict) -> str:
     ci = p["test_accuracy_ci95"]
     lines = [f"# Model card: {m['name']}", "",
              f"A handwritten-digit classifier exported from MNIST Lab run `{m['run_id']}` "
-             f"({m['architecture']}, {m['parameters'] or '?':,} parameters).", "",
+             f"({m['architecture']}, " + (f"{m['parameters']:,} parameters" if _is_number(m["parameters"])
+                                          else "number of parameters not recorded") + ").", "",
              "## The file", "",
              f"- `{f['name']}`: {f['format']}" + (f", opset {f['opset']}" if "opset" in f else ""),
              f"- Input: {f['input']}.", f"- Output: {f['output']}."]
@@ -116,28 +142,29 @@ def markdown(card: dict) -> str:
                      f"digit for {v['digits_as_saved']:,}; probabilities within {v['max_probability_difference']:.1e} "
                      "of the lab's own PyTorch path.")
     lines += ["", "## Performance", "",
-              f"- Test accuracy: {p['test_accuracy']:.2f}%" + (f" (95% interval {ci[0]:.2f}-{ci[1]:.2f}%, "
-                                                               f"{p['interval']}, {p['test_images']:,} images)" if ci else ""),
-              f"- Validation accuracy: {p['validation_accuracy']}%"]
+              f"- Test accuracy: {_percent(p['test_accuracy'])}" + (
+                  f" (95% interval {ci[0]:.2f}-{ci[1]:.2f}%, {p['interval']}, {p['test_images']:,} images)"
+                  if ci else ""),
+              f"- Validation accuracy: {_percent(p['validation_accuracy'])}"]
     if card["calibration"]:
         c = card["calibration"]
         lines.append(f"- Calibration: ECE {c['ece']:.4f}; temperature {c['temperature']:.3f} (fitted on "
-                     f"{c['fitted_on'].get('images', '?'):,} validation images) gives ECE {c['ece_calibrated']:.4f}. "
+                     f"{_figure(c['fitted_on'].get('images'), ',')} validation images) gives ECE {c['ece_calibrated']:.4f}. "
                      "The exported graph returns the uncalibrated probabilities.")
     if card["robustness"]:
         r = card["robustness"]
         final = r["pgd_at_largest_eps"] or {}
-        lines.append(f"- Robustness: mean corruption error {r['mean_corruption_error']:.2f}%; L-inf PGD-"
+        lines.append(f"- Robustness: mean corruption error {_percent(r['mean_corruption_error'])}; L-inf PGD-"
                      f"{final.get('steps')}x{final.get('restarts')} at eps {final.get('epsilon')}: "
-                     f"{final.get('accuracy', float('nan')):.2f}% (checks passed: {r['checks_passed']}).")
+                     f"{_percent(final.get('accuracy'))} (checks passed: {r['checks_passed']}).")
     if card["not_a_digit"]:
         d = card["not_a_digit"]
         lines.append(f"- Not a digit (in the lab only): detector {d['detector']} flags "
-                     + (f"{d['non_digits_flagged']:.0%} of the lab's non-digit set" if d["non_digits_flagged"] is not None
+                     + (f"{d['non_digits_flagged']:.0%} of the lab's non-digit set" if _is_number(d["non_digits_flagged"])
                         else "non-digits") + f" while accepting {d['accepts']:.0%} of validation digits.")
     lines += ["", "## Training", "",
-              f"- Started {t['started']}, finished {t['finished']} on {t['device']} ({t['seconds']} s, torch {t['torch']}); "
-              f"kept weights: {t['kept_weights']}.",
+              f"- Started {_text(t['started'])}, finished {_text(t['finished'])} on {_text(t['device'])} "
+              f"({_text(t['seconds'])} s, torch {_text(t['torch'])}); kept weights: {_text(t['kept_weights'])}.",
               f"- Data: {card['data'].get('source', '?')}, {card['data'].get('train', '?')} training and "
               f"{card['data'].get('validation', '?')} validation images, tested on {card['data'].get('test', '?')}.",
               f"- Trained at commit: {t['trained_at_commit'] or 'not recorded'}; exported at commit "
