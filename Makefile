@@ -57,9 +57,10 @@ $(VENV)/.installed-dev-$(DEV_HASH): requirements.txt requirements-dev.txt pyproj
 	@rm -f $(VENV)/.installed-*
 	@touch $@ $(VENV)/.installed-$(REQ_HASH)
 
-# MNIST into ./data (or $MNIST_LAB_DATA); quick when the verified files are already there.
+# MNIST into ./data (or $MNIST_LAB_DATA), and the exposure images drawn from it once (some 15 s);
+# quick when the verified files are already there.
 data:
-	@$(PY) -m core fetch
+	@$(PY) -m core fetch --exposure
 
 # Chromium from Debian's packages, for the end-to-end browser tests.
 browser:

@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the full traceback of every error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    sub.add_parser("fetch", help="download and verify MNIST into the data folder")
+    fetch = sub.add_parser("fetch", help="download and verify MNIST into the data folder")
+    fetch.add_argument("--exposure", action="store_true",
+                       help="also draw the exposure images that outlier exposure and the not-a-digit check learn "
+                            "from (some 15 s, once; kept in the data folder), so no training or fit waits for them")
     sub.add_parser("models", help="list architectures with parameter counts and recipes")
 
     train = sub.add_parser("train", help="train one model; Ctrl-C or SIGTERM cancels cleanly")

@@ -8,9 +8,11 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from tqdm import tqdm
 
+from core.notadigit import exposure
 from core.notadigit.detector import detector_for
 from core.analysis.predict import Predictor
 from core.reports import REPORTS
@@ -21,7 +23,7 @@ from core.bench.race import run_race
 from core.config import ConfigError, TrainConfig, field_specs
 from core.data.csvfile import CSVFormatError, read_digits_csv
 from core.data.images import ImageError, preprocess
-from core.data.mnist import fetch
+from core.data.mnist import data_dir, fetch
 from core.errors import Cancelled, LabError
 from core.fsio import strict_json
 from core.models import count_parameters, create_model, get_spec, list_models
@@ -42,6 +44,11 @@ def config_from_args(args: argparse.Namespace, **override) -> TrainConfig:
 
 def cmd_fetch(args) -> int:
     fetch(args.data, report=lambda m: print(m, file=sys.stderr))
+    if args.exposure:
+        start = time.perf_counter()
+        found = exposure.kept(args.data)
+        print(f"{len(found):,} exposure images ready in {data_dir(args.data) / 'exposure'} "
+              f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     return 0
 
 
