@@ -36,7 +36,7 @@ from pathlib import Path
 
 
 from core.errors import LabError
-from core.fsio import flock
+from core.fsio import NotARegularFile, flock, open_regular
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
@@ -209,23 +209,16 @@ def now_iso() -> str:
 
 def read_run_file(path: Path) -> tuple[bytes | None, str | None]:
     """(content, problem) of one run file; (None, None) when it is missing. Only a regular file
-    is read: opening a FIFO for reading would wait for a writer forever, so the file is opened
-    without blocking and checked with fstat before a byte is read."""
+    is read, opened without blocking (core.fsio.open_regular): a FIFO never holds up a reader."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open_regular(path) as handle:
+            return handle.read(), None
     except FileNotFoundError:
         return None, None
+    except NotARegularFile:
+        return None, f"{path.name} is not a regular file"
     except OSError as exc:
         return None, f"{path.name} is not readable ({exc.strerror or exc})"
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, f"{path.name} is not a regular file"
-        with open(fd, "rb", closefd=False) as handle:
-            return handle.read(), None
-    except OSError as exc:
-        return None, f"{path.name} is not readable ({exc.strerror or exc})"
-    finally:
-        os.close(fd)
 
 
 def read_json_checked(path: Path) -> tuple[dict | None, str | None]:

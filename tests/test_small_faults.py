@@ -1,0 +1,106 @@
+"""Small bad-input faults found by a sweep: each case against the real CLI or the real function, on
+real files in tmp folders and shipped reference runs, asserting the one line the user reads."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.analysis.compare import CompareError, pairwise
+from core.analysis.predict import Predictor
+from core.config import ConfigError, TrainConfig
+from core.data.images import ImageError, to_mnist
+from core.data.mnist import load_mnist
+from core.store.folder import CALIBRATION
+from core.store.runs import load_run
+from tests.helpers import REPO, require_mnist, run_cli, shown, train_new
+from tests.test_analysis_faults import AS_USER, MLP, SHIPPED, store_state
+
+EMPTY_IMAGE = ("The image is empty: nothing in it stands out from its background (one colour all over, or marks "
+               "too faint to be ink), so there is no digit to read.")
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A checkpoints folder holding a copy of the shipped mlp reference run (calibrated, with its
+    not-a-digit detector)."""
+    root = tmp_path / "runs"
+    shutil.copytree(SHIPPED / MLP, root / MLP)
+    return root
+
+
+def digit_png(path, index: int = 0):
+    """MNIST test image `index`, white on black, saved as a PNG."""
+    Image.fromarray(load_mnist(require_mnist()).test_images[index].numpy()).save(path)
+    return path
+
+
+# --- 1. an image file with no ink --------------------------------------------------------------
+
+def test_an_image_file_on_a_grey_or_dark_background_is_an_empty_image_not_a_drawing(store, tmp_path):
+    rng = np.random.default_rng(0)
+    files = {"grey.png": np.full((60, 60), 100, np.uint8), "dark.png": np.full((60, 60), 10, np.uint8),
+             "faint.png": rng.integers(20, 30, (60, 60), dtype=np.uint8)}  # marks too faint to be ink
+    paths = []
+    for name, pixels in files.items():
+        paths.append(str(tmp_path / name))
+        Image.fromarray(pixels).save(paths[-1])
+    paths.append(str(tmp_path / "dark-rgb.jpg"))
+    Image.new("RGB", (60, 60), (30, 30, 30)).save(paths[-1])
+    before = store_state(store)
+    code, out, err = run_cli("--checkpoints", str(store), "predict", MLP, *paths)
+    assert (code, out) == (1, "")
+    assert err == "".join(f"{p}: error: {EMPTY_IMAGE}\n" for p in paths)
+    assert store_state(store) == before
+    # the Sketch pad's array is still a drawing, in the drawing's words
+    with pytest.raises(ImageError) as caught:
+        to_mnist(np.zeros((280, 280), np.uint8))
+    assert str(caught.value) == "The drawing is empty: draw a digit first."
+
+
+# --- 2. a FIFO or a folder as the image ------------------------------------------------------
+
+@pytest.mark.timeout(60)  # a reader that waited on the FIFO for a writer would hang: this ends it as a failure
+def test_a_fifo_or_a_folder_given_as_the_image_says_what_it_is_and_never_blocks(store, tmp_path):
+    fifo, folder = tmp_path / "digit.png", tmp_path / "digits"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    before = store_state(store)
+    code, out, err = run_cli("--checkpoints", str(store), "predict", MLP, str(fifo), str(folder))
+    assert (code, out) == (1, "")
+    assert err == (f"{fifo}: error: '{fifo}' is a named pipe (FIFO), not an image file.\n"
+                   f"{folder}: error: '{folder}' is a folder, not an image file.\n")
+    assert store_state(store) == before
+
+
+# --- 7. a CSV cell too large for a whole number ----------------------------------------------
+
+def huge_cell_csv(path, label: bool):
+    header = ["label"] * label + [f"pixel{i}" for i in range(784)]
+    path.write_text(",".join(header) + "\n" + ",".join(["3"] * label + ["1e308"] + ["0"] * 783) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_a_huge_number_in_a_csv_cell_is_one_line_with_no_warning(store, tmp_path):
+    rows = huge_cell_csv(tmp_path / "rows.csv", label=False)
+    proc = subprocess.run([sys.executable, "-m", "core", "--checkpoints", str(store), "predict", MLP, str(rows)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"{rows}: error: row 1 (line 2), column 'pixel0': '1e308' is not a pixel value 0..255.\n"
+    training = huge_cell_csv(tmp_path / "train.csv", label=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli("--checkpoints", str(tmp_path / "new-runs"), "--data", str(require_mnist()), "train",
+                                 "--arch", "mlp", "--csv", str(training))
+    assert [str(w.message) for w in caught] == []
+    assert (code, out, err) == (2, "", "error: row 1 (line 2), column 'pixel0': '1e308' is not a pixel value 0..255.\n")
+    assert not (tmp_path / "new-runs").exists()
