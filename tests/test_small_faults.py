@@ -81,6 +81,90 @@ def test_a_fifo_or_a_folder_given_as_the_image_says_what_it_is_and_never_blocks(
     assert store_state(store) == before
 
 
+# --- 3. --calibrated on a run that did not finish --------------------------------------------
+
+@pytest.mark.slow
+def test_predict_calibrated_on_a_cancelled_run_says_it_did_not_finish_and_its_advice_works(tmp_path):
+    root, data = tmp_path / "runs", require_mnist()
+    stop = threading.Event()
+    run_id, status = train_new(TrainConfig(arch="mlp", epochs=2, train_limit=1000, device="cpu", name="cut short"),
+                               root, stop=stop, callback=lambda e: e.kind == "epoch" and stop.set())
+    assert status == "cancelled"
+    image = str(digit_png(tmp_path / "seven.png"))
+    before = store_state(root)
+    code, out, err = run_cli("--checkpoints", str(root), "--data", str(data), "predict", run_id, image, "--calibrated")
+    assert (code, out) == (2, "")
+    assert err == (f"error: run 'cut short' did not finish (cancelled), so it has no calibration to use: predict "
+                   f"without --calibrated, or resume it (`python -m core train --resume {run_id}`) and then fit one "
+                   f"with `python -m core calibration {run_id}`\n")
+    assert store_state(root) == before
+    # the advice works: resumed to its end, the run is calibrated, and its predictions are
+    for argv in (("train", "--resume", run_id, "--quiet"), ("calibration", run_id)):
+        code, out, err = run_cli("--checkpoints", str(root), "--data", str(data), *argv)
+        assert code == 0, err
+    assert Predictor.from_run(run_id, root, calibrated=True).calibrated
+
+
+# --- 4. a calibration.json that cannot be read -----------------------------------------------
+
+def refit_message(problem: str) -> str:
+    return (f"error: the calibration of run 'mlp reference' cannot be read: {problem}; fit it again with "
+            f"`python -m core calibration {MLP} --refit`\n")
+
+
+def test_a_calibration_file_that_is_not_json_is_called_damaged_and_the_refit_it_advises_mends_it(store, tmp_path):
+    assert load_run(MLP, store).name == "mlp reference"
+    (store / MLP / CALIBRATION).write_bytes(b'{"temperature": 2.2')  # cut short
+    image = str(digit_png(tmp_path / "seven.png"))
+    before = store_state(store)
+    code, out, err = run_cli("--checkpoints", str(store), "predict", MLP, image, "--calibrated")
+    assert (code, out, err) == (2, "", refit_message("calibration.json is not valid JSON"))
+    assert store_state(store) == before
+    code, out, err = run_cli("--checkpoints", str(store), "--data", str(require_mnist()), "calibration", MLP,
+                             "--refit")
+    assert code == 0, err
+    assert json.loads((store / MLP / CALIBRATION).read_text())["temperature"] > 0
+    assert Predictor.from_run(MLP, store, calibrated=True).calibrated
+
+
+@pytest.mark.slow
+def test_a_calibration_file_the_user_may_not_read_is_named_with_its_os_error(store, tmp_path):
+    (store / MLP / CALIBRATION).chmod(0o000)
+    image = str(digit_png(tmp_path / "seven.png"))
+    before = store_state(store)
+    proc = subprocess.run([*AS_USER, sys.executable, "-m", "core", "--checkpoints", str(store), "predict", MLP, image,
+                           "--calibrated"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == refit_message("calibration.json is not readable (Permission denied)")
+    assert store_state(store) == before
+
+
+# --- 5. a checkpoints path that is a file ----------------------------------------------------
+
+def test_a_checkpoints_path_that_is_a_file_is_named_by_runs(tmp_path, monkeypatch):
+    blocker = tmp_path / "checkpoints"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(blocker))
+    code, out, err = run_cli("runs")
+    assert (code, out) == (1, "")
+    assert err == (f"error: the checkpoints path {blocker} is a file, not a folder: set --checkpoints or "
+                   "$MNIST_LAB_CHECKPOINTS to a folder, or move the file away\n")
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.slow
+def test_the_dashboard_names_a_checkpoints_path_that_is_a_file(lab_env, tmp_path):
+    from tests.test_app import open_page, texts
+    blocker = lab_env(tmp_path / "blocker")
+    blocker.write_text("not a folder")
+    for page in ("train", "compare"):
+        at = open_page(page)
+        assert [shown(e.value) for e in at.error] == [
+            f"the checkpoints path {blocker} is a file, not a folder: set --checkpoints or $MNIST_LAB_CHECKPOINTS "
+            "to a folder, or move the file away"], page
+        assert "No runs" not in texts(at)
+
+
 # --- 7. a CSV cell too large for a whole number ----------------------------------------------
 
 def huge_cell_csv(path, label: bool):
@@ -104,3 +188,17 @@ def test_a_huge_number_in_a_csv_cell_is_one_line_with_no_warning(store, tmp_path
     assert [str(w.message) for w in caught] == []
     assert (code, out, err) == (2, "", "error: row 1 (line 2), column 'pixel0': '1e308' is not a pixel value 0..255.\n")
     assert not (tmp_path / "new-runs").exists()
+
+
+# --- 8. one run under two names --------------------------------------------------------------
+
+def test_compare_refuses_one_run_under_two_names(store):
+    (store / "alias").symlink_to(MLP)
+    before = store_state(store)
+    for a, b in ((MLP, "alias"), ("alias", MLP)):
+        code, out, err = run_cli("--checkpoints", str(store), "compare", a, b)
+        assert (code, out) == (2, "")
+        assert err == f"error: runs {a!r} and {b!r} are one run (the folder {MLP!r}) given twice: compare it with another run\n"
+    with pytest.raises(CompareError, match="given twice"):
+        pairwise([MLP, "alias"], store)
+    assert store_state(store) == before

@@ -36,7 +36,7 @@ from pathlib import Path
 
 
 from core.errors import LabError
-from core.fsio import NotARegularFile, flock, open_regular
+from core.fsio import NotARegularFile, file_kind, flock, open_regular
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
@@ -103,6 +103,20 @@ def _path_problem(exc: Exception) -> str:
     if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
         return "its path is a loop of symbolic links"
     return str(getattr(exc, "strerror", None) or exc)
+
+
+def store_problem(root: str | os.PathLike | None = None) -> str | None:
+    """Why the checkpoints folder cannot hold runs because something else is at its path (a
+    file), or None: a folder, or nothing yet (the first run creates it)."""
+    base = checkpoints_dir(root)
+    try:
+        mode = os.stat(base).st_mode
+    except OSError:
+        return None  # missing (no runs yet), or not reachable: listing it finds no runs either way
+    if stat.S_ISDIR(mode):
+        return None
+    return (f"the checkpoints path {base} is {file_kind(mode)}, not a folder: set --checkpoints or "
+            f"${CHECKPOINTS_ENV} to a folder, or move the file away")
 
 
 def slug(text: str) -> str:
