@@ -165,6 +165,23 @@ def test_the_dashboard_names_a_checkpoints_path_that_is_a_file(lab_env, tmp_path
         assert "No runs" not in texts(at)
 
 
+# --- 6. adversarial steps without an eps -----------------------------------------------------
+
+def test_adversarial_steps_without_an_eps_are_refused_in_one_line(tmp_path):
+    root = tmp_path / "runs"
+    code, out, err = run_cli("--checkpoints", str(root), "--data", str(require_mnist()), "train", "--arch", "mlp",
+                             "--adv-steps", "5")
+    assert (code, out) == (2, "")
+    assert err == ("error: adv_steps is 5 but adv_eps is 0 (off), so it would change nothing: give adv_eps too, "
+                   "or leave adv_steps out\n")
+    assert not root.exists()
+    with pytest.raises(ConfigError, match=r"^adv_warmup is 0\.5 but adv_eps is 0 \(off\)"):
+        TrainConfig(arch="mlp", adv_warmup=0.5)
+    # the robust recipe's own attack settings stay, idle, when its eps is turned off; with an eps they act
+    assert TrainConfig(arch="robust", adv_eps=0.0).adv_steps == 5
+    assert TrainConfig(arch="mlp", adv_eps=0.1, adv_steps=5).adv_steps == 5
+
+
 # --- 7. a CSV cell too large for a whole number ----------------------------------------------
 
 def huge_cell_csv(path, label: bool):
