@@ -28,6 +28,7 @@ from core.errors import Cancelled, LabError
 from core.fsio import strict_json
 from core.models import count_parameters, create_model, get_spec, list_models
 from core.store import tables
+from core.store.folder import RunError, store_problem
 from core.store.runs import list_runs, load_run
 from core.training.grids import grid_table, parse_seeds, parse_values, prepare_seeds, prepare_sweep, run_sweep
 from core.training.jobs import interruptible_now
@@ -190,6 +191,8 @@ def _absolute_csv(args) -> dict:
 
 
 def cmd_runs(args) -> int:
+    if problem := store_problem(args.checkpoints):  # else "no runs yet" would hide it
+        raise RunError(problem)
     runs = list_runs(args.checkpoints)
     if not runs:
         print("no runs yet: start one with `python -m core train --arch lenet`")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 
 from core.errors import BadInput
 from core.models import get_spec
-from core.recipe import KNOBS, Knob, knob_problems, knobs_dataclass
+from core.recipe import KNOBS, Knob, idle_knob_problems, knob_problems, knobs_dataclass
 
 DEVICES = ("auto", "cpu", "cuda")
 # torch's CPU generator (mt19937) keeps only the low 32 bits of a seed: 2**32 would train exactly
@@ -101,8 +101,10 @@ class TrainConfig(_ArchAndKnobs):
 
     def _problems(self) -> Iterator[str]:
         """What is wrong, in one line per field, in the order of the check: the knobs (their ranges
-        from core.recipe.KNOBS), then the run's own fields."""
+        from core.recipe.KNOBS), a knob asked for that another knob left off makes idle, then the
+        run's own fields."""
         yield from knob_problems(self)
+        yield from idle_knob_problems(self, get_spec(self.arch).recipe)
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= MAX_SEED):
             yield seed_problem(self.seed)
         optional = {spec.name for spec in field_specs() if spec.optional}

@@ -1,6 +1,7 @@
-"""Files written whole and files locked: the one way MNIST Lab writes a file and takes a lock,
-for the run store (core.store.runs), MNIST's verification record (core.data.mnist) and the handwriting set
-(core.data.handwriting). Nothing here knows what the files hold."""
+"""Files written whole, files read without blocking and files locked: the one way MNIST Lab writes a
+file, opens a file it is given and takes a lock, for the run store (core.store.runs), MNIST's
+verification record (core.data.mnist), the handwriting set (core.data.handwriting) and the images
+`predict` reads (core.data.images). Nothing here knows what the files hold."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,7 @@ import fcntl
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,41 @@ def _json_default(obj: Any) -> Any:
         return obj.tolist()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
+
+class NotARegularFile(OSError):
+    """A path that names a folder, a named pipe, a socket or a device where a file was expected;
+    `kind` says which ("a folder", ...)."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.kind = kind
+
+
+def file_kind(mode: int) -> str:
+    """What a file of st_mode `mode` is, in words: "a file", "a folder", "a named pipe (FIFO)", ..."""
+    for test, kind in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+@contextlib.contextmanager
+def open_regular(path):
+    """`path` opened for reading, in binary, if it is a regular file. It is opened without blocking
+    and checked with fstat before a byte is read: opening a FIFO for reading would wait for a
+    writer forever. Raises FileNotFoundError, NotARegularFile, or the OSError of the open."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(path, file_kind(mode))
+        handle = open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        yield handle
 
 
 def flock(handle, *, wait: bool = True, shared: bool = False) -> bool:

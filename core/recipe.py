@@ -40,6 +40,9 @@ class Knob:
     # ">= 1") do not fit; {low}, {high}, {interval} and {unit} are filled in. Users and tests rely
     # on the messages word for word.
     words: str = ""
+    # The knob that must be on (not 0) for this one to act: set away from the recipe while that
+    # one is off, it would change nothing, and the config is refused (core.config.TrainConfig).
+    needs: str = ""
 
     @property
     def interval(self) -> str:
@@ -126,11 +129,11 @@ KNOBS: tuple[Knob, ...] = (  # in config.json's order
     Knob("adv_eps", float, 0.0, "adversarial training: train on L-inf attacks of this radius, in pixels on "
          "[0, 1] (0: off; {range})", 0, 1, unit="pixels on [0, 1]", words="in {interval} ({unit})"),
     Knob("adv_steps", int, 1, "adversarial training: attack steps per batch (1: FGSM with a random start, "
-         "more: PGD)", 1, 100, advanced=True),
+         "more: PGD)", 1, 100, advanced=True, needs="adv_eps"),
     Knob("adv_step", float, 1.25, "adversarial training: each attack step's size, as a multiple of adv_eps",
-         0, 10, "(]", unit="times adv_eps", advanced=True, words="> {low} and <= {high} ({unit})"),
+         0, 10, "(]", unit="times adv_eps", advanced=True, words="> {low} and <= {high} ({unit})", needs="adv_eps"),
     Knob("adv_warmup", float, 0.0, "adversarial training: share of the steps over which the radius grows "
-         "from 0 to adv_eps, {range}", 0, 1, "[)", advanced=True),
+         "from 0 to adv_eps, {range}", 0, 1, "[)", advanced=True, needs="adv_eps"),
     Knob("oe_weight", float, 0.0, "outlier exposure: weight of a loss that teaches the model to be unsure on "
          "the lab's non-digit exposure images, seen beside each batch (0: off; {range})", 0, 10),
 )
@@ -140,6 +143,17 @@ KNOB = {k.name: k for k in KNOBS}
 def knob_problems(values: object) -> Iterator[str]:
     """Why the knobs of `values` (an object with one attribute per knob) cannot be, in the table's order."""
     return (p for k in KNOBS if (p := k.problem(getattr(values, k.name))) is not None)
+
+
+def idle_knob_problems(values: object, recipe: object) -> Iterator[str]:
+    """The knobs of `values` set away from `recipe` (the architecture's) that act only while another
+    knob is on, while it is off: asked for, they would change nothing (`--adv-steps 5` without
+    `--adv-eps` would train with no attack)."""
+    for k in KNOBS:
+        value = getattr(values, k.name)
+        if k.needs and not getattr(values, k.needs) and value != getattr(recipe, k.name):
+            yield (f"{k.name} is {value:g} but {k.needs} is 0 (off), so it would change nothing: "
+                   f"give {k.needs} too, or leave {k.name} out")
 
 
 def knobs_dataclass(name: str, from_recipe: bool = False, bases: tuple[type, ...] = ()) -> type:

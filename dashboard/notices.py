@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.data import mnist as data_mod
 from core.errors import LabError
+from core.store.folder import store_problem
 from core.store.runs import Run
 from dashboard.state import cached_mnist
 from dashboard.text import md_text
@@ -59,8 +60,13 @@ def require_mnist(purpose: str = "This page") -> bool:
 
 
 def no_runs_notice(what_next: str, link_to_train: bool = True) -> None:
-    """Say what to do when there is nothing to show yet."""
-    st.info(what_next, icon=":material/lightbulb:")
+    """Say what to do when there is nothing to show yet, or why nothing can be: something other
+    than a folder where the checkpoints folder should be."""
+    problem = store_problem(None)
+    if problem:
+        st.error(md_text(problem), icon=":material/error:")
+    else:
+        st.info(what_next, icon=":material/lightbulb:")
     if link_to_train:
         st.page_link("views/train.py", label="Go to Train", icon=":material/model_training:")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,9 +119,16 @@ def _runs(run_ids: list[str], root) -> list[Run]:
         twice = next(i for i in run_ids if run_ids.count(i) > 1)
         raise CompareError(f"run {twice!r} was given twice: compare it with another run")
     try:
-        return [load_run(run_id, root) for run_id in run_ids]
+        runs = [load_run(run_id, root) for run_id in run_ids]
     except RunError as exc:
         raise CompareError(str(exc)) from None
+    seen: dict[Path, str] = {}  # resolved run folder -> the id it was first given as
+    for run in runs:  # a link in the store to a run's folder is that run under another name
+        if run.path in seen:
+            raise CompareError(f"runs {seen[run.path]!r} and {run.run_id!r} are one run (the folder "
+                               f"{run.path.name!r}) given twice: compare it with another run")
+        seen[run.path] = run.run_id
+    return runs
 
 
 def _figures(run: Run, hits: np.ndarray) -> Figures:

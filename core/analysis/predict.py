@@ -10,7 +10,8 @@ from torch import nn
 
 from core.analysis.calibration import CalibrationError, temperature_of, tempered
 from core.data.images import normalize, preprocess
-from core.store.runs import load_model, load_run
+from core.store.folder import ACTIVE, CALIBRATION, read_json_checked
+from core.store.runs import RESUMABLE, Run, is_resumable, load_model, load_run
 
 if TYPE_CHECKING:  # a type only: the detector's module reads runs through core.analysis
     from core.notadigit.detector import Detector
@@ -35,11 +36,9 @@ class Predictor:
         run = load_run(run_id, root)
         temperature = 1.0
         if calibrated:
-            found = temperature_of(run_id, root)
-            if found is None:
-                raise CalibrationError(f"run {run.name!r} has no calibration fitted for its current weights: "
-                                       f"run `python -m core calibration {run_id}` first")
-            temperature = found
+            temperature = temperature_of(run_id, root)
+            if temperature is None:
+                raise _no_temperature(run)
         return cls(run_id, run.arch, load_model(run_id, root), temperature)
 
     @torch.inference_mode()
@@ -56,3 +55,21 @@ class Predictor:
         """Probabilities (10,) for one image file, after MNIST's preprocessing."""
         mnist_image, _ = preprocess(path)
         return self.probabilities(mnist_image)[0]
+
+
+def _no_temperature(run: Run) -> CalibrationError:
+    """Why the run has no temperature to use, and what would give it one that works."""
+    if run.status in ACTIVE:
+        return CalibrationError(f"run {run.name!r} is still {run.status}, so it has no calibration to use: predict "
+                                "without --calibrated, or calibrate it once it has finished")
+    if run.status in RESUMABLE:  # `calibration` fits finished runs alone
+        then = (f", or resume it (`python -m core train --resume {run.run_id}`) and then fit one with "
+                f"`python -m core calibration {run.run_id}`" if is_resumable(run) else "")
+        return CalibrationError(f"run {run.name!r} did not finish ({run.status}), so it has no calibration to use: "
+                                f"predict without --calibrated{then}")
+    _, problem = read_json_checked(run.path / CALIBRATION)
+    if problem:  # temperature_of found no fit in it: it is damaged, not missing
+        return CalibrationError(f"the calibration of run {run.name!r} cannot be read: {problem}; fit it again with "
+                                f"`python -m core calibration {run.run_id} --refit`")
+    return CalibrationError(f"run {run.name!r} has no calibration fitted for its current weights: "
+                            f"run `python -m core calibration {run.run_id}` first")

@@ -12,6 +12,7 @@ import csv
 import io
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -288,7 +289,12 @@ def _parse_numbers(data: bytes, n_columns: int, n_rows: int) -> list[np.ndarray]
     # Integers parse fastest; fractions and empty cells need floats (then fail the checks).
     for dtype in (np.int64, np.float64):
         try:
-            frame = pd.read_csv(io.BytesIO(data), dtype=dtype, **options)
+            with warnings.catch_warnings():
+                # A cell too large for int64 (1e308) makes numpy warn in pandas' cast before pandas
+                # refuses the int pass (ValueError); the float pass reads it and the range check
+                # names its row and column: the one line the user reads, without numpy's warning.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                frame = pd.read_csv(io.BytesIO(data), dtype=dtype, **options)
             # Column by column: no (rows x 785) float matrix, a copy that costs ~1 s and 260 MB.
             return [frame[column].to_numpy() for column in frame.columns]
         except pd.errors.ParserError as error:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from core.errors import BadInput
+from core.fsio import NotARegularFile, open_regular
 
 # Pixel statistics of the MNIST training set on the [0, 1] scale; training normalises
 # every input with them, so prediction must too.
@@ -46,6 +47,16 @@ ImageLike = Union[Image.Image, np.ndarray]
 
 class ImageError(BadInput, ValueError):
     """An image that cannot be used; the message tells the user what to do."""
+
+
+class EmptyDrawing(ImageError):
+    """No ink: nothing stands out from the background. Said of a drawing (the Sketch pad's array);
+    `preprocess` says it of an image file in the file's words (EMPTY_FILE)."""
+
+
+EMPTY_DRAWING = "The drawing is empty: draw a digit first."
+EMPTY_FILE = ("The image is empty: nothing in it stands out from its background (one colour all over, or marks "
+              "too faint to be ink), so there is no digit to read.")
 
 
 # --------------------------------------------------------------------------- loading
@@ -95,11 +106,17 @@ def _read_source(source: ImageSource, max_bytes: int) -> tuple[str, bytes]:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = f"The file '{path.name}'"
-        if not path.is_file():
-            raise ImageError(f"There is no image file at '{path}'.")
-        if path.stat().st_size > max_bytes:
-            raise ImageError(f"{name} is too large; {limit_text}")
-        return name, path.read_bytes()
+        try:
+            with open_regular(path) as handle:  # never blocks: a FIFO is refused, not read
+                if os.fstat(handle.fileno()).st_size > max_bytes:
+                    raise ImageError(f"{name} is too large; {limit_text}")
+                return name, handle.read()
+        except FileNotFoundError:
+            raise ImageError(f"There is no image file at '{path}'.") from None
+        except NotARegularFile as exc:
+            raise ImageError(f"'{path}' is {exc.kind}, not an image file.") from None
+        except OSError as exc:
+            raise ImageError(f"{name} cannot be read ({exc.strerror or exc}).") from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, data = "The uploaded data", bytes(source)
     elif hasattr(source, "read"):
@@ -171,7 +188,7 @@ def _to_unit_array(image: ImageLike) -> np.ndarray:
             f"An image array must have shape (H, W), (H, W, 3) or (H, W, 4), not {array.shape}."
         )
     if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ImageError("The drawing is empty: draw a digit first.")
+        raise EmptyDrawing(EMPTY_DRAWING)
     values = array.astype(np.float32)
     if not np.issubdtype(array.dtype, np.integer):  # integers hold no NaN or infinity
         values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
@@ -242,7 +259,7 @@ def _stretch_from_background(ink: np.ndarray) -> np.ndarray:
     background = float(np.median(border) if 2 * border.size <= ink.size else np.percentile(ink, 10))
     peak = float(ink.max())
     if peak - background < INK_THRESHOLD:
-        raise ImageError("The drawing is empty: draw a digit first.")
+        raise EmptyDrawing(EMPTY_DRAWING)
     stretched = np.clip((ink - background) / (peak - background), 0.0, 1.0)
     stretched[stretched < INK_THRESHOLD] = 0.0
     return stretched.astype(np.float32)
@@ -328,7 +345,14 @@ def unstandardise(x: torch.Tensor) -> np.ndarray:
 
 
 def preprocess(source: ImageSource | ImageLike) -> tuple[np.ndarray, torch.Tensor]:
-    """Return (the 28x28 [0, 1] digit for display, its (1, 1, 28, 28) model input)."""
-    image = source if isinstance(source, (Image.Image, np.ndarray)) else load_image(source)
-    digit = to_mnist(image)
+    """Return (the 28x28 [0, 1] digit for display, its (1, 1, 28, 28) model input). An empty image
+    read from a file (or an upload) is said to be one, not an empty drawing."""
+    if isinstance(source, (Image.Image, np.ndarray)):
+        digit = to_mnist(source)
+    else:
+        image = load_image(source)
+        try:
+            digit = to_mnist(image)
+        except EmptyDrawing:
+            raise ImageError(EMPTY_FILE) from None
     return digit, normalize(digit)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 
 from core.errors import LabError
-from core.fsio import flock
+from core.fsio import NotARegularFile, file_kind, flock, open_regular
 
 CHECKPOINTS_ENV = "MNIST_LAB_CHECKPOINTS"
 DEFAULT_CHECKPOINTS = "checkpoints"
@@ -103,6 +103,20 @@ def _path_problem(exc: Exception) -> str:
     if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
         return "its path is a loop of symbolic links"
     return str(getattr(exc, "strerror", None) or exc)
+
+
+def store_problem(root: str | os.PathLike | None = None) -> str | None:
+    """Why the checkpoints folder cannot hold runs because something else is at its path (a
+    file), or None: a folder, or nothing yet (the first run creates it)."""
+    base = checkpoints_dir(root)
+    try:
+        mode = os.stat(base).st_mode
+    except OSError:
+        return None  # missing (no runs yet), or not reachable: listing it finds no runs either way
+    if stat.S_ISDIR(mode):
+        return None
+    return (f"the checkpoints path {base} is {file_kind(mode)}, not a folder: set --checkpoints or "
+            f"${CHECKPOINTS_ENV} to a folder, or move the file away")
 
 
 def slug(text: str) -> str:
@@ -209,31 +223,24 @@ def now_iso() -> str:
 
 def read_run_file(path: Path, limit: int | None = None) -> tuple[bytes | None, str | None]:
     """(content, problem) of one file the lab keeps; (None, None) when it is missing. Only a
-    regular file is read: opening a FIFO for reading would wait for a writer forever, so the file
-    is opened without blocking and checked with fstat before a byte is read. `limit`: the most
-    bytes a whole file of its kind can hold; a larger one (a file truncated to 30 GB, a link to
-    /dev/zero) is refused before it is read."""
+    regular file is read, opened without blocking (core.fsio.open_regular): a FIFO never holds up
+    a reader. `limit`: the most bytes a whole file of its kind can hold; a larger one (a file
+    truncated to 30 GB, a link to /dev/zero) is refused before it is read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if limit is not None and size > limit:
+                return None, f"{path.name} is too large for what it should hold ({size:,} bytes; at most {limit:,})"
+            data = handle.read() if limit is None else handle.read(limit + 1)
     except FileNotFoundError:
         return None, None
+    except NotARegularFile:
+        return None, f"{path.name} is not a regular file"
     except OSError as exc:
         return None, f"{path.name} is not readable ({exc.strerror or exc})"
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return None, f"{path.name} is not a regular file"
-        if limit is not None and info.st_size > limit:
-            return None, f"{path.name} is too large for what it should hold ({info.st_size:,} bytes; at most {limit:,})"
-        with open(fd, "rb", closefd=False) as handle:
-            data = handle.read() if limit is None else handle.read(limit + 1)
-        if limit is not None and len(data) > limit:  # it grew while it was read
-            return None, f"{path.name} is too large for what it should hold (over {limit:,} bytes)"
-        return data, None
-    except OSError as exc:
-        return None, f"{path.name} is not readable ({exc.strerror or exc})"
-    finally:
-        os.close(fd)
+    if limit is not None and len(data) > limit:  # it grew while it was read
+        return None, f"{path.name} is too large for what it should hold (over {limit:,} bytes)"
+    return data, None
 
 
 JSON_LIMIT = 8 << 20  # bytes: a run's JSON files hold a few KB (metrics.json's confusion matrix is the most)
