@@ -91,7 +91,8 @@ class NotARegularFile(OSError):
 def file_kind(mode: int) -> str:
     """What a file of st_mode `mode` is, in words: "a file", "a folder", "a named pipe (FIFO)", ..."""
     for test, kind in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
         if test(mode):
             return kind
     return "a special file"

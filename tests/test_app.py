@@ -427,8 +427,9 @@ def test_train_start_with_an_unusable_checkpoints_folder_says_so(lab_env, tmp_pa
     at.selectbox(key="train_arch").set_value("mlp").run()
     next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception
-    (error,) = at.error
-    assert error.value.startswith("Could not start the run")
+    errors = sorted(e.value for e in at.error)
+    assert len(errors) == 2 and errors[0].startswith("Could not start the run")
+    assert errors[1].startswith(f"the checkpoints path {blocker} is a file, not a folder")  # the page's own notice
     assert blocker.read_text() == "a file where the runs folder should be"  # nothing lost
 
 

@@ -120,7 +120,7 @@ def test_a_fifo_is_refused_without_waiting_on_it(runs, out, which):
         assert os.read(reader, 1) == b""   # nothing was written into it
     finally:
         os.close(reader)
-    assert line == f"error: cannot write {fifo}: it is a FIFO (named pipe); {REFUSES}"
+    assert line == f"error: cannot write {fifo}: it is a named pipe (FIFO); {REFUSES}"
     assert stat.S_ISFIFO(fifo.lstat().st_mode) and entries(out) == listing
     assert hashes(runs) == before
 

@@ -81,6 +81,19 @@ def test_a_fifo_or_a_folder_given_as_the_image_says_what_it_is_and_never_blocks(
     assert store_state(store) == before
 
 
+@pytest.mark.timeout(60)
+def test_a_fifo_or_a_folder_given_as_a_csv_says_what_it_is_and_never_blocks(store, tmp_path):
+    fifo, folder = tmp_path / "rows.csv", tmp_path / "more.csv"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    before = store_state(store)
+    code, out, err = run_cli("--checkpoints", str(store), "predict", MLP, str(fifo), str(folder))
+    assert (code, out) == (1, "")
+    assert err == (f"{fifo}: error: '{fifo}' is a named pipe (FIFO), not a CSV file.\n"
+                   f"{folder}: error: '{folder}' is a folder, not a CSV file.\n")
+    assert store_state(store) == before
+
+
 # --- 3. --calibrated on a run that did not finish --------------------------------------------
 
 @pytest.mark.slow
@@ -108,7 +121,7 @@ def test_predict_calibrated_on_a_cancelled_run_says_it_did_not_finish_and_its_ad
 # --- 4. a calibration.json that cannot be read -----------------------------------------------
 
 def refit_message(problem: str) -> str:
-    return (f"error: the calibration of run 'mlp reference' cannot be read: {problem}; fit it again with "
+    return (f"error: the calibration of run 'mlp reference' cannot be used: {problem}; fit it again with "
             f"`python -m core calibration {MLP} --refit`\n")
 
 
@@ -125,6 +138,18 @@ def test_a_calibration_file_that_is_not_json_is_called_damaged_and_the_refit_it_
     assert code == 0, err
     assert json.loads((store / MLP / CALIBRATION).read_text())["temperature"] > 0
     assert Predictor.from_run(MLP, store, calibrated=True).calibrated
+
+
+def test_a_calibration_no_fit_could_make_is_named_by_predict(store, tmp_path):
+    """Whole JSON with a temperature outside the fit's search range: damaged, said by its field."""
+    path = store / MLP / CALIBRATION
+    path.write_text(json.dumps({**json.loads(path.read_text()), "temperature": 1e300}))
+    before = store_state(store)
+    code, out, err = run_cli("--checkpoints", str(store), "predict", MLP, str(digit_png(tmp_path / "seven.png")),
+                             "--calibrated")
+    assert (code, out, err) == (2, "", refit_message(
+        "calibration.json is damaged (temperature: 1e+300 is greater than the maximum of 20.02)"))
+    assert store_state(store) == before
 
 
 @pytest.mark.slow
@@ -218,4 +243,20 @@ def test_compare_refuses_one_run_under_two_names(store):
         assert err == f"error: runs {a!r} and {b!r} are one run (the folder {MLP!r}) given twice: compare it with another run\n"
     with pytest.raises(CompareError, match="given twice"):
         pairwise([MLP, "alias"], store)
+    assert store_state(store) == before
+
+
+def test_an_ensemble_and_a_label_issue_ranking_refuse_one_run_under_two_names(store):
+    """The same rule as compare's (core.store.runs.given_twice): a link in the store to a run's
+    folder is that run, so it would be averaged twice."""
+    (store / "alias").symlink_to(MLP)
+    before = store_state(store)
+    code, out, err = run_cli("--checkpoints", str(store), "ensemble", MLP, "alias")
+    assert (code, out) == (2, "")
+    assert err == (f"error: runs {MLP!r} and 'alias' are one run (a link in the store leads to its folder): "
+                   "each run can take part once\n")
+    code, out, err = run_cli("--checkpoints", str(store), "label-issues", "--runs", "alias", MLP)
+    assert (code, out) == (2, "")
+    assert err == (f"error: runs 'alias' and {MLP!r} are one run (a link in the store leads to its folder): "
+                   "each run's probabilities are averaged once\n")
     assert store_state(store) == before

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,8 +19,8 @@ import pandas as pd
 from core.analysis.predictions import same_images
 from core.errors import BadInput
 from core.stats import ALPHA, GroupTest, Paired, holm, paired, welch, wilson_percent
-from core.store.folder import RunError
-from core.store.runs import Run, load_predictions, load_run
+from core.store.folder import RunError, run_dir
+from core.store.runs import Run, given_twice, load_predictions, load_run
 
 
 class CompareError(BadInput):
@@ -122,12 +121,9 @@ def _runs(run_ids: list[str], root) -> list[Run]:
         runs = [load_run(run_id, root) for run_id in run_ids]
     except RunError as exc:
         raise CompareError(str(exc)) from None
-    seen: dict[Path, str] = {}  # resolved run folder -> the id it was first given as
-    for run in runs:  # a link in the store to a run's folder is that run under another name
-        if run.path in seen:
-            raise CompareError(f"runs {seen[run.path]!r} and {run.run_id!r} are one run (the folder "
-                               f"{run.path.name!r}) given twice: compare it with another run")
-        seen[run.path] = run.run_id
+    if twice := given_twice(run_ids, root):
+        raise CompareError(f"runs {twice[0]!r} and {twice[1]!r} are one run (the folder "
+                           f"{run_dir(twice[0], root).name!r}) given twice: compare it with another run")
     return runs
 
 

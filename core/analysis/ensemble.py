@@ -30,7 +30,7 @@ from core.analysis.predictions import same_images
 from core.metrics import confusion_matrix, mean_probabilities, per_class
 from core.rebuild import RebuildError, check_member_archs
 from core.store.folder import CONFIG, RunError, now_iso
-from core.store.runs import Run, load_model, load_predictions, load_run
+from core.store.runs import Run, given_twice, load_model, load_predictions, load_run
 from core.store.writer import staged_run
 
 KIND = "ensemble"
@@ -82,6 +82,9 @@ def combine(member_ids, root=None) -> Combined:
     repeated = sorted({m for m in member_ids if member_ids.count(m) > 1})
     if repeated:
         raise EnsembleError(f"run {', '.join(map(repr, repeated))} is listed more than once")
+    if twice := given_twice(member_ids, root):
+        raise EnsembleError(f"runs {twice[0]!r} and {twice[1]!r} are one run (a link in the store leads to its "
+                            "folder): each run can take part once")
     runs, preds = [], []
     for run_id in member_ids:
         try:

@@ -22,7 +22,7 @@ from core.analysis.predictions import same_images
 from core.errors import BadInput, LabError
 from core.metrics import mean_probabilities
 from core.store.folder import RunError
-from core.store.runs import list_runs, load_predictions
+from core.store.runs import given_twice, list_runs, load_predictions
 
 CONFIRMED_FILE = Path(__file__).resolve().parents[1] / "resources" / "mnist_test_label_errors.json"
 
@@ -59,6 +59,9 @@ def _probabilities(run_ids: list[str], root) -> tuple[np.ndarray, np.ndarray, np
     if repeated:
         raise BadInput(f"run {', '.join(map(repr, repeated))} is listed more than once: each run's "
                        "probabilities are averaged once")
+    if twice := given_twice(run_ids, root):
+        raise BadInput(f"runs {twice[0]!r} and {twice[1]!r} are one run (a link in the store leads to its "
+                       "folder): each run's probabilities are averaged once")
     first, loaded = None, []
     for run_id in run_ids:
         try:

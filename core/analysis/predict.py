@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.analysis.calibration import CalibrationError, temperature_of, tempered
+from core.analysis.calibration import CalibrationError, tempered, temperature_of
+from core.analysis.calibration import kept as kept_calibration
 from core.data.images import normalize, preprocess
-from core.store.folder import ACTIVE, CALIBRATION, read_json_checked
+from core.store.folder import ACTIVE
 from core.store.runs import RESUMABLE, Run, is_resumable, load_model, load_run
 
 if TYPE_CHECKING:  # a type only: the detector's module reads runs through core.analysis
@@ -38,7 +39,7 @@ class Predictor:
         if calibrated:
             temperature = temperature_of(run_id, root)
             if temperature is None:
-                raise _no_temperature(run)
+                raise _no_temperature(run, root)
         return cls(run_id, run.arch, load_model(run_id, root), temperature)
 
     @torch.inference_mode()
@@ -57,7 +58,7 @@ class Predictor:
         return self.probabilities(mnist_image)[0]
 
 
-def _no_temperature(run: Run) -> CalibrationError:
+def _no_temperature(run: Run, root=None) -> CalibrationError:
     """Why the run has no temperature to use, and what would give it one that works."""
     if run.status in ACTIVE:
         return CalibrationError(f"run {run.name!r} is still {run.status}, so it has no calibration to use: predict "
@@ -67,9 +68,9 @@ def _no_temperature(run: Run) -> CalibrationError:
                 f"`python -m core calibration {run.run_id}`" if is_resumable(run) else "")
         return CalibrationError(f"run {run.name!r} did not finish ({run.status}), so it has no calibration to use: "
                                 f"predict without --calibrated{then}")
-    _, problem = read_json_checked(run.path / CALIBRATION)
+    _, problem = kept_calibration(run.run_id, root)
     if problem:  # temperature_of found no fit in it: it is damaged, not missing
-        return CalibrationError(f"the calibration of run {run.name!r} cannot be read: {problem}; fit it again with "
+        return CalibrationError(f"the calibration of run {run.name!r} cannot be used: {problem}; fit it again with "
                                 f"`python -m core calibration {run.run_id} --refit`")
     return CalibrationError(f"run {run.name!r} has no calibration fitted for its current weights: "
                             f"run `python -m core calibration {run.run_id}` first")

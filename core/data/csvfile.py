@@ -24,6 +24,7 @@ import torch
 
 from core.data.images import DIGIT_SIZE
 from core.errors import BadInput
+from core.fsio import NotARegularFile, open_regular
 
 PIXELS = DIGIT_SIZE * DIGIT_SIZE  # 784 pixel columns
 LABEL = "label"
@@ -115,10 +116,16 @@ def read_digits_csv(source: CSVSource, *, max_rows: int | None = None) -> Digits
 def _read_text(source: CSVSource) -> str:
     """Return the whole file as text with '\\n' line ends."""
     if isinstance(source, (str, os.PathLike)):
-        if not Path(source).is_file():
-            raise CSVFormatError(f"There is no CSV file at '{source}'.")
-        _check_size(Path(source).stat().st_size)
-        data: bytes | str = Path(source).read_bytes()
+        try:
+            with open_regular(source) as handle:
+                _check_size(os.fstat(handle.fileno()).st_size)
+                data: bytes | str = handle.read()
+        except FileNotFoundError:
+            raise CSVFormatError(f"There is no CSV file at '{source}'.") from None
+        except NotARegularFile as exc:
+            raise CSVFormatError(f"'{source}' is {exc.kind}, not a CSV file.") from None
+        except OSError as exc:
+            raise CSVFormatError(f"'{source}' cannot be read ({exc.strerror or exc}).") from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "getvalue"):

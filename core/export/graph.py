@@ -33,6 +33,7 @@ from core.analysis.runsplit import finished_run
 from core.data.mnist import load_test_pixels
 from core.errors import BadInput
 from core.export import card as card_mod
+from core.fsio import file_kind
 from core.store.folder import WEIGHTS, RunError, checkpoints_dir, is_regular_file, run_dir
 from core.store.runs import load_model, load_predictions
 
@@ -107,14 +108,6 @@ def _check_name_lengths(path: Path) -> None:
                           f"{room} bytes")
 
 
-_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
-
-
-def _kind(mode: int) -> str:
-    return next((word for test, word in _KINDS if test(mode)), "not a regular file")
-
-
 def _final_path(path: Path, runs: Path) -> Path:
     """Where `path` leads (symbolic links followed), if export may write there: a new file or an
     existing regular file it may replace, outside the runs folder; else ExportError saying why."""
@@ -136,7 +129,7 @@ def _final_path(path: Path, runs: Path) -> Path:
     if stat.S_ISDIR(mode):
         raise ExportError(f"cannot write {where}: it is a folder; give a file name")
     if not stat.S_ISREG(mode):
-        raise ExportError(f"cannot write {where}: it is {_kind(mode)}; export writes new files or replaces "
+        raise ExportError(f"cannot write {where}: it is {file_kind(mode)}; export writes new files or replaces "
                           "regular files, nothing else")
     if not os.access(final, os.W_OK):
         raise ExportError(f"cannot write {where}: it is read-only")

@@ -247,6 +247,21 @@ def list_run_ids(root: str | os.PathLike | None = None) -> list[str]:
                    and not p.name.startswith(".")), reverse=True)
 
 
+def given_twice(run_ids: list[str], root: str | os.PathLike | None = None) -> tuple[str, str] | None:
+    """The first two of `run_ids` that name one run folder (an id given twice, or a link in the
+    store to a run's folder beside its own id), or None. Ids that name no run are left to the caller."""
+    seen: dict[Path, str] = {}
+    for run_id in run_ids:
+        try:
+            path = run_dir(run_id, root)  # resolved: a link names the folder it leads to
+        except RunError:
+            continue
+        if path in seen:
+            return seen[path], run_id
+        seen[path] = run_id
+    return None
+
+
 def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
     """Every run, newest first."""
     runs = []
