@@ -235,10 +235,17 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     kept, _ = ood.read_kept(run_id, tmp_path)  # and its not-a-digit detector, measured
     assert kept.name == ood.DEFAULT and set(kept.evaluation["detectors"]) == set(ood.DETECTORS)
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
-    # one recorded digit changed: verification must say so
+    # one recorded digit changed, alone: the file contradicts itself and is refused as it is read
     from safetensors.torch import load_file, save_file
     tensors = load_file(str(tmp_path / run_id / PREDICTIONS))
-    tensors["predicted"][0] = (tensors["predicted"][0] + 1) % 10
+    digit = int(tensors["predicted"][0])
+    tensors["predicted"][0] = (digit + 1) % 10
+    save_file(tensors, str(tmp_path / run_id / PREDICTIONS))
+    with pytest.raises(RunError, match="the predicted digit is not the most probable one for 1 test image"):
+        reference.verify(run_id, tmp_path, require_mnist())
+    # ...and with its probabilities, consistently: only predicting again can tell, and verification does
+    row = tensors["probabilities"][0].clone()
+    tensors["probabilities"][0] = row.roll(1)  # the most probable digit moves to digit + 1
     save_file(tensors, str(tmp_path / run_id / PREDICTIONS))
     verdict = reference.verify(run_id, tmp_path, require_mnist())
     assert verdict.differing == 1 and not verdict.ok
