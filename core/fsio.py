@@ -116,6 +116,28 @@ def open_regular(path):
         yield handle
 
 
+class GivenFileError(ValueError):
+    """A file the user named cannot be read as what it should be; the message is one sentence."""
+
+
+def read_given(path, what: str, limit: int, too_large) -> bytes:
+    """The bytes of a file the user named as `what` ("an image file", "a CSV file"): a regular
+    file only, opened without blocking (open_regular), of at most `limit` bytes (else
+    GivenFileError(too_large(its size))); GivenFileError saying what is wrong otherwise."""
+    try:
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > limit:
+                raise GivenFileError(too_large(size))
+            return handle.read()
+    except FileNotFoundError:
+        raise GivenFileError(f"There is no {what.split(' ', 1)[1]} at '{path}'.") from None
+    except NotARegularFile as exc:
+        raise GivenFileError(f"'{path}' is {exc.kind}, not {what}.") from None
+    except OSError as exc:
+        raise GivenFileError(f"'{path}' cannot be read ({exc.strerror or exc}).") from None
+
+
 def flock(handle, *, wait: bool = True, shared: bool = False) -> bool:
     """Take an flock on an open file; with wait=False return False at once if it is held.
     The kernel drops it when the process dies, so a dead process never holds a lock."""

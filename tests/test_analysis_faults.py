@@ -409,7 +409,7 @@ def test_a_damaged_map_of_the_current_weights_is_computed_again(store, case, mni
     code, out, err = run_cli("--checkpoints", str(store), "--data", str(mnist_root), "embedding", LENET,
                              "--method", "pca")
     assert code == 0 and "Traceback" not in err, err
-    assert err.startswith("the kept pca map is damaged (") and "computing it again" in err
+    assert err.startswith("the kept pca map cannot be used: ") and "; computing it again" in err
     assert out.startswith("PCA (scikit-learn) map of 10,000 test images, computed and kept in the run folder")
     again = maps.cached(LENET, "pca", store, mnist_root)
     assert again is not None and np.array_equal(again.xy, whole.xy) and np.array_equal(again.predicted, whole.predicted)

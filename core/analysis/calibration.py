@@ -27,7 +27,7 @@ from core.fsio import atomic_write_json
 from core.models import inference_layout
 from core.store.folder import CALIBRATION, RunError, now_iso, run_dir
 from core.store.kept import (COUNT, FRACTION, POSITIVE_COUNT, SECONDS, SHA256, TEXT, conforms, json_file,
-                              read_current, record)
+                              read_current, record, usable)
 from core.store.runs import Run, load_model, load_predictions, weights_sha256
 
 BINS = 15
@@ -178,12 +178,9 @@ def calibrate(run_id: str, root: str | os.PathLike | None = None, data_root=None
               refit: bool = False, report=lambda line: None) -> Calibration:
     """The run's calibration: kept, or fitted now on its validation split and kept."""
     run = _finished(run_id, root)
-    if not refit:
-        found, damage = kept(run_id, root)
-        if found is not None:
-            return found
-        if damage:
-            report(f"the kept calibration of run {run.name!r} cannot be used: {damage}; fitting it again")
+    if not refit and (found := usable(kept(run_id, root), report, f"calibration of run {run.name!r}",
+                                      "fitting it again")) is not None:
+        return found
     labels, probs = test_figures(run_id, root)
     start = time.perf_counter()
     try:

@@ -24,7 +24,7 @@ from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
 from core.models import inference_layout
 from core.store.folder import ACTIVE, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
-from core.store.kept import read_current, safetensors_file
+from core.store.kept import read_current, safetensors_file, usable
 from core.store.runs import load_model, load_predictions, load_run, weights_sha256
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
@@ -166,11 +166,9 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
     path = run_dir(run_id, root) / embedding_file(method)
     sha = _weights_sha(run_id, root)
     test_labels = _test_labels(data_root)
-    found, damage = _read(path, run_id, root, sha, method, test_labels)
+    found = usable(_read(path, run_id, root, sha, method, test_labels), report, f"{method} map", "computing it again")
     if found is not None:
         return found
-    if damage:
-        report(f"the kept {method} map is damaged ({damage}): computing it again")
     try:
         model = load_model(run_id, root)
     except RunError as exc:

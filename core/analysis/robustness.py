@@ -28,7 +28,7 @@ from core.fsio import atomic_write_json
 from core.models import folded, in_layout, inference_layout, is_convolutional
 from core.store.folder import ROBUSTNESS, RunError, now_iso, run_dir
 from core.store.kept import (PERCENT, POSITIVE_COUNT, SECONDS, SHA256, TEXT, conforms, json_file, read_current,
-                              record)
+                              record, usable)
 from core.store.runs import load_model, weights_sha256
 
 FORMAT = 2   # 2: PGD counts an image fooled at the first point that fools it (core.analysis.attacks)
@@ -170,12 +170,9 @@ def _inconsistent(found: dict) -> str | None:
 def robustness(run_id: str, root=None, data_root=None, refresh: bool = False, report=lambda line: None,
                images: int | None = None) -> dict:
     """The run's report: kept, or measured now and kept."""
-    if not refresh:
-        found, damage = kept(run_id, root)
-        if found is not None:
-            return found
-        if damage:
-            report(f"the kept robustness report of run {run_id!r} cannot be used: {damage}; measuring it again")
+    if not refresh and (found := usable(kept(run_id, root), report, f"robustness report of run {run_id!r}",
+                                        "measuring it again")) is not None:
+        return found
     measured = measure(run_id, root, data_root, report, images)
     try:
         atomic_write_json(run_dir(run_id, root) / ROBUSTNESS, measured)

@@ -24,7 +24,7 @@ import torch
 
 from core.data.images import DIGIT_SIZE
 from core.errors import BadInput
-from core.fsio import NotARegularFile, open_regular
+from core.fsio import GivenFileError, read_given
 
 PIXELS = DIGIT_SIZE * DIGIT_SIZE  # 784 pixel columns
 LABEL = "label"
@@ -117,15 +117,9 @@ def _read_text(source: CSVSource) -> str:
     """Return the whole file as text with '\\n' line ends."""
     if isinstance(source, (str, os.PathLike)):
         try:
-            with open_regular(source) as handle:
-                _check_size(os.fstat(handle.fileno()).st_size)
-                data: bytes | str = handle.read()
-        except FileNotFoundError:
-            raise CSVFormatError(f"There is no CSV file at '{source}'.") from None
-        except NotARegularFile as exc:
-            raise CSVFormatError(f"'{source}' is {exc.kind}, not a CSV file.") from None
-        except OSError as exc:
-            raise CSVFormatError(f"'{source}' cannot be read ({exc.strerror or exc}).") from None
+            data: bytes | str = read_given(source, "a CSV file", MAX_CSV_BYTES, _too_large)
+        except GivenFileError as exc:
+            raise CSVFormatError(str(exc)) from None
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "getvalue"):
@@ -153,8 +147,11 @@ def _read_text(source: CSVSource) -> str:
 
 def _check_size(size: int) -> None:
     if size > MAX_CSV_BYTES:
-        raise CSVFormatError(f"The file is larger than {MAX_CSV_BYTES // 2**20} MB ({size / 2**20:,.0f} MB): "
-                             "split it into smaller files.")
+        raise CSVFormatError(_too_large(size))
+
+
+def _too_large(size: int) -> str:
+    return f"The file is larger than {MAX_CSV_BYTES // 2**20} MB ({size / 2**20:,.0f} MB): split it into smaller files."
 
 
 def _index_rows(text: str, max_rows: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:

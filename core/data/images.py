@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from core.errors import BadInput
-from core.fsio import NotARegularFile, open_regular
+from core.fsio import GivenFileError, read_given
 
 # Pixel statistics of the MNIST training set on the [0, 1] scale; training normalises
 # every input with them, so prediction must too.
@@ -107,16 +107,9 @@ def _read_source(source: ImageSource, max_bytes: int) -> tuple[str, bytes]:
         path = Path(source)
         name = f"The file '{path.name}'"
         try:
-            with open_regular(path) as handle:  # never blocks: a FIFO is refused, not read
-                if os.fstat(handle.fileno()).st_size > max_bytes:
-                    raise ImageError(f"{name} is too large; {limit_text}")
-                return name, handle.read()
-        except FileNotFoundError:
-            raise ImageError(f"There is no image file at '{path}'.") from None
-        except NotARegularFile as exc:
-            raise ImageError(f"'{path}' is {exc.kind}, not an image file.") from None
-        except OSError as exc:
-            raise ImageError(f"{name} cannot be read ({exc.strerror or exc}).") from None
+            return name, read_given(path, "an image file", max_bytes, lambda size: f"{name} is too large; {limit_text}")
+        except GivenFileError as exc:
+            raise ImageError(str(exc)) from None
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, data = "The uploaded data", bytes(source)
     elif hasattr(source, "read"):

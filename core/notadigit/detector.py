@@ -43,7 +43,7 @@ from core.notadigit.nondigits import pad_redrawn
 from core.rebuild import RebuildError, build_model
 from core.store.folder import OOD, RunError, now_iso, run_dir
 from core.store.kept import (COUNT, FRACTION, POSITIVE_COUNT, SECONDS, TEXT, conforms, read_current,
-                              record, safetensors_file)
+                              record, safetensors_file, usable)
 from core.store.runs import load_model, load_run, weights_sha256
 from core.store.writer import tensors_bytes
 
@@ -420,9 +420,7 @@ def keep(detector: Detector, root=None) -> None:
 
 def detector_for(run_id: str, root=None, data_root=None, report=lambda line: None) -> Detector:
     """The run's kept detector, fitted first if there is none (or it is damaged, which is said)."""
-    found, damage = read_kept(run_id, root)
+    found = usable(read_kept(run_id, root), report, f"detector of run {run_id!r}", "fitting it again")
     if found is not None:
         return found
-    if damage:
-        report(f"the kept detector of run {run_id!r} cannot be used: {damage}; fitting it again")
     return fit(run_id, root, data_root, report=report)

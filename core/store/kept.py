@@ -60,6 +60,15 @@ def read_current(path: Path, run_id: str, root: str | os.PathLike | None,
     return check(fields, content)
 
 
+def usable(kept: tuple[T | None, str | None], report: Callable[[str], None], what: str, again: str) -> T | None:
+    """The kept result of a read_current, or None after telling `report` why a damaged one is made
+    again: "the kept {what} cannot be used: {why}; {again}" (what the commands print on stderr)."""
+    found, damage = kept
+    if found is None and damage:
+        report(f"the kept {what} cannot be used: {damage}; {again}")
+    return found
+
+
 def kept_bytes(path: Path, limit: int) -> bytes | None:
     """The bytes of a kept file, None where there is none; Damaged where it is not a regular file,
     cannot be read or is larger than `limit` (no whole file of its kind is)."""
