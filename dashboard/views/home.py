@@ -26,7 +26,8 @@ def interval_text(run: Run) -> str:
 
 
 def shipped_section(runs: list[Run]) -> list[Run]:
-    """What ships: the reference runs, the best named. Returns the recipe references, best first."""
+    """What ships: the reference runs, the best named (their table comes at the end of the page,
+    reference_table). Returns the recipe references, best first."""
     shipped = [r for r in runs if r.reference]
     best_first = [r for r in default_subjects(shipped) if is_recipe_reference(r)]
     st.subheader("What ships with it", divider="gray")
@@ -42,6 +43,14 @@ def shipped_section(runs: list[Run]) -> list[Run]:
         f"{len(best_first)} recipes" + (f" and {cells} cells of a learning-rate × batch-size sweep" if cells else "")
         + f". The best, **{md_text(best.name)}**, reads {interval_text(best)} of the 10,000 test digits right: "
         "the interval is where its accuracy on another 10,000 such digits would likely fall.")
+    return best_first
+
+
+def reference_table(best_first: list[Run]) -> None:
+    """The recipe references, best first, with their intervals."""
+    if not best_first:
+        return
+    st.subheader("The shipped models", divider="gray")
     names = unique_names(best_first)
     table = pd.DataFrame({
         "model": [names[r.run_id] for r in best_first],
@@ -53,7 +62,6 @@ def shipped_section(runs: list[Run]) -> list[Run]:
         "test accuracy": st.column_config.NumberColumn("Test accuracy", format="%.2f%%"),
         "95% interval": st.column_config.TextColumn("95% interval"),
         "epochs": st.column_config.NumberColumn("Epochs")})
-    return best_first
 
 
 def compare_pair(best: Run, second: Run) -> None:
@@ -105,6 +113,7 @@ def page() -> None:
     show_run_warnings(runs)
     best_first = shipped_section(runs)
     try_section(best_first)
+    reference_table(best_first)
     st.caption("Every page is in the sidebar; docs/dashboard.md describes each.")
 
 

@@ -43,7 +43,10 @@ LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an 
           "aug_zoom": "Zoom", "val_size": "Validation images", "train_limit": "Training-set limit (0 = all)",
           "name": "Run name", "bf16": "bf16 autocast", "channels_last": "channels_last",
           "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up share",
-          "oe_weight": "Outlier exposure weight"}
+          "oe_weight": "Outlier exposure weight", "beta1": "Adam beta1", "beta2": "Adam beta2",
+          "step_size": "Epochs between LR drops", "gamma": "LR drop factor", "start_factor": "Starting LR share",
+          "final_factor": "Final LR share", "adv_eps": "Adversarial training radius (eps)",
+          "adv_steps": "Attack steps", "adv_step": "Attack step size", "adv_warmup": "Attack warm-up share"}
 ESSENTIAL = ("epochs", "train_limit", "name")  # the fields above "Advanced"; the architecture comes first
 # One plain sentence per field, shown before the table's technical help (a test checks none is missing).
 PLAIN = {
@@ -355,12 +358,16 @@ def progress_line(run) -> None:
                                f"about {format_seconds(eta)} left")
 
 
-# Brings the live card into view (the browser scrolls no more than needed); the card is the
+# Brings the live card into view (the browser scrolls no more than needed, leaving room above the
+# card for its heading); the card is the
 # container keyed "train_live_card", which Streamlit gives the class st-key-train_live_card.
 SCROLL_TO_CARD = """<script>
 (function bring(tries) {
   const card = document.querySelector(".st-key-train_live_card");
-  if (card) { card.scrollIntoView({block: "nearest", behavior: "instant"}); }
+  if (card) {  // a margin above it keeps its heading clear of the app's header
+    card.style.scrollMarginTop = "6rem";
+    card.scrollIntoView({block: "nearest", behavior: "instant"});
+  }
   else if (tries > 0) { setTimeout(() => bring(tries - 1), 50); }
 })(100);
 </script>"""
