@@ -88,8 +88,9 @@ def is_recipe_reference(run: Run) -> bool:
 def default_subjects(runs: Sequence[Run]) -> list[Run]:
     """The runs a page about finished runs opens on, best first: the reference run of each recipe
     by test accuracy (the best first; equal accuracies by run id), then the user's own newest
-    finished run trained for two epochs or more beside them. An unfinished run, a 1-epoch trial or
-    a sweep cell is never among them. Only when none qualifies, the newest finished run (so a lab
+    finished run trained for two epochs or more beside them. An unfinished run, a 1-epoch trial of
+    the user's or a sweep cell is never among them (a reference run counts whatever its epochs: the
+    speedrun recipe is one epoch long). Only when none qualifies, the newest finished run (so a lab
     holding a single quick trial still opens on it)."""
     finished = [r for r in runs if r.finished_with("test figure")]
     reference = sorted((r for r in finished if is_recipe_reference(r)), key=lambda r: (-r.test_acc, r.run_id))
