@@ -2,7 +2,8 @@
 
 This file only routes: every page is a thin view in dashboard/views/ over the `core` library.
 (The folder is not called pages/: Streamlit would treat that as its older multipage layout.)
-The app root redirects to Train, so each page, Train included, has its own URL path.
+The app root, `/`, is the first page (views/home.py: what the lab is and what to try); every
+other page has its own URL path.
 `core` and `dashboard` are imported as installed packages (`make install` installs this
 project editable), so the app starts from any working directory.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-PAGES = [  # (file, title, url path, icon)
+HOME = ("views/home.py", "Start here", "", ":material/home:")  # the first page, at "/"
+PAGES = [  # (file, title, url path, icon): the pages after it, each at its own path
     ("views/train.py", "Train", "train", ":material/model_training:"),
     ("views/compare.py", "Compare", "compare", ":material/stacked_line_chart:"),
     ("views/evaluate.py", "Evaluate", "evaluate", ":material/grid_on:"),
@@ -26,13 +28,9 @@ PAGES = [  # (file, title, url path, icon)
 
 def main() -> None:
     st.set_page_config(page_title="MNIST Lab", page_icon=":material/draw:", layout="wide")
+    home = st.Page(HOME[0], title=HOME[1], icon=HOME[3], default=True)  # at "/"
     pages = [st.Page(path, title=title, url_path=url, icon=icon) for path, title, url, icon in PAGES]
-
-    def home() -> None:  # "/" opens Train at its own path, /train
-        st.switch_page(pages[0])
-
-    root = st.Page(home, title="MNIST Lab", url_path="home", default=True, visibility="hidden")
-    page = st.navigation([root, *pages])
+    page = st.navigation([home, *pages])
     with st.sidebar:
         st.caption(":material/draw: **MNIST Lab** · train, compare and probe digit classifiers")
     page.run()

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import streamlit as st
 
+from core.store import tables
 from core.store.runs import Run
 from dashboard.notices import no_runs_notice, require_mnist, show_run_warnings
 from dashboard.state import load_runs, saved_predictions
@@ -79,6 +80,35 @@ def pick_run(label: str, runs: Sequence[Run], key: str, *, query_param: str | No
     return by_id[run_id]
 
 
+def is_recipe_reference(run: Run) -> bool:
+    """A reference run of a recipe (shipped with the lab), not a cell of a shipped sweep."""
+    return run.reference and not run.config.get("sweep")
+
+
+def default_subjects(runs: Sequence[Run]) -> list[Run]:
+    """The runs a page about finished runs opens on, best first: the reference run of each recipe
+    by test accuracy (the best first; equal accuracies by run id), then the user's own newest
+    finished run trained for two epochs or more beside them. An unfinished run, a 1-epoch trial of
+    the user's or a sweep cell is never among them (a reference run counts whatever its epochs: the
+    speedrun recipe is one epoch long). Only when none qualifies, the newest finished run (so a lab
+    holding a single quick trial still opens on it)."""
+    finished = [r for r in runs if r.finished_with("test figure")]
+    reference = sorted((r for r in finished if is_recipe_reference(r)), key=lambda r: (-r.test_acc, r.run_id))
+    own = [r for r in finished if not r.reference and r.epochs_done >= 2]
+    newest_own = tables.newest(own)
+    chosen = reference + ([newest_own] if newest_own else [])
+    if not chosen and finished:
+        chosen = [tables.newest(finished)]
+    return chosen
+
+
+def by_meaning(runs: Sequence[Run]) -> list[Run]:
+    """`runs` for a picker: default_subjects first, then the others in their given order."""
+    first = default_subjects(runs)
+    ids = {r.run_id for r in first}
+    return first + [r for r in runs if r.run_id not in ids]
+
+
 # --- durations and digits ---------------------------------------------------------------------
 
 def format_seconds(seconds: float | None) -> str:
@@ -142,7 +172,7 @@ def finished_run_or_stop(what_next: str, key: str, needs_mnist: str | None = Non
     finished = finished_runs_or_stop(what_next)
     if needs_mnist and not require_mnist(needs_mnist):
         st.stop()
-    run = pick_run("Run", finished, key=key, query_param="run")
+    run = pick_run("Run", by_meaning(finished), key=key, query_param="run")
     preds = saved_predictions(run)
     if preds is None:
         st.stop()

@@ -20,9 +20,8 @@ TIMEOUT = 60  # s per script run: generous, the CI machine shares 2 cores with t
 
 
 def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # "/" lands on Train
-    if page != "train":
-        at.switch_page(f"views/{page}.py").run()
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # "/" is the first page
+    at.switch_page(f"views/{page}.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -71,7 +71,7 @@ def test_packages_import_from_this_checkout_anywhere(tmp_path):
 
 @pytest.mark.slow
 def test_the_dashboard_starts_from_another_directory(tmp_path):
-    """`streamlit run /path/to/dashboard/app.py` from elsewhere: the router and the Train page
+    """`streamlit run /path/to/dashboard/app.py` from elsewhere: the router and the first page
     import `core` and `dashboard` from the install (AppTest in a fresh process, cwd elsewhere)."""
     (tmp_path / "checkpoints").mkdir()
     code = ("from streamlit.testing.v1 import AppTest\n"
@@ -81,4 +81,4 @@ def test_the_dashboard_starts_from_another_directory(tmp_path):
     proc = run([sys.executable, "-c", code], cwd=tmp_path, MNIST_LAB_CHECKPOINTS=str(tmp_path / "checkpoints"),
                MNIST_LAB_DATA=str(DATA), MNIST_LAB_HANDWRITING=str(tmp_path / "handwriting"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1] == "Train"
+    assert proc.stdout.strip().splitlines()[-1] == "MNIST Lab"  # the first page, at "/"

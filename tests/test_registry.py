@@ -46,7 +46,8 @@ def test_the_train_form_offers_a_new_architecture_within_its_bounds(toy, lab_env
     from dashboard.views.train import FIELDS
     launched = []
     monkeypatch.setattr(jobs, "launch", lambda config: launched.append(config) or "20260101-000000-toy")
-    at = AppTest.from_file(str(APP), default_timeout=60).run()   # "/" lands on Train
+    at = AppTest.from_file(str(APP), default_timeout=60).run()   # "/" is the first page
+    at.switch_page("views/train.py").run()
     assert TOY in at.selectbox(key="train_arch").options
     at.selectbox(key="train_arch").set_value(TOY).run()
     assert not at.exception, [e.value for e in at.exception]

@@ -67,8 +67,7 @@ def open_page(page: str, run: str | None = None) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     if run:
         at.query_params["run"] = run
-    if page != "train":
-        at.switch_page(f"views/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()  # "/" is the first page
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -175,8 +175,7 @@ def test_group_table_and_curves_on_real_runs(seed_group):
 
 def open_page(page: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    if page != "train":
-        at.switch_page(f"views/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()  # "/" is the first page
     assert not at.exception, [e.value for e in at.exception]
     return at
 

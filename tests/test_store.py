@@ -239,8 +239,7 @@ from streamlit.testing.v1 import AppTest
 out = {}
 for page in sys.argv[1:]:
     at = AppTest.from_file("dashboard/app.py", default_timeout=60).run()
-    if page != "train":
-        at.switch_page(f"views/{page}.py").run()
+    at.switch_page(f"views/{page}.py").run()
     out[page] = {"exceptions": [str(e.value) for e in at.exception],
                  "warnings": [w.value for w in at.warning]}
 print(json.dumps(out))

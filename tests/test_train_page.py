@@ -19,7 +19,8 @@ WIDGETS = ("number_input", "selectbox", "checkbox", "text_input")
 
 
 def open_train() -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # "/" lands on Train
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()  # "/" is the first page
+    at.switch_page("views/train.py").run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -38,7 +39,7 @@ def refresh_script() -> None:
 
 
 def test_the_form_is_every_config_field_with_the_recipe_filled_in(lab_env):
-    from dashboard.views.train import FIELDS, NOT_IN_FORM
+    from dashboard.views.train import ESSENTIAL, FIELDS, NOT_IN_FORM, PLAIN
     at = open_train()
     at.selectbox(key="train_arch").set_value("mlp").run()
     shown = widgets(at)
@@ -47,8 +48,9 @@ def test_the_form_is_every_config_field_with_the_recipe_filled_in(lab_env):
         if field.name in NOT_IN_FORM:
             continue
         widget = shown[by_name[field.name].key]
-        if field.metadata.get("help"):
-            assert widget.help == field.metadata["help"]
+        # a plain sentence first, then the table's own words and the CLI option
+        assert widget.help.startswith(PLAIN[field.name]), field.name
+        assert widget.help.endswith(f"{field.metadata.get('help')} · `{by_name[field.name].flag}`"), field.name
         if field.metadata.get("choices"):
             assert list(widget.options) == list(field.metadata["choices"])
     recipe = get_spec("mlp").recipe
@@ -58,8 +60,10 @@ def test_the_form_is_every_config_field_with_the_recipe_filled_in(lab_env):
     for f in FIELDS:  # a knob's number input is bounded by its range (core.recipe.KNOBS)
         if f.knob is not None and f.kind in (int, float):
             assert (shown[f.key].min, shown[f.key].max) == f.knob.bounds, f.name
+    # the essentials above "Advanced", every other field (and the seeds) in it
     (advanced,) = [e for e in at.expander if e.label == "Advanced"]
-    assert set(widgets(advanced)) == {f.key for f in FIELDS if f.advanced}
+    assert set(widgets(advanced)) == {f.key for f in FIELDS if f.name not in ESSENTIAL} | {"train_seeds"}
+    assert set(widgets(at)) - set(widgets(advanced)) == {"train_arch"} | {f.key for f in FIELDS if f.name in ESSENTIAL}
     assert {"train_ema_decay", "train_bf16", "train_channels_last", "train_compile"} <= set(widgets(advanced))
     assert list(shown["train_bf16"].options) == ["auto", "on", "off"]
 

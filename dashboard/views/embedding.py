@@ -21,7 +21,7 @@ from dashboard.notadigit import ood_marks, ood_toggle
 from dashboard.notices import report, require_mnist
 from dashboard.state import checkpoints_base, test_images
 from dashboard.text import md_text
-from dashboard.widgets import digit_grid, finished_runs_or_stop, pick_run
+from dashboard.widgets import by_meaning, digit_grid, finished_runs_or_stop, pick_run
 
 SHOWN = 60  # images of a selection shown at once
 # measured on this 2-core CPU (`python -m core bench --embedding`, 2026-11-24, docs/failures.md):
@@ -79,7 +79,7 @@ def page() -> None:
         st.stop()
     left, right = st.columns([2, 1])
     with left:
-        run = pick_run("Run", candidates, key="emb_run", query_param="run")
+        run = pick_run("Run", by_meaning(candidates), key="emb_run", query_param="run")
     method = right.segmented_control("Projection", list(maps.METHODS), default="umap", key="emb_method",
                                      format_func=lambda m: maps.METHODS[m].split(" (")[0],
                                      help="UMAP keeps neighbours together and clusters apart; t-SNE similar; PCA is "

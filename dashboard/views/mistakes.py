@@ -13,7 +13,7 @@ from dashboard.explain import image_picker
 from dashboard.notadigit import ood_marks, ood_toggle
 from dashboard.state import saved_predictions, test_images
 from dashboard.text import md_text
-from dashboard.widgets import digit_grid, finished_run_or_stop, pick_run, unique_names
+from dashboard.widgets import by_meaning, digit_grid, finished_run_or_stop, pick_run, unique_names
 
 PER_PAGE = 40
 ORDER_LABELS = {"confident": "Most confident first", "unsure": "Least confident first",
@@ -68,7 +68,7 @@ def two_runs(run_a, preds_a, finished, images) -> None:
         st.info("Train a second model to see which images one run gets wrong and the other right.",
                 icon=":material/lightbulb:")
         return
-    run_b = pick_run("Compare with", others, key="mis_other")
+    run_b = pick_run("Compare with", by_meaning(others), key="mis_other")  # the best other run first
     preds_b = saved_predictions(run_b)
     if preds_b is None:
         return

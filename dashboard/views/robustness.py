@@ -17,7 +17,7 @@ from dashboard.inference import predictor
 from dashboard.notices import report, require_mnist
 from dashboard.state import checkpoints_base, file_stamp, mnist, test_images
 from dashboard.text import md_text
-from dashboard.widgets import digit_grid, finished_runs_or_stop, run_label, unique_names
+from dashboard.widgets import by_meaning, default_subjects, digit_grid, finished_runs_or_stop, run_label, unique_names
 
 GALLERY = 8  # test images shown attacked or corrupted
 
@@ -121,9 +121,11 @@ def page() -> None:
                                        "holds up here.", needs="weights")
     if not require_mnist("Robustness"):
         st.stop()
-    by_id = {r.run_id: r for r in candidates}
-    measured = [r.run_id for r in candidates if kept_report(r) is not None]
-    chosen = st.multiselect("Runs", list(by_id), default=measured[:4] or list(by_id)[:1], key="rob_runs",
+    by_id = {r.run_id: r for r in by_meaning(candidates)}  # the best runs first
+    measured = [i for i in by_id if kept_report(by_id[i]) is not None]
+    firsts = {r.run_id for r in default_subjects(candidates)}  # the default: those of them measured
+    default = [i for i in measured if i in firsts][:4] or list(by_id)[:1]
+    chosen = st.multiselect("Runs", list(by_id), default=default, key="rob_runs",
                             format_func=lambda i: run_label(by_id[i]))
     runs = [by_id[i] for i in chosen]
     missing = [r for r in runs if kept_report(r) is None]

@@ -1,10 +1,13 @@
 """Train: configure a run from an architecture's recipe, start it as a separate process, and
 watch every job (started here, by a sweep or from the CLI) by reading the run folders.
 
-The form is TrainConfig's fields (their metadata gives the help, the choices, whether the
-architecture's recipe fills them and whether they sit under "Advanced"; a knob's range in
-core.recipe.KNOBS bounds its input), so a knob added to the config shows up here by itself,
-and the form, the CLI and config.json use the same words.
+The form is TrainConfig's fields (their metadata gives the technical help and the choices and
+says whether the architecture's recipe fills them; a knob's range in core.recipe.KNOBS bounds its
+input), so a knob added to the config shows up here by itself, and the form, the CLI and
+config.json use the same words. The essentials come first (the architecture, what its recipe
+says, the epochs, a training-set limit and a name); every other field sits under one "Advanced",
+each with a sentence of plain help (PLAIN) before its technical one. `?preset=quick` (the first
+page's "Train a small model") fills in a small LeNet run.
 """
 from __future__ import annotations
 
@@ -40,7 +43,56 @@ LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an 
           "aug_zoom": "Zoom", "val_size": "Validation images", "train_limit": "Training-set limit (0 = all)",
           "name": "Run name", "bf16": "bf16 autocast", "channels_last": "channels_last",
           "compile": "torch.compile", "nesterov": "Nesterov momentum", "warmup": "Warm-up share",
-          "oe_weight": "Outlier exposure weight"}
+          "oe_weight": "Outlier exposure weight", "beta1": "Adam beta1", "beta2": "Adam beta2",
+          "step_size": "Epochs between LR drops", "gamma": "LR drop factor", "start_factor": "Starting LR share",
+          "final_factor": "Final LR share", "adv_eps": "Adversarial training radius (eps)",
+          "adv_steps": "Attack steps", "adv_step": "Attack step size", "adv_warmup": "Attack warm-up share"}
+ESSENTIAL = ("epochs", "train_limit", "name")  # the fields above "Advanced"; the architecture comes first
+# One plain sentence per field, shown before the table's technical help (a test checks none is missing).
+PLAIN = {
+    "epochs": "How many times training goes through all the training images. More is slower and usually better, "
+              "up to a point.",
+    "batch_size": "How many images the model looks at before each small correction of its weights.",
+    "lr": "How big each correction is: too small learns slowly, too large overshoots and may never settle.",
+    "optimizer": "The rule that turns the errors into corrections: plain SGD, or Adam/AdamW, which adapt the step "
+                 "for each weight.",
+    "momentum": "SGD only: how much of the previous corrections carries on into the next, which smooths the path.",
+    "beta1": "Adam only: how long its running average of the corrections remembers (closer to 1 is longer).",
+    "beta2": "Adam only: how long its running average of the corrections' sizes remembers.",
+    "nesterov": "SGD with momentum: look one step ahead before correcting, a slightly better momentum.",
+    "weight_decay": "Pulls every weight a little towards zero at each step, which keeps the model simple.",
+    "schedule": "How the learning rate changes during training: constant, dropping in steps, a smooth cosine "
+                "descent, or up then down (onecycle).",
+    "step_size": "With the step schedule: how many epochs pass between two drops of the learning rate.",
+    "gamma": "With the step schedule: what the learning rate is multiplied by at each drop (0.1: a tenth).",
+    "warmup": "With onecycle: the share of training spent raising the learning rate to its peak.",
+    "start_factor": "With onecycle: where the learning rate starts, as a share of its peak.",
+    "final_factor": "With onecycle: where the learning rate ends, as a share of its peak.",
+    "label_smoothing": "Asks the model to be a little less than 100% sure of the right digit, which often makes "
+                       "its confidence more honest.",
+    "augment": "Shows each training image slightly rotated or shifted each time, so the model learns digits "
+               "rather than exact pixels.",
+    "aug_degrees": "With augmentation: the largest rotation, in degrees either way.",
+    "aug_shift": "With affine augmentation: the largest shift, in pixels either way.",
+    "aug_zoom": "With affine augmentation: the largest zoom in or out (0.1: up to 10%).",
+    "ema": "Keeps a slowly moving average of the weights and tests that average, which is often a little better.",
+    "ema_decay": "With the average: how slowly it moves (closer to 1 is slower).",
+    "adv_eps": "Trains on images a little attack has changed, to make the model harder to fool: how far each "
+               "pixel may move (0.1: a tenth of its range; 0 is off).",
+    "adv_steps": "With adversarial training: how many steps each attack takes (1 is quick, more is stronger).",
+    "adv_step": "With adversarial training: the size of each attack step, as a multiple of the radius above.",
+    "adv_warmup": "With adversarial training: the share of training over which the attacks grow to full strength.",
+    "oe_weight": "Teaches the model to be unsure on pictures that are no digit (0 is off); larger weighs that "
+                 "lesson more.",
+    "seed": "The number that fixes every random choice: the same seed and settings train the same model again.",
+    "device": "Where to train: the CPU, a CUDA GPU, or auto (the GPU when there is one).",
+    "val_size": "Training images kept aside to check the model after each epoch; never trained on.",
+    "train_limit": "Train on only this many images, for a quick first look (0 uses all 55,000).",
+    "bf16": "Computes in a shorter number format on a GPU: faster, about as accurate.",
+    "channels_last": "A memory layout that speeds up convolutions on some machines.",
+    "compile": "Compiles the model for the GPU first: slower to start, faster to train.",
+    "name": "A name to find the run by in every list; empty gives it its id.",
+}
 AUTO = ("auto", "on", "off")  # a `bool | None` field: None lets the trainer decide (on for CUDA)
 
 
@@ -55,6 +107,12 @@ class FormField(FieldSpec):
     @property
     def label(self) -> str:
         return LABELS.get(self.name, self.name.replace("_", " ").capitalize())
+
+    @property
+    def plain_help(self) -> str:
+        """The widget's help: a plain sentence, then the table's technical words and the CLI option."""
+        technical = f"{self.help} · `{self.flag}`" if self.help else f"`{self.flag}`"
+        return f"{PLAIN[self.name]}\n\n{technical}" if self.name in PLAIN else technical
 
     @property
     def bounds(self) -> tuple:
@@ -108,7 +166,7 @@ def float_step(value: float) -> float:
 
 
 def field_widget(f: FormField, where) -> None:
-    common_args = {"key": f.key, "help": f.help or None, **KEEP}
+    common_args = {"key": f.key, "help": f.plain_help, **KEEP}
     if f.choices:
         where.selectbox(f.label, f.choices, **common_args)
     elif f.kind is bool and f.optional:
@@ -138,8 +196,31 @@ def recipe_line(arch: str) -> str:
     return get_spec(arch).recipe.describe(" · ")
 
 
+# `?preset=<name>` fills the form with these values over the architecture's recipe, once.
+PRESETS = {"quick": {"arch": "lenet", "epochs": 2, "train_limit": None, "name": "my first lenet"}}
+PRESET_NOTE = {"quick": "A small LeNet: two passes over the 55,000 training images, about 20 seconds on a CPU "
+                        "(a minute on a busy one). Press **Start training** below."}
+
+
+def apply_preset() -> None:
+    """Fill the form from the URL's `?preset=` (then drop it from the URL, so a rerun keeps the
+    user's edits): the preset's architecture with its whole recipe, then the preset's values."""
+    name = st.query_params.get("preset")
+    if name not in PRESETS:
+        return
+    values = dict(PRESETS[name])
+    st.session_state["train_arch"] = values.pop("arch")
+    apply_recipe()
+    by_name = {f.name: f for f in FIELDS}
+    for field, value in values.items():
+        st.session_state[by_name[field].key] = by_name[field].to_widget(value)
+    st.session_state["train_preset_note"] = PRESET_NOTE[name]
+    del st.query_params["preset"]
+
+
 def settings_form(mnist_ok: bool) -> None:
     models = list_models()
+    apply_preset()
     if st.session_state.get("train_arch") not in models:
         st.session_state["train_arch"] = DEFAULT_ARCH if DEFAULT_ARCH in models else models[0]
     apply_recipe(only_missing=True)  # first visit of the session
@@ -147,25 +228,30 @@ def settings_form(mnist_ok: bool) -> None:
         if not f.recipe:
             st.session_state.setdefault(f.key, f.to_widget(f.default))
 
-    arch = st.selectbox("Architecture", models, key="train_arch", **KEEP, on_change=apply_recipe)
+    if note := st.session_state.pop("train_preset_note", None):
+        st.info(note, icon=":material/bolt:")
+    arch = st.selectbox("Architecture", models, key="train_arch", **KEEP, on_change=apply_recipe,
+                        help="The model to train. Each comes with a recipe: the settings it trains well with.")
     spec = get_spec(arch)
     st.markdown(f"**{spec.summary}**  \n"
                 f":gray[from {spec.source} · its recipe reaches ≥ {spec.target:g}% test accuracy]")
     st.caption(f"Recipe: {recipe_line(arch)}")
-    name = next(f for f in FIELDS if f.name == "name")
-    fields_in_columns([f for f in FIELDS if not f.advanced and f is not name])
-    st.text_input("Seeds", key="train_seeds", placeholder="e.g. 0, 1, 2 (empty: one run with the seed above)",
-                  help=f"Train the same settings once per seed (at most {MAX_SEEDS}), as one seed group: the "
-                       f"runs queue one after another, and Compare shows the group's mean ± std", **KEEP)
-    field_widget(name, st)
+    essential = {f.name: f for f in FIELDS if f.name in ESSENTIAL}
+    for name in ESSENTIAL:
+        field_widget(essential[name], st)
     with st.expander("Advanced"):
-        fields_in_columns([f for f in FIELDS if f.advanced])
+        st.caption("The recipe fills these in; change them to try something else. Hover a "
+                   ":material/help: for what each does.")
+        fields_in_columns([f for f in FIELDS if f.name not in ESSENTIAL])
+        st.text_input("Seeds", key="train_seeds", placeholder="e.g. 0, 1, 2 (empty: one run with the seed above)",
+                      help=f"Train the same settings once per seed (at most {MAX_SEEDS}), as one seed group: the "
+                           f"runs queue one after another, and Compare shows the group's mean ± std", **KEEP)
 
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch",
                  disabled=not mnist_ok):
         start(arch)
     if st.session_state.get("train_started"):
-        st.success(f"Started {st.session_state['train_started']}: follow it on the right.",
+        st.success(f"Started {st.session_state['train_started']}: its card shows how it goes.",
                    icon=":material/rocket_launch:")
 
 
@@ -188,6 +274,7 @@ def start(arch: str) -> None:
         report(exc, "Could not start the run", error=True)
         return
     st.session_state["train_started"] = f"`{run_id}`"
+    st.session_state["train_show_card"] = True
     watch()
     st.toast(f"Training {arch} started", icon=":material/rocket_launch:")
 
@@ -203,6 +290,7 @@ def start_seeds(config: TrainConfig, seeds: list[int]) -> None:
     for writer in writers:
         jobs.launch_prepared(writer)
     st.session_state["train_started"] = f"seed group `{group}` ({len(writers)} runs, seeds {', '.join(map(str, seeds))})"
+    st.session_state["train_show_card"] = True
     watch()
     st.toast(f"Training {config.arch} over {len(writers)} seeds", icon=":material/rocket_launch:")
 
@@ -270,8 +358,23 @@ def progress_line(run) -> None:
                                f"about {format_seconds(eta)} left")
 
 
+# Brings the live card into view (the browser scrolls no more than needed, leaving room above the
+# card for its heading); the card is the
+# container keyed "train_live_card", which Streamlit gives the class st-key-train_live_card.
+SCROLL_TO_CARD = """<script>
+(function bring(tries) {
+  const card = document.querySelector(".st-key-train_live_card");
+  if (card) {  // a margin above it keeps its heading clear of the app's header
+    card.style.scrollMarginTop = "6rem";
+    card.scrollIntoView({block: "nearest", behavior: "instant"});
+  }
+  else if (tries > 0) { setTimeout(() => bring(tries - 1), 50); }
+})(100);
+</script>"""
+
+
 def latest_run_card(run) -> None:
-    with st.container(border=True):
+    with st.container(border=True, key="train_live_card"):
         head, badge = st.columns([4, 1], vertical_alignment="center")
         arch = md_text(run.arch)
         detail = f"`{run.run_id}` · {arch}" if run.name != run.run_id else arch
@@ -367,6 +470,8 @@ def live_panel() -> None:
     latest = running[0] if running else tables.newest(runs)  # the job training now, else the newest
     st.subheader("Training now" if running else "Latest run", divider="gray")
     latest_run_card(latest)
+    if st.session_state.pop("train_show_card", False):  # just started: the card may be out of view
+        st.html(SCROLL_TO_CARD, unsafe_allow_javascript=True)
     queue_section(active)
     recent_section(runs)
     # Polling ends with the last active job: one full rerun drops the fragment's timer.

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+from dashboard.app import HOME
 from scripts import harness
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
@@ -38,7 +39,7 @@ def test_page_opens(page, base_url, path):
     assert heading.first.inner_text().strip() == title, \
         f"/{path} shows the heading {heading.all_inner_texts()}, expected {title!r}"
     # The app's own navigation, not Streamlit's pages/ folder fallback (which lists file names).
-    assert nav_titles(page) == list(harness.PAGES.values()), \
+    assert nav_titles(page) == [HOME[1], *harness.PAGES.values()], \
         f"/{path}: the sidebar lists {nav_titles(page)}, expected the dashboard's pages"
     assert urlparse(page.url).path == f"/{path}", f"/{path} ended up at {page.url}"
 
