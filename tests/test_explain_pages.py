@@ -101,7 +101,7 @@ def test_embedding_map_opens_with_the_shipped_map_and_rings_what_it_should(refer
     preds = load_predictions(LENET, reference_lenet)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Mistakes (black rings)"] == f"{int((preds['labels'] != preds['predicted']).sum()):,}"
-    assert metrics["Confirmed label errors (red rings)"] == "15"
+    assert metrics["Confirmed label errors (black diamonds)"] == "15"
     assert metrics["Test images"] == "10,000"
     assert len(at.get("vega_lite_chart")) == 1
     assert "Drag a box" in texts(at)
