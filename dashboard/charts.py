@@ -46,12 +46,12 @@ def reliability_chart(curves: dict[str, pd.DataFrame], height: int = 320) -> alt
                alt.Tooltip("accuracy:Q", title="accuracy", format=".4f")]
     scale = alt.Scale(domain=[0, 1])
     x = alt.X("confidence:Q", title="confidence (bins of the top probability)", scale=scale, axis=alt.Axis(format="%"))
-    counts = alt.Chart(frame).mark_bar(opacity=0.3).encode(
+    counts = alt.Chart(frame).mark_rect(opacity=0.3).encode(
         x=alt.X("lower:Q", scale=scale, title="confidence (bins of the top probability)", axis=alt.Axis(format="%")),
         x2="upper:Q",
         y=alt.Y("count:Q", title="images in the bin (bars)", scale=alt.Scale(type="symlog"),
                 axis=alt.Axis(orient="right", grid=False)),
-        color=colour, tooltip=tooltip)
+        y2=alt.datum(0), color=colour, tooltip=tooltip)
     diagonal = alt.Chart(pd.DataFrame({"confidence": [0.0, 1.0], "accuracy": [0.0, 1.0]})).mark_line(
         strokeDash=[4, 4], color="#888").encode(x=x, y=alt.Y("accuracy:Q", scale=scale, axis=None))
     lines = alt.Chart(frame).mark_line(point=True, strokeWidth=2).encode(
@@ -101,7 +101,7 @@ OWN_CENTRE, REFERENCE_CENTRE = 20.0, 200.0
 FAMILY_GAP = 40.0
 MAX_STEP = 60.0  # degrees between neighbouring runs' hues, at most
 LEGEND_COLUMNS = 2  # two entries a row fit a 390 px phone at LEGEND_LABEL_LIMIT
-LEGEND_LABEL_LIMIT = 130  # px; a longer name is cut with "…" and shown whole in the tooltip
+LEGEND_LABEL_LIMIT = 110  # px; a longer name is cut with "…" and shown whole in the tooltip
 
 
 def _arc(count: int, centre: float, step: float) -> list[float]:
@@ -121,51 +121,56 @@ def _hex(hue: float, lightness: float = 0.45, saturation: float = 0.75) -> str:
 def run_palette(names: list[str], own: set[str] | frozenset[str] = frozenset()) -> dict[str, str]:
     """A colour per name, each its own hue: names in `own` (the user's runs) take hues around orange,
     the others (reference runs) hues around blue, FAMILY_GAP degrees apart at least; when only one
-    kind is present it spreads over the whole wheel."""
+    kind is present it keeps to its family's side of the wheel as long as the runs fit there."""
     mine = [n for n in names if n in own]
     theirs = [n for n in names if n not in own]
     if mine and theirs:  # both families, one step apart within each, FAMILY_GAP between them
         step = min(MAX_STEP, (360 - 2 * FAMILY_GAP) / max(1, len(names) - 2))
         hues = dict(zip(theirs, _arc(len(theirs), REFERENCE_CENTRE, step))) | \
             dict(zip(mine, _arc(len(mine), OWN_CENTRE, step)))
-    else:  # one family only: the whole wheel, starting from its centre
-        centre = OWN_CENTRE if mine else REFERENCE_CENTRE
-        step = 360 / max(1, len(names))
-        hues = {n: (centre + step * i) % 360 for n, i in zip(names, [*range(0, len(names), 2), *range(1, len(names), 2)])}
+    else:  # one family only: around its centre, spreading to the whole wheel only for many runs
+        step = min(MAX_STEP, 360 / max(1, len(names)))
+        hues = dict(zip(names, _arc(len(names), OWN_CENTRE if mine else REFERENCE_CENTRE, step)))
     return {n: _hex(hues[n]) for n in names}
 
 
 def run_colour(field: str, names: list[str], own: set[str] | frozenset[str] = frozenset(),
-               title: str | None = "run") -> alt.Color:
+               title: str | None = "run", symbol: str = "stroke") -> alt.Color:
     """The colour encoding of a chart with a line or bar per run: run_palette's colours, the legend
     below the chart in LEGEND_COLUMNS columns (every run listed; long names cut, whole in the tooltip)."""
     palette = run_palette(names, own)
     return alt.Color(f"{field}:N", title=title, sort=names,
                      scale=alt.Scale(domain=names, range=[palette[n] for n in names]),
-                     legend=legend_below(len(names)))
+                     legend=legend_below(len(names), symbolType=symbol))
 
 
 def legend_below(entries: int, **extra) -> alt.Legend:
     """A legend under the chart, wrapped into columns so it never runs past a phone's width."""
     return alt.Legend(orient="bottom", direction="vertical" if entries > 1 else "horizontal",
                       columns=min(LEGEND_COLUMNS, max(1, entries)), labelLimit=LEGEND_LABEL_LIMIT,
-                      symbolType="stroke", **extra)
+                      **{"symbolType": "stroke", "symbolStrokeWidth": 3, **extra})
 
 
 def count_scale(largest: float, symlog: bool = True) -> alt.Scale:
-    """A sequential scale for counts that starts at white: a zero cell is white, never pale blue."""
+    """A sequential scale for counts that starts at white: a zero cell is white, never pale blue.
+    Interpolated in Lab: Vega's default, HCL, gives white no hue and keeps the far end's chroma,
+    so the scale would start at a pale cyan instead."""
     return alt.Scale(type="symlog" if symlog else "linear", domain=[0, max(float(largest), 1.0)],
-                     range=COUNT_RANGE, clamp=True)
+                     range=COUNT_RANGE, clamp=True, interpolate="lab")
 
 
 def diverging_scale(limit: float) -> alt.Scale:
-    """A red-white-green scale over [-limit, limit] with white at 0 (no difference)."""
+    """A red-white-green scale over [-limit, limit] with white at 0 (no difference), interpolated
+    in Lab (see count_scale)."""
     limit = max(float(limit), 1e-9)
-    return alt.Scale(domain=[-limit, limit], domainMid=0, range=DIVERGING_RANGE, clamp=True)
+    return alt.Scale(domain=[-limit, limit], domainMid=0, range=DIVERGING_RANGE, clamp=True, interpolate="lab")
 
 
-def fit_width(chart):
+def fit_width(chart, svg: bool = True):
     """The chart with Vega's "fit-x" autosize: it takes the container's width and keeps its own
     height for the plot, legends and labels added beneath (Streamlit's default "fit" squeezes the
-    plot to make room for a legend below it, down to nothing on a phone)."""
-    return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+    plot to make room for a legend below it, down to nothing on a phone). With `svg` it is drawn
+    as SVG (crisp text, and a legend a screen reader or a test can read); charts of thousands of
+    marks pass svg=False and stay on canvas."""
+    chart = chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+    return chart.properties(usermeta={"embedOptions": {"renderer": "svg"}}) if svg else chart

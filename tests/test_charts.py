@@ -52,6 +52,10 @@ def layers(spec: dict) -> list[dict]:
     return found
 
 
+def v_mark(view: dict) -> str:
+    return view["mark"]["type"] if isinstance(view["mark"], dict) else view["mark"]
+
+
 def rows(spec: dict, view: dict) -> pd.DataFrame:
     """The data a view of chart.to_dict() draws (its own, or its parent's)."""
     name = (view.get("data") or spec.get("data"))["name"]
@@ -134,6 +138,7 @@ def test_the_confusion_matrix_draws_an_empty_cell_white(lab_env, shipped):
     colour = next(v["encoding"]["color"] for v in layers(spec) if "color" in v.get("encoding", {})
                   and v["encoding"]["color"].get("field") == "shown")
     assert colour["scale"]["range"][0] == WHITE and colour["scale"]["domain"][0] == 0
+    assert colour["scale"]["interpolate"] in ("lab", "rgb")  # HCL would start from a pale cyan, not white
     cells = chart_data(spec, data)
     saved = load_predictions(mlp, shipped)
     matrix = np.zeros((10, 10), int)
@@ -148,7 +153,7 @@ def test_the_run_difference_matrix_is_centred_on_white(lab_env, shipped):
               if v.get("encoding", {}).get("color", {}).get("field") == "better"]
     assert change, "no run-difference matrix on the Mistakes page"
     scale = change[0]["encoding"]["color"]["scale"]
-    assert scale["domainMid"] == 0 and scale["range"][1] == WHITE
+    assert scale["domainMid"] == 0 and scale["range"][1] == WHITE and scale["interpolate"] in ("lab", "rgb")
     assert scale["domain"][0] == -scale["domain"][1]
     counts = [v["encoding"]["color"]["scale"] for s, _ in drawn(at) for part in s.get("hconcat", [])
               for v in layers(part) if v.get("encoding", {}).get("color", {}).get("field") == "count"]
@@ -163,8 +168,8 @@ def test_the_reliability_diagram_counts_the_images_of_each_bin():
     saved = load_predictions(run_id, SHIPPED)
     probs = saved["probabilities"].astype("float64")
     spec = reliability_chart({"as trained": calibration.reliability(probs, saved["labels"])}).to_dict()
-    (bars,) = [v for v in layers(spec) if (v["mark"]["type"] if isinstance(v["mark"], dict) else v["mark"]) == "bar"]
-    assert bars["encoding"]["y"]["field"] == "count"
+    (bars,) = [v for v in layers(spec) if v["encoding"]["y"].get("field") == "count"]
+    assert v_mark(bars) in ("bar", "rect") and bars["encoding"]["y2"] == {"datum": 0}  # a bar from zero
     shown = rows(spec, bars).sort_values("lower")
     histogram, edges = np.histogram(probs.max(1), bins=calibration.BINS, range=(0, 1))
     assert shown["count"].tolist() == histogram[histogram > 0].tolist()

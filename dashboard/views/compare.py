@@ -207,7 +207,8 @@ def curve_charts(frame: pd.DataFrame, order: list[str], own: set[str], x: str, s
     color = run_colour("run", order, own, title="run (click to highlight)")
     dash = alt.StrokeDash("split:N", title=None, sort=["train", "validation"],
                           scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [6, 3]]),
-                          legend=alt.Legend(orient="top", symbolType="stroke"))
+                          legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeColor="#333333",
+                                            symbolSize=400))
     tooltip = [alt.Tooltip("run:N"), alt.Tooltip("split:N"), alt.Tooltip("epoch:Q"),
                alt.Tooltip("time:Q", title="seconds", format=".1f"),
                alt.Tooltip("value:Q", title="value" if smoothing == 0 else "smoothed", format=".4f"),

@@ -64,7 +64,7 @@ def chart(frame: pd.DataFrame) -> alt.LayerChart:
         size=alt.Size("mark:N", scale=alt.Scale(domain=list(RING_NAMES.values()), range=[70, 200]), legend=None),
         strokeWidth=alt.StrokeWidth("mark:N", scale=alt.Scale(domain=list(RING_NAMES.values()), range=[1.2, 2.2]),
                                     legend=None))
-    return fit_width(alt.layer(dots, rings).properties(height=560))
+    return fit_width(alt.layer(dots, rings).properties(height=560), svg=False)
 
 
 def dragged_box(event) -> tuple[tuple[float, float], tuple[float, float]] | None:
@@ -80,7 +80,7 @@ def page() -> None:
     st.title("Embedding map")
     st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
                "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
-               "are ringed in black, the 15 test labels people confirmed wrong in red.")
+               "are ringed in black, the 15 test labels people confirmed wrong marked by black diamonds.")
     candidates = finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
                                        "images here.", needs="weights")
     if not require_mnist("The embedding map"):

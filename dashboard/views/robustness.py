@@ -55,7 +55,7 @@ def curves(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.Chart:
         strokeDash=alt.StrokeDash("attack:N", title="attack", sort=["FGSM", "PGD"],
                                   scale=alt.Scale(domain=["FGSM", "PGD"], range=[[1, 0], [6, 3]]),
                                   legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
-                                                    symbolSize=300)),
+                                                    symbolStrokeColor="#333333", symbolSize=400)),
         detail="attack:N",
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("attack:N"), alt.Tooltip("settings:N", title="attack settings"),
                  alt.Tooltip("epsilon:Q", title="eps"), alt.Tooltip("accuracy:Q", title="accuracy (%)", format=".2f")],
@@ -71,7 +71,7 @@ def bars(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.Chart:
         x=alt.X("corruption:N", title=None, axis=alt.Axis(labelAngle=-45, labelOverlap=False, labelLimit=90)),
         xOffset=alt.XOffset("run:N", sort=list(reports)),
         y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(domain=[0, 100])),
-        color=run_colour("run", list(reports), own),
+        color=run_colour("run", list(reports), own, symbol="square"),
         tooltip=[alt.Tooltip("run:N"), alt.Tooltip("corruption:N"),
                  alt.Tooltip("accuracy:Q", title="accuracy (%)", format=".2f")],
     ).properties(height=320))
