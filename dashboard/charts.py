@@ -32,7 +32,7 @@ def show_history(curves: pd.DataFrame, height: int = 220, stacked: bool = False)
 def reliability_chart(curves: dict[str, pd.DataFrame], height: int = 320) -> alt.LayerChart:
     """Accuracy against mean confidence per confidence bin (core.analysis.calibration.reliability),
     one line per name in `curves`; behind them, bars of each bin's image count on the right axis
-    (a symlog scale: the top bin holds most images), so a near-empty bin's swing reads as such.
+    (a square-root scale: the top bin holds most images), so a near-empty bin's swing reads as such.
     The diagonal is perfect calibration."""
     frame = pd.concat([rows.assign(probabilities=name) for name, rows in curves.items()], ignore_index=True)
     names = list(curves)
@@ -49,8 +49,8 @@ def reliability_chart(curves: dict[str, pd.DataFrame], height: int = 320) -> alt
     counts = alt.Chart(frame).mark_rect(opacity=0.3).encode(
         x=alt.X("lower:Q", scale=scale, title="confidence (bins of the top probability)", axis=alt.Axis(format="%")),
         x2="upper:Q",
-        y=alt.Y("count:Q", title="images in the bin (bars)", scale=alt.Scale(type="symlog"),
-                axis=alt.Axis(orient="right", grid=False)),
+        y=alt.Y("count:Q", title="images in the bin (bars)", scale=alt.Scale(type="sqrt"),
+                axis=alt.Axis(orient="right", grid=False, tickCount=5)),
         y2=alt.datum(0), color=colour, tooltip=tooltip)
     diagonal = alt.Chart(pd.DataFrame({"confidence": [0.0, 1.0], "accuracy": [0.0, 1.0]})).mark_line(
         strokeDash=[4, 4], color="#888").encode(x=x, y=alt.Y("accuracy:Q", scale=scale, axis=None))

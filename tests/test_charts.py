@@ -100,20 +100,21 @@ def test_robustness_charts_list_every_run_below_and_tell_fgsm_from_pgd():
     own = {names[-1]}  # as if the last were the user's own run
     for chart in (curves(reports, own), bars(reports, own)):
         spec = chart.to_dict()
-        colour = spec["encoding"]["color"]
+        colour = layers(spec)[0]["encoding"]["color"]
         assert colour["scale"]["domain"] == names  # every picked run is a legend entry
         assert colour["legend"]["orient"] == "bottom" and colour["legend"]["columns"] == 2
         assert spec["autosize"]["type"] == "fit-x"  # the legend below adds height, never squeezes the plot
         colours = dict(zip(names, colour["scale"]["range"]))
         for a, b in itertools.combinations(names, 2):
             assert apart(hue(colours[a]), hue(colours[b])) >= 30
-        assert set(rows(spec, spec)["run"]) == set(names)
+        assert set(rows(spec, layers(spec)[0])["run"]) == set(names)
     spec = curves(reports, own).to_dict()
-    dash = spec["encoding"]["strokeDash"]
+    (lines,) = [v for v in layers(spec) if "strokeDash" in v["encoding"]]
+    dash = lines["encoding"]["strokeDash"]
     assert dash["scale"]["domain"] == ["FGSM", "PGD"]
     assert dash["scale"]["range"][0] != dash["scale"]["range"][1]
-    assert set(rows(spec, spec)["attack"]) == {"FGSM", "PGD"}
-    assert spec["encoding"]["x"]["type"] == "quantitative"
+    assert dash["legend"]["symbolStrokeColor"]  # the legend's dashes are drawn, not transparent
+    assert set(rows(spec, lines)["attack"]) == {"FGSM", "PGD"}
     corruption_axis = bars(reports, own).to_dict()["encoding"]["x"]["axis"]
     assert corruption_axis["labelOverlap"] is False and corruption_axis["labelAngle"] != 0  # every label shows
 
@@ -248,6 +249,11 @@ def test_one_selection_drives_the_curves_the_significance_and_the_seed_bands(lab
     assert "McNemar's exact test, uncorrected: p " in text
     assert (f"p = {p:.2f}" if p >= 0.01 else "p < 0.001" if p < 0.001 else f"p = {p:.3f}") in text
 
+    at.switch_page("views/robustness.py").run()  # another page and back: the selection stays
+    at.switch_page("views/compare.py").run()
+    assert at.multiselect(key="compare_runs").value == two
+    assert curve_runs(at) == set(names)
+
     three = RECIPES[:3]
     at.multiselect(key="compare_runs").set_value(three).run()
     assert grid_runs(at) == set(three)
@@ -304,3 +310,20 @@ def test_compare_preselects_the_runs_named_in_its_url_and_names_the_unknown(lab,
     at.multiselect(key="compare_runs").set_value([RECIPES[0], RECIPES[1]]).run()  # the user picks again
     at.run()
     assert at.multiselect(key="compare_runs").value == [RECIPES[0], RECIPES[1]]
+
+
+def test_a_run_finished_while_the_user_was_elsewhere_joins_the_default_selection(lab_env, shipped, trained_runs,
+                                                                               tmp_path):
+    root = lab_env(tmp_path / "runs")
+    for run_id in RECIPES:
+        shutil.copytree(shipped / run_id, root / run_id)
+    at = open_page("compare")
+    best = sorted(RECIPES, key=lambda i: -load_run(i, root).test_acc)[:4]
+    assert at.multiselect(key="compare_runs").value == best
+    at.switch_page("views/train.py").run()
+    mlp = trained_runs.ids["mlp"]  # two epochs, finished: as if just trained
+    shutil.copytree(trained_runs.root / mlp, root / mlp)
+    at.switch_page("views/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="compare_runs").value == best + [mlp]
+    assert load_run(mlp, root).name in curve_runs(at)

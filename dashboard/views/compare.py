@@ -68,8 +68,8 @@ def preselection(runs: list) -> tuple[list[str], list[str]] | None:
 
 def pick_runs(runs: list) -> list:
     """The page's one selection (key compare_runs): the runs the curves, the significance section
-    and the seed bands all show. Opens on preselection() when the URL asks for runs, else on
-    default_selection()."""
+    and the seed bands all show. Opens on preselection() when the URL asks for new runs, else on
+    the user's last selection in this session, else on default_selection()."""
     by_id = {r.run_id: r for r in runs}
     asked = preselection(runs)
     raw = st.query_params.get(URL_PARAM)
@@ -79,14 +79,18 @@ def pick_runs(runs: list) -> list:
     if asked is not None and (st.session_state.get("compare_runs_url") != raw or "compare_runs" not in st.session_state):
         st.session_state["compare_runs"] = asked[0]
         st.session_state["compare_runs_url"] = raw
-    elif "compare_runs" not in st.session_state:
-        st.session_state["compare_runs"] = default_selection(runs)
+    elif "compare_runs" not in st.session_state:  # a first visit, or back from another page
+        default = default_selection(runs)
+        kept = st.session_state.get("compare_picked")  # (what was picked, whether it was the default then)
+        # A selection the user made stays; the default is worked out again (a run trained meanwhile joins it).
+        st.session_state["compare_runs"] = kept[0] if kept and not kept[1] else default
     st.session_state["compare_runs"] = [i for i in st.session_state["compare_runs"] if i in by_id]
     picked = st.multiselect(
         "Runs to compare", list(by_id), key="compare_runs", max_selections=MAX_PICKED,
         format_func=lambda i: run_label(by_id[i]),
         help="one selection for the whole page: the curves, whether the runs really differ, and the seed "
              "bands. It opens on the best reference runs and your newest finished run.")
+    st.session_state["compare_picked"] = (list(picked), list(picked) == default_selection(runs))
     return [by_id[i] for i in picked]
 
 

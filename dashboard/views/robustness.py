@@ -37,7 +37,7 @@ def report_kept(run) -> tuple[dict | None, str | None]:
     return _kept(checkpoints_base(), run.run_id, file_stamp(run.path / ROBUSTNESS), file_stamp(run.path / WEIGHTS))
 
 
-def curves(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.Chart:
+def curves(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.LayerChart:
     """Accuracy against eps, a colour per run (run_palette: `own` runs warm, reference runs cool)
     and FGSM solid, PGD dashed; both legends list every entry (runs below the chart, attacks above)."""
     rows = [{"run": name, "epsilon": row["epsilon"], "accuracy": row["accuracy"],
@@ -48,18 +48,21 @@ def curves(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.Chart:
     frame = pd.DataFrame(rows)
     frame["settings"] = frame["settings"].replace("NONE", "clean")
     names = list(reports)
-    return fit_width(alt.Chart(frame).mark_line(point=True).encode(
+    base = alt.Chart(frame).encode(
         x=alt.X("epsilon:Q", title="eps (L-inf, pixels on [0, 1])"),
         y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(domain=[0, 100])),
         color=run_colour("run", names, own),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("attack:N"), alt.Tooltip("settings:N", title="attack settings"),
+                 alt.Tooltip("epsilon:Q", title="eps"), alt.Tooltip("accuracy:Q", title="accuracy (%)", format=".2f")])
+    # The points are a layer of their own: a line's point overlay would make Vega-Lite draw the
+    # attack legend's dashes with a filled point's transparent stroke, i.e. not at all.
+    lines = base.mark_line(strokeWidth=2).encode(
         strokeDash=alt.StrokeDash("attack:N", title="attack", sort=["FGSM", "PGD"],
                                   scale=alt.Scale(domain=["FGSM", "PGD"], range=[[1, 0], [6, 3]]),
-                                  legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
-                                                    symbolStrokeColor="#333333", symbolSize=400)),
-        detail="attack:N",
-        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("attack:N"), alt.Tooltip("settings:N", title="attack settings"),
-                 alt.Tooltip("epsilon:Q", title="eps"), alt.Tooltip("accuracy:Q", title="accuracy (%)", format=".2f")],
-    ).properties(height=320))
+                                  legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeColor="#333333",
+                                                    symbolSize=400)),
+        detail="attack:N")
+    return fit_width(alt.layer(lines, base.mark_circle(size=30, opacity=1)).properties(height=320))
 
 
 def bars(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.Chart:

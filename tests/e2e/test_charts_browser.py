@@ -31,7 +31,9 @@ READ_CHARTS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteCh
     return {box: box(c.getBoundingClientRect()), svg: svg ? box(svg.getBoundingClientRect()) : null,
             legends: svg ? [...svg.querySelectorAll('g.role-legend')].map(l => ({
                 aria: l.getAttribute('aria-label') || '', box: box(l.getBoundingClientRect()),
-                labels: [...l.querySelectorAll('g.role-legend-label text')].map(t => t.textContent)})) : []};
+                labels: [...l.querySelectorAll('g.role-legend-label text')].map(t => t.textContent),
+                symbols: [...l.querySelectorAll('g.role-legend-symbol path')].map(p => ({
+                    stroke: p.getAttribute('stroke'), dash: p.getAttribute('stroke-dasharray')}))})) : []};
 })"""
 
 
@@ -138,6 +140,9 @@ def test_robustness_legends_list_every_picked_run_and_tell_the_attacks_apart(bro
             assert len(legend["labels"]) == len(expected)
         attacks = [l for c in charts for l in c["legends"] if "titled 'attack'" in l["aria"]]
         assert len(attacks) == 1 and legend_values(attacks[0]["aria"]) == ["FGSM", "PGD"]
+        symbols = attacks[0]["symbols"]  # drawn, and drawn apart: solid and dashed
+        assert len(symbols) == 2 and all(sym["stroke"] not in (None, "transparent", "none") for sym in symbols)
+        assert symbols[0]["dash"] != symbols[1]["dash"], symbols
         assert_nothing_clipped(tab, charts, size[0])
     finally:
         tab.close()
