@@ -1,5 +1,9 @@
-"""Charts the pages share (Altair): a run's training curves, reliability diagrams, a matrix of pairwise p-values."""
+"""Charts the pages share (Altair): a run's training curves, reliability diagrams, a matrix of
+pairwise p-values; and what every chart shares: a colour per run (user's runs and reference runs
+in different hue families), legends below in columns, scales that start or centre at white."""
 from __future__ import annotations
+
+import colorsys
 
 import altair as alt
 import numpy as np
@@ -58,7 +62,7 @@ def reliability_chart(curves: dict[str, pd.DataFrame], height: int = 320) -> alt
         x=x, y=alt.Y("accuracy:Q", title="accuracy in the bin (lines)", scale=scale, axis=alt.Axis(format="%")),
         color=colour, tooltip=tooltip)
     return fit_width(alt.layer(counts, alt.layer(diagonal, lines)).resolve_scale(y="independent")
-                     .properties(height=height))
+                     .properties(height=height, padding={"left": 5, "top": 5, "bottom": 5, "right": 10}))
 
 
 def p_value_matrix(p_values: pd.DataFrame, names: dict[str, str], alpha: float, height: int = 360) -> alt.Chart:
@@ -87,7 +91,9 @@ def p_value_matrix(p_values: pd.DataFrame, names: dict[str, str], alpha: float, 
         strokeWidth=alt.condition(pair, alt.value(2.5), alt.value(0), empty=False),
     ).add_params(pair)
     text = base.mark_text(fontSize=11).encode(text="text:N")
-    return fit_width(alt.layer(cells, text).properties(height=height, title="Holm-corrected p-values (click a cell)"))
+    return fit_width(alt.layer(cells, text).properties(  # room on the right for the last angled label
+        height=height, title="Holm-corrected p-values (click a cell)", padding={"left": 5, "top": 5, "bottom": 5,
+                                                                              "right": 20}))
 
 
 # --- Colours and legends every chart shares -------------------------------------------------------
@@ -113,7 +119,6 @@ def _arc(count: int, centre: float, step: float) -> list[float]:
 
 
 def _hex(hue: float, lightness: float = 0.45, saturation: float = 0.75) -> str:
-    import colorsys
     r, g, b = colorsys.hls_to_rgb(hue / 360, lightness, saturation)
     return "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (r, g, b)))
 

@@ -97,8 +97,8 @@ def heatmap(cells) -> None:
     rects = base.mark_rect(stroke="#f58518").encode(
         color=alt.condition("isValid(datum.val_acc)",
                             alt.Color("val_acc:Q", title="val acc (%)", scale=alt.Scale(scheme="viridis"),
-                                      legend=alt.Legend(orient="bottom", direction="horizontal", gradientLength=220,
-                                                        titleOrient="left", format=".1f")),
+                                      legend=alt.Legend(orient="bottom", direction="horizontal", gradientLength=180,
+                                                        format=".1f")),
                             alt.value("#9e9e9e")),
         strokeWidth=alt.condition(alt.datum.selected, alt.value(4), alt.value(0)),
         tooltip=tooltip,
