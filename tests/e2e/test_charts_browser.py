@@ -185,7 +185,9 @@ def cell_pair(aria: str) -> tuple[str, str]:
 
 
 def shown_pair(tab) -> tuple[str, str]:
-    """The two runs the Pair box shows."""
+    """The two runs the Pair box shows (once it has drawn: it comes after the grid)."""
+    tab.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stSelectbox"] input')]
+        .some(i => i.value.includes(' vs '))""", timeout=60_000)
     box = tab.locator('[data-testid="stSelectbox"]', has=tab.get_by_text("Pair", exact=True))
     text = " ".join(i.input_value() for i in box.locator("input").all()) or box.inner_text()
     found = re.search(r"(.+?) vs (.+)", text.strip().split("\n")[-1])
