@@ -1,5 +1,6 @@
-"""Compare's "Is the difference real?": two runs' 2x2 table, McNemar's exact test and the paired
-interval of their difference, in a sentence; more runs as a matrix of Holm-corrected p-values;
+"""Compare's "Is the difference real?" on the page's one selection of runs: two runs' 2x2 table,
+McNemar's exact test and the paired interval of their difference, in a sentence; more runs as a
+clickable grid of Holm-corrected p-values, a cell opening its pair;
 two seed groups by Welch's t-test (core.analysis.compare, core.stats)."""
 from __future__ import annotations
 
@@ -15,23 +16,23 @@ from dashboard.charts import p_value_matrix
 from dashboard.notices import report
 from dashboard.state import pairwise
 from dashboard.text import md_text
-from dashboard.widgets import run_label, unique_names
+from dashboard.widgets import unique_names
 
 MAX_RUNS = 12  # a matrix larger than this is not read
 
 
-def default_pick(candidates: list[Run], chosen: list[Run]) -> list[str]:
-    """The runs ticked in the table when two or more can be compared, else the reference runs of
-    the default recipes, else the newest two."""
-    ids = {r.run_id for r in candidates}
-    ticked = [r.run_id for r in chosen if r.run_id in ids]
-    if len(ticked) >= 2:
-        return ticked[:MAX_RUNS]
-    reference = [r.run_id for r in candidates if r.reference and not r.config.get("sweep")]
-    return (reference if len(reference) >= 2 else [r.run_id for r in candidates][:2])[:MAX_RUNS]
+def pair_p_lines(result: Comparison, adjusted: float | None, pairs: int) -> str:
+    """The p-values of one pair, each named: McNemar's uncorrected p and, where the pair was read
+    out of a grid, the Holm-corrected one the grid shows."""
+    line = f"McNemar's exact test, uncorrected: {p_text(result.table.p_value)}"
+    if adjusted is not None:
+        line += f"; Holm-corrected for the {pairs} pairs of the grid: {p_text(adjusted)}"
+    return line + "."
 
 
-def two_runs(result: Comparison, names: dict[str, str]) -> None:
+def two_runs(result: Comparison, names: dict[str, str], adjusted: float | None = None, pairs: int = 1) -> None:
+    """One pair: its 2x2 table, the verdict in a sentence, both accuracies and the paired interval
+    of their difference; `adjusted` is the pair's Holm-corrected p when read out of a grid."""
     a, b, t = result.a, result.b, result.table
     left, right = st.columns([1.2, 1], gap="large")
     with left:
@@ -49,42 +50,64 @@ def two_runs(result: Comparison, names: dict[str, str]) -> None:
             st.markdown(f"**{md_text(names[figures.run_id])}**: {figures.accuracy:.2f}% "
                         f"(95% CI {ci_low:.2f}–{ci_high:.2f}%)")
         st.markdown(f"Difference {100 * t.difference:+.2f} points, paired 95% interval {low:+.2f} to "
-                    f"{high:+.2f}; McNemar's exact test {p_text(t.p_value)}.")
+                    f"{high:+.2f}. {pair_p_lines(result, adjusted, pairs)}")
+        if adjusted is not None and (adjusted < ALPHA) != t.significant:
+            st.caption("The sentence above reads the uncorrected p; with this many pairs, the Holm-corrected "
+                       "p is the one to trust.")
 
 
-def pairs_section(runs: list[Run], chosen: list[Run]) -> None:
+def pick_pair_from_grid() -> None:
+    """A click on a cell of the p-value grid picks that pair in the Pair box (one source of truth)."""
+    state = st.session_state.get("sig_grid")
+    points = (state or {}).get("selection", {}).get("pair") or []
+    if points and points[0].get("row_id") and points[0].get("column_id"):
+        row, column = points[0]["row_id"], points[0]["column_id"]
+        pairs = st.session_state.get("sig_pairs_shown", [])
+        for pair in pairs:
+            if set(pair) == {row, column}:
+                st.session_state["sig_pair"] = pair
+
+
+def pairs_section(picked_runs: list[Run]) -> None:
+    """Whether the picked runs (Compare's one selection) really differ: two runs as a 2x2 table
+    and a sentence; more as a clickable grid of Holm-corrected p-values, a cell opening its pair."""
     st.subheader("Is the difference real?", divider="gray")
     st.caption("Two runs tested on the same images are compared image by image: McNemar's exact test counts the "
                "images only one of them gets right (Dietterich 1998). More runs: every pair's p-value, "
                "Holm-corrected for the number of pairs. Accuracies carry their 95% Wilson interval.")
-    candidates = [r for r in runs if r.finished_with("predictions")]
+    candidates = [r for r in picked_runs if r.finished_with("predictions")]
+    left_out = [r for r in picked_runs if not r.finished_with("predictions")]
+    if left_out:
+        st.caption("Left out here, no saved test predictions yet: "
+                   + ", ".join(md_text(r.name) for r in left_out) + ".")
     if len(candidates) < 2:
-        st.info("Two finished runs with saved test predictions are needed to compare.", icon=":material/balance:")
+        st.info("Pick two or more finished runs with saved test predictions above to test whether they differ.",
+                icon=":material/balance:")
         return
-    by_id = {r.run_id: r for r in candidates}
-    picked = st.multiselect("Runs to compare", list(by_id), default=default_pick(candidates, chosen),
-                            format_func=lambda i: run_label(by_id[i]), key="sig_runs", max_selections=MAX_RUNS,
-                            help="ticked rows of the table come first; two runs show their table, more a matrix")
-    if len(picked) < 2:
-        st.info("Pick two runs or more.", icon=":material/lightbulb:")
-        return
+    picked = [r.run_id for r in candidates][:MAX_RUNS]
     try:
         result = pairwise(picked)
     except LabError as exc:
         report(exc)
         return
-    names = unique_names([by_id[i] for i in picked])
+    names = unique_names(candidates[:MAX_RUNS])
     if len(picked) == 2:
         two_runs(result.comparisons[(picked[0], picked[1])], names)
         return
-    st.altair_chart(p_value_matrix(result.adjusted, names, ALPHA, height=max(220, 46 * len(picked))))
+    pairs = list(result.comparisons)
+    st.session_state["sig_pairs_shown"] = pairs
+    st.caption(f"Every pair of the {len(picked)} runs: click a cell to read that pair below.")
+    st.altair_chart(p_value_matrix(result.adjusted, names, ALPHA, height=max(220, 46 * len(picked))),
+                    key="sig_grid", on_select=pick_pair_from_grid, selection_mode="pair", width="stretch")
     different = int((result.adjusted.to_numpy() < ALPHA).sum() // 2)
     st.caption(f"{different} of {len(result.comparisons)} pairs differ at the {ALPHA:.0%} level after Holm's "
-               "correction. Pick a pair to read it:")
-    pairs = list(result.comparisons)
+               "correction. Click a cell of the grid or pick a pair here:")
+    if st.session_state.get("sig_pair") not in pairs:
+        st.session_state["sig_pair"] = pairs[0]  # the first two picked: by default the best two runs
     pair = st.selectbox("Pair", pairs, format_func=lambda p: f"{names[p[0]]} vs {names[p[1]]}", key="sig_pair")
     if pair is not None:
-        two_runs(result.comparisons[pair], names)
+        two_runs(result.comparisons[pair], names, adjusted=float(result.adjusted.loc[pair[0], pair[1]]),
+                 pairs=len(pairs))
 
 
 def groups_section(runs: list[Run]) -> None:

@@ -135,7 +135,7 @@ def test_compare_lists_runs_with_test_accuracy(lab_env, trained_runs):
         run = load_run(run_id, trained_runs.root)
         assert table.loc[run.name, "test_acc"] == pytest.approx(run.test_acc)
         assert table.loc[run.name, "arch"] == run.arch
-    assert len(at.get("vega_lite_chart")) == 1  # the 2x2 grid of curves
+    assert len(at.get("vega_lite_chart")) == 2  # the curves: loss and accuracy (two runs: no p-value grid)
 
 
 def test_compare_rename_and_delete(lab_env, trained_runs, tmp_path):

@@ -101,7 +101,7 @@ def test_embedding_map_opens_with_the_shipped_map_and_rings_what_it_should(refer
     preds = load_predictions(LENET, reference_lenet)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Mistakes (black rings)"] == f"{int((preds['labels'] != preds['predicted']).sum()):,}"
-    assert metrics["Confirmed label errors (red rings)"] == "15"
+    assert metrics["Confirmed label errors (black diamonds)"] == "15"
     assert metrics["Test images"] == "10,000"
     assert len(at.get("vega_lite_chart")) == 1
     assert "Drag a box" in texts(at)
@@ -112,8 +112,9 @@ def test_embedding_map_opens_with_the_shipped_map_and_rings_what_it_should(refer
     assert any(p["name"] == "brush" and p["select"]["type"] == "interval" for p in params)
     tips = [t["field"] for layer in spec["layer"] for t in layer["encoding"]["tooltip"]]
     assert "index" in tips and "digit" in tips
-    rings = [layer for layer in spec["layer"] if layer["mark"].get("filled") is False]
-    assert len(rings) == 2  # mistakes and confirmed label errors
+    (rings,) = [layer for layer in spec["layer"] if layer["mark"].get("filled") is False]
+    shapes = rings["encoding"]["shape"]["scale"]  # mistakes and confirmed label errors, told apart by shape
+    assert len(set(shapes["range"])) == len(shapes["domain"]) == 2
     assert sorted(p.name for p in (reference_lenet / LENET).glob("embedding-*")) == ["embedding-umap.safetensors"]
 
 

@@ -1,6 +1,7 @@
-"""Compare: every run in one sortable table with its test accuracy's 95% interval; whether the
-picked runs really differ (dashboard.significance); their curves overlaid in a 2x2 grid
-(train/validation x loss/accuracy, seed 002's view); rename and delete."""
+"""Compare: every run in one sortable table, the best first, with its test accuracy's 95% interval;
+one selection of runs (the best reference runs and the user's newest by default, or the runs named
+in `/compare?runs=ID1,ID2`) that drives whether they really differ (dashboard.significance), their
+curves (loss and accuracy, train solid and validation dashed) and the seed bands; rename and delete."""
 from __future__ import annotations
 
 import altair as alt
@@ -14,14 +15,88 @@ from dashboard.notices import no_runs_notice, show_run_warnings
 from dashboard.significance import groups_section, pairs_section
 from dashboard.state import accuracy_without_confirmed, load_runs, predictions_problem
 from dashboard.text import md_text
-from dashboard.widgets import CLEAN_HELP, VAL_HELP, pick_run, unique_names
+from dashboard.charts import fit_width, run_colour
+from dashboard.widgets import CLEAN_HELP, VAL_HELP, pick_run, run_label, unique_names
 
-DEFAULT_SHOWN = 5  # runs drawn when none is selected in the table
+DEFAULT_BEST = 4  # reference runs picked by default, the best by test accuracy
+MAX_PICKED = 12  # runs one selection may hold: a larger p-value grid or legend is not read
+URL_PARAM = "runs"  # /compare?runs=ID1,ID2 preselects these runs (see preselection)
 
 
-def runs_table(runs: list) -> tuple[list, bool]:
-    """The table; returns the runs selected in it (or the newest few with curves), and whether
-    they were selected."""
+def best_first(runs: list) -> list:
+    """The runs by test accuracy, best first; runs without one last, newest first among them."""
+    scored = sorted((r for r in runs if r.test_acc is not None), key=lambda r: -r.test_acc)
+    return scored + [r for r in runs if r.test_acc is None]
+
+
+def worth_defaulting(run) -> bool:
+    """A run that may be picked without being asked for: finished, with more than one epoch."""
+    return run.status == "finished" and run.epochs_done >= 2 and run.test_acc is not None
+
+
+def default_selection(runs: list) -> list[str]:
+    """The runs Compare opens on: the DEFAULT_BEST best reference runs of the recipes (sweep runs
+    left out) by test accuracy, then the user's own newest finished run of two epochs or more.
+    Without two such runs (a lab without its reference runs), the best finished runs of two epochs or
+    more, then, only to make a pair, the best other finished runs."""
+    reference = [r for r in best_first(runs) if r.reference and not r.config.get("sweep") and worth_defaulting(r)]
+    own = [r for r in runs if not r.reference and worth_defaulting(r)]
+    picked = [r.run_id for r in reference[:DEFAULT_BEST]]
+    if own:
+        picked.append(max(own, key=lambda r: r.run_id).run_id)  # run ids start with their creation time
+    if len(picked) < 2:
+        finished = [r for r in best_first(runs) if r.status == "finished" and r.test_acc is not None]
+        better = [r.run_id for r in finished if worth_defaulting(r) and r.run_id not in picked]
+        picked += better[:DEFAULT_BEST + 1 - len(picked)]
+        if len(picked) < 2:
+            picked += [r.run_id for r in finished if r.run_id not in picked][:2 - len(picked)]
+    return picked[:MAX_PICKED]
+
+
+def preselection(runs: list) -> tuple[list[str], list[str]] | None:
+    """The runs asked for in the page's URL, `/compare?runs=ID1,ID2` (run ids, comma-separated, in
+    the order to show them): (known ids, unknown ids), or None without the parameter. Another page
+    links here with st.page_link("views/compare.py", query_params={"runs": "ID1,ID2"}); unknown ids
+    are left out with a notice, the known ones replace the default selection."""
+    raw = st.query_params.get(URL_PARAM)
+    if raw is None:
+        return None
+    known = {r.run_id for r in runs}
+    asked = list(dict.fromkeys(i.strip() for i in raw.split(",") if i.strip()))
+    return [i for i in asked if i in known][:MAX_PICKED], [i for i in asked if i not in known]
+
+
+def pick_runs(runs: list) -> list:
+    """The page's one selection (key compare_runs): the runs the curves, the significance section
+    and the seed bands all show. Opens on preselection() when the URL asks for new runs, else on
+    the user's last selection in this session, else on default_selection()."""
+    by_id = {r.run_id: r for r in runs}
+    asked = preselection(runs)
+    raw = st.query_params.get(URL_PARAM)
+    if asked is not None and asked[1]:
+        st.warning("Not in this lab, left out: " + ", ".join(f"`{md_text(i)}`" for i in asked[1]),
+                   icon=":material/warning:")
+    if asked is not None and (st.session_state.get("compare_runs_url") != raw or "compare_runs" not in st.session_state):
+        st.session_state["compare_runs"] = asked[0]
+        st.session_state["compare_runs_url"] = raw
+    elif "compare_runs" not in st.session_state:  # a first visit, or back from another page
+        default = default_selection(runs)
+        kept = st.session_state.get("compare_picked")  # (what was picked, whether it was the default then)
+        # A selection the user made stays; the default is worked out again (a run trained meanwhile joins it).
+        st.session_state["compare_runs"] = kept[0] if kept and not kept[1] else default
+    st.session_state["compare_runs"] = [i for i in st.session_state["compare_runs"] if i in by_id]
+    picked = st.multiselect(
+        "Runs to compare", list(by_id), key="compare_runs", max_selections=MAX_PICKED,
+        format_func=lambda i: run_label(by_id[i]),
+        help="one selection for the whole page: the curves, whether the runs really differ, and the seed "
+             "bands. It opens on the best reference runs and your newest finished run.")
+    st.session_state["compare_picked"] = (list(picked), list(picked) == default_selection(runs))
+    return [by_id[i] for i in picked]
+
+
+def runs_table(runs: list) -> None:
+    """Every run in one table, the best test accuracy first."""
+    runs = best_first(runs)
     table = tables.run_table(runs)
     table["test_acc_clean"] = [accuracy_without_confirmed(r) for r in runs]
     table["test_ci"] = [None if pd.isna(low) else f"{low:.2f}–{high:.2f}%"
@@ -30,43 +105,37 @@ def runs_table(runs: list) -> tuple[list, bool]:
         problem = predictions_problem(run)
         if problem:
             st.warning(f"**{md_text(run.name)}**: {md_text(problem)}", icon=":material/warning:")
-    event = st.dataframe(
-        table, key="compare_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+    st.dataframe(
+        table, key="compare_table", hide_index=True,
         placeholder="–",
         width="stretch", height=min(420, 38 + 35 * len(table)),
-        column_order=["name", "reference", "arch", "status", "parameters", "epochs", "val_acc", "test_acc", "test_ci", "test_acc_clean",
-                      "sec_per_epoch", "device", "group", "created", "run_id"],
+        column_order=["name", "test_acc", "test_ci", "reference", "arch", "status", "epochs", "val_acc",
+                      "test_acc_clean", "parameters", "sec_per_epoch", "device", "group", "created", "run_id"],
         column_config={
-            "name": st.column_config.TextColumn("Name"),
+            "name": st.column_config.TextColumn("Name", width=170, pinned=True),
             "reference": st.column_config.CheckboxColumn(
-                "Reference", help="shipped with MNIST Lab (trained with the default recipe; cannot be "
-                                  "renamed or deleted here)"),
-            "arch": st.column_config.TextColumn("Arch"),
-            "status": st.column_config.TextColumn("Status"),
-            "parameters": st.column_config.NumberColumn("Parameters", format="localized"),
-            "epochs": st.column_config.NumberColumn("Epochs"),
-            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=VAL_HELP),
-            "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%"),
+                "Reference", width=90, help="shipped with MNIST Lab (trained with the default recipe; cannot be "
+                                            "renamed or deleted here)"),
+            "arch": st.column_config.TextColumn("Arch", width=80),
+            "status": st.column_config.TextColumn("Status", width=85),
+            "parameters": st.column_config.NumberColumn("Parameters", format="localized", width=105),
+            "epochs": st.column_config.NumberColumn("Epochs", width=75),
+            "val_acc": st.column_config.NumberColumn("Val acc", format="%.2f%%", help=VAL_HELP, width=85),
+            "test_acc": st.column_config.NumberColumn("Test acc", format="%.2f%%", width=90),
             "test_ci": st.column_config.TextColumn(
-                "Test 95% CI", help="the 95% Wilson interval of the test accuracy: where the accuracy on "
-                                   "another 10,000 images like these would likely fall. Runs whose intervals "
-                                   "overlap may still differ: ask below"),
+                "Test 95% CI", width=125,
+                help="the 95% Wilson interval of the test accuracy: where the accuracy on "
+                     "another 10,000 images like these would likely fall. Runs whose intervals "
+                     "overlap may still differ: ask below"),
             "test_acc_clean": st.column_config.NumberColumn("Test acc (clean labels)", format="%.2f%%",
-                                                            help=CLEAN_HELP),
-            "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
-            "device": st.column_config.TextColumn("Device"),
-            "group": st.column_config.TextColumn("Seed group", help="runs of one recipe over several seeds "
-                                                                  "(`train --seeds`, or Seeds on the Train page)"),
-            "created": st.column_config.TextColumn("Created"),
-            "run_id": st.column_config.TextColumn("Run id")})
-    rows = list(event.selection.rows) if event is not None else []
-    if rows:
-        return [runs[i] for i in rows if i < len(runs)], True
-    with_curves = [r for r in runs if r.epochs_done > 0][:DEFAULT_SHOWN]
-    if with_curves:
-        st.caption(f"Select rows (the boxes on the left) to choose runs; showing the newest "
-                   f"{len(with_curves)} with curves.")
-    return with_curves, False
+                                                            help=CLEAN_HELP, width=175),
+            "sec_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f", width=85),
+            "device": st.column_config.TextColumn("Device", width=80),
+            "group": st.column_config.TextColumn("Seed group", width=110,
+                                                 help="runs of one recipe over several seeds "
+                                                      "(`train --seeds`, or Seeds on the Train page)"),
+            "created": st.column_config.TextColumn("Created", width=150),
+            "run_id": st.column_config.TextColumn("Run id", width=260)})
 
 
 def groups_table(runs: list) -> None:
@@ -77,7 +146,7 @@ def groups_table(runs: list) -> None:
     st.subheader("Seed groups", divider="gray")
     st.caption("One recipe trained over several seeds: mean ± sample standard deviation over the group's "
                "finished runs (± – with a single run); a run that did not finish is counted out, test and "
-               "validation alike. Tick a member run below to draw the group as a band.")
+               "validation alike. Pick a member run above to draw the group as a band.")
     shown = groups.assign(val_text=[tables.mean_std_text(m, s) for m, s in zip(groups.val_mean, groups.val_std)])
     st.dataframe(shown, key="compare_groups", hide_index=True, width="stretch",
                  height=min(300, 38 + 35 * len(shown)),
@@ -91,62 +160,98 @@ def groups_table(runs: list) -> None:
 
 
 def band_frame(chosen: list, runs: list, x: str, smoothing: float):
-    """The grid's data with seed groups as bands: each chosen run of a group brings in its whole
+    """The curves' data with seed groups as bands: each chosen run of a group brings in its whole
     group, drawn as the mean (one line, label 'group (n runs)') with lower/upper at ± std; the
-    other chosen runs stay one line each (lower/upper empty)."""
+    other chosen runs stay one line each (lower/upper empty). Returns (lines, bands, own names)."""
     groups = {tables.run_group(r) for r in chosen} - {None}
     loose = [r for r in chosen if tables.run_group(r) is None]
     frame = tables.curves(loose, x=x, smoothing=smoothing)
-    frame["run"] = frame["run_id"].map(unique_names(loose))
+    names = unique_names(loose)
+    frame["run"] = frame["run_id"].map(names)
+    own = {names[r.run_id] for r in loose if not r.reference}
     members = [r for r in runs if tables.run_group(r) in groups]
     bands = tables.group_curves(members, x=x, smoothing=smoothing)
     if not bands.empty:
         sizes = {g: sum(tables.run_group(r) == g for r in members) for g in groups}
-        bands["run"] = [f"{g} (mean ± std, {sizes[g]} runs)" for g in bands["group"]]
+        label = {g: f"{g} (mean ± std, {sizes[g]} runs)" for g in groups}
+        bands["run"] = bands["group"].map(label)
         bands["raw"] = bands["value"]
         bands["time"] = bands["x"]
-    return frame.assign(std=float("nan"), lower=float("nan"), upper=float("nan")), bands
+        bands["metric"] = ["loss" if "loss" in p else "accuracy" for p in bands["panel"]]
+        bands["split"] = ["train" if p.startswith("train") else "validation" for p in bands["panel"]]
+        own |= {label[g] for g in groups if any(not r.reference for r in members if tables.run_group(r) == g)}
+    return frame.assign(std=float("nan"), lower=float("nan"), upper=float("nan")), bands, own
 
 
-def curves_grid(chosen: list, x: str, smoothing: float, runs: list | None = None, bands: bool = False) -> None:
+def curve_frame(chosen: list, x: str, smoothing: float, runs: list | None = None,
+                bands: bool = False) -> tuple[pd.DataFrame, list[str], set[str]]:
+    """The long table the curves draw (one row per run, split, metric and epoch; seed groups as
+    mean ± std when `bands`), the names in the legend in the order picked, and the user's own among them."""
     if bands and any(tables.run_group(r) for r in chosen):
-        lines, spread = band_frame(chosen, runs or chosen, x, smoothing)
+        lines, spread, own = band_frame(chosen, runs or chosen, x, smoothing)
         frame = lines if spread.empty else (spread if lines.empty else
                                               pd.concat([lines, spread], ignore_index=True))
     else:
         frame = tables.curves(chosen, x=x, smoothing=smoothing)
-        if not frame.empty:
-            frame["run"] = frame["run_id"].map(unique_names(chosen))
-    if frame.empty:
-        st.info("The chosen runs have no finished epoch yet: their curves appear after the first epoch.",
-                icon=":material/hourglass_top:")
-        return
-    # Run names may repeat (every recipe run is called "recipe"): curves_grid labels them apart.
+        names = unique_names(chosen)
+        own = {names[r.run_id] for r in chosen if not r.reference}
+        frame = frame.assign(run=frame["run_id"].map(names), std=float("nan"), lower=float("nan"),
+                             upper=float("nan"))
+    order = list(dict.fromkeys(frame["run"])) if not frame.empty else []
+    return frame, order, own & set(order)
+
+
+def curve_charts(frame: pd.DataFrame, order: list[str], own: set[str], x: str, smoothing: float) -> list[alt.Chart]:
+    """Two charts, loss and accuracy, each with train (solid) and validation (dashed) of every run:
+    a colour per run (run_palette: the user's runs warm, reference runs cool), the legend below;
+    click a run in the legend to highlight it. Seed groups draw their ± std band."""
     pick = alt.selection_point(fields=["run"], bind="legend")
     x_title = "epoch" if x == "epoch" else "wall time (s)"
     x_enc = alt.X("x:Q", title=x_title, axis=alt.Axis(tickMinStep=1, format="d") if x == "epoch" else alt.Axis())
-    color = alt.Color("run:N", title="run (click to highlight)", legend=alt.Legend(orient="bottom", columns=3))
-    tooltip = [alt.Tooltip("run:N"), alt.Tooltip("panel:N", title="curve"),
-               alt.Tooltip("epoch:Q"), alt.Tooltip("time:Q", title="seconds", format=".1f"),
+    color = run_colour("run", order, own, title="run (click to highlight)")
+    dash = alt.StrokeDash("split:N", title=None, sort=["train", "validation"],
+                          scale=alt.Scale(domain=["train", "validation"], range=[[1, 0], [6, 3]]),
+                          legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeColor="#333333",
+                                            symbolSize=400))
+    tooltip = [alt.Tooltip("run:N"), alt.Tooltip("split:N"), alt.Tooltip("epoch:Q"),
+               alt.Tooltip("time:Q", title="seconds", format=".1f"),
                alt.Tooltip("value:Q", title="value" if smoothing == 0 else "smoothed", format=".4f"),
-               alt.Tooltip("raw:Q", format=".4f")]
-    base = alt.Chart(frame)
-    chart = base.mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
-        x=x_enc, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)), color=color,
-        opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)),
-        tooltip=tooltip + ([alt.Tooltip("std:Q", title="± std", format=".4f")] if "std" in frame else []),
-    ).properties(width=430, height=230).add_params(pick)
-    if "lower" in frame and frame["lower"].notna().any():  # seed groups: mean ± std as a band
-        band = base.mark_area(opacity=0.2).encode(
-            x=x_enc, y=alt.Y("lower:Q", title=None, scale=alt.Scale(zero=False)), y2="upper:Q", color=color,
-            opacity=alt.condition(pick, alt.value(0.2), alt.value(0.03)))
-        chart = alt.layer(band, chart)
-    chart = chart.facet(
-        facet=alt.Facet("panel:N", title=None, sort=list(tables.PANELS),
-                        header=alt.Header(labelFontSize=14, labelFontWeight="bold")),
-        columns=2,
-    ).resolve_scale(y="independent", x="independent")
-    st.altair_chart(chart)
+               alt.Tooltip("raw:Q", format=".4f"), alt.Tooltip("std:Q", title="± std", format=".4f")]
+    charts = []
+    for metric, title in (("loss", "loss"), ("accuracy", "accuracy (%)")):
+        base = alt.Chart(frame[frame["metric"] == metric])
+        y = alt.Y("value:Q", title=title, scale=alt.Scale(zero=False))
+        chart = base.mark_line(point=alt.OverlayMarkDef(size=30), strokeWidth=2).encode(
+            x=x_enc, y=y, color=color, strokeDash=dash, detail="split:N",
+            opacity=alt.condition(pick, alt.value(1.0), alt.value(0.12)), tooltip=tooltip,
+        ).add_params(pick)
+        if frame["lower"].notna().any():  # seed groups: mean ± std as a band
+            band = base.mark_area(opacity=0.2).encode(
+                x=x_enc, y=alt.Y("lower:Q", title=title, scale=alt.Scale(zero=False)), y2="upper:Q", color=color,
+                detail="split:N", opacity=alt.condition(pick, alt.value(0.2), alt.value(0.03)))
+            chart = alt.layer(band, chart)
+        charts.append(fit_width(chart.properties(height=260)))
+    return charts
+
+
+def curves_section(chosen: list, runs: list) -> None:
+    """The picked runs' loss and accuracy, train and validation, over epochs or wall time."""
+    st.subheader("Curves", divider="gray")
+    controls = st.columns([2, 2, 3])
+    show_bands = controls[2].toggle("Show seed groups as bands", value=True, key="compare_bands",
+                                    help="a picked run of a seed group draws its whole group: the mean over its "
+                                         "seeds as a line, ± one sample standard deviation as a band")
+    x_axis = controls[0].radio("X axis", ["epoch", "wall time"], horizontal=True, key="compare_x")
+    smoothing = controls[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing",
+                                   help="exponential moving average, as TensorBoard draws it")
+    x = "epoch" if x_axis == "epoch" else "time"
+    frame, order, own = curve_frame(chosen, x, smoothing, runs=runs, bands=show_bands)
+    if frame.empty:
+        st.info("The picked runs have no finished epoch yet: their curves appear after the first epoch.",
+                icon=":material/hourglass_top:")
+        return
+    for column, chart in zip(st.columns(2, gap="large"), curve_charts(frame, order, own, x, smoothing)):
+        column.altair_chart(chart, width="stretch")
 
 
 def manage(runs: list) -> None:
@@ -198,32 +303,27 @@ def manage(runs: list) -> None:
 
 
 def page() -> None:
-    """The compare page, as Streamlit runs it (dashboard/app.py routes here)."""
+    """The compare page, as Streamlit runs it (dashboard/app.py routes here).
+
+    `/compare?runs=ID1,ID2` opens it on those runs (see preselection)."""
     st.title("Compare")
-    st.caption("Every run in one table: sort by any column, tick rows to overlay their curves.")
+    st.caption("Every run in one table, the best first. Pick runs under it: the curves, the significance "
+               "tests and the seed bands all show the same runs.")
     runs = load_runs()
     if not runs:
         no_runs_notice("No runs to compare yet: train two or more models on the **Train** page "
                        "(or `python -m core train --arch lenet`), then come back here.")
         st.stop()
     show_run_warnings(runs)
+    runs_table(runs)
+    chosen = pick_runs(runs)
     groups_table(runs)
-    chosen, ticked = runs_table(runs)
-    pairs_section(runs, chosen if ticked else [])
+    pairs_section(chosen)
     groups_section(runs)
-    st.subheader("Curves", divider="gray")
-    controls = st.columns([2, 2, 3])
-    show_bands = controls[2].toggle("Show seed groups as bands", value=True, key="compare_bands",
-                                    help="a ticked run of a seed group draws its whole group: the mean over its "
-                                         "seeds as a line, ± one sample standard deviation as a band")
-    x_axis = controls[0].radio("X axis", ["epoch", "wall time"], horizontal=True, key="compare_x")
-    smoothing = controls[1].slider("Smoothing", 0.0, 0.95, 0.0, 0.05, key="compare_smoothing",
-                                   help="exponential moving average, as TensorBoard draws it")
     if chosen:
-        curves_grid(chosen, "epoch" if x_axis == "epoch" else "time", smoothing, runs=runs, bands=show_bands)
+        curves_section(chosen, runs)
     else:
-        st.info("No run has a finished epoch yet: curves appear here once one has.",
-                icon=":material/hourglass_top:")
+        st.info("Pick runs above to draw their curves.", icon=":material/lightbulb:")
     manage(runs)
 
 

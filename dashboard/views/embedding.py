@@ -1,6 +1,6 @@
 """Embedding map: where a run's model puts each of the 10,000 test images, its penultimate
-features projected to 2-D (core.analysis.embedding), coloured by the true digit, its mistakes and the
-dataset's confirmed label errors ringed. Drag a box to see the images inside it; Shift-drag
+features projected to 2-D (core.analysis.embedding), coloured by the true digit, its mistakes ringed in black and the
+dataset's confirmed label errors marked by black diamonds. Drag a box to see the images inside it; Shift-drag
 pans, the wheel zooms, a double click resets the view.
 
 The map is computed once per run and projection and kept in the run folder; the reference
@@ -16,6 +16,7 @@ import streamlit as st
 from core.analysis import embedding as maps
 from core.errors import LabError
 from core.analysis.label_issues import confirmed_indices
+from dashboard.charts import fit_width
 from dashboard.explain import image_picker
 from dashboard.notadigit import ood_marks, ood_toggle
 from dashboard.notices import report, require_mnist
@@ -23,6 +24,7 @@ from dashboard.state import checkpoints_base, test_images
 from dashboard.text import md_text
 from dashboard.widgets import by_meaning, digit_grid, finished_runs_or_stop, pick_run
 
+RING_NAMES = {"mistake": "the run's mistake", "label": "label error (confirmed)"}
 SHOWN = 60  # images of a selection shown at once
 # measured on this 2-core CPU (`python -m core bench --embedding`, 2026-11-24, docs/failures.md):
 # UMAP 7-14 s a map, 35 s for a process's first (numba compiles it); t-SNE 24-31 s; PCA under 7 s
@@ -51,12 +53,18 @@ def chart(frame: pd.DataFrame) -> alt.LayerChart:
         color=alt.Color("digit:N", title="true digit", scale=alt.Scale(scheme="category10"),
                         sort=[str(d) for d in range(10)], legend=alt.Legend(orient="right")),
     ).add_params(brush, view)
-    rings = []
-    for kind, colour, size, width in (("mistake", "#222222", 70, 1.2), ("label", "#d62728", 180, 2.2)):
-        subset = frame[frame["ring"] == kind]
-        rings.append(alt.Chart(subset).mark_point(shape="circle", filled=False, size=size, strokeWidth=width,
-                                                  color=colour).encode(x=x, y=y, tooltip=tooltip))
-    return alt.layer(dots, *rings).properties(height=560)
+    # Mistakes as black rings, confirmed label errors as black diamonds: no digit is drawn black
+    # or as a diamond, so neither mark reads as a digit's colour.
+    marked = frame[frame["ring"] != ""].assign(mark=lambda f: f["ring"].map(RING_NAMES))
+    rings = alt.Chart(marked).mark_point(filled=False, color="#000000").encode(
+        x=x, y=y, tooltip=tooltip + [alt.Tooltip("mark:N", title="marked as")],
+        shape=alt.Shape("mark:N", title="marked", sort=list(RING_NAMES.values()),
+                        scale=alt.Scale(domain=list(RING_NAMES.values()), range=["circle", "diamond"]),
+                        legend=alt.Legend(orient="right")),
+        size=alt.Size("mark:N", scale=alt.Scale(domain=list(RING_NAMES.values()), range=[70, 200]), legend=None),
+        strokeWidth=alt.StrokeWidth("mark:N", scale=alt.Scale(domain=list(RING_NAMES.values()), range=[1.2, 2.2]),
+                                    legend=None))
+    return fit_width(alt.layer(dots, rings).properties(height=560), svg=False)
 
 
 def dragged_box(event) -> tuple[tuple[float, float], tuple[float, float]] | None:
@@ -72,7 +80,7 @@ def page() -> None:
     st.title("Embedding map")
     st.caption("Each dot is a test image, placed by what the model's last hidden layer makes of it (its "
                "penultimate features, projected to 2-D); colour is the true digit. Images the model gets wrong "
-               "are ringed in black, the 15 test labels people confirmed wrong in red.")
+               "are ringed in black, the 15 test labels people confirmed wrong marked by black diamonds.")
     candidates = finished_runs_or_stop("No finished run yet: train one on the **Train** page and map its test "
                                        "images here.", needs="weights")
     if not require_mnist("The embedding map"):
@@ -117,7 +125,7 @@ def page() -> None:
     m = st.columns(3)
     m[0].metric("Test images", f"{len(frame):,}")
     m[1].metric("Mistakes (black rings)", f"{int(emb.mistakes.sum()):,}")
-    m[2].metric("Confirmed label errors (red rings)", f"{int((frame['ring'] == 'label').sum())}")
+    m[2].metric("Confirmed label errors (black diamonds)", f"{int((frame['ring'] == 'label').sum())}")
     event = st.altair_chart(chart(frame), key=f"emb_chart_{run.run_id}_{method}", on_select="rerun",
                             selection_mode=["brush"], width="stretch")
     st.caption("Drag a box to see its images · Shift-drag to pan · wheel to zoom · double-click to reset · "

@@ -12,7 +12,7 @@ from core.analysis.ensemble import combine, create_ensemble
 from core.errors import LabError
 from core.export.graph import bundle
 from core.stats import wilson_percent
-from dashboard.charts import reliability_chart
+from dashboard.charts import count_scale, fit_width, reliability_chart
 from dashboard.explain import image_picker
 from dashboard.notices import report
 from dashboard.state import calibration_kept, checkpoints_base, test_images
@@ -38,9 +38,11 @@ def heatmap(cm, normalised: bool) -> None:
     frame["selected"] = ((frame["true"] == st.session_state["eval_true"])
                          & (frame["predicted"] == st.session_state["eval_predicted"]))
     cell = alt.selection_point(fields=["true", "predicted"], name="cell", on="click", clear=False)
-    # Colour on a log-like scale: the diagonal (~1000) would otherwise wash out every mistake.
+    # Colour on a log-like scale that starts at white: the diagonal (~1000) would otherwise wash out
+    # every mistake, and a cell with no image is white, apart from one with a few.
     colour = alt.Color("shown:Q", title="% of row" if normalised else "images",
-                       scale=alt.Scale(type="symlog", scheme="blues"), legend=alt.Legend(orient="right"))
+                       scale=count_scale(100 if normalised else frame["shown"].max()),
+                       legend=alt.Legend(orient="right", gradientLength=200))
     base = alt.Chart(frame).encode(
         x=alt.X("predicted:O", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
         y=alt.Y("true:O", title="true"))
@@ -54,8 +56,8 @@ def heatmap(cm, normalised: bool) -> None:
     text = base.mark_text(fontSize=12).encode(
         text="text:N",
         color=alt.condition(alt.datum.shown > threshold, alt.value("white"), alt.value("#333")))
-    chart = (rects + text).properties(width=460, height=460)
-    st.altair_chart(chart, key="eval_heatmap", on_select=sync_from_chart, selection_mode="cell")
+    chart = fit_width((rects + text).properties(height=420))
+    st.altair_chart(chart, key="eval_heatmap", on_select=sync_from_chart, selection_mode="cell", width="stretch")
 
 
 def cell_images(run, preds, true: int, predicted: int) -> None:

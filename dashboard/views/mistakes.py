@@ -9,6 +9,7 @@ import streamlit as st
 
 from core.analysis import predictions
 from core.errors import LabError
+from dashboard.charts import count_scale, diverging_scale
 from dashboard.explain import image_picker
 from dashboard.notadigit import ood_marks, ood_toggle
 from dashboard.state import saved_predictions, test_images
@@ -106,12 +107,12 @@ def matrices(preds_a, preds_b, name_a: str, name_b: str) -> None:
     """The two confusion matrices side by side and their difference (B - A). The names title
     the charts as they are and go into the Markdown around them through md_text."""
     cm_a, cm_b, diff = predictions.compared_confusions(preds_a, preds_b)
-    counts = alt.Scale(type="symlog", scheme="blues")
+    counts = count_scale(max(int(cm_a.max()), int(cm_b.max())))
     a, b = (predictions.confusion_table(cm) for cm in (cm_a, cm_b))
     change = predictions.difference_table(diff)
     # green: better in B (fewer mistakes, more hits), red: worse; zero is white
     limit = max(1, int(abs(diff).max()))
-    diverging = alt.Scale(scheme="redyellowgreen", domain=[-limit, limit], domainMid=0)
+    diverging = diverging_scale(limit)
     text_a, text_b = md_text(name_a), md_text(name_b)
     st.markdown(f"**Confusion matrices side by side**, and what changes from **{text_a}** to **{text_b}**: "
                 "green cells are better in the second run (fewer of that mistake, or more right), red worse.")

@@ -13,6 +13,7 @@ from core.analysis import attacks, robustness
 from core.data.corruptions import CORRUPTIONS, corrupt
 from core.errors import LabError
 from core.store.folder import ROBUSTNESS, WEIGHTS
+from dashboard.charts import fit_width, run_colour
 from dashboard.inference import predictor
 from dashboard.notices import report, require_mnist
 from dashboard.state import checkpoints_base, file_stamp, mnist, test_images
@@ -36,31 +37,47 @@ def report_kept(run) -> tuple[dict | None, str | None]:
     return _kept(checkpoints_base(), run.run_id, file_stamp(run.path / ROBUSTNESS), file_stamp(run.path / WEIGHTS))
 
 
-def curves(reports: dict[str, dict]) -> alt.Chart:
+def curves(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.LayerChart:
+    """Accuracy against eps, a colour per run (run_palette: `own` runs warm, reference runs cool)
+    and FGSM solid, PGD dashed; both legends list every entry (runs below the chart, attacks above)."""
     rows = [{"run": name, "epsilon": row["epsilon"], "accuracy": row["accuracy"],
              "attack": "PGD" if row["attack"] in ("pgd", "none") else "FGSM",
              "settings": (f"PGD-{row['steps']}x{row['restarts']}" if row["attack"] == "pgd" else row["attack"].upper())}
             for name, found in reports.items() for row in found["attacks"]]
     rows += [{**r, "attack": "FGSM", "settings": "clean"} for r in rows if r["settings"] == "NONE"]
     frame = pd.DataFrame(rows)
-    return alt.Chart(frame).mark_line(point=True).encode(
+    frame["settings"] = frame["settings"].replace("NONE", "clean")
+    names = list(reports)
+    base = alt.Chart(frame).encode(
         x=alt.X("epsilon:Q", title="eps (L-inf, pixels on [0, 1])"),
         y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("run:N", legend=alt.Legend(orient="top")),
-        strokeDash=alt.StrokeDash("attack:N", title="attack", legend=alt.Legend(orient="top")),
-        tooltip=["run:N", "settings:N", "epsilon:Q", alt.Tooltip("accuracy:Q", format=".2f")],
-    ).properties(height=320)
+        color=run_colour("run", names, own),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("attack:N"), alt.Tooltip("settings:N", title="attack settings"),
+                 alt.Tooltip("epsilon:Q", title="eps"), alt.Tooltip("accuracy:Q", title="accuracy (%)", format=".2f")])
+    # The points are a layer of their own: a line's point overlay would make Vega-Lite draw the
+    # attack legend's dashes with a filled point's transparent stroke, i.e. not at all.
+    lines = base.mark_line(strokeWidth=2).encode(
+        strokeDash=alt.StrokeDash("attack:N", title="attack", sort=["FGSM", "PGD"],
+                                  scale=alt.Scale(domain=["FGSM", "PGD"], range=[[1, 0], [6, 3]]),
+                                  legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeColor="#333333",
+                                                    symbolSize=400)),
+        detail="attack:N")
+    return fit_width(alt.layer(lines, base.mark_circle(size=30, opacity=1)).properties(height=320))
 
 
-def bars(reports: dict[str, dict]) -> alt.Chart:
+def bars(reports: dict[str, dict], own: set[str] = frozenset()) -> alt.Chart:
+    """Accuracy under each corruption, a bar per run in run_palette's colours, every label shown
+    (angled; the whole name in the tooltip), the run legend below the chart."""
     frame = pd.DataFrame([{"run": name, "corruption": row["corruption"].replace("_", " "), "accuracy": row["accuracy"]}
                           for name, found in reports.items() for row in found["corruptions"]])
-    return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("corruption:N", title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
-        xOffset="run:N", y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("run:N", legend=alt.Legend(orient="top")),
-        tooltip=["run:N", "corruption:N", alt.Tooltip("accuracy:Q", format=".2f")],
-    ).properties(height=320)
+    return fit_width(alt.Chart(frame).mark_bar().encode(
+        x=alt.X("corruption:N", title=None, axis=alt.Axis(labelAngle=-45, labelOverlap=False, labelLimit=90)),
+        xOffset=alt.XOffset("run:N", sort=list(reports)),
+        y=alt.Y("accuracy:Q", title="test accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+        color=run_colour("run", list(reports), own, symbol="square"),
+        tooltip=[alt.Tooltip("run:N"), alt.Tooltip("corruption:N"),
+                 alt.Tooltip("accuracy:Q", title="accuracy (%)", format=".2f")],
+    ).properties(height=320))
 
 
 def checks_table(reports: dict[str, dict]) -> None:
@@ -147,9 +164,10 @@ def page() -> None:
     if reports:
         left, right = st.columns(2, gap="large")
         left.subheader("Against attacks", divider="gray")
-        left.altair_chart(curves(reports), width="stretch")
+        own = {names[r.run_id] for r in runs if not r.reference}
+        left.altair_chart(curves(reports, own), width="stretch")
         right.subheader("Under corruptions", divider="gray")
-        right.altair_chart(bars(reports), width="stretch")
+        right.altair_chart(bars(reports, own), width="stretch")
         checks_table(reports)
     elif runs:
         st.info("None of the chosen runs is measured yet: measure one above.", icon=":material/shield:")

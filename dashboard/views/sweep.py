@@ -13,7 +13,7 @@ from core.errors import LabError
 from core.models import list_models
 from core.training.grids import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
 from core.training.loop import check_trainable
-from dashboard.charts import show_history
+from dashboard.charts import fit_width, show_history
 from dashboard.notices import no_runs_notice, report, require_mnist, show_run_warnings
 from dashboard.state import load_runs
 from dashboard.text import md_text
@@ -96,7 +96,9 @@ def heatmap(cells) -> None:
     # Cells without a result yet (queued, running) stay grey with their status as text.
     rects = base.mark_rect(stroke="#f58518").encode(
         color=alt.condition("isValid(datum.val_acc)",
-                            alt.Color("val_acc:Q", title="val acc (%)", scale=alt.Scale(scheme="viridis")),
+                            alt.Color("val_acc:Q", title="val acc (%)", scale=alt.Scale(scheme="viridis"),
+                                      legend=alt.Legend(orient="bottom", direction="horizontal", gradientLength=180,
+                                                        format=".1f")),
                             alt.value("#9e9e9e")),
         strokeWidth=alt.condition(alt.datum.selected, alt.value(4), alt.value(0)),
         tooltip=tooltip,
@@ -106,10 +108,9 @@ def heatmap(cells) -> None:
         text="label:N", tooltip=tooltip,
         color=alt.condition(f"isValid(datum.val_acc) && datum.val_acc > {middle}",
                             alt.value("#1b1b1b"), alt.value("white")))
-    width = min(640, max(240, 140 * cells["batch_size"].nunique()))
     height = min(520, max(160, 80 * cells["lr"].nunique()))
-    st.altair_chart((rects + text).properties(width=width, height=height), key="sweep_heatmap",
-                    on_select=pick_cell, selection_mode="cell")
+    st.altair_chart(fit_width((rects + text).properties(height=height)), key="sweep_heatmap",
+                    on_select=pick_cell, selection_mode="cell", width="stretch")
 
 
 def cell_detail(runs_by_id: dict, table, cells) -> None:
@@ -135,7 +136,7 @@ def cell_detail(runs_by_id: dict, table, cells) -> None:
         m[2].metric("Epochs", f"{run.epochs_done}/{tables.planned_epochs(run) or '?'}")
         curves = tables.live_curves(run.history, run.progress if run.status == "running" else None)
         if len(curves):
-            show_history(curves, height=180)
+            show_history(curves, height=160, stacked=True)
         else:
             st.caption("No finished epoch yet.")
         if run.finished_with("predictions"):
