@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard import style
+
 PAGES = [  # (file, title, url path, icon)
     ("views/train.py", "Train", "train", ":material/model_training:"),
     ("views/compare.py", "Compare", "compare", ":material/stacked_line_chart:"),
@@ -26,6 +28,7 @@ PAGES = [  # (file, title, url path, icon)
 
 def main() -> None:
     st.set_page_config(page_title="MNIST Lab", page_icon=":material/draw:", layout="wide")
+    style.inject()  # the few CSS rules Streamlit's layout lacks (phones, too-wide charts): dashboard/style.py
     pages = [st.Page(path, title=title, url_path=url, icon=icon) for path, title, url, icon in PAGES]
 
     def home() -> None:  # "/" opens Train at its own path, /train

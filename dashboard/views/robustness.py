@@ -13,6 +13,7 @@ from core.analysis import attacks, robustness
 from core.data.corruptions import CORRUPTIONS, corrupt
 from core.errors import LabError
 from core.store.folder import ROBUSTNESS, WEIGHTS
+from dashboard import glossary
 from dashboard.inference import predictor
 from dashboard.notices import report, require_mnist
 from dashboard.state import checkpoints_base, file_stamp, mnist, test_images
@@ -75,6 +76,7 @@ def checks_table(reports: dict[str, dict]) -> None:
     st.caption("Carlini et al. (2019)'s checks, on the first 500 test images: an unbounded attack must leave no "
                "image standing, a stronger attack or the margin loss must not find much more than PGD-50x10 with "
                "cross-entropy; where they do, the lower figure is the honest one.")
+    glossary.captions("margin_loss")
 
 
 def gallery(run, images: np.ndarray) -> None:
@@ -83,7 +85,9 @@ def gallery(run, images: np.ndarray) -> None:
     what = left.selectbox("Corruption or attack", ["PGD", "FGSM", *CORRUPTIONS], key="rob_what",
                           format_func=lambda k: k.replace("_", " "))
     eps = right.select_slider("eps", list(attacks.EPSILONS), value=0.1, key="rob_eps",
-                              disabled=what not in ("PGD", "FGSM"))
+                              disabled=what not in ("PGD", "FGSM"), help=glossary.help_text("eps"))
+    if what in ("PGD", "FGSM"):
+        right.caption(f"eps {eps:g}: {glossary.eps_words(eps)}.")
     model = predictor(run)
     if model is None:
         return
@@ -146,8 +150,12 @@ def page() -> None:
         left, right = st.columns(2, gap="large")
         left.subheader("Against attacks", divider="gray")
         left.altair_chart(curves(reports), width="stretch")
+        with left:
+            glossary.captions("eps", "fgsm", "pgd")
         right.subheader("Under corruptions", divider="gray")
         right.altair_chart(bars(reports), width="stretch")
+        with right:
+            glossary.captions("corruption")
         checks_table(reports)
     elif runs:
         st.info("None of the chosen runs is measured yet: measure one above.", icon=":material/shield:")
