@@ -274,7 +274,7 @@ def predictions(digit: np.ndarray, models: list) -> None:
         glossary.captions(*said)
     left, right = st.columns([1, 3], vertical_alignment="center")
     with left:
-        digit_image(digit, width=84, output_format="PNG")
+        digit_image(digit, width=112, output_format="PNG")
     right.caption("**What the models see** (28x28): the drawing scaled into a 20 px box and centred by its centre "
                   "of mass, the way MNIST was made. Hover a verdict for its not-a-digit score.")
     why(digit, [run for run, _ in loaded])
