@@ -100,8 +100,8 @@ def ood_section(models: list) -> None:
                        "flagged at each model's threshold (99% of its validation digits pass). A model whose "
                        f"default check flags under {WEAK_BELOW:.0%} of the non-digits is marked weak.")
             glossary.captions("auroc", "fpr95")
-            rows = [{"model": name, "detector": det_name, "AUROC": row["held-out"]["auroc"],
-                     "FPR at 95% TPR": row["held-out"]["fpr95tpr"], "non-digits flagged": row["held-out"]["flagged"],
+            rows = [{"model": name, "detector": det_name, "non-digits flagged": row["held-out"]["flagged"],
+                     "AUROC": row["held-out"]["auroc"], "FPR at 95% TPR": row["held-out"]["fpr95tpr"],
                      "test digits flagged": row["test_flagged"], "pad-drawn digits flagged": row["pad_flagged"]}
                     for name, figures in measured.items() for det_name, row in figures["detectors"].items()]
             config = {c: st.column_config.NumberColumn(format="percent") for c in

@@ -72,7 +72,9 @@ def checks_table(reports: dict[str, dict]) -> None:
                      "PGD-100x20": c["eps_0.3"]["pgd_100x20"], "margin loss": c["eps_0.3"]["pgd_50x10_margin_loss"],
                      "unbounded attack": c["unbounded_accuracy"], "falls with eps": c["falls_with_eps"],
                      "images": c["images"]})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rob_checks")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rob_checks", column_config={
+        "PGD-50x10 at 0.3": st.column_config.NumberColumn(help=glossary.sentence("pgd")),
+        "margin loss": st.column_config.NumberColumn(help=glossary.sentence("margin_loss"))})
     st.caption("Carlini et al. (2019)'s checks, on the first 500 test images: an unbounded attack must leave no "
                "image standing, a stronger attack or the margin loss must not find much more than PGD-50x10 with "
                "cross-entropy; where they do, the lower figure is the honest one.")

@@ -387,7 +387,9 @@ def handwriting_section(models: list) -> None:
                + " · ".join(f"{d}: {c}" for d, c in enumerate(counts)))
     scores = handwriting_scores(models, hw)
     if not scores.empty:
-        st.dataframe(scores, hide_index=True, width="stretch", key="sketch_hw_scores", column_config={
+        # the model and its accuracy first: on a phone they are the columns in view, the rest scroll
+        st.dataframe(scores, hide_index=True, width="stretch", key="sketch_hw_scores",
+                     column_order=("model", "accuracy", "correct", "total", "test_acc", "arch"), column_config={
             "model": "Model", "arch": "Arch", "correct": "Correct", "total": "Drawings",
             "accuracy": st.column_config.ProgressColumn("Accuracy on your handwriting", format="%.1f%%",
                                                         min_value=0, max_value=100),
