@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard import style
+
 HOME = ("views/home.py", "Start here", "", ":material/home:")  # the first page, at "/"
 PAGES = [  # (file, title, url path, icon): the pages after it, each at its own path
     ("views/train.py", "Train", "train", ":material/model_training:"),
@@ -29,6 +31,7 @@ PAGES = [  # (file, title, url path, icon): the pages after it, each at its own 
 def main() -> None:
     st.set_page_config(page_title="MNIST Lab", page_icon=":material/draw:", layout="wide")
     home = st.Page(HOME[0], title=HOME[1], icon=HOME[3], default=True)  # at "/"
+    style.inject()  # the few CSS rules Streamlit's layout lacks (phones, too-wide charts): dashboard/style.py
     pages = [st.Page(path, title=title, url_path=url, icon=icon) for path, title, url, icon in PAGES]
     page = st.navigation([home, *pages])
     with st.sidebar:

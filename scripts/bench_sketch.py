@@ -76,7 +76,7 @@ OBSERVE_JS = """(expected) => {
   const cards = () => {
     let n = 0;
     for (const h of document.querySelectorAll('[data-testid="stMain"] h3')) {
-      if (!/^(Predicted:\\s*\\d\\b|Not a digit$)/.test(h.textContent.trim())) continue;
+      if (!/^(Predicted:\\s*\\d\\b|Not a digit( to this model)?$)/.test(h.textContent.trim())) continue;
       const box = h.closest('[data-testid="stElementContainer"]');
       if (box && box.getAttribute('data-stale') === 'true') continue;
       n += 1;

@@ -38,6 +38,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 VIEWPORT = {"width": 1400, "height": 1000}  # px; screenshots are this wide
+# A phone: the size the dashboard is checked at on a small screen (tests/e2e/test_layout_browser.py)
+# and its screenshots taken at (`python -m scripts.screenshots --phone`).
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
 # url path -> title the page shows, in the sidebar's order
 PAGES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
          "label-issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
@@ -198,10 +201,17 @@ def launch_browser(playwright, headless: bool = True):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=headless)
 
 
-def new_page(browser):
-    page = browser.new_page(viewport=VIEWPORT)
+def new_page(browser, phone: bool = False):
+    """A fresh tab, 1400 px wide, or (`phone`) in a phone's own context (PHONE: 390x844, touch)."""
+    page = browser.new_context(**PHONE).new_page() if phone else browser.new_page(viewport=VIEWPORT)
     page.set_default_timeout(30_000)  # ms
     return page
+
+
+def close_page(page) -> None:
+    """Close a tab from new_page with its context (each has its own: a phone's, or the one
+    browser.new_page makes for the tab)."""
+    page.context.close()
 
 
 def wait_for_app(page, timeout: float = 60.0) -> None:
@@ -316,18 +326,19 @@ def content_height(page) -> int:
 
 def full_screenshot(page, path: Path, max_height: int = 12_000) -> None:
     """Grow the viewport to the content's height, shoot, and restore it."""
-    height = VIEWPORT["height"]
+    viewport = dict(page.viewport_size)
+    height = viewport["height"]
     for _ in range(3):  # charts may reflow once the viewport grows
-        wanted = min(max(content_height(page), VIEWPORT["height"]), max_height)
+        wanted = min(max(content_height(page), viewport["height"]), max_height)
         if wanted == height:
             break
         height = wanted
-        page.set_viewport_size({"width": VIEWPORT["width"], "height": height})
+        page.set_viewport_size({"width": viewport["width"], "height": height})
         page.wait_for_timeout(600)  # ms: Vega charts and images repaint at the new size
     try:
         page.screenshot(path=str(path))
     finally:
-        page.set_viewport_size(VIEWPORT)
+        page.set_viewport_size(viewport)
 
 
 def drag_box_on_chart(page, timeout: float = 60.0, box=(0.35, 0.35, 0.6, 0.6)) -> bool:
@@ -353,23 +364,29 @@ def drag_box_on_chart(page, timeout: float = 60.0, box=(0.35, 0.35, 0.6, 0.6)) -
 
 def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=tuple(PAGES),
                      sketch_digit: str = "7", timeout: float = 90.0,
-                     settle_ms: int = 800, sketch_name: str = "sketch") -> list[tuple[Path, list[str]]]:
+                     settle_ms: int = 800, sketch_name: str = "sketch",
+                     phone: bool = False) -> list[tuple[Path, list[str]]]:
     """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it, `settle_ms`
     after the page's run ends (charts and images finish painting: the docs' pictures wait).
 
     Returns (out_dir/screenshot-<page>.png, problems seen on that page) per page; the PNGs are
-    1400 px wide and as tall as the page.
+    1400 px wide and as tall as the page. With `phone`, the pages are seen on a phone (PHONE:
+    390 px wide, touch; the digit drawn with a finger) and saved as screenshot-phone-<page>.png.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shots = []
-    page = new_page(browser)
+    page = new_page(browser, phone=phone)
+    size = page.viewport_size
     try:
         for path in pages:
             open_page(page, base_url, path, timeout)
             if path == "sketch" and page.locator(PAD).count():
                 page.wait_for_timeout(500)  # ms: the pad binds its pointer handlers after the first paint
-                draw_digit(page, sketch_digit)
+                if phone:
+                    draw_touch(page, DIGIT_STROKES.get(sketch_digit) or OTHER_STROKES[sketch_digit])
+                else:
+                    draw_digit(page, sketch_digit)
                 page.wait_for_timeout(300)
                 wait_for_app(page, timeout)
                 why = page.get_by_text("Why? Show the saliency of the drawing")
@@ -384,11 +401,13 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                     why.first.click()
                     wait_for_app(page, timeout)
             # Park the mouse right of the content: no tooltip, hover highlight or sidebar button.
-            page.mouse.move(VIEWPORT["width"] - 2, VIEWPORT["height"] - 2)
+            if not phone:
+                page.mouse.move(size["width"] - 2, size["height"] - 2)
             page.wait_for_timeout(settle_ms)
-            target = out_dir / f"screenshot-{sketch_name if path == 'sketch' else path}.png"
+            name = sketch_name if path == "sketch" else path
+            target = out_dir / f"screenshot-{'phone-' if phone else ''}{name}.png"
             full_screenshot(page, target)
             shots.append((target, problems(page)))
     finally:
-        page.close()
+        close_page(page)
     return shots

@@ -1,10 +1,11 @@
 """Take the docs' screenshots (docs/screenshot-*.png): every dashboard page in a real Chromium, 1400 px wide.
 
-    python -m scripts.screenshots [--checkpoints ./checkpoints] [--out docs] [--page sketch ...]
+    python -m scripts.screenshots [--checkpoints ./checkpoints] [--out docs] [--page sketch ...] [--phone]
 
 Starts `streamlit run dashboard/app.py` on a free local port against the given runs folder
 (its real runs are what the pictures show), draws a digit on the Sketch page first, and
-writes OUT/screenshot-<page>.png. Needs Debian's Chromium at /usr/bin/chromium (`make browser`).
+writes OUT/screenshot-<page>.png; with --phone, every page as a phone shows it (390x844,
+touch, the digit drawn with a finger) into OUT/screenshot-phone-<page>.png. Needs Debian's Chromium at /usr/bin/chromium (`make browser`).
 The server and browser start exactly as in the browser tests (scripts/harness.py).
 """
 from __future__ import annotations
@@ -25,10 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="MNIST folder (default: the repository's data/)")
     parser.add_argument("--out", default=str(REPO / "docs"), help="where the PNGs go (default: docs/)")
     parser.add_argument("--page", action="append", choices=list(harness.PAGES),
-                        help="only this page (repeatable; default: all seven)")
+                        help="only this page (repeatable; default: all of them)")
     parser.add_argument("--digit", default="7", choices=sorted(harness.DIGIT_STROKES) + sorted(harness.OTHER_STROKES),
                         help="digit drawn on the Sketch page (default: 7); a drawing that is not a digit (H, hash, "
                              "star) is saved as screenshot-sketch-<drawing>.png")
+    parser.add_argument("--phone", action="store_true",
+                        help="as a phone shows them: 390x844, touch (screenshot-phone-<page>.png)")
     args = parser.parse_args(argv)
 
     checkpoints = Path(args.checkpoints).resolve()
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                 shots = harness.take_screenshots(browser, server.url, args.out,
                                                  pages=args.page or tuple(harness.PAGES), sketch_digit=args.digit,
                                                  sketch_name="sketch" if args.digit in harness.DIGIT_STROKES
-                                                 else f"sketch-{args.digit}")
+                                                 else f"sketch-{args.digit}", phone=args.phone)
             finally:
                 browser.close()
     except Exception as exc:  # keep the server's log for the post-mortem

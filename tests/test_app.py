@@ -271,12 +271,12 @@ def pad_drawing(image28: np.ndarray) -> str:
 
 
 def cards(at: AppTest) -> dict[str, tuple[int, float]]:
-    """The Sketch page's prediction cards: model name -> (predicted digit, percent sure)."""
+    """The Sketch page's prediction rows: model name -> (predicted digit, percent sure)."""
     import re
     found = {}
     for element in at.get("html"):
-        for digit, name, sure in re.findall(r"<h3>Predicted: (\d)</h3><p>(.*?) · [^·]*? · ([\d.]+)% sure</p>",
-                                            element.proto.body):
+        for digit, name, sure in re.findall(r">Predicted: (\d)</h3>(?:<span class=\"sk-flag\"[^>]*>[^<]*</span>)?"
+                                            r"</div><p>(.*?) · [^·]*? · ([\d.]+)% sure</p>", element.proto.body):
             found[name] = (int(digit), float(sure))
     return found
 

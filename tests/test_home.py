@@ -125,7 +125,7 @@ def test_compare_the_best_two_opens_compare_on_exactly_those_runs(lab, lab_env, 
     at.button(key="home_compare").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Compare"
-    assert at.multiselect(key="sig_runs").value == by_hand(SHIPPED)[:2]
+    assert at.multiselect(key="compare_runs").value == by_hand(SHIPPED)[:2]
     verdict = "\n".join(i.value for i in [*at.info, *at.success])
     assert "labnet reference is right on" in verdict  # the pair's own verdict is shown
 

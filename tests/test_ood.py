@@ -201,6 +201,20 @@ def shipped_copy(root, arch: str) -> str:
     return run_id
 
 
+def says_not_a_digit(bodies: str, run, score: float | None = None, threshold: float | None = None) -> bool:
+    """Whether the Sketch page's row of `run` says "Not a digit to this model"; where it does and a
+    score is given, its tooltip must give that score and the threshold."""
+    import html
+    import re
+    found = re.search(r'<h3 class="sk-why" title="not-a-digit score ([^,]+), above this model&#x27;s threshold ([^:]+):'
+                      r'[^"]*">Not a digit to this model</h3>(?:<span class="sk-flag"[^>]*>[^<]*</span>)?</div><p>'
+                      + re.escape(f"{html.escape(run.name)} · {html.escape(run.arch)} · it would say"), bodies)
+    if found and score is not None:
+        assert float(found.group(1)) == pytest.approx(score, rel=1e-3)
+        assert float(found.group(2)) == pytest.approx(threshold, rel=1e-3)
+    return bool(found)
+
+
 def test_sketch_says_not_a_digit_where_the_detector_does(lab_env, tmp_path, drawn, mnist_root):
     """A drawn hash, star and scribble, then a real 7: each model's card says "Not a digit" exactly
     where its shipped detector flags the drawing, and a 7 is a digit to every model."""
@@ -226,9 +240,9 @@ def test_sketch_says_not_a_digit_where_the_detector_does(lab_env, tmp_path, draw
         for run_id in ids:
             detector, _ = ood.read_kept(run_id, root)
             model = Predictor.from_run(run_id, root).model
-            _, (flag,) = detector.judge(model, normalize(digit))
+            (score,), (flag,) = detector.judge(model, normalize(digit))
             run = load_run(run_id, root)
-            said = f"to this model: {run.name} · {run.arch} · score" in bodies
+            said = says_not_a_digit(bodies, run, score, detector.threshold)
             assert said == bool(flag), (run.arch, is_digit)
             flagged_somewhere |= bool(flag)
             if is_digit:
@@ -281,7 +295,7 @@ def test_sketch_fits_a_missing_or_damaged_check_from_its_button_and_judges_the_n
         for run_id, detector in kept.items():
             _, (flag,) = detector.judge(Predictor.from_run(run_id, root).model, normalize(digit))
             run = load_run(run_id, root)
-            assert (f"to this model: {run.name} · {run.arch} · score" in bodies) == bool(flag), run.arch
+            assert says_not_a_digit(bodies, run) == bool(flag), run.arch
             if image is seven:
                 assert not flag
 

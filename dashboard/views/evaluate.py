@@ -12,6 +12,7 @@ from core.analysis.ensemble import combine, create_ensemble
 from core.errors import LabError
 from core.export.graph import bundle
 from core.stats import wilson_percent
+from dashboard import glossary
 from dashboard.charts import count_scale, fit_width, reliability_chart
 from dashboard.explain import image_picker
 from dashboard.notices import report
@@ -153,16 +154,18 @@ def calibration_section(run, preds) -> None:
     if damage:
         st.warning(f"The kept calibration cannot be used: {md_text(damage)}. Fit it again below.", icon=":material/warning:")
     m = st.columns(3)
-    m[0].metric("ECE of the test probabilities", f"{before:.4f}")
+    m[0].metric("ECE of the test probabilities", f"{before:.4f}", help=glossary.help_text("ece"))
     curves = {"as trained": calibration.reliability(probs, labels)}
     if kept is not None:
         m[1].metric("Temperature", f"{kept.temperature:.3f}",
-                    help=f"fitted on the {kept.fitted_on.get('images', 0):,} images of the run's validation split")
+                    help=glossary.help_text("temperature", f"fitted on the {kept.fitted_on.get('images', 0):,} images "
+                                                           "of the run's validation split"))
         m[2].metric("ECE after temperature scaling", f"{kept.ece_calibrated:.4f}",
                     delta=f"{kept.ece_calibrated - before:+.4f}", delta_color="inverse")
         curves[f"scaled by T = {kept.temperature:.3f}"] = calibration.reliability(
             calibration.scaled(probs, kept.temperature), labels)
     st.altair_chart(reliability_chart(curves), width="stretch")
+    glossary.captions("ece", "temperature")
     if kept is None:
         if st.button("Fit a temperature on the validation split", icon=":material/thermostat:", key="eval_calibrate",
                      disabled=run.status != "finished", help="a few seconds: one pass over the validation images"):
@@ -230,7 +233,7 @@ def page() -> None:
     parameters = run.metrics.get("parameters")
     m[4].metric("Parameters", f"{parameters:,}" if isinstance(parameters, int) else "–")
     st.caption(f"95% interval of the test accuracy (Wilson): {low:.2f}–{high:.2f}%, from {correct:,} of "
-               f"{total:,} images right.")
+               f"{total:,} images right. {glossary.plain('interval')}")
 
     if st.session_state.get("eval_cell_run") != run.run_id:  # a new run starts on its top mistake
         st.session_state["eval_true"], st.session_state["eval_predicted"] = predictions.top_confusion(cm)

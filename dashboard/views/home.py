@@ -13,7 +13,7 @@ from dashboard.state import load_runs
 from dashboard.text import md_text
 from dashboard.widgets import default_subjects, is_recipe_reference, unique_names
 
-COMPARE_PICK = "sig_runs"     # the Compare page's "Runs to compare" (dashboard/significance.py)
+COMPARE_RUNS = "runs"        # the Compare page's preselection, /compare?runs=ID1,ID2 (views/compare.py)
 TRAIN_PRESET = {"preset": "quick"}  # the Train page's quick preset (dashboard/views/train.py)
 
 
@@ -65,9 +65,8 @@ def reference_table(best_first: list[Run]) -> None:
 
 
 def compare_pair(best: Run, second: Run) -> None:
-    """Open Compare with exactly these two runs picked."""
-    st.session_state[COMPARE_PICK] = [best.run_id, second.run_id]
-    st.switch_page("views/compare.py")
+    """Open Compare with exactly these two runs picked (its own URL preselection)."""
+    st.switch_page("views/compare.py", query_params={COMPARE_RUNS: f"{best.run_id},{second.run_id}"})
 
 
 def try_section(best_first: list[Run]) -> None:

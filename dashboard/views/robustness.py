@@ -13,6 +13,7 @@ from core.analysis import attacks, robustness
 from core.data.corruptions import CORRUPTIONS, corrupt
 from core.errors import LabError
 from core.store.folder import ROBUSTNESS, WEIGHTS
+from dashboard import glossary
 from dashboard.charts import fit_width, run_colour
 from dashboard.inference import predictor
 from dashboard.notices import report, require_mnist
@@ -88,10 +89,13 @@ def checks_table(reports: dict[str, dict]) -> None:
                      "PGD-100x20": c["eps_0.3"]["pgd_100x20"], "margin loss": c["eps_0.3"]["pgd_50x10_margin_loss"],
                      "unbounded attack": c["unbounded_accuracy"], "falls with eps": c["falls_with_eps"],
                      "images": c["images"]})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rob_checks")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="rob_checks", column_config={
+        "PGD-50x10 at 0.3": st.column_config.NumberColumn(help=glossary.sentence("pgd")),
+        "margin loss": st.column_config.NumberColumn(help=glossary.sentence("margin_loss"))})
     st.caption("Carlini et al. (2019)'s checks, on the first 500 test images: an unbounded attack must leave no "
                "image standing, a stronger attack or the margin loss must not find much more than PGD-50x10 with "
                "cross-entropy; where they do, the lower figure is the honest one.")
+    glossary.captions("margin_loss")
 
 
 def gallery(run, images: np.ndarray) -> None:
@@ -100,7 +104,9 @@ def gallery(run, images: np.ndarray) -> None:
     what = left.selectbox("Corruption or attack", ["PGD", "FGSM", *CORRUPTIONS], key="rob_what",
                           format_func=lambda k: k.replace("_", " "))
     eps = right.select_slider("eps", list(attacks.EPSILONS), value=0.1, key="rob_eps",
-                              disabled=what not in ("PGD", "FGSM"))
+                              disabled=what not in ("PGD", "FGSM"), help=glossary.help_text("eps"))
+    if what in ("PGD", "FGSM"):
+        right.caption(f"eps {eps:g}: {glossary.eps_words(eps)}.")
     model = predictor(run)
     if model is None:
         return
@@ -166,8 +172,12 @@ def page() -> None:
         left.subheader("Against attacks", divider="gray")
         own = {names[r.run_id] for r in runs if not r.reference}
         left.altair_chart(curves(reports, own), width="stretch")
+        with left:
+            glossary.captions("eps", "fgsm", "pgd")
         right.subheader("Under corruptions", divider="gray")
         right.altair_chart(bars(reports, own), width="stretch")
+        with right:
+            glossary.captions("corruption")
         checks_table(reports)
     elif runs:
         st.info("None of the chosen runs is measured yet: measure one above.", icon=":material/shield:")

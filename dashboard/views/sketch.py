@@ -35,14 +35,14 @@ from core.models import list_models
 from core.data.images import ImageError, to_mnist
 from dashboard.explain import saliency_panel
 from dashboard.inference import detector, freeze_heap, handwriting_scores, predictor, probabilities
-from dashboard.notadigit import ood_section
+from dashboard import glossary
+from dashboard.notadigit import check_weakness, ood_section
 from dashboard.state import kept_calibration
 from dashboard.widgets import digit_grid, digit_image, finished_runs_or_stop, run_label
 
 CANVAS = 280      # px, ten times MNIST's side
 STROKE = 18       # px on the canvas: about MNIST's 2 px pen after scaling the digit to 20 px
 MAX_MODELS = len(list_models())  # one of each architecture
-PER_ROW = 3
 TOP_COLOUR, BAR_COLOUR = "#f58518", "#4c78a8"  # the predicted digit's probability bar, and the other nine
 
 
@@ -145,14 +145,18 @@ def canvas_digit() -> np.ndarray | None:
 
 
 def choose_models(candidates: list) -> list:
+    """The models to ask, in a collapsed expander (nine tags would push the pad below a phone's
+    fold; each model's row names it anyway); by default the best finished run of each architecture."""
     by_id = {r.run_id: r for r in candidates}
     best = [r.run_id for r in tables.best_run_per_arch(candidates)][:MAX_MODELS]
-    chosen = st.multiselect("Models", list(by_id), default=best, key="sketch_models",
-                            format_func=lambda i: run_label(by_id[i]), max_selections=MAX_MODELS)
-    st.caption("By default the best finished run of each architecture.")
-    st.toggle("Calibrated confidences", key="sketch_calibrated",
-              help="each model's probabilities scaled by the temperature fitted on its validation split "
-                   "(Evaluate fits one); a model without a fit shows its own and says so")
+    with st.expander("Models asked (by default the best of each architecture)", icon=":material/tune:"):
+        chosen = st.multiselect("Models", list(by_id), default=best, key="sketch_models",
+                                format_func=lambda i: run_label(by_id[i]), max_selections=MAX_MODELS)
+        st.caption("By default the best finished run of each architecture.")
+        st.toggle("Calibrated confidences", key="sketch_calibrated",
+                  help=glossary.help_text("temperature", "each model's probabilities scaled by the temperature fitted "
+                                          "on its validation split (Evaluate fits one); a model without a fit shows "
+                                          "its own and says so"))
     return [by_id[i] for i in chosen]
 
 
@@ -167,45 +171,74 @@ def models_table(models: list) -> None:
                                     help="the 95% Wilson interval of the test accuracy")})
 
 
-# The cards' look, sent once with them (inline styles on every bar made the cards' message 29 KB).
+# The rows' look, sent once with them (inline styles on every bar made the cards' message 29 KB).
+# A row per model, as compact as a phone needs: the verdict and the model on the left, its three
+# likeliest digits on the right (on a phone, side by side under them).
 CARDS_CSS = """<style>
-.sk-cards { display: grid; gap: 0.8rem; grid-template-columns: repeat(%d, minmax(0, 1fr)); }
-.sk-card { border: 1px solid rgba(128, 128, 128, 0.3); border-radius: 0.5rem; padding: 0.6rem 0.9rem; }
-.sk-card h3 { margin: 0; padding: 0 0 0.2rem 0; font-size: 1.5rem; }
-.sk-card p { margin: 0 0 0.5rem 0; font-size: 0.85rem; opacity: 0.65; }
-.sk-bar { display: flex; align-items: center; gap: 0.4em; font-size: 0.8rem; line-height: 1.3; }
+.sk-cards { display: flex; flex-direction: column; gap: 0.4rem; }
+.sk-card { display: flex; flex-wrap: wrap; align-items: center; gap: 0.1rem 1rem;
+  border: 1px solid rgba(128, 128, 128, 0.3); border-radius: 0.5rem; padding: 0.35rem 0.7rem; }
+.sk-who { flex: 1 1 12rem; min-width: 0; }
+.sk-head { display: flex; align-items: center; gap: 0.4rem; }
+.sk-card h3 { margin: 0; padding: 0; font-size: 1.15rem; line-height: 1.4; }
+.sk-card p { margin: 0; font-size: 0.8rem; opacity: 0.7; overflow-wrap: anywhere; }
+.sk-flag { padding: 0 0.4rem; border-radius: 0.6rem; font-size: 0.75rem;
+  font-weight: 400; vertical-align: middle; background: rgba(255, 165, 0, 0.18); color: #b45309; cursor: help; }
+.sk-tops { flex: 0 1 11rem; min-width: 9rem; }
+.sk-bar { display: flex; align-items: center; gap: 0.4em; font-size: 0.78rem; line-height: 1.3; }
 .sk-bar > :first-child { width: 0.7em; }
 .sk-bar > :last-child { width: 3.4em; text-align: right; }
-.sk-bar i { flex: 1; height: 0.65em; background: rgba(128, 128, 128, 0.15); border-radius: 2px; }
+.sk-bar i { flex: 1; height: 0.6em; background: rgba(128, 128, 128, 0.15); border-radius: 2px; }
 .sk-bar b { display: block; height: 100%%; background: %s; border-radius: 2px; }
 .sk-bar.top { font-weight: 700; }
 .sk-bar.top b { background: %s; }
 .sk-ood { border-color: #d62728; }
 .sk-ood h3 { color: #d62728; }
-</style>""" % (PER_ROW, BAR_COLOUR, TOP_COLOUR)
+@media (max-width: 640px) {  /* a phone: the likeliest digits side by side under the verdict, a short row */
+  .sk-tops { flex-basis: 100%%; display: flex; gap: 0.7rem; }
+  .sk-tops .sk-bar { flex: 1; }
+}
+.sk-why { cursor: help; text-decoration: underline dotted 1px; text-underline-offset: 0.25em; }
+</style>""" % (BAR_COLOUR, TOP_COLOUR)
+TOP_DIGITS = 3  # the likeliest digits a row shows
 
 
-def probability_bars(probs: np.ndarray) -> str:
-    """The ten probabilities as HTML: a labelled bar per digit, the predicted one highlighted."""
+def probability_bars(probs: np.ndarray, shown: int = TOP_DIGITS) -> str:
+    """The `shown` likeliest digits as HTML, likeliest first: a labelled bar each, the predicted
+    one highlighted."""
     top = int(np.argmax(probs))
+    order = np.argsort(-probs.astype(float), kind="stable")[:shown]
     return "".join(f'<div class="sk-bar{" top" if digit == top else ""}"><span>{digit}</span>'
-                   f'<i><b style="width:{100 * p:.1f}%"></b></i><span>{p:.1%}</span></div>'
-                   for digit, p in enumerate(probs.astype(float)))
+                   f'<i><b style="width:{100 * float(probs[digit]):.1f}%"></b></i><span>{float(probs[digit]):.1%}</span></div>'
+                   for digit in order)
 
 
-def card(run, probs: np.ndarray, confidence: str = "", outlier: tuple[float, float] | None = None) -> str:
-    """One model's card as HTML: the predicted digit, how sure it is (and how that was scaled,
-    where `confidence` says), the ten probabilities. With `outlier` (score, threshold) above its
-    threshold, the card says the drawing is not a digit to this model, and what it would say."""
+def card(run, probs: np.ndarray, confidence: str = "", outlier: tuple[float, float] | None = None,
+         weak: str | None = None) -> str:
+    """One model's row as HTML: the verdict (the predicted digit, or "Not a digit to this model"),
+    the model and how sure it is (and how that was scaled, where `confidence` says), its likeliest
+    digits. With `outlier` (score, threshold), the score and the threshold are in the verdict's
+    tooltip; above the threshold the drawing is not a digit to this model, and the row says what it
+    would say. `weak` (why the model's not-a-digit check is weak or missing) marks the row."""
     top = int(np.argmax(probs))
     note = f" ({html.escape(confidence)})" if confidence else ""
     name = f"{html.escape(run.name)} · {html.escape(run.arch)}"
+    flag = (f'<span class="sk-flag" title="{html.escape(weak)}">'
+            f'{"no check" if weak.startswith("no ") else "weak check"}</span>') if weak else ""
+    if outlier is None:
+        tip = "this model has no not-a-digit check: it names a digit for anything"
+    else:
+        side = "above" if outlier[0] > outlier[1] else "at or below"
+        tip = (f"not-a-digit score {outlier[0]:.4g}, {side} this model's threshold {outlier[1]:.4g}: "
+               + glossary.sentence("ood_score"))
+    tip = html.escape(tip)
     if outlier is not None and outlier[0] > outlier[1]:
-        return (f'<div class="sk-card sk-ood"><h3>Not a digit</h3><p>to this model: {name} · score {outlier[0]:.4g} '
-                f'above its threshold {outlier[1]:.4g} · it would say {top}, {probs[top]:.1%} sure{note}</p>'
-                f'{probability_bars(probs)}</div>')
-    return (f'<div class="sk-card"><h3>Predicted: {top}</h3><p>{name} · '
-            f'{probs[top]:.1%} sure{note}</p>{probability_bars(probs)}</div>')
+        return (f'<div class="sk-card sk-ood"><div class="sk-who"><div class="sk-head"><h3 class="sk-why" title="{tip}">'
+                f'Not a digit to this model</h3>{flag}</div><p>{name} · it would say {top}, {probs[top]:.1%} sure{note}</p>'
+                f'</div><div class="sk-tops">{probability_bars(probs)}</div></div>')
+    return (f'<div class="sk-card"><div class="sk-who"><div class="sk-head"><h3 class="sk-why" title="{tip}">'
+            f'Predicted: {top}</h3>{flag}</div><p>{name} · {probs[top]:.1%} sure{note}</p></div>'
+            f'<div class="sk-tops">{probability_bars(probs)}</div></div>')
 
 
 def temperatures(models: list) -> tuple[list[float], list[str]]:
@@ -219,8 +252,9 @@ def temperatures(models: list) -> tuple[list[float], list[str]]:
 
 
 def predictions(digit: np.ndarray, models: list) -> None:
-    """One card per model, PER_ROW to a row, all in one HTML element: a stroke sends the browser
-    one element to draw instead of five per model (container, heading, caption, chart, column)."""
+    """One row per model, all in one HTML element (a stroke sends the browser one element to draw
+    instead of five per model), then what the models saw, and what the figures mean where a row
+    says "not a digit" or flags a weak check."""
     loaded = [(run, predictor(run)) for run in models]  # cached: loaded once per weights file
     loaded = [(run, model) for run, model in loaded if model is not None]
     if not loaded:
@@ -228,10 +262,21 @@ def predictions(digit: np.ndarray, models: list) -> None:
     freeze_heap()  # once per process, with the models loaded: no long garbage-collector pauses
     scales, notes = temperatures([run for run, _ in loaded])
     detectors = [detector(run)[0] for run, _ in loaded]
+    weak = [check_weakness(run, found) for (run, _), found in zip(loaded, detectors)]
     judged = probabilities([model for _, model in loaded], digit, scales, detectors)
-    cards = "".join(card(run, probs, note, None if found is None else (score, found.threshold))
-                    for (run, _), (probs, score), note, found in zip(loaded, judged, notes, detectors))
-    st.html(f'{CARDS_CSS}<div class="sk-cards">{cards}</div>')
+    rows = "".join(card(run, probs, note, None if found is None else (score, found.threshold), flag)
+                   for (run, _), (probs, score), note, found, flag in zip(loaded, judged, notes, detectors, weak))
+    st.html(f'{CARDS_CSS}<div class="sk-cards">{rows}</div>')
+    said = [key for key, shown in (("ood_score", any(found is not None and score > found.threshold for
+                                                     (_, score), found in zip(judged, detectors))),
+                                   ("weak_check", any(weak))) if shown]
+    if said:
+        glossary.captions(*said)
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    with left:
+        digit_image(digit, width=112, output_format="PNG")
+    right.caption("**What the models see** (28x28): the drawing scaled into a 20 px box and centred by its centre "
+                  "of mass, the way MNIST was made. Hover a verdict for its not-a-digit score.")
     why(digit, [run for run, _ in loaded])
     change_its_mind(digit, [run for run, _ in loaded])
 
@@ -303,27 +348,25 @@ def save_section(digit: np.ndarray | None) -> None:
 
 
 def sketch_panel(models: list) -> None:
-    """The canvas, the save form and the predictions: all that a stroke changes. Run as a
-    fragment, so a stroke, Clear or a label reruns this alone."""
+    """The pad, the predictions and the save form: all that a stroke changes. Run as a fragment,
+    so a stroke, Clear or a label reruns this alone. The predictions come right after the pad (on a
+    phone, where the columns stack, directly under it), the save form after them."""
     if st.session_state.pop("sketch_saved", False):
         st.rerun(scope="app")  # a drawing was saved: the handwriting section below changes too
-    draw_col, result_col = st.columns([1, 2.2], gap="large")
+    draw_col, result_col = st.columns([1, 2.2], gap="medium")
     with draw_col:
         digit = canvas_digit()
-        if digit is None:
-            st.info("Draw a digit in the black box: predictions appear as soon as you lift the pen.",
-                    icon=":material/draw:")
-        else:
-            st.markdown("**What the models see** (28x28)")
-            digit_image(digit, width=112, output_format="PNG")
-        save_section(digit)
     with result_col:
         if not models:
             st.info("Pick at least one model above.", icon=":material/lightbulb:")
         elif digit is None:
+            st.info("Draw a digit in the black box: each model's answer appears here as soon as you lift the pen.",
+                    icon=":material/draw:")
             models_table(models)
         else:
             predictions(digit, models)
+    with st.columns([1, 2.2], gap="medium")[0]:  # the pad's width on a wide screen, all of a phone's
+        save_section(digit)
 
 
 def handwriting_section(models: list) -> None:
@@ -344,7 +387,9 @@ def handwriting_section(models: list) -> None:
                + " · ".join(f"{d}: {c}" for d, c in enumerate(counts)))
     scores = handwriting_scores(models, hw)
     if not scores.empty:
-        st.dataframe(scores, hide_index=True, width="stretch", key="sketch_hw_scores", column_config={
+        # the model and its accuracy first: on a phone they are the columns in view, the rest scroll
+        st.dataframe(scores, hide_index=True, width="stretch", key="sketch_hw_scores",
+                     column_order=("model", "accuracy", "correct", "total", "test_acc", "arch"), column_config={
             "model": "Model", "arch": "Arch", "correct": "Correct", "total": "Drawings",
             "accuracy": st.column_config.ProgressColumn("Accuracy on your handwriting", format="%.1f%%",
                                                         min_value=0, max_value=100),
@@ -362,14 +407,14 @@ def handwriting_section(models: list) -> None:
 
 def page() -> None:
     st.title("Sketch")
-    st.caption("Draw a digit with the mouse (or a finger): the models see it the way MNIST was made, "
-               "scaled into a 20 px box and centred by its centre of mass in 28x28.")
+    st.caption("Draw a digit with the mouse or a finger: each model says which digit it sees, or that it is not "
+               "a digit to it.")
     candidates = finished_runs_or_stop("No trained model yet: train one on the **Train** page (lenet takes "
                                        "a few minutes on a CPU), then draw digits here and see what it "
                                        "makes of them.", needs="weights")
     models = choose_models(candidates)
-    ood_section(models)
     st.fragment(sketch_panel)(models)
+    ood_section(models)
     handwriting_section(models)
 
 

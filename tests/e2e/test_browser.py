@@ -75,7 +75,7 @@ def test_sketch_a_one(page, base_url):
     # a clean, centred vertical stroke is the easiest digit there is. Demanding that every
     # model says 1 would test the tiny models, not the app; one reading it is the honest bar.
     assert 1 in digits, f"no model read the vertical stroke as a 1: {shown}"
-    # The 28x28 image the models see is shown next to the canvas.
+    # The 28x28 image the models see is shown with the predictions.
     assert page.get_by_text("What the models see").count() == 1
 
 
