@@ -12,6 +12,7 @@ from core.errors import LabError
 from core.stats import ALPHA
 from core.store import tables
 from core.store.runs import Run
+from dashboard import glossary
 from dashboard.charts import p_value_matrix
 from dashboard.notices import report
 from dashboard.state import pairwise
@@ -75,6 +76,7 @@ def pairs_section(picked_runs: list[Run]) -> None:
     st.caption("Two runs tested on the same images are compared image by image: McNemar's exact test counts the "
                "images only one of them gets right (Dietterich 1998). More runs: every pair's p-value, "
                "Holm-corrected for the number of pairs. Accuracies carry their 95% Wilson interval.")
+    glossary.captions("p_value", "holm", "interval")
     candidates = [r for r in picked_runs if r.finished_with("predictions")]
     left_out = [r for r in picked_runs if not r.finished_with("predictions")]
     if left_out:

@@ -128,6 +128,17 @@ def test_robustness_says_what_eps_the_attacks_and_corruptions_are(lab_env, shipp
     assert "eps 0.1: each pixel may move by at most a tenth of its range." in text  # the gallery's default eps
 
 
+def test_compare_says_what_a_p_value_holms_correction_and_the_interval_are(lab_env, shipped):
+    from tests.test_app import open_page
+    root, _ = shipped
+    lab_env(root)
+    at = open_page("compare")
+    assert not at.exception, [e.value for e in at.exception]
+    text = shown(at)
+    for key in ("p_value", "holm", "interval"):
+        assert says(text, key), key
+
+
 def test_sketch_says_not_a_digit_in_words_and_flags_the_weak_check(lab_env, shipped, drawn):
     """A drawn hash: lenet's check (measured at 94.5%) is trusted, mlp's (62.5%) is flagged weak on
     its row; a row that says "Not a digit to this model" comes with the sentence saying what that

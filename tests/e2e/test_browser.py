@@ -30,20 +30,6 @@ def nav_titles(page) -> list[str]:
         "spans => spans.map(s => s.getAttribute('label'))")
 
 
-@pytest.mark.parametrize("path", list(harness.PAGES))
-def test_page_opens(page, base_url, path):
-    harness.open_page(page, base_url, path)
-    harness.assert_no_exception(page)
-    title = harness.PAGES[path]
-    heading = page.locator('[data-testid="stMain"] h1')
-    assert heading.first.inner_text().strip() == title, \
-        f"/{path} shows the heading {heading.all_inner_texts()}, expected {title!r}"
-    # The app's own navigation, not Streamlit's pages/ folder fallback (which lists file names).
-    assert nav_titles(page) == [HOME[1], *harness.PAGES.values()], \
-        f"/{path}: the sidebar lists {nav_titles(page)}, expected the dashboard's pages"
-    assert urlparse(page.url).path == f"/{path}", f"/{path} ended up at {page.url}"
-
-
 def predictions_shown(page) -> list[str]:
     """Every "Predicted: N" heading on the Sketch page, as text."""
     texts = page.locator('[data-testid="stMain"]').get_by_text(re.compile(r"^Predicted:")).all_inner_texts()
@@ -263,7 +249,7 @@ SHOT_PAGES = ("sketch", "mistakes")  # pages the script acts on before its pictu
 def test_screenshots(browser, base_url, tmp_path):
     """scripts/screenshots.py's function writes a non-empty PNG per page, after its actions (a
     drawing, a dragged box, a saliency opened) on the pages that have them; every page opening
-    without an error is test_page_opens."""
+    without an error is test_layout_browser.py::test_every_page_opens_and_none_scrolls_sideways."""
     shots = harness.take_screenshots(browser, base_url, tmp_path, pages=SHOT_PAGES, settle_ms=100)
     written = [png for png, _ in shots]
     assert not [p for _, p in shots if p], f"pages with errors: {[(png.name, p) for png, p in shots if p]}"

@@ -5,6 +5,7 @@ hidden from visitors, and after Start on Train the live card is in view.
 The oracle of "the best two" is the shipped folders' own files, read by hand (tests/test_home.py)."""
 from __future__ import annotations
 
+import json
 import shutil
 from urllib.parse import urlparse
 
@@ -137,3 +138,28 @@ def test_after_start_the_live_card_is_in_view(browser, shipped_server, viewport)
                                timeout=240_000)
     finally:
         page.close()
+
+
+def test_a_new_run_of_yours_is_beside_the_best_never_the_default_subject(tab, shipped_server):
+    """A finished run of the user's, newer than every shipped one: the single-run pages still open on
+    the best reference run (the oracle: the shipped folders read by hand), and Compare picks it
+    beside the best ones."""
+    root = shipped_server.checkpoints
+    best = load_run(by_hand(SHIPPED)[0], SHIPPED)
+    mine = "20991231-000000-lenet-mine"  # the newest id in the store
+    shutil.copytree(SHIPPED / by_hand(SHIPPED)[-1], root / mine)
+    (root / mine / "reference.json").unlink()
+    config = root / mine / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "name": "mine"}))
+    label = run_label(load_run(mine, root))
+    for path, key in (("evaluate", "eval_run"), ("mistakes", "mis_run"), ("embedding", "emb_run")):
+        for _ in range(2):  # and again, after another page: the default does not drift to the new run
+            harness.open_page(tab, shipped_server.url, path)
+            harness.wait_for_app(tab)
+            chosen = tab.locator(f".st-key-{key} input[role='combobox']").first.input_value()
+            assert run_label(best) in chosen and label not in chosen, (path, chosen)
+    harness.open_page(tab, shipped_server.url, "compare")
+    harness.wait_for_app(tab)
+    picker = tab.locator('[data-testid="stMultiSelect"]').filter(has_text="Runs to compare")
+    chips = picker.locator("[data-tag]").evaluate_all("tags => tags.map(t => t.getAttribute('aria-label'))")
+    assert chips[0] == run_label(best) and label in chips, chips

@@ -1,5 +1,5 @@
-"""Every page at a desktop's and a phone's size, in a real Chromium: no page scrolls sideways, and
-on a phone Sketch's pad fits above the fold with the predictions directly under it (before the
+"""Every page at a desktop's and a phone's size, in a real Chromium: it opens without an error under
+its own heading and URL path, no page scrolls sideways, and on a phone Sketch's pad fits above the fold with the predictions directly under it (before the
 handwriting form).
 
 The sizes: 1400x900, and 390x844 as a phone (is_mobile, has_touch; scripts/harness.PHONE). The
@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from dashboard.app import PAGES
+from urllib.parse import urlparse
+
+from dashboard.app import HOME, PAGES
 from scripts import harness
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
 SIZES = {"desktop": {"viewport": {"width": 1400, "height": 900}}, "phone": harness.PHONE}
-PATHS = [url for _, _, url, _ in PAGES]
+PATHS = [HOME[2], *(url for _, _, url, _ in PAGES)]  # the first page at "/", then the others
+HEADINGS = {HOME[2]: "MNIST Lab", **harness.PAGES}
 
 # The widths of the page (the document) and of Streamlit's main block, which scrolls on its own.
 WIDTHS = """() => {
@@ -44,11 +47,22 @@ def assert_no_sideways_scroll(page, where: str) -> None:
         assert scroll <= client, f"{where}: the {part} scrolls sideways ({scroll} px of content in {client} px)"
 
 
+def nav_titles(page) -> list[str]:
+    return page.locator('[data-testid="stSidebarNavLink"] span[label]').evaluate_all(
+        "spans => spans.map(s => s.getAttribute('label'))")
+
+
 @pytest.mark.parametrize("path", PATHS)
-def test_no_page_scrolls_sideways(sized, base_url, path):
+def test_every_page_opens_and_none_scrolls_sideways(sized, base_url, path):
     size, page = sized
     harness.open_page(page, base_url, path)
     harness.assert_no_exception(page)
+    heading = page.locator('[data-testid="stMain"] h1')
+    assert heading.first.inner_text().strip() == HEADINGS[path], \
+        f"/{path} shows the heading {heading.all_inner_texts()}, expected {HEADINGS[path]!r}"
+    assert urlparse(page.url).path == f"/{path}", f"/{path} ended up at {page.url}"
+    if size == "desktop":  # the app's own navigation, not Streamlit's pages/ fallback (file names)
+        assert nav_titles(page) == [HOME[1], *harness.PAGES.values()], f"/{path}: the sidebar lists {nav_titles(page)}"
     page.wait_for_function(CHARTS_DRAWN)
     assert_no_sideways_scroll(page, f"/{path} at {size}")
 
