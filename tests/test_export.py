@@ -34,12 +34,14 @@ def pixels_and_labels():
     return mnist.test_images.float().div(255).unsqueeze(1).numpy(), mnist.test_images, mnist.test_labels
 
 
-def assert_runs_as_the_lab_does(run_id: str, root, path) -> None:
-    pixels, images, labels = pixels_and_labels()
+def assert_runs_as_the_lab_does(run_id: str, root, path, images_checked: int = 10_000) -> None:
+    """The exported file against the run's saved digits and the lab's own PyTorch path, on the first
+    `images_checked` test images (all 10,000 where the whole set is the point)."""
+    pixels, images, labels = (a[:images_checked] for a in pixels_and_labels())
     exported = graph.run_exported(path, pixels)
     saved = load_predictions(run_id, root)
-    assert exported.shape == (10_000, 10) and exported.dtype == np.float32
-    assert np.array_equal(exported.argmax(1), saved["predicted"])
+    assert exported.shape == (images_checked, 10) and exported.dtype == np.float32
+    assert np.array_equal(exported.argmax(1), saved["predicted"][:images_checked])
     # the lab's own path for many images: normalised uint8 pixels, channels_last for a convolutional model
     model, x = inference_layout(load_model(run_id, root), normalize_uint8(images))
     _, _, ours = evaluate(model, x, labels)
@@ -54,7 +56,9 @@ def test_every_architecture_runs_in_onnx_runtime_as_the_lab_runs_it(arch, tmp_pa
     run_id = BY_ARCH[arch]
     done = graph.export(run_id, SHIPPED, "onnx", tmp_path / "model.onnx", verify=False)
     assert done.path.exists() and done.bytes == done.path.stat().st_size
-    assert_runs_as_the_lab_does(run_id, SHIPPED, done.path)
+    # the whole test set for the fast tier's architectures (one full-size check of the property); the
+    # first 2,000 images for the deep ones, which take seconds a thousand images in ONNX Runtime here
+    assert_runs_as_the_lab_does(run_id, SHIPPED, done.path, 10_000 if arch in QUICK else 2_000)
 
 
 def test_an_ensemble_is_one_graph_that_averages_its_members(trained_runs, tmp_path):
