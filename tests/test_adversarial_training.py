@@ -81,6 +81,7 @@ def test_a_collapse_is_a_fall_of_more_than_20_points_below_the_best_epoch(checks
     assert adversarial.collapsed(checks) == best
 
 
+@pytest.mark.slow  # a second or more
 def test_catastrophic_overfitting_keeps_the_best_epochs_weights_and_cuts_the_history(tmp_path):
     """A real model and a real check: the shipped lenet holds up at eps 0.05; its weights scrambled
     (what a collapse looks like) fall far below, and the check brings the good weights back."""

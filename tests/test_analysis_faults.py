@@ -291,6 +291,7 @@ def test_an_ensemble_config_that_cannot_be_rebuilt_says_why(store, tmp_path, cas
     assert store_state(store) == before
 
 
+@pytest.mark.slow  # a second or more
 def test_sketch_shows_an_unbuildable_ensemble_as_a_warning(lab_env, store, drawn, mnist_root):
     from core.data.mnist import load_mnist
     from tests.test_app import cards, open_page, pad_drawing
@@ -507,7 +508,7 @@ def test_a_seed_group_on_a_full_disk_marks_every_run_and_prints_its_summary(tmp_
     assert proc.stderr.strip().splitlines()[-1].startswith("error: could not write")
 
 
-@pytest.mark.parametrize("page", ["evaluate", "mistakes", "compare"])
+@pytest.mark.parametrize("page", [pytest.param("evaluate", marks=pytest.mark.slow), "mistakes", "compare"])
 def test_pages_warn_about_probabilities_that_are_not_probabilities(lab_env, store, page):
     from tests.test_app import open_page
     root = lab_env(store)

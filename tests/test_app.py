@@ -138,6 +138,7 @@ def test_compare_lists_runs_with_test_accuracy(lab_env, trained_runs):
     assert len(at.get("vega_lite_chart")) == 2  # the curves: loss and accuracy (two runs: no p-value grid)
 
 
+@pytest.mark.slow  # a second or more
 def test_compare_rename_and_delete(lab_env, trained_runs, tmp_path):
     from core.store.runs import list_run_ids, load_run
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))

@@ -297,6 +297,7 @@ def test_a_seed_group_member_in_the_selection_is_drawn_as_its_band(lab_env, seed
     frame_with(at, f"{load_run(trained_runs.ids['mlp'], root).name} right")  # the same two in the significance test
 
 
+@pytest.mark.slow  # a second or more
 def test_compare_preselects_the_runs_named_in_its_url_and_names_the_unknown(lab, trained_runs):
     from streamlit.testing.v1 import AppTest
     wanted = [trained_runs.ids["lenet"], RECIPES[2]]
@@ -312,6 +313,7 @@ def test_compare_preselects_the_runs_named_in_its_url_and_names_the_unknown(lab,
     assert at.multiselect(key="compare_runs").value == [RECIPES[0], RECIPES[1]]
 
 
+@pytest.mark.slow  # a second or more
 def test_a_run_finished_while_the_user_was_elsewhere_joins_the_default_selection(lab_env, shipped, trained_runs,
                                                                                tmp_path):
     root = lab_env(tmp_path / "runs")

@@ -367,7 +367,8 @@ def grid_means(out: torch.Tensor, side: int) -> torch.Tensor:
     return torch.stack(cells, -1).flatten(1)
 
 
-@pytest.mark.parametrize("arch", list_models())
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in ("labnet", "cnn16k") else a
+                                  for a in list_models()])  # the two deepest take seconds each
 @pytest.mark.parametrize("many", [False, True])
 def test_what_the_detectors_read_is_what_the_model_computes(arch, many):
     """`outputs` takes one pass where the logits follow from the features: its logits, features,

@@ -73,6 +73,7 @@ def test_fitting_without_the_exposure_images_is_refused_in_words():
         ood.fit_state("exposure", as_outputs(np.zeros((4, 3))), torch.zeros(4, dtype=torch.long))
 
 
+@pytest.mark.slow  # a second or more
 def test_the_exposure_images_are_deterministic_and_apart_from_the_measuring_set():
     first, again = exposure.make_exposure(per_kind=40), exposure.make_exposure.__wrapped__(per_kind=40)
     np.testing.assert_array_equal(first, again)
@@ -89,6 +90,7 @@ def test_the_exposure_images_are_deterministic_and_apart_from_the_measuring_set(
     assert nearest.min() > 1.0  # not one image of the measuring set among them
 
 
+@pytest.mark.slow  # a second or more
 def test_every_packaged_font_draws_each_letter_and_the_set_holds_them():
     """The seven packaged families are installed and each of their files draws every letter (none
     as the font's "missing" box); the set's last 3 * per_kind // 2 images are new letters, none of

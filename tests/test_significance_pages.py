@@ -123,6 +123,7 @@ def ece_by_hand(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     return total
 
 
+@pytest.mark.slow  # a second or more
 def test_evaluate_shows_calibration_and_fits_a_temperature_on_request(lab_env, trained_runs, tmp_path):
     root = lab_env(trained_runs.copy_to(tmp_path / "runs"))
     run_id = trained_runs.ids["mlp"]
