@@ -404,7 +404,7 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
             if not phone:
                 page.mouse.move(size["width"] - 2, size["height"] - 2)
             page.wait_for_timeout(settle_ms)
-            name = sketch_name if path == "sketch" else path
+            name = sketch_name if path == "sketch" else path or "home"  # "": the first page, at "/"
             target = out_dir / f"screenshot-{'phone-' if phone else ''}{name}.png"
             full_screenshot(page, target)
             shots.append((target, problems(page)))

@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", default="checkpoints", help="runs folder (default: ./checkpoints)")
     parser.add_argument("--data", default=None, help="MNIST folder (default: the repository's data/)")
     parser.add_argument("--out", default=str(REPO / "docs"), help="where the PNGs go (default: docs/)")
-    parser.add_argument("--page", action="append", choices=list(harness.PAGES),
-                        help="only this page (repeatable; default: all of them)")
+    parser.add_argument("--page", action="append", choices=["home", *harness.PAGES],
+                        help="only this page (repeatable; default: all of them; home: the first page, at /)")
     parser.add_argument("--digit", default="7", choices=sorted(harness.DIGIT_STROKES) + sorted(harness.OTHER_STROKES),
                         help="digit drawn on the Sketch page (default: 7); a drawing that is not a digit (H, hash, "
                              "star) is saved as screenshot-sketch-<drawing>.png")
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             browser = harness.launch_browser(playwright)
             try:
                 shots = harness.take_screenshots(browser, server.url, args.out,
-                                                 pages=args.page or tuple(harness.PAGES), sketch_digit=args.digit,
+                                                 pages=[p.replace("home", "") for p in args.page or ("home", *harness.PAGES)],
+                                                 sketch_digit=args.digit,
                                                  sketch_name="sketch" if args.digit in harness.DIGIT_STROKES
                                                  else f"sketch-{args.digit}", phone=args.phone)
             finally:
