@@ -153,6 +153,21 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--method", default="umap", choices=["umap", "tsne", "pca"],
                      help="the projection (default: umap)")
 
+    look = sub.add_parser("inside", help="one digit through a finished run's model, layer by layer, and the training "
+                                         "digits nearest to it in the model's penultimate features")
+    look.add_argument("run", metavar="RUN", help="a finished run id")
+    given = look.add_mutually_exclusive_group(required=True)
+    given.add_argument("--image", metavar="FILE", help="an image file of a digit (PNG, JPEG, ...)")
+    given.add_argument("--test-index", type=int, metavar="I", help="MNIST test image I (0..9999)")
+    look.add_argument("--member", type=_positive_int, default=1,
+                      help="for an ensemble: which member's layers (default: 1)")
+    look.add_argument("--metric", default="cosine", choices=["cosine", "euclidean"],
+                      help="distance between penultimate features (default: cosine)")
+    look.add_argument("--k", type=_positive_int, default=9, help="how many nearest training digits (default: 9)")
+    look.add_argument("--json", action="store_true",
+                      help="one JSON object: layers (name, shape), probabilities, metric, neighbours "
+                           "(train_index, label, distance), knn_vote")
+
     compare = sub.add_parser("compare", help="is the difference real? two runs on the same test images: "
                                              "McNemar's exact test, intervals, in a sentence")
     compare.add_argument("run_a", metavar="RUN_A", help="a finished run id")

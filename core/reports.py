@@ -1,16 +1,21 @@
 """The commands that report on finished runs (core.cli parses their options): compare two runs,
-calibrate one, combine several as an ensemble, rank label issues, map the embedding. Each returns
+calibrate one, combine several as an ensemble, rank label issues, map the embedding, look inside
+one model layer by layer. Each returns
 the exit status; a LabError is printed by core.cli as one line."""
 from __future__ import annotations
 
 import sys
 
-from core.analysis import label_issues, robustness
+import numpy as np
+
+from core.analysis import inside, label_issues, robustness
 from core.analysis.calibration import calibrate
 from core.analysis.compare import compare
 from core.analysis.embedding import METHODS, embedding
 from core.analysis.ensemble import create_ensemble
 from core.config import ConfigError
+from core.data.images import normalize_uint8, preprocess
+from core.data.mnist import load_mnist
 from core.export.graph import export
 from core.fsio import strict_json
 from core.notadigit import detector, evaluation
@@ -163,5 +168,49 @@ def cmd_export(args) -> int:
     return 0
 
 
-REPORTS = {"export": cmd_export, "compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood, "robustness": cmd_robustness, "ensemble": cmd_ensemble,
-           "label-issues": cmd_label_issues, "embedding": cmd_embedding}
+
+
+def cmd_inside(args) -> int:
+    inside.check_metric(args.metric)
+    if args.k < 1:
+        raise inside.InsideError(f"--k must be a whole number >= 1, got {args.k}")
+    if args.image is not None:
+        _, image = preprocess(args.image)
+        given = {"image": args.image}
+    else:
+        if not 0 <= args.test_index < inside.TEST_IMAGES:
+            raise inside.InsideError(f"--test-index must be 0..{inside.TEST_IMAGES - 1}, got {args.test_index}")
+        mnist = load_mnist(args.data)
+        image = normalize_uint8(mnist.test_images[args.test_index:args.test_index + 1])
+        given = {"test_index": args.test_index, "label": int(mnist.test_labels[args.test_index])}
+    found = inside.look(args.run, image, args.member, args.metric, args.k, args.checkpoints, args.data,
+                        report=lambda line: print(line, file=sys.stderr, flush=True))
+    near = found.neighbours
+    digit = int(np.argmax(found.probabilities))
+    if args.json:
+        print(strict_json({
+            "run": found.run.run_id, "member": found.member, "input": given,
+            "layers": [{"name": layer.name, "what": layer.what, "shape": list(layer.shape),
+                        **({"role": layer.role} if layer.role else {})} for layer in found.layers],
+            "probabilities": [round(float(p), 6) for p in found.probabilities], "predicted": digit,
+            "metric": near.metric,
+            "neighbours": [{"train_index": int(i), "label": int(label), "distance": round(float(d), 6)}
+                           for i, label, d in zip(near.train_index, near.labels, near.distance)],
+            "knn_vote": near.vote, "knn_votes": near.votes, "knn_agrees": near.vote == digit}))
+        return 0
+    print(f"{found.run.name} ({found.run.arch})" + (f", {found.member}" if found.member != "model" else "")
+          + f": predicts {digit} ({found.probabilities[digit]:.1%})")
+    width = max(len(layer.name) for layer in found.layers)
+    for layer in found.layers:
+        shape = "x".join(str(s) for s in layer.shape)
+        print(f"  {layer.name:<{width}}  {shape:>10}  {layer.what}" + (f" [{layer.role}]" if layer.role else ""))
+    print(f"nearest training digits ({near.metric} distance): "
+          + ", ".join(f"{label} (#{i}, {d:.3f})" for i, label, d in zip(near.train_index, near.labels, near.distance)))
+    agree = "agrees with the model" if near.vote == digit else f"the model says {digit}"
+    print(f"their vote: {near.vote} ({near.votes} of {len(near.labels)}): {agree}")
+    return 0
+
+
+REPORTS = {"export": cmd_export, "compare": cmd_compare, "calibration": cmd_calibration, "ood": cmd_ood,
+           "robustness": cmd_robustness, "ensemble": cmd_ensemble, "label-issues": cmd_label_issues,
+           "embedding": cmd_embedding, "inside": cmd_inside}

@@ -23,6 +23,7 @@ PAGES = [  # (file, title, url path, icon): the pages after it, each at its own 
     ("views/embedding.py", "Embedding map", "embedding", ":material/scatter_plot:"),
     ("views/robustness.py", "Robustness", "robustness", ":material/shield:"),
     ("views/sketch.py", "Sketch", "sketch", ":material/draw:"),
+    ("views/inside.py", "Inside the network", "inside", ":material/layers:"),
     ("views/data.py", "Data", "data", ":material/dataset:"),
     ("views/sweep.py", "Sweep", "sweep", ":material/grid_view:"),
 ]

@@ -80,7 +80,8 @@ def saliency_panel(run, image: np.ndarray, *, true: int | None, key: str) -> Non
 def image_picker(runs: Sequence, images: np.ndarray, indices: Sequence[int], labels: Sequence[int], *, key: str,
                  title: str = "Why? The saliency of one of these images") -> None:
     """An expander to pick one of the test images shown above (and, given several runs, the run
-    whose model explains it) and see `saliency_panel` for it."""
+    whose model explains it) and see `saliency_panel` for it, with a link to the image on Inside the
+    network."""
     if not runs or len(indices) == 0:
         return
     with st.expander(title, icon=":material/visibility:"):
@@ -94,3 +95,5 @@ def image_picker(runs: Sequence, images: np.ndarray, indices: Sequence[int], lab
             run = by_id[right.selectbox("Model of the run", list(by_id), key=f"{key}_run",
                                         format_func=lambda i: run_label(by_id[i]))]
         saliency_panel(run, images[index], true=by_index[index], key=f"{key}_{index}")
+        st.page_link("views/inside.py", label="Look inside: this image through the model, layer by layer",
+                     icon=":material/layers:", query_params={"run": run.run_id, "test": str(index)})

@@ -3,6 +3,7 @@ forward passes, scores on the personal handwriting set, and the device to resume
 Models live in st.cache_resource, keyed by the run and the stamp of its weights file."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from typing import Sequence
@@ -73,25 +74,31 @@ def probabilities(models: Sequence, image: np.ndarray, temperatures: Sequence[fl
     per model.
 
     The image is normalised once for all the models, and the forward passes run under
-    inference_mode on one thread: a single image is too small to share, and a second thread
-    waits for a core that a training job may be using (stalls of tens of ms)."""
+    inference_mode on one thread (`one_thread`)."""
     batch = normalize(image)
+    with one_thread(), torch.inference_mode():
+        scales = temperatures or [1.0] * len(models)
+        if detectors is None:
+            return [tempered(model.model(batch), t)[0].numpy() for model, t in zip(models, scales)]
+        judged = []
+        for model, t, found in zip(models, scales, detectors):
+            if found is None:
+                judged.append((tempered(model.model(batch), t)[0].numpy(), None))
+                continue
+            out = outputs(model.model, batch, many=False)
+            judged.append((tempered(out.logits, t)[0].numpy(), float(found.scores(out)[0])))
+        return judged
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Forward passes of one image, on one thread: a single image is too small to share, and a
+    second thread waits for a core that a training job may be using (stalls of tens of ms)."""
     with _TORCH_THREADS:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with torch.inference_mode():
-                scales = temperatures or [1.0] * len(models)
-                if detectors is None:
-                    return [tempered(model.model(batch), t)[0].numpy() for model, t in zip(models, scales)]
-                judged = []
-                for model, t, found in zip(models, scales, detectors):
-                    if found is None:
-                        judged.append((tempered(model.model(batch), t)[0].numpy(), None))
-                        continue
-                    out = outputs(model.model, batch, many=False)
-                    judged.append((tempered(out.logits, t)[0].numpy(), float(found.scores(out)[0])))
-                return judged
+            yield
         finally:
             torch.set_num_threads(threads)
 

@@ -44,6 +44,7 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
 # url path -> title the page shows, in the sidebar's order
 PAGES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
          "label-issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
+         "inside": "Inside the network",
          "data": "Data", "sweep": "Sweep"}
 
 # Strokes in canvas fractions (0..1 of width, height): each a polyline drawn with the mouse held.

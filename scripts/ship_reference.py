@@ -4,7 +4,7 @@
 
 Every finished run in each --from folder is copied to --to, made a reference run
 (core.store.reference.ship: no optimizer state or log, float16 probabilities when no predicted digit
-changes; a recipe's own run gets its UMAP map), then verified (its weights reproduce its recorded predictions and test accuracy).
+changes; its units' top test images; a recipe's own run gets its UMAP map), then verified (its weights reproduce its recorded predictions and test accuracy).
 The .gitignore block that lets git see exactly these run folders is rewritten, and the sizes
 are printed. A run that fails verification is removed again and the script exits with 1.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from core.analysis.calibration import calibrate
 from core.analysis.embedding import embedding
+from core.analysis.inside import top_images
 from core.notadigit import detector, evaluation
 from core.store import reference
 from core.store.runs import list_runs, load_run
@@ -28,7 +29,8 @@ BEGIN, END = "# reference runs (scripts/ship_reference.py): tracked", "# end of 
 def ship(run_id: str, dest: Path, commit: str | None = None, map_method: str = "umap",
          pad_digits: int = evaluation.PAD_DIGITS) -> dict:
     """Make the run a reference run (core.store.reference.ship), fit its calibration on its
-    validation split and its not-a-digit detector (measured on the lab's set), and, for a recipe's own run (not a sweep's), compute its map (UMAP, the
+    validation split and its not-a-digit detector (measured on the lab's set), find the test images that
+    excite each of its units most (Inside the network), and, for a recipe's own run (not a sweep's), compute its map (UMAP, the
     Embedding map page's default, so the page opens full; the tests ask for PCA, the same path
     in a fraction of the time, and fewer pad-drawn digits)."""
     marker = reference.ship(run_id, dest, commit=commit)
@@ -36,6 +38,7 @@ def ship(run_id: str, dest: Path, commit: str | None = None, map_method: str = "
     fitted = detector.fit(run_id, dest)  # the not-a-digit check, and how well it does
     fitted.evaluation = evaluation.evaluate(run_id, dest, pad_digits=pad_digits)
     detector.keep(fitted, dest)
+    top_images(run_id, dest)  # Inside the network: the test images that excite each unit most
     if not load_run(run_id, dest).config.get("sweep"):
         embedding(run_id, map_method, dest)
     return marker

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 TITLES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
           "label_issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
-          "data": "Data", "sweep": "Sweep"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
+          "inside": "Inside the network", "data": "Data", "sweep": "Sweep"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
 PAGES = tuple(TITLES)
 TIMEOUT = 60  # s per script run: generous, the CI machine shares 2 cores with training jobs
 
@@ -52,6 +52,7 @@ NEXT_STEP = {
     "embedding": "No finished run yet",
     "robustness": "No finished run yet",
     "sketch": "No trained model yet",
+    "inside": "No trained model yet",
     "sweep": "No sweep yet",
 }
 

@@ -22,11 +22,13 @@ from core.models import list_models
 from core.store.folder import FORMAT_VERSION, HISTORY_COLUMNS, PREDICTIONS, REFERENCE, TRAIN_STATE, RunError
 from core.store.runs import delete_run, list_runs, load_model, load_predictions, load_run, rename_run
 from scripts import recipe_table
+from core.analysis.inside import NEIGHBOURS
 from tests.helpers import REPO, reference_runs, require_mnist, train_tiny
 
 SHIPPED = REPO / "checkpoints"
 IDS = reference.reference_ids(SHIPPED)
-MAX_BYTES = 16_500_000  # 15 MB until the detectors' two-layer heads (+1.3 MB; docs/not-a-digit.md)
+MAX_BYTES = 17_000_000  # 15 MB until the detectors' two-layer heads (+1.3 MB; docs/not-a-digit.md), then the
+# units' top test images (+0.6 MB; docs/inside.md)
 TABLES = REPO / "docs" / "tables"  # the tables the scripts print from the shipped runs, included in the docs
 
 
@@ -36,7 +38,8 @@ def test_every_default_recipe_has_a_reference_run_and_the_set_is_small():
     archs = {load_run(i, SHIPPED).arch for i in IDS}
     assert archs <= set(list_models())
     assert set(reference_runs()) == archs
-    size = sum(f.stat().st_size for i in IDS for f in (SHIPPED / i).rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for i in IDS for f in (SHIPPED / i).rglob("*")
+               if f.is_file() and f.name != NEIGHBOURS)  # the training features: kept locally, never shipped
     assert size < MAX_BYTES, f"the reference runs take {size:,} bytes"
 
 
