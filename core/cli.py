@@ -10,7 +10,7 @@ from dataclasses import MISSING
 
 from core.notadigit import detector
 from core.commands import COMMANDS
-from core.config import SWEPT_FIELDS, field_specs
+from core.config import SWEPT_FIELDS, TrainConfig, field_specs
 from core.errors import LabError
 
 
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "tuomaso/train_mnist_fast's published recipe up to 99.0; above it, the next recipe "
                             "aimed at it and the time-to-99%% recipe trained for longer (e.g. 99.0, 99.5)")
     bench.add_argument("--seeds", type=_positive_int, default=3, help="--time-to: seeds per contestant (default: 3)")
+    bench.add_argument("--val-size", type=_positive_int, default=TrainConfig.val_size,
+                       help="--time-to: validation images each of MNIST Lab's runs holds out and scores after each "
+                            "epoch, untimed; fewer make a quick race (--train-limit) quicker (default: 5000, the trainer's)")
     bench.add_argument("--recipe", default=None,
                        help="--time-to: MNIST Lab's recipe to race (default: the one whose target is the lowest at or above it)")
     bench.add_argument("--steps", action="store_true",

@@ -329,7 +329,8 @@ def cmd_bench(args) -> int:
         raise ConfigError("--time-to and --steps are two different benchmarks: give one of them")
     if args.time_to is not None:
         result = run_race(target=args.time_to, seeds=args.seeds, recipe=args.recipe, device=args.device,
-                          train_limit=args.train_limit, data_root=args.data, root=args.checkpoints, report=report)
+                          train_limit=args.train_limit, data_root=args.data, root=args.checkpoints, report=report,
+                          val_size=args.val_size)
     elif args.onnx:
         result = onnx_costs(rounds=args.rounds, root=args.checkpoints, data_root=args.data, report=report)
     elif args.embedding:

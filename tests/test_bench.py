@@ -63,7 +63,7 @@ def test_the_published_net_is_the_published_size():
 @pytest.mark.slow
 def test_time_to_races_both_recipes_seed_by_seed(capsys):
     result, err = bench_json(capsys, "--time-to", "99.0", "--seeds", "2", "--train-limit", "2000")
-    assert result["recipe"] == "speedrun" and result["seeds"] == 2
+    assert result["recipe"] == "speedrun" and result["seeds"] == 2 and result["val_size"] == 5000  # the trainer's
     for side in ("published", "lab"):
         assert len(result[side]["seconds"]) == len(result[side]["test_accuracy"]) == 2
         assert all(s > 0 for s in result[side]["seconds"])
@@ -103,13 +103,24 @@ def test_time_to_picks_the_cheapest_recipe_aimed_at_the_accuracy():
 
 
 @pytest.mark.slow
-def test_time_to_995_races_resnet_and_speedrun_for_as_many_epochs(capsys):
+def test_time_to_995_races_resnet_and_speedrun_for_as_many_epochs(capsys, monkeypatch):
     """Above 99%, where no published recipe aims: the recipe aimed there against the next one
     (resnet) and the time-to-99% recipe for as many epochs, each trained for real (the epochs
-    counted in each run's history), seed by seed."""
+    counted in each run's history), seed by seed. Each run holds out the --val-size asked for (its
+    untimed validation passes, 500 images here instead of 5,000, are most of a quick race's time)."""
+    from core.bench import race
     from core.models import get_spec
+    trained = []
+    real_scratch_run = race.scratch_run
+
+    def scratch_run(cfg, data_root=None):  # the real one, each configuration it trains noted
+        trained.append(cfg)
+        return real_scratch_run(cfg, data_root)
+    monkeypatch.setattr(race, "scratch_run", scratch_run)
     result, err = bench_json(capsys, "--time-to", "99.5", "--seeds", "2", "--train-limit", "500",
-                             checkpoints=REPO_CHECKPOINTS)
+                             "--val-size", "500", checkpoints=REPO_CHECKPOINTS)
+    assert result["val_size"] == 500
+    assert len(trained) == 6 and all(cfg.val_size == 500 and cfg.train_limit == 500 for cfg in trained)
     epochs = get_spec("speedrun995").recipe.epochs
     assert result["recipe"] == "speedrun995"
     assert result["rivals"] == ["resnet", f"speedrun ({epochs} epochs)"] and "published" not in result
@@ -136,6 +147,8 @@ def test_time_to_995_races_resnet_and_speedrun_for_as_many_epochs(capsys):
     (["--time-to", "99.5", "--seeds", "0"], "--seeds must be a whole number >= 1"),
     (["--time-to", "99.5", "--recipe", "speedrun996"], "unknown architecture 'speedrun996'"),
     (["--time-to", "99.5", "--train-limit", "0"], "--train-limit must be a whole number >= 1"),
+    (["--time-to", "99.5", "--val-size", "0"], "--val-size must be a whole number >= 1"),
+    (["--time-to", "99.5", "--val-size", "60000"], "val_size must be 1..59999"),
     (["--rounds", "0"], "--rounds must be a whole number >= 1"),
 ])
 def test_bench_refuses_bad_options_before_timing_anything(args, message, capsys):

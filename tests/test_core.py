@@ -213,7 +213,7 @@ def test_saved_run_reloads_and_gives_the_same_predictions(trained):
 
 @pytest.mark.slow
 def test_an_ensemble_trains_saves_and_reloads_through_the_real_loop(tmp_path):
-    run_id = train_tiny(tmp_path, "labnet", epochs=1, train_limit=1000, schedule="none", lr=0.02)
+    run_id = train_tiny(tmp_path, "labnet", epochs=1, train_limit=1000, val_size=500, schedule="none", lr=0.02)
     run = load_run(run_id, tmp_path)
     assert np.isfinite(run.history["train_loss"]).all()
     assert run.metrics["parameters"] == count_parameters(create_model("labnet"))

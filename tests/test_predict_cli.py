@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,24 +12,20 @@ from PIL import Image
 
 from core.data.mnist import load_mnist
 from core.store.runs import load_predictions, load_run
-from tests.helpers import REPO, cli_result, require_mnist, train_tiny, write_digits_csv
+from tests.helpers import REPO, cli_result, require_mnist, write_digits_csv
 
-# One worker takes the whole file under `make test`'s pytest-xdist: its trained run, whose
-# not-a-digit check is fitted once, is built once.
-pytestmark = pytest.mark.xdist_group("test_predict_cli")
+SHIPPED = REPO / "checkpoints"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A trained lenet run whose not-a-digit check is fitted once, on the quick budget (predict
-    would fit it at its first call: these tests read what it says, not how well it says it)."""
-    from core.notadigit import detector as ood
-    from tests.helpers import quick_head_patch
+    """A copy of the shipped lenet reference run: trained, its test predictions saved and its
+    not-a-digit check kept (so predict does not fit one; these tests read what it says, not how
+    well it says it), and nothing to train or fit here."""
+    from core.store.reference import reference_ids
     root = tmp_path_factory.mktemp("checkpoints")
-    run_id = train_tiny(root, "lenet", epochs=2, train_limit=8000)
-    with pytest.MonkeyPatch.context() as patch:
-        quick_head_patch(patch)
-        ood.fit(run_id, root, require_mnist())
+    run_id = next(i for i in reference_ids(SHIPPED) if load_run(i, SHIPPED).arch == "lenet")
+    shutil.copytree(SHIPPED / run_id, root / run_id)
     return root, run_id
 
 

@@ -122,12 +122,14 @@ def recipe_for(target: float, besides: str | None = None, root=None) -> str:
 
 
 def lab_recipe(arch: str, seed: int, device: torch.device, data_root=None,
-               train_limit: int | None = None, epochs: int | None = None) -> tuple[float, float, int]:
+               train_limit: int | None = None, epochs: int | None = None,
+               val_size: int = TrainConfig.val_size) -> tuple[float, float, int]:
     """(training seconds, test accuracy %, epochs trained) of MNIST Lab's recipe `arch` (for `epochs` where
-    given), trained by the trainer itself in a scratch run folder: training seconds from
-    history.csv (validation passes not counted, as the published recipe has none), test accuracy
-    from metrics.json."""
-    cfg = TrainConfig(arch=arch, seed=seed, device=device.type, train_limit=train_limit, epochs=epochs)
+    given), trained by the trainer itself in a scratch run folder, `val_size` images held out for
+    its validation passes: training seconds from history.csv (validation passes not counted, as
+    the published recipe has none), test accuracy from metrics.json."""
+    cfg = TrainConfig(arch=arch, seed=seed, device=device.type, train_limit=train_limit, epochs=epochs,
+                      val_size=val_size)
     run = scratch_run(cfg, data_root)
     return training_seconds(run), float(run.metrics["test_accuracy"]), len(run.history)
 
@@ -139,7 +141,7 @@ class Contender:
 
 
 def rivals(target: float, arch: str, dev: torch.device, data_root=None,
-           train_limit: int | None = None, root=None) -> list[Contender]:
+           train_limit: int | None = None, root=None, val_size: int = TrainConfig.val_size) -> list[Contender]:
     """What races MNIST Lab's `arch` to `target`: the published recipe, up to the accuracy it
     aims at (99%). Above it nothing published aims, and the lab's own fastest alternatives race:
     the next recipe aimed at the accuracy (the cheapest other one, e.g. resnet), and the time-to-99%
@@ -149,29 +151,32 @@ def rivals(target: float, arch: str, dev: torch.device, data_root=None,
     found = []
     try:
         other = recipe_for(target, besides=arch, root=root)
-        found.append(Contender(other, lambda seed: lab_recipe(other, seed, dev, data_root, train_limit)))
+        found.append(Contender(other, lambda seed: lab_recipe(other, seed, dev, data_root, train_limit, val_size=val_size)))
     except ConfigError:
         pass  # no other recipe aims that high
     fastest, epochs = recipe_for(PUBLISHED_TARGET, root=root), get_spec(arch).recipe.epochs
     if fastest not in (arch, *(c.name for c in found)) and epochs > get_spec(fastest).recipe.epochs:
         found.append(Contender(f"{fastest} ({epochs} epochs)",
-                               lambda seed: lab_recipe(fastest, seed, dev, data_root, train_limit, epochs)))
+                               lambda seed: lab_recipe(fastest, seed, dev, data_root, train_limit, epochs, val_size)))
     return found
 
 
 def run_race(target: float = 99.0, seeds: int = 3, recipe: str | None = None, device: str = "auto",
              train_limit: int | None = None, data_root=None, root=None,
-             report: Callable[[str], None] = print) -> dict:
+             report: Callable[[str], None] = print, val_size: int = TrainConfig.val_size) -> dict:
     """MNIST Lab's recipe for `target` against its rivals (see `rivals`), `seeds` seeds each
-    (0, 1, ...), interleaved: seed 0 of each, then seed 1 of each, ..."""
-    check_options(seeds=seeds, train_limit=train_limit)
+    (0, 1, ...), interleaved: seed 0 of each, then seed 1 of each, ... The lab's runs hold out
+    `val_size` validation images (the trainer's default: 5,000) and score them after each epoch,
+    untimed: fewer make a quick race (`train_limit`) quicker."""
+    check_options(seeds=seeds, train_limit=train_limit, val_size=val_size)
     if not (isinstance(target, (int, float)) and math.isfinite(target) and 0 < target < 100):
         raise ConfigError(f"--time-to must be a test accuracy in (0, 100) %, got {target!r}")
     arch = recipe or recipe_for(target, root=root)
-    TrainConfig(arch=arch)  # an unknown recipe is refused before any timing
+    TrainConfig(arch=arch, val_size=val_size)  # an unknown recipe or a bad --val-size is refused before any timing
     dev = resolve_device(device)
-    lab = Contender(f"MNIST Lab {arch}", lambda seed: lab_recipe(arch, seed, dev, data_root, train_limit))
-    field = rivals(target, arch, dev, data_root, train_limit, root) + [lab]
+    lab = Contender(f"MNIST Lab {arch}", lambda seed: lab_recipe(arch, seed, dev, data_root, train_limit,
+                                                                           val_size=val_size))
+    field = rivals(target, arch, dev, data_root, train_limit, root, val_size) + [lab]
     report(f"time to {target:g}%: MNIST Lab's {arch} against {', '.join(c.name for c in field[:-1]) or 'nothing'}, "
            f"{seeds} seed(s) each, interleaved, on {device_name(dev)} (torch {torch.__version__})")
     runs: dict[str, list[tuple[float, float, int]]] = {c.name: [] for c in field}
@@ -182,7 +187,7 @@ def run_race(target: float = 99.0, seeds: int = 3, recipe: str | None = None, de
             report(f"  seed {seed}: {contender.name} {seconds:.2f} s, {accuracy:.2f}% ({epochs} epoch"
                    + ("s)" if epochs != 1 else ")"))
     result = {"target": target, "recipe": arch, "seeds": seeds, "device": device_name(dev), "torch": torch.__version__,
-              "rivals": [c.name for c in field[:-1]]}
+              "val_size": val_size, "rivals": [c.name for c in field[:-1]]}
     for contender in field:
         secs, accs, epochs = (list(column) for column in zip(*runs[contender.name]))
         key = "lab" if contender is lab else contender.name
