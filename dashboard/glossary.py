@@ -102,6 +102,21 @@ ENTRIES: dict[str, Entry] = {
         "Accuracy on test digits damaged in everyday ways (noise, blur, rotation, fog...) instead of by an "
         "attacker; what it loses against the clean accuracy is the corruption error.",
         "corruption-error"),
+    "unit": Entry(
+        "channel (unit)",
+        "One detector of a layer: a small map (a channel) or one number (a unit of a dense layer) saying how "
+        "strongly, and where, it found its pattern in the digit; black is 0 on every map.",
+        "channel-or-unit"),
+    "penultimate": Entry(
+        "penultimate features",
+        "The numbers the model computes just before its last layer: its own summary of the digit, from which "
+        "the last layer only weighs the ten answers.",
+        "penultimate-features"),
+    "knn_vote": Entry(
+        "nearest-digit vote",
+        "The training digits whose penultimate features are closest to the input's vote for a digit; when the "
+        "vote and the model disagree, the model reads the input unlike anything it learnt from.",
+        "nearest-digit-vote"),
     "margin_loss": Entry(
         "margin loss",
         "A second way to aim an attack (push the true digit's score below the best other digit's), tried to "

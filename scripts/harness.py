@@ -367,7 +367,8 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                      sketch_digit: str = "7", timeout: float = 90.0,
                      settle_ms: int = 800, sketch_name: str = "sketch",
                      phone: bool = False) -> list[tuple[Path, list[str]]]:
-    """Open each page (on Sketch, draw a digit first) and save a whole-page PNG of it, `settle_ms`
+    """Open each page (on Sketch, draw a digit first; on Inside the network, draw it and click a
+    channel) and save a whole-page PNG of it, `settle_ms`
     after the page's run ends (charts and images finish painting: the docs' pictures wait).
 
     Returns (out_dir/screenshot-<page>.png, problems seen on that page) per page; the PNGs are
@@ -393,6 +394,25 @@ def take_screenshots(browser, base_url: str, out_dir: str | os.PathLike, pages=t
                 why = page.get_by_text("Why? Show the saliency of the drawing")
                 if why.count():  # the saliency of the drawing, for the first model
                     why.click()
+                    wait_for_app(page, timeout)
+            if path == "inside" and page.locator(PAD).count():  # a drawn digit, then a channel of its 4th layer
+                page.wait_for_timeout(500)
+                if phone:
+                    draw_touch(page, DIGIT_STROKES.get(sketch_digit) or OTHER_STROKES[sketch_digit])
+                else:
+                    draw_digit(page, sketch_digit)
+                page.locator(".inside-layers[data-drawn]").first.wait_for(timeout=timeout * 1000)
+                wait_for_app(page, timeout)
+                find = page.get_by_role("button", name="Find them")
+                if find.count():  # the nearest training digits, as a user asks for them
+                    find.click()
+                    page.get_by_text("Nearest training digits").wait_for(timeout=timeout * 1000)
+                    page.locator('[data-testid="stImageCaption"]').first.wait_for(timeout=timeout * 1000)
+                    wait_for_app(page, timeout)
+                channels = page.locator(".inside-layer").nth(4).locator("canvas[data-unit]")
+                if channels.count() > 5:
+                    channels.nth(5).click()
+                    page.get_by_text("The 9 test images that excite it most").wait_for(timeout=timeout * 1000)
                     wait_for_app(page, timeout)
             if path == "embedding":
                 drag_box_on_chart(page, timeout)

@@ -20,11 +20,10 @@ from safetensors.numpy import save
 from core.data.images import normalize_uint8
 from core.data.mnist import load_mnist
 from core.errors import BadInput
-from core.fsio import atomic_write_bytes
 from core.metrics import evaluate
 from core.models import inference_layout
-from core.store.folder import ACTIVE, RunError, embedding_file, describe_os_error, is_regular_file, run_dir
-from core.store.kept import read_current, safetensors_file, usable
+from core.store.folder import ACTIVE, RunError, embedding_file, is_regular_file, run_dir
+from core.store.kept import keep, read_current, safetensors_file, usable
 from core.store.runs import load_model, load_predictions, load_run, weights_sha256
 
 METHODS = {"umap": "UMAP (umap-learn)", "tsne": "t-SNE (scikit-learn)", "pca": "PCA (scikit-learn)"}
@@ -195,10 +194,7 @@ def embedding(run_id: str, method: str = "umap", root=None, data_root=None,
                  "predicted": predicted.astype(np.uint8)},
                 metadata={"method": method, "weights_sha256": sha, "seconds": f"{seconds:.2f}",
                           "features": str(feats.shape[1])})
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as exc:  # a read-only store or a full disk: the map is shown, computed again next time
-        result.not_kept = describe_os_error(exc, path.parent)
+    result.not_kept = keep(path, data)  # None, or why not: a read-only store or a full disk
     return result
 
 

@@ -41,11 +41,10 @@ from core.analysis.embedding import features as embed_features
 from core.data.images import normalize_uint8
 from core.data.mnist import load_mnist, split_indices
 from core.errors import BadInput
-from core.fsio import atomic_write_bytes
 from core.layers import Ensemble, Residual
 from core.models import inference_layout
-from core.store.folder import ACTIVE, RunError, describe_os_error, run_dir
-from core.store.kept import read_current, safetensors_file, usable
+from core.store.folder import ACTIVE, RunError, run_dir
+from core.store.kept import keep, read_current, safetensors_file, usable
 from core.store.runs import Run, load_model, load_run, weights_sha256
 
 K = 9                       # images a unit shows, and neighbours a digit has
@@ -433,10 +432,7 @@ def top_images(run_id: str, root=None, data_root=None, k: int = K,
     names = [[s.name for s in _graph(part).shown] for part in parts]
     data = save(arrays, metadata={"format": FORMAT, "weights_sha256": sha, "k": str(k), "seconds": f"{seconds:.2f}",
                                   "images": "MNIST test", "layers": json.dumps(names)})
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as exc:
-        units.not_kept = describe_os_error(exc, path.parent)
+    units.not_kept = keep(path, data)
     report(f"units in {seconds:.1f} s")
     return units
 
@@ -547,10 +543,7 @@ def training_features(run_id: str, root=None, data_root=None,
     data = save({"features": stored, "index": index.astype(np.int32)},
                 metadata={"format": FORMAT, "weights_sha256": sha, "seconds": f"{seconds:.2f}",
                           "images": "MNIST train, the run's training split"})
-    try:
-        atomic_write_bytes(path, data)
-    except OSError as exc:
-        found.not_kept = describe_os_error(exc, path.parent)
+    found.not_kept = keep(path, data)
     report(f"features in {seconds:.1f} s")
     return found
 

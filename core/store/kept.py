@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from core.store.folder import RunError, read_run_file
+from core.fsio import atomic_write_bytes
+from core.store.folder import RunError, describe_os_error, read_run_file
 from core.store.runs import weights_sha256
 
 T = TypeVar("T")
@@ -67,6 +68,17 @@ def usable(kept: tuple[T | None, str | None], report: Callable[[str], None], wha
     if found is None and damage:
         report(f"the kept {what} cannot be used: {damage}; {again}")
     return found
+
+
+def keep(path: Path, data: bytes) -> str | None:
+    """Write a result beside the run's weights, whole or not at all (core.fsio.atomic_write_bytes);
+    None once it is kept, or why it could not be (a read-only store, a full disk): the result is
+    still shown, and made again next time."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        return describe_os_error(exc, path.parent)
+    return None
 
 
 def kept_bytes(path: Path, limit: int) -> bytes | None:

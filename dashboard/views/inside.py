@@ -17,6 +17,7 @@ from PIL import Image
 from core.analysis import inside
 from core.data.images import normalize
 from core.store.folder import ACTIVE, WEIGHTS
+from dashboard import glossary
 from dashboard.inference import one_thread, predictor
 from dashboard.layers import layer_grids, stamp_of
 from dashboard.notices import report, require_mnist
@@ -69,6 +70,23 @@ def _features(base: str, run_id: str, weights: tuple | None, kept: tuple | None)
 
 def kept_stamp(run, name: str) -> tuple | None:
     return file_stamp(run.path / name)
+
+
+def kept_result(run, cached, doing: str, failed: str, kept: tuple | None):
+    """What `cached` (_units or _features) gives for the run, under a spinner saying `doing`, after a
+    warning for a damaged kept file it replaced; None after saying why there is none."""
+    try:
+        with st.spinner(doing):
+            found, damage = cached(checkpoints_base(), run.run_id, file_stamp(run.path / WEIGHTS), kept)
+    except inside.InsideError as exc:
+        st.info(str(exc), icon=":material/info:")
+        return None
+    except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback
+        report(exc, f"**{md_text(run.name)}**: {failed}")
+        return None
+    for line in damage:
+        st.warning(line[0].upper() + line[1:] + ".", icon=":material/build:")
+    return found
 
 
 def test_digit(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -156,18 +174,10 @@ def unit_panel(run, part, layers: list[inside.Layer], picked: dict, member: int)
                           "A dense unit of the first layer weighs every pixel: this is the template it matches."
                           if weights.shape == (28, 28) else "It slides over the image; its map is how well each "
                           "place matches."))
-    base = checkpoints_base()
-    try:
-        with st.spinner("Finding the test images that excite each unit most (once for this run)…"):
-            units, damage = _units(base, run.run_id, file_stamp(run.path / WEIGHTS), kept_stamp(run, inside.UNITS))
-    except inside.InsideError as exc:
-        st.warning(str(exc), icon=":material/warning:")
+    units = kept_result(run, _units, "Finding the test images that excite each unit most (once for this run)…",
+                        "no top images", kept_stamp(run, inside.UNITS))
+    if units is None:
         return
-    except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback
-        report(exc, f"**{md_text(run.name)}**: no top images")
-        return
-    for line in damage:
-        st.warning(line[0].upper() + line[1:] + ".", icon=":material/build:")
     arrays = mnist()
     if arrays is None:
         return
@@ -185,7 +195,8 @@ def unit_panel(run, part, layers: list[inside.Layer], picked: dict, member: int)
 
 def neighbours_panel(run, model, x: torch.Tensor, predicted: int) -> None:
     """The training digits nearest to the input in the run's penultimate features, and their vote."""
-    st.markdown("**Nearest training digits**")
+    st.markdown("**Nearest training digits**", help=glossary.help_text(
+        "penultimate", "the training images whose penultimate features are closest to the input's"))
     metric = st.segmented_control("Distance", inside.METRICS, default="cosine", key=f"{KEY}_metric",
                                   help="cosine: the angle between the features (their pattern, not their size); "
                                        "euclidean: the straight-line distance") or "cosine"
@@ -197,17 +208,10 @@ def neighbours_panel(run, model, x: torch.Tensor, predicted: int) -> None:
         if not st.button("Find them", icon=":material/travel_explore:", key=f"{KEY}_find_button"):
             return
         st.session_state[f"{KEY}_find"] = key[:3]
-    try:
-        with st.spinner("Computing the penultimate features of the training images (once for this run)…"):
-            found, damage = _features(*key)
-    except inside.InsideError as exc:
-        st.info(str(exc), icon=":material/info:")
+    found = kept_result(run, _features, "Computing the penultimate features of the training images (once for this "
+                        "run)…", "no nearest training digits", kept)
+    if found is None:
         return
-    except Exception as exc:  # noqa: BLE001 - report() keeps a bug's traceback
-        report(exc, f"**{md_text(run.name)}**: no nearest training digits")
-        return
-    for line in damage:
-        st.warning(line[0].upper() + line[1:] + ".", icon=":material/build:")
     with one_thread():
         near = inside.nearest(found, inside.penultimate(model, x), metric=metric)
     arrays = mnist()
@@ -221,6 +225,21 @@ def neighbours_panel(run, model, x: torch.Tensor, predicted: int) -> None:
     st.caption(f"{near.votes} of {len(near.labels)} are a **{near.vote}**: their vote {agree}. {metric.capitalize()} "
                f"distance between the model's penultimate features; nearest first; training images #"
                + ", ".join(str(int(i)) for i in near.train_index[:3]) + "…")
+    glossary.caption("knn_vote")
+
+
+def templates(part) -> None:
+    """For a model whose first layer is dense (the MLPs): each unit's 784 weights as a 28x28 image,
+    the template it matches against the digit."""
+    first = inside.first_filter(part, 0, 0)
+    if first is None or first.shape != (28, 28):
+        return
+    units = inside.unit_count(part)[0]
+    with st.expander(f"The first layer's {units} templates", icon=":material/grid_view:"):
+        st.caption("Each unit of the first dense layer weighs every pixel: orange adds where the digit has ink, blue "
+                   "subtracts. Its value is how well the digit matches its template (before the ReLU).")
+        st.image([filter_image(inside.first_filter(part, 0, u), size=56) for u in range(units)], width=56,
+                 caption=[f"unit {u}" for u in range(units)])
 
 
 def panel(run, member: int, source: str) -> None:
@@ -254,8 +273,8 @@ def panel(run, member: int, source: str) -> None:
     stamp = stamp_of(np.ascontiguousarray(digit, dtype=np.float32).tobytes(), run.run_id.encode(), str(member).encode())
     st.markdown("**Layer by layer**, in the model's order. Click a channel (or a unit of a strip) to see what "
                 "excites it. Each layer has its own colour scale: black is 0.")
+    glossary.caption("unit")
     layer_grids(shown, stamp, picked, key=f"{KEY}_layers")
-    picked = picked_unit(shown)
     if picked is not None:
         unit_panel(run, part, shown, picked, member)
     with right:
@@ -288,6 +307,7 @@ def page() -> None:
                               help="an ensemble averages its members' probabilities; each member has its own layers")
         if member >= len(parts):
             member = 0
+    templates(parts[member][1])
     asked = st.query_params.get("test")
     if asked is not None and st.session_state.get(f"{KEY}_source__from_url") != asked:
         st.session_state[f"{KEY}_source"] = TEST  # a link asked for a test image
