@@ -237,6 +237,8 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     from core.notadigit import detector as ood
     kept, _ = ood.read_kept(run_id, tmp_path)  # and its not-a-digit detector, measured
     assert kept.name == ood.DEFAULT and set(kept.evaluation["detectors"]) == set(ood.DETECTORS)
+    from core.analysis import inside
+    assert inside.cached_units(run_id, tmp_path)[0] is not None  # and its units' top images (Inside the network)
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
     # one recorded digit changed, alone: the file contradicts itself and is refused as it is read
     from safetensors.torch import load_file, save_file
