@@ -111,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    from playwright.sync_api import sync_playwright
-
     import torch
     results = {}
     with tempfile.TemporaryDirectory(prefix="mnist-lab-bench-inside-") as tmp:
@@ -123,24 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         one_run_per_arch(Path(args.checkpoints).resolve(), checkpoints, log)
         runs = best_runs(checkpoints)
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        server = harness.start_server(checkpoints, log=tmp / "streamlit.log")
-        try:
-            with sync_playwright() as playwright:
-                browser = harness.launch_browser(playwright)
-                try:
-                    page = harness.new_page(browser)
-                    for arch in archs:
-                        results[arch] = bench_arch(page, server.url, runs[arch].run_id, args.drawings)
-                        r = results[arch]
-                        log(f"  {arch:11s} median {r['median_ms']:6.0f}  p95 {r['p95_ms']:6.0f}  "
-                            f"min {r['min_ms']:6.0f}  max {r['max_ms']:6.0f}  (warm-up {r['warmup_ms']:.0f}) ms")
-                finally:
-                    browser.close()
-        except Exception:
-            log(f"streamlit's output:\n{server.output()}")
-            raise
-        finally:
-            server.stop()
+        with harness.dashboard_in_chromium(checkpoints, tmp / "streamlit.log", log) as (server, browser):
+            page = harness.new_page(browser)
+            for arch in archs:
+                results[arch] = r = bench_arch(page, server.url, runs[arch].run_id, args.drawings)
+                log(f"  {arch:11s} median {r['median_ms']:6.0f}  p95 {r['p95_ms']:6.0f}  "
+                    f"min {r['min_ms']:6.0f}  max {r['max_ms']:6.0f}  (warm-up {r['warmup_ms']:.0f}) ms")
     summary = {"drawings": args.drawings, "archs": results, "target_p95_ms": TARGET_P95_MS,
                "torch": torch.__version__, "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2)}
     if args.json:

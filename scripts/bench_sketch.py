@@ -246,8 +246,6 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    from playwright.sync_api import sync_playwright
-
     import torch
     with tempfile.TemporaryDirectory(prefix="mnist-lab-bench-sketch-") as tmp:
         tmp = Path(tmp)
@@ -258,40 +256,30 @@ def main(argv: list[str] | None = None) -> int:
         # The app's own packages, even where another copy of this project is installed editable.
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         os.environ["MNIST_LAB_HANDWRITING"] = str(tmp / "handwriting")
-        server = harness.start_server(checkpoints, log=tmp / "streamlit.log")
-        try:
-            with sync_playwright() as playwright:
-                browser = harness.launch_browser(playwright, headless=not args.headed)
-                try:
-                    page = harness.new_page(browser)
-                    page.add_init_script(SEND_HOOK_JS)
-                    harness.open_page(page, server.url, "sketch")
-                    harness.assert_no_exception(page)
-                    expected = selected_models(page)
-                    if not expected:
-                        raise RuntimeError("the Sketch page selected no model")
-                    if expected != len(names):
-                        log(f"note: the page selects {expected} of the {len(names)} models by default")
-                    page.wait_for_timeout(500)  # ms: the canvas binds its pointer handlers after the first paint
-                    warmup = time_drawing(page, 1, expected, timeout_ms=120_000)  # loads the models
-                    harness.wait_for_app(page)
-                    harness.assert_no_exception(page)
-                    clear(page)
-                    times = []
-                    SENT.clear()
-                    SPLITS.clear()
-                    for i in range(args.drawings):
-                        times.append(time_drawing(page, i % 10, expected))
-                        harness.wait_for_app(page)
-                        clear(page)
-                    harness.assert_no_exception(page)
-                finally:
-                    browser.close()
-        except Exception:
-            log(f"streamlit's output:\n{server.output()}")
-            raise
-        finally:
-            server.stop()
+        with harness.dashboard_in_chromium(checkpoints, tmp / "streamlit.log", log,
+                                           headless=not args.headed) as (server, browser):
+            page = harness.new_page(browser)
+            page.add_init_script(SEND_HOOK_JS)
+            harness.open_page(page, server.url, "sketch")
+            harness.assert_no_exception(page)
+            expected = selected_models(page)
+            if not expected:
+                raise RuntimeError("the Sketch page selected no model")
+            if expected != len(names):
+                log(f"note: the page selects {expected} of the {len(names)} models by default")
+            page.wait_for_timeout(500)  # ms: the canvas binds its pointer handlers after the first paint
+            warmup = time_drawing(page, 1, expected, timeout_ms=120_000)  # loads the models
+            harness.wait_for_app(page)
+            harness.assert_no_exception(page)
+            clear(page)
+            times = []
+            SENT.clear()
+            SPLITS.clear()
+            for i in range(args.drawings):
+                times.append(time_drawing(page, i % 10, expected))
+                harness.wait_for_app(page)
+                clear(page)
+            harness.assert_no_exception(page)
     result = {"models": expected, "drawings": len(times), "warmup_ms": round(warmup, 1),
               "median_ms": round(statistics.median(times), 1), "p95_ms": round(percentile(times, 0.95), 1),
               "min_ms": round(min(times), 1), "max_ms": round(max(times), 1),

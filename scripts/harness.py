@@ -202,6 +202,27 @@ def launch_browser(playwright, headless: bool = True):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=headless)
 
 
+@contextlib.contextmanager
+def dashboard_in_chromium(checkpoints: str | os.PathLike, log: Path, say, headless: bool = True):
+    """`with dashboard_in_chromium(root, log, say) as (server, browser):` the real dashboard on `root`
+    and a Chromium for it (the benchmarks' set-up); on an error, `say` gets the server's output
+    first; both are stopped when the block ends."""
+    from playwright.sync_api import sync_playwright
+    server = start_server(checkpoints, log=log)
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_browser(playwright, headless=headless)
+            try:
+                yield server, browser
+            finally:
+                browser.close()
+    except Exception:
+        say(f"streamlit's output:\n{server.output()}")
+        raise
+    finally:
+        server.stop()
+
+
 def new_page(browser, phone: bool = False):
     """A fresh tab, 1400 px wide, or (`phone`) in a phone's own context (PHONE: 390x844, touch)."""
     page = browser.new_context(**PHONE).new_page() if phone else browser.new_page(viewport=VIEWPORT)

@@ -199,13 +199,13 @@ def test_nearest_training_digits_are_a_brute_force_search_of_the_kept_features(l
     """The training features are the model's embed of the run's training images (those its own split
     gives), kept; the nearest by cosine and by Euclidean distance are a brute force over them."""
     from core.data.source import load_split
-    from core.analysis.runsplit import _Fields
+    from core.analysis.runsplit import SplitFields
     root, run_id = lenet_store
     model = load_model(run_id, root).eval()
     found = inside.training_features(run_id, root, require_mnist())
     config = read_json(run_dir(run_id, root) / "config.json")
     assert len(found.index) == config["train_limit"] == 1000
-    fields = _Fields(config)
+    fields = SplitFields(config)
     fields.train_limit = config["train_limit"]
     split, _ = load_split(fields, torch.device("cpu"), require_mnist())
     mnist = load_mnist(require_mnist())

@@ -38,14 +38,15 @@ from safetensors.numpy import save
 from torch import nn
 
 from core.analysis.embedding import features as embed_features
+from core.analysis.runsplit import SplitError, SplitFields, finished_run, split_fields
 from core.data.images import normalize_uint8
 from core.data.mnist import load_mnist, split_indices
 from core.errors import BadInput
 from core.layers import Ensemble, Residual
 from core.models import inference_layout
-from core.store.folder import ACTIVE, RunError, run_dir
+from core.store.folder import RunError, run_dir
 from core.store.kept import keep, read_current, safetensors_file, usable
-from core.store.runs import Run, load_model, load_run, weights_sha256
+from core.store.runs import Run, load_model, weights_sha256
 
 K = 9                       # images a unit shows, and neighbours a digit has
 BATCH = 500                 # images per forward pass: bounded memory for the widest model
@@ -283,12 +284,9 @@ def first_filter(member: nn.Module, layer: int, unit: int) -> np.ndarray | None:
     """The weights that unit `unit` of shown layer `layer` applies to the input image, where it
     applies any: a first convolution's kernel (k x k), a first dense layer's weights as a 28x28
     template; None for every later layer (they read other units, not pixels)."""
-    graph = _graph(member)
-    modules = dict(member.named_modules())
-    first = graph.shown[0]
     if layer != 0:
         return None
-    module = modules.get(first.name)
+    module = dict(member.named_modules()).get(_graph(member).shown[0].name)
     conv = module if isinstance(module, nn.Conv2d) else (
         module[0] if _is_stage(module) and isinstance(module, nn.Sequential) else None)
     if conv is not None and conv.in_channels == 1:
@@ -314,29 +312,20 @@ def top_units(member: nn.Module, images: torch.Tensor, k: int = K,
     """For each shown layer of `member`: the indices (units, k) of the `k` images of `images`
     (N, 1, 28, 28, normalised) that excite each unit most, and their scores, largest first."""
     member = member.eval()
-    best_score: list[torch.Tensor] | None = None
-    best_index: list[torch.Tensor] = []
+    best: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: (scores, image indices), (units, <= k)
     for start in range(0, len(images), BATCH):
         _, outs = _record(member, images[start:start + BATCH])
-        scores = [unit_scores(o) for o in outs]
-        for i, s in enumerate(scores):
-            index = torch.arange(start, start + len(s)).expand(s.shape[1], -1)
-            s = s.T
-            if best_score is None or len(best_score) <= i:
-                candidates, where = s, index
-            else:
-                candidates, where = torch.cat([best_score[i], s], 1), torch.cat([best_index[i], index], 1)
-            top, at = candidates.topk(min(k, candidates.shape[1]), dim=1)
-            if best_score is None:
-                best_score = []
-            if len(best_score) <= i:
-                best_score.append(top)
-                best_index.append(where.gather(1, at))
-            else:
-                best_score[i], best_index[i] = top, where.gather(1, at)
+        for i, out in enumerate(outs):
+            scores = unit_scores(out).T                                   # (units, batch)
+            where = torch.arange(start, start + scores.shape[1]).expand_as(scores)
+            if i < len(best):  # the best so far compete with this batch
+                scores, where = torch.cat([best[i][0], scores], 1), torch.cat([best[i][1], where], 1)
+            top, at = scores.topk(min(k, scores.shape[1]), dim=1)
+            found = (top, where.gather(1, at))
+            best[i:i + 1] = [found]
         if report and start % 5000 == 0 and start:
             report(f"  {start:,} of {len(images):,} images")
-    return ([b.numpy().astype(np.int32) for b in best_index], [b.numpy().astype(np.float32) for b in best_score])
+    return [i.numpy().astype(np.int32) for _, i in best], [s.numpy().astype(np.float32) for s, _ in best]
 
 
 def _check_units(meta: dict, arrays: dict, counts: list[list[int]], k: int) -> str | None:
@@ -362,10 +351,7 @@ def _check_units(meta: dict, arrays: dict, counts: list[list[int]], k: int) -> s
 
 
 def _runnable(run_id: str, root, what: str) -> tuple[Run, nn.Module]:
-    run = load_run(run_id, root)
-    if run.status in ACTIVE:
-        raise InsideError(f"run {run.name!r} is still {run.status}: its weights change with every epoch; "
-                          f"look at its {what} once it has finished")
+    run = finished_run(run_id, root, InsideError, f"its weights change with every epoch; look at its {what}")
     try:
         return run, load_model(run_id, root).eval()
     except RunError as exc:
@@ -477,16 +463,14 @@ def training_split(run: Run, root) -> np.ndarray:
     """The indices, into MNIST's 60,000 training images, of the images the run trained on (its
     seeded split without the validation images, shortened to `train_limit`); an ensemble's are its
     members' (which must agree)."""
-    from core.analysis.runsplit import SplitError, split_fields
     try:
-        fields = split_fields(run, root)
+        fields = SplitFields(split_fields(run, root))
     except SplitError as exc:
         raise InsideError(str(exc)) from None
-    if fields.get("csv"):
+    if fields.csv:
         raise InsideError(f"run {run.name!r} trained on a CSV, not on MNIST's training images: it has no nearest "
                           "MNIST training digits")
-    val_size = int(fields.get("val_size") or 5000)
-    train, _ = split_indices(TRAIN_IMAGES, val_size, int(fields.get("seed") or 0))
+    train, _ = split_indices(TRAIN_IMAGES, fields.val_size, fields.seed)
     limit = run.config.get("train_limit") if run.config.get("kind") != "ensemble" else None
     if isinstance(limit, int) and limit > 0:
         train = train[:limit]
@@ -589,6 +573,15 @@ class Look:
     neighbours: Neighbours
 
 
+def probabilities(model: nn.Module, part: nn.Module, shown: list[Layer], image: torch.Tensor) -> np.ndarray:
+    """The whole model's probabilities for `image`: the last of `shown` (the layers of `part`) when
+    `part` is the model itself, else one more forward pass (an ensemble averages its members)."""
+    if part is model:
+        return shown[-1].values
+    with torch.inference_mode():
+        return model(image).float().softmax(1)[0].numpy()
+
+
 def member_of(model: nn.Module, member: int) -> tuple[str, nn.Module]:
     """The `member`-th (from 1) of `members(model)`, or an InsideError saying how many there are."""
     found = members(model)
@@ -607,7 +600,6 @@ def look(run_id: str, image: torch.Tensor, member: int = 1, metric: str = "cosin
     run, model = _runnable(run_id, root, "layers")
     name, part = member_of(model, member)
     shown = layers(part, image)
-    with torch.inference_mode():
-        probs = model(image).float().softmax(1)[0].numpy()
+    probs = probabilities(model, part, shown, image)
     found = training_features(run_id, root, data_root, report)
     return Look(run, name, shown, probs, nearest(found, penultimate(model, image), k, metric))

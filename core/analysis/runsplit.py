@@ -71,8 +71,9 @@ def _cycle(within: tuple[str, ...], member: str) -> str:
             "its validation split cannot be rebuilt")
 
 
-class _Fields:
-    """The split fields as core.data.source.load_split reads them."""
+class SplitFields:
+    """The split fields as core.data.source.load_split reads them (its defaults where a config
+    leaves one out)."""
 
     def __init__(self, values: dict):
         self.csv = values.get("csv") or None
@@ -83,7 +84,7 @@ class _Fields:
 
 def run_split(run: Run, root, data_root=None) -> tuple[Split, dict]:
     """(the run's split on the CPU, the fields it was rebuilt from), or a SplitError."""
-    fields = _Fields(split_fields(run, root))
+    fields = SplitFields(split_fields(run, root))
     try:
         split, _ = load_split(fields, torch.device("cpu"), data_root)
     except LabError as exc:

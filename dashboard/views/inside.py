@@ -266,8 +266,7 @@ def panel(run, member: int, source: str) -> None:
     x = normalize(digit)
     with one_thread():
         shown = inside.layers(part, x)
-        with torch.inference_mode():
-            probs = model(x).float().softmax(1)[0].numpy()
+        probs = inside.probabilities(model, part, shown, x)
     predicted = int(np.argmax(probs))
     picked = picked_unit(shown)
     stamp = stamp_of(np.ascontiguousarray(digit, dtype=np.float32).tobytes(), run.run_id.encode(), str(member).encode())
