@@ -90,7 +90,7 @@ def test_a_test_image_goes_through_the_best_resnet_layer_by_layer(lab_env, compo
     root, runs = store
     lab_env(root)
     at = open_inside({"test": "8"})
-    assert at.selectbox(key="inside_run").value == runs["resnet"]  # by default the best resnet
+    assert at.selectbox(key="inside_run").value == runs["resnet"]  # by default the resnet reference run
     assert at.segmented_control(key="inside_source").value == "A test image"
     assert at.number_input(key="inside_test").value == 8
     model = load_model(runs["resnet"], root).eval()

@@ -32,7 +32,8 @@ KEY = "inside"
 
 
 def default_run(runs: list) -> str | None:
-    """The run the page opens on: the best run of DEFAULT_ARCH, else the first by meaning."""
+    """The run the page opens on: the first run of DEFAULT_ARCH in the pickers' order (its reference run
+    where there is one: chosen by architecture, not by a test figure), else the first in that order."""
     ordered = by_meaning(runs)
     return next((r.run_id for r in ordered if r.arch == DEFAULT_ARCH), ordered[0].run_id if ordered else None)
 
@@ -294,7 +295,7 @@ def page() -> None:
         st.stop()
     asked_for_unusable(finished)
     run = pick_run("Model", by_meaning(finished), key=f"{KEY}_run", query_param="run", default=default_run(finished),
-                   help="any finished run; by default the best resnet")
+                   help="any finished run; by default a resnet (its reference run where there is one)")
     loaded = predictor(run)
     if loaded is None:
         st.stop()
