@@ -7,10 +7,12 @@ The dashboard runs on its own store: copies of the shipped recipes' reference ru
 made the user's own and renamed (no training, so this module starts in seconds)."""
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from core.store.reference import reference_ids
 from core.store.runs import list_runs, load_run, rename_run
@@ -99,6 +101,9 @@ def picked_names(tab, root) -> list[str]:
     """The runs in the page's first multiselect, as the charts name them."""
     runs = {run_label(r): r for r in list_runs(root)}
     chips = tab.locator('[data-testid="stMultiSelect"]').first.locator('[data-tag]')
+    # The chips are drawn after the run that picks them: wait for the first (none in 60 s fails below).
+    with contextlib.suppress(PlaywrightTimeout):
+        chips.first.wait_for()
     picked = [runs[c] for c in chips.evaluate_all("cs => cs.map(c => c.getAttribute('aria-label'))")]
     assert picked, "no run picked"
     names = unique_names(picked)
