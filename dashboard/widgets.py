@@ -85,15 +85,22 @@ def is_recipe_reference(run: Run) -> bool:
     return run.reference and not run.config.get("sweep")
 
 
+def by_validation(runs: Sequence[Run]) -> list[Run]:
+    """`runs` best validation accuracy first (equal ones by run id), runs without a validation
+    figure after them by run id. Every default "best" of the pages is this order: the test set
+    reports on a run, it never picks one."""
+    return sorted(runs, key=lambda r: (r.val_acc is None, -(r.val_acc or 0.0), r.run_id))
+
+
 def default_subjects(runs: Sequence[Run]) -> list[Run]:
     """The runs a page about finished runs opens on, best first: the reference run of each recipe
-    by test accuracy (the best first; equal accuracies by run id), then the user's own newest
+    by validation accuracy (by_validation), then the user's own newest
     finished run trained for two epochs or more beside them. An unfinished run, a 1-epoch trial of
     the user's or a sweep cell is never among them (a reference run counts whatever its epochs: the
     speedrun recipe is one epoch long). Only when none qualifies, the newest finished run (so a lab
     holding a single quick trial still opens on it)."""
     finished = [r for r in runs if r.finished_with("test figure")]
-    reference = sorted((r for r in finished if is_recipe_reference(r)), key=lambda r: (-r.test_acc, r.run_id))
+    reference = by_validation([r for r in finished if is_recipe_reference(r)])
     own = [r for r in finished if not r.reference and r.epochs_done >= 2]
     newest_own = tables.newest(own)
     chosen = reference + ([newest_own] if newest_own else [])

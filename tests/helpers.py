@@ -63,6 +63,17 @@ def reference_runs(root: Path = REPO / "checkpoints") -> dict[str, str]:
     return {arch: found[arch] for arch in list_models() if arch in found}
 
 
+def best_by_validation(run_ids, root: Path) -> list[str]:
+    """`run_ids` best validation accuracy first (equal ones by id), read by hand: the last row's
+    val_acc of each run's history.csv, without the store. The oracle of every default "best"."""
+    import csv
+
+    def last_val(run_id: str) -> float:
+        with open(Path(root) / run_id / "history.csv", newline="") as f:
+            return float(list(csv.DictReader(f))[-1]["val_acc"])
+    return sorted(run_ids, key=lambda i: (-last_val(i), i))
+
+
 def require_mnist() -> Path:
     from core.data.mnist import is_available
     if not is_available(DATA):

@@ -21,7 +21,7 @@ from core.analysis import calibration, robustness
 from core.store.reference import reference_ids
 from core.store.runs import load_predictions, load_run
 from dashboard.charts import WHITE, diverging_scale, reliability_chart, run_palette
-from tests.helpers import REPO
+from tests.helpers import REPO, best_by_validation
 from tests.test_app import frame_with, open_page
 from tests.test_significance_pages import mcnemar_p, right
 from tests.test_seeds import seed_group  # noqa: F401  (a fixture: a seed group really trained)
@@ -223,7 +223,7 @@ def grid_runs(at) -> set[str]:
 def test_compare_opens_on_the_best_reference_runs_and_the_users_newest_real_run(lab, trained_runs):
     at = open_page("compare")
     picked = at.multiselect(key="compare_runs").value
-    best = sorted(RECIPES, key=lambda i: -load_run(i, lab).test_acc)[:4]
+    best = best_by_validation(RECIPES, lab)[:4]
     assert picked == best + [trained_runs.ids["mlp"]]  # the 1-epoch lenet, newer, is not a default
     names = {i: load_run(i, lab).name for i in picked}
     assert curve_runs(at) == set(names.values())
@@ -320,7 +320,7 @@ def test_a_run_finished_while_the_user_was_elsewhere_joins_the_default_selection
     for run_id in RECIPES:
         shutil.copytree(shipped / run_id, root / run_id)
     at = open_page("compare")
-    best = sorted(RECIPES, key=lambda i: -load_run(i, root).test_acc)[:4]
+    best = best_by_validation(RECIPES, root)[:4]
     assert at.multiselect(key="compare_runs").value == best
     at.switch_page("views/train.py").run()
     mlp = trained_runs.ids["mlp"]  # two epochs, finished: as if just trained

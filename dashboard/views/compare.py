@@ -16,15 +16,17 @@ from dashboard.significance import groups_section, pairs_section
 from dashboard.state import accuracy_without_confirmed, load_runs, predictions_problem
 from dashboard.text import md_text
 from dashboard.charts import fit_width, run_colour
-from dashboard.widgets import CLEAN_HELP, VAL_HELP, pick_run, run_label, unique_names
+from dashboard.widgets import CLEAN_HELP, VAL_HELP, by_validation, is_recipe_reference, pick_run, run_label, unique_names
 
-DEFAULT_BEST = 4  # reference runs picked by default, the best by test accuracy
+DEFAULT_BEST = 4  # reference runs picked by default, the best by validation accuracy
 MAX_PICKED = 12  # runs one selection may hold: a larger p-value grid or legend is not read
 URL_PARAM = "runs"  # /compare?runs=ID1,ID2 preselects these runs (see preselection)
 
 
 def best_first(runs: list) -> list:
-    """The runs by test accuracy, best first; runs without one last, newest first among them."""
+    """The order of the table of picked runs, which reports their test accuracy: by it, best first;
+    runs without one last, in their given order. What is picked is chosen by validation
+    (default_selection)."""
     scored = sorted((r for r in runs if r.test_acc is not None), key=lambda r: -r.test_acc)
     return scored + [r for r in runs if r.test_acc is None]
 
@@ -36,16 +38,16 @@ def worth_defaulting(run) -> bool:
 
 def default_selection(runs: list) -> list[str]:
     """The runs Compare opens on: the DEFAULT_BEST best reference runs of the recipes (sweep runs
-    left out) by test accuracy, then the user's own newest finished run of two epochs or more.
+    left out) by validation accuracy (widgets.by_validation), then the user's own newest finished run of two epochs or more.
     Without two such runs (a lab without its reference runs), the best finished runs of two epochs or
     more, then, only to make a pair, the best other finished runs."""
-    reference = [r for r in best_first(runs) if r.reference and not r.config.get("sweep") and worth_defaulting(r)]
+    reference = [r for r in by_validation(runs) if is_recipe_reference(r) and worth_defaulting(r)]
     own = [r for r in runs if not r.reference and worth_defaulting(r)]
     picked = [r.run_id for r in reference[:DEFAULT_BEST]]
     if own:
         picked.append(max(own, key=lambda r: r.run_id).run_id)  # run ids start with their creation time
     if len(picked) < 2:
-        finished = [r for r in best_first(runs) if r.status == "finished" and r.test_acc is not None]
+        finished = [r for r in by_validation(runs) if r.status == "finished" and r.test_acc is not None]
         better = [r.run_id for r in finished if worth_defaulting(r) and r.run_id not in picked]
         picked += better[:DEFAULT_BEST + 1 - len(picked)]
         if len(picked) < 2:

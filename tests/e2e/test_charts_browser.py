@@ -18,7 +18,7 @@ from core.store.reference import reference_ids
 from core.store.runs import list_runs, load_run, rename_run
 from dashboard.widgets import run_label, unique_names
 from scripts import harness
-from tests.helpers import REPO
+from tests.helpers import REPO, best_by_validation
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -112,7 +112,7 @@ def picked_names(tab, root) -> list[str]:
 
 @pytest.mark.parametrize("size", VIEWPORTS, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_compare_legends_list_every_picked_run_and_stay_inside_their_charts(browser, base_url, root, size):
-    best = sorted((i for i in RECIPES if i != MINE), key=lambda i: -load_run(i, root).test_acc)[:4]
+    best = best_by_validation([i for i in RECIPES if i != MINE], root)[:4]
     expected = [load_run(i, root).name for i in best] + ["my lenet"]  # the default: best 4 and the user's run
     tab = open_at(browser, base_url, "compare", size)
     try:
