@@ -1,5 +1,5 @@
-"""`python -m core ...`: fetch, models, train, runs, predict, sweep, bench, ensemble, label-issues,
-embedding. The options are parsed here; the commands are core.commands."""
+"""`python -m core ...`: fetch, models, train, runs, predict, sweep, search, bench, ensemble,
+label-issues, embedding, ... The options are parsed here; the commands are core.commands."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--ray", metavar="ADDRESS", help="run each grid point as a task on the Ray cluster at "
                        "HOST:PORT, or 'auto' (the one on this machine); the checkpoints folder must be shared "
                        "by every node (default: train here, one run after another)")
+
+    search = sub.add_parser(
+        "search", help="a hyperparameter study (Optuna): trials sampled by TPE (or at random), poor ones stopped "
+                       "after an epoch or two by a pruner; validation accuracy decides, never the test set",
+        description="Search any knobs of the recipe. Each trial is a run in the store (grouped under its study); "
+                    "the study is kept beside them, so a killed search goes on with --resume.")
+    search.add_argument("--param", action="append", metavar="SPEC",
+                        help="a knob and its range: NAME=LOW:HIGH (linear), NAME=LOW:HIGH:log, or NAME=A,B,C "
+                             "(choices); repeat for each knob, e.g. --param lr=0.001:1:log --param optimizer=sgd,adam")
+    search.add_argument("--trials", type=_positive_int, help="how many trials at most")
+    search.add_argument("--budget-epochs", type=_positive_int, metavar="E",
+                        help="training epochs at most, summed over the trials (a pruned trial counts the epochs it "
+                             "trained); give this, --trials, or both")
+    search.add_argument("--sampler", default="tpe", metavar="NAME",
+                        help="tpe (default: Optuna's Tree-structured Parzen Estimator) or random")
+    search.add_argument("--pruner", default="asha", metavar="NAME",
+                        help="asha (default: successive halving, Li et al. 2020), hyperband, median (the median "
+                             "rule) or none")
+    search.add_argument("--seed", type=_positive_int, default=0,
+                        help="the study's seed: the sampler's and every trial's training seed (default: 0)")
+    search.add_argument("--study", metavar="NAME", help="the study's name (default: ARCH-<UTC time>)")
+    search.add_argument("--resume", metavar="STUDY",
+                        help="go on with a study a killed or cancelled search left: no trial is repeated or lost")
+    add_config_options(search, skip=("sweep", "name", "group", "study", "seed"))
+    search.add_argument("--ray", metavar="ADDRESS", help="run the trials as tasks on the Ray cluster at HOST:PORT, "
+                        "or 'auto', as many at once as it has CPUs; the checkpoints folder must be shared by every "
+                        "node (default: here, one trial after another)")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    search.add_argument("--json", action="store_true",
+                        help="one JSON object: study, trials (number, run_id, state, epochs, val_acc, params), best")
 
     bench = sub.add_parser("bench", help="time MNIST Lab against the seed-style pipeline, or (--time-to) "
                                          "against the fastest published recipe",

@@ -4,6 +4,7 @@ returns the exit status. Those that report on finished runs live in core.reports
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -28,7 +29,7 @@ from core.errors import Cancelled, LabError
 from core.fsio import strict_json
 from core.models import count_parameters, create_model, get_spec, list_models
 from core.store import tables
-from core.store.folder import RunError, store_problem
+from core.store.folder import RunError, now_iso, store_problem
 from core.store.runs import list_runs, load_run
 from core.training.grids import grid_table, parse_seeds, parse_values, prepare_seeds, prepare_sweep, run_sweep
 from core.training.jobs import interruptible_now
@@ -323,6 +324,58 @@ def cmd_sweep(args) -> int:
     return 3 if stop.is_set() else 0  # 3: cancelled, like `train`
 
 
+def cmd_search(args) -> int:
+    """`search`: a new study to its budget, or (--resume) one a killed or cancelled search left."""
+    from core.training import search  # light: Optuna loads with the study
+    report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.resume is not None:
+        given = [flag for flag, value in (("--param", args.param), ("--trials", args.trials),
+                                          ("--budget-epochs", args.budget_epochs), ("--study", args.study),
+                                          ("--arch", args.arch)) if value is not None]
+        if given:
+            raise ConfigError(f"--resume goes on with the study as it was asked: leave out {', '.join(given)}")
+        name = args.resume
+        search.study_dir(name, args.checkpoints)  # a name that could leave the store is refused here
+    else:
+        if args.arch is None:
+            raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
+        params = [search.parse_param(text) for text in args.param or []]
+        base = config_from_args(args, seed=args.seed, **_absolute_csv(args))
+        settings = search.Settings(
+            study=args.study or search.default_name(base.arch), base=base.to_dict(), params=tuple(params),
+            trials=args.trials, budget_epochs=args.budget_epochs, sampler=args.sampler, pruner=args.pruner,
+            seed=args.seed, ray=args.ray, created=now_iso())
+        search.study_dir(settings.study, args.checkpoints)
+        search.check_space(base, params)
+        if args.ray is None:
+            check_trainable(base, args.data)  # before the study exists: bad input leaves nothing behind
+        else:
+            from core.training.rayaddress import check_address
+            check_address(args.ray)  # an address where no Ray answers: refused before anything is made
+        search.new_study(settings, args.checkpoints)
+        name = settings.study
+        report(f"study {name}: {base.arch}, " + ", ".join(p.text for p in params)
+               + f"; {settings.sampler} sampler, {settings.pruner} pruner; budget "
+               + " and ".join(b for b in (f"{args.trials} trials" if args.trials else "",
+                                          f"{args.budget_epochs} epochs" if args.budget_epochs else "") if b))
+    stop = stop_on_signals()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is the summary's alone (Ray's driver prints its notes there)
+        search.run_study(name, root=args.checkpoints, data_root=args.data, stop=stop, report=report,
+                         echo=ProgressPrinter(args.quiet), ray=args.ray if args.resume is not None else None)
+    result = search.summary(name, args.checkpoints)
+    if args.json:
+        print(strict_json(result))
+    else:
+        for t in result["trials"]:
+            params = " ".join(f"{k}={search._fmt(v)}" for k, v in t["params"].items())
+            print(f"#{t['number']:<3} {t['state']:<9} {t['epochs']:>3} epoch{'s' * (t['epochs'] != 1)}  val {tables.format_pct(t['val_acc']):>7}  "
+                  f"{params}  {t['run_id'] or ''}")
+        best = result["best"]
+        print(f"best: trial #{best['number']}, run {best['run_id']}, validation {best['val_acc']:.2f}%" if best
+              else "best: none yet (no trial finished)")
+    return 3 if stop.is_set() else 0
+
+
 def cmd_bench(args) -> int:
     report = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     if args.time_to is not None and args.steps:
@@ -355,4 +408,4 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
-            "predict": cmd_predict, "sweep": cmd_sweep, "bench": cmd_bench, **REPORTS}
+            "predict": cmd_predict, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench, **REPORTS}

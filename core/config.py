@@ -30,7 +30,7 @@ class ConfigError(BadInput, ValueError):
 # Fields whose default comes from the architecture's recipe (None means "use the recipe"):
 # exactly the knobs of core.recipe.KNOBS, the one list of them.
 RECIPE_FIELDS = tuple(k.name for k in KNOBS)
-SWEPT_FIELDS = ("lr", "batch_size", "sweep", "name", "group")  # a sweep sets these for each of its runs
+SWEPT_FIELDS = ("lr", "batch_size", "sweep", "name", "group", "study")  # a sweep sets these for each of its runs
 
 
 def seed_problem(seed: object) -> str:
@@ -82,6 +82,8 @@ class TrainConfig(_ArchAndKnobs):
     sweep: str | None = field(default=None, metadata={"help": "sweep id this run belongs to"})
     group: str | None = field(default=None, metadata={
         "help": "seed group this run belongs to (`--seeds` makes one: the same recipe over several seeds)"})
+    study: str | None = field(default=None, metadata={
+        "help": "search study this run is a trial of (`python -m core search` makes one)"})
 
     def __post_init__(self) -> None:
         try:
@@ -117,9 +119,10 @@ class TrainConfig(_ArchAndKnobs):
         for name in ("csv", "sweep"):  # text when given (a path, a sweep id)
             if not (getattr(self, name) is None or isinstance(getattr(self, name), str)):
                 yield f"{name} must be text, got {getattr(self, name)!r}"
-        if self.group is not None and not (
-                isinstance(self.group, str) and 0 < len(self.group) <= 80 and self.group.isprintable()):
-            yield f"a group id must be 1..80 printable characters, got {self.group!r}"
+        for name, what in (("group", "a group id"), ("study", "a study name")):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and 0 < len(value) <= 80 and value.isprintable()):
+                yield f"{what} must be 1..80 printable characters, got {value!r}"
 
     # --- conversions ---
     def to_dict(self) -> dict:

@@ -256,6 +256,57 @@ def _kill_a_node_after_its_first_epoch(cluster, store: Path) -> tuple[str, pd.Da
     raise AssertionError("no trial finished an epoch within 2 minutes")
 
 
+@pytest.mark.timeout(240)
+def test_a_study_runs_its_trials_side_by_side_on_the_cluster_and_a_killed_worker_costs_one_epoch(cluster, tmp_path):
+    """`search --ray`: three trials on two 1-CPU workers, two at a time. When a trial has finished
+    an epoch its node is killed; Ray reruns it on the other node, which adopts its run and resumes
+    after the finished epochs. The study ends with three finished trials, one run each."""
+    store = tmp_path / "shared-store"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), "search",
+         "--arch", "lenet", "--param", "lr=0.02:0.2:log", "--trials", "3", "--epochs", "3", "--train-limit", "3000",
+         "--pruner", "none", "--device", "cpu", "--quiet", "--study", "onray", "--json", "--ray", cluster.address],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        victim, kept_rows = _kill_a_node_after_its_first_epoch(cluster, store)
+        out, err = driver.communicate(timeout=180)
+    finally:
+        driver.kill()
+        if len(cluster.worker_nodes) < 2:
+            cluster.add_node(num_cpus=1)  # two workers again, for the tests after this one
+    assert driver.returncode == 0, err
+    assert "up to 2 trials at once" in err
+    import json
+    result = json.loads(out)
+    assert [t["state"] for t in result["trials"]] == ["finished"] * 3 and len(result["trials"]) == 3
+    runs = sorted(p.name for p in store.iterdir() if not p.name.startswith("."))
+    assert sorted(t["run_id"] for t in result["trials"]) == runs  # none lost, none made twice
+    history = pd.read_csv(store / victim / "history.csv")
+    assert list(history["epoch"]) == [1, 2, 3]
+    pd.testing.assert_frame_equal(history.iloc[:len(kept_rows)], kept_rows)  # resumed, not restarted
+    attempts = [line for line in (store / victim / "train.log").read_text().splitlines() if "attempt on node" in line]
+    assert len(attempts) == 2 and f"resuming after epoch {len(kept_rows)}" in attempts[1], attempts
+    nodes = {line.split("attempt on node ")[1].split()[0] for run in runs
+             for line in (store / run / "train.log").read_text().splitlines() if "attempt on node" in line}
+    assert len(nodes) >= 2  # the trials ran on both workers
+    finals = {run: pd.read_csv(store / run / "history.csv")["val_acc"].iloc[-1] for run in runs}
+    assert result["best"]["run_id"] == max(finals, key=finals.get)
+
+
+@pytest.mark.parametrize("address, message", [
+    ("127.0.0.1:1", "error: no Ray cluster answers at 127.0.0.1:1"),
+    ("nonsense", "error: 'nonsense' is not a Ray cluster address: give HOST:PORT"),
+])
+def test_a_study_sent_to_an_address_that_is_not_ray_is_one_line_and_creates_nothing(tmp_path, address, message):
+    from tests.helpers import run_cli
+    store = tmp_path / "store"
+    code, _, err = run_cli("--checkpoints", str(store), "--data", str(require_mnist()), "search", "--param",
+                           "lr=0.01:0.1", "--trials", "2", *TINY, "--ray", address)
+    assert code == 1 and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not store.exists() or not any(store.iterdir())
+
+
 def test_a_store_a_node_cannot_see_is_refused(cluster, tmp_path):
     """A fourth node whose filesystem view lacks the store (its own mount namespace, with an
     empty tmpfs over the store's parent) makes the sweep refuse it before any run exists."""

@@ -298,8 +298,12 @@ def fit(cfg: TrainConfig, writer: RunWriter, device: torch.device, data_root,
         history[-1].update(seconds=round(train_seconds + val_seconds, 4), val_seconds=round(val_seconds, 4))
         writer.save_train_state(t.state_dict(epoch, history))
         writer.write_history(history)  # after the state: a listed epoch can always be resumed
-        callback(Event("epoch", writer.run_id, epoch, cfg.epochs, steps, steps, train_loss, train_acc,
-                       val_loss, val_acc, history[-1]["lr"], time.perf_counter() - started))
+        try:
+            callback(Event("epoch", writer.run_id, epoch, cfg.epochs, steps, steps, train_loss, train_acc,
+                           val_loss, val_acc, history[-1]["lr"], time.perf_counter() - started))
+        except Cancelled:  # a search pruned the run after this epoch (core.training.search): kept as it is
+            writer.save_weights(t.kept.state_dict(), cfg.arch)
+            raise
 
     test_acc = finish_run(t, split, history, writer, cfg, stopped)
     last = history[-1]
@@ -366,8 +370,8 @@ def train(run_id: str, *, root=None, data_root=None, callback: Callback | None =
             with device_slot(device.type, root) if queue else contextlib.nullcontext():
                 writer.start()
                 fit(cfg, writer, device, data_root, callback or (lambda e: None), stop, saved)
-        except Cancelled:
-            writer.cancel("stopped by the user")
+        except Cancelled as exc:  # its message, when it has one, says who stopped it (a search's pruner)
+            writer.cancel(str(exc) or "stopped by the user")
             return "cancelled"
         except OSError as exc:
             message = describe_os_error(exc, writer.path)

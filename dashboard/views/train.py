@@ -37,6 +37,7 @@ KEEP = {"persist_state": "session"}  # the form keeps its values while the user 
 NOT_IN_FORM = ("arch",   # the selectbox above the form
                "sweep",  # set by the Sweep page
                "group",  # set by "Seeds" below the form (one group per launch)
+               "study",  # set by a search (the Sweep page's Search, `python -m core search`)
                "csv")    # a path on the machine that trains: `python -m core train --csv FILE`
 LABELS = {"lr": "Learning rate", "augment": "Augmentation", "ema": "Evaluate an EMA of the weights",
           "ema_decay": "EMA decay", "aug_degrees": "Rotation (degrees)", "aug_shift": "Shift (pixels)",
