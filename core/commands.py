@@ -32,7 +32,9 @@ from core.store import tables
 from core.store.folder import RunError, now_iso, store_problem
 from core.store.runs import list_runs, load_run
 from core.training.grids import grid_table, parse_seeds, parse_values, prepare_seeds, prepare_sweep, run_sweep
+from core.training import search
 from core.training.jobs import interruptible_now
+from core.training.rayaddress import check_address
 from core.training.loop import check_trainable, prepare_run, train
 
 
@@ -326,7 +328,6 @@ def cmd_sweep(args) -> int:
 
 def cmd_search(args) -> int:
     """`search`: a new study to its budget, or (--resume) one a killed or cancelled search left."""
-    from core.training import search  # light: Optuna loads with the study
     report = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     if args.resume is not None:
         given = [flag for flag, value in (("--param", args.param), ("--trials", args.trials),
@@ -350,7 +351,6 @@ def cmd_search(args) -> int:
         if args.ray is None:
             check_trainable(base, args.data)  # before the study exists: bad input leaves nothing behind
         else:
-            from core.training.rayaddress import check_address
             check_address(args.ray)  # an address where no Ray answers: refused before anything is made
         search.new_study(settings, args.checkpoints)
         name = settings.study

@@ -50,22 +50,27 @@ import os
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from core.config import ConfigError, TrainConfig
-from core.errors import BadInput, Cancelled, LabError
+from core.errors import Cancelled, LabError
 from core.fsio import atomic_write_json
 from core.recipe import KNOB, KNOBS
-from core.store.folder import Busy, RunError, RunLock, checkpoints_dir, lock_held, now_iso, read_json, read_json_checked
+from core.store.folder import (LOCK_NAME, Busy, RunError, RunLock, checkpoints_dir, lock_held, now_iso, read_json,
+                               read_json_checked, read_owner)
 from core.store.runs import Run, load_run
+from core.store.writer import RunWriter
+from core.training.jobs import signal_owner, spawn
+from core.training.loop import check_trainable, prepare_run, train
+from core.training.rayaddress import check_address
 
 STUDIES = ".studies"              # <store>/.studies/<name>/
 JOURNAL = "study.journal"
 SETTINGS = "settings.json"
 STATE = "status.json"
+DRIVER_LOG = "driver.log"         # the output of a driver the dashboard started
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("asha", "hyperband", "median", "none")
 NOT_SEARCHED = ("epochs",)        # a trial's length: the pruner decides how much of it a trial gets
@@ -432,7 +437,6 @@ def run_trial(folder: str, number: int, root=None, data_root=None, stop: threadi
     or adopt the run of an attempt that died (a killed driver, a lost Ray worker). The study is
     told nothing here: the driver tells it (`Driver.tell`). `on_run(run_id, resumed_after)` is
     called before training (resumed_after: the epochs the adopted run had, else None)."""
-    from core.training.loop import check_trainable, prepare_run, train
     folder = Path(folder)
     settings = read_settings(folder)
     study = open_study(folder, settings)
@@ -479,7 +483,6 @@ def run_trial(folder: str, number: int, root=None, data_root=None, stop: threadi
 def _prune_adopted(run: Run, settings: Settings, number: int) -> Outcome:
     """An adopted trial whose reported epochs the pruner now stops: its run ends cancelled, as
     it would have."""
-    from core.store.writer import RunWriter
     epoch = run.epochs_done
     why = f"{PRUNED} {settings.study!r} after epoch {epoch} (validation {run.val_acc:.2f}%, behind the study's " \
           "other trials there)"
@@ -693,3 +696,30 @@ def summary(name: str, root=None) -> dict:
             "sampler": settings.sampler, "pruner": settings.pruner, "epochs_spent": sum(r["epochs"] for r in rows),
             "trials": [{k: r[k] for k in ("number", "run_id", "state", "epochs", "val_acc", "params")} for r in rows],
             "best": None if best is None else {k: best[k] for k in ("number", "run_id", "val_acc", "params")}}
+
+
+# --- from the dashboard: start a study's driver, cancel it ------------------------------------
+
+def launch(settings: Settings, root=None, data_root=None):
+    """Create the study and start its driver (`python -m core search --resume NAME`) in its own
+    process, its output in <study>/driver.log; return the process. Everything about the request
+    is checked before the study exists (the knobs, the data, a Ray address)."""
+    config = settings.config
+    study_dir(settings.study, root)
+    check_space(config, list(settings.params))
+    if settings.ray:
+        check_address(settings.ray)
+    else:
+        check_trainable(config, data_root)
+    folder = new_study(settings, root)
+    data_args = ["--data", str(Path(data_root).resolve())] if data_root else []
+    return spawn(["--checkpoints", str(checkpoints_dir(root).resolve()), *data_args, "search", "--resume",
+                  settings.study, "--quiet"], log_path=folder / DRIVER_LOG)
+
+
+def cancel(name: str, root=None) -> bool:
+    """SIGTERM to the driver running the study (only the holder of its lock, through a pidfd): the
+    trial in progress saves its run and stays in the study for `--resume`. False if none runs it."""
+    folder = study_dir(name, root)
+    pid = read_owner(folder / LOCK_NAME) if lock_held(folder) else None
+    return pid is not None and signal_owner(folder, pid)
