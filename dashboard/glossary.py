@@ -122,6 +122,21 @@ ENTRIES: dict[str, Entry] = {
         "A second way to aim an attack (push the true digit's score below the best other digit's), tried to "
         "make sure the usual attack was not simply fooled by the model.",
         "margin-loss"),
+    "pruned": Entry(
+        "pruned",
+        "A trial the study stopped after an epoch or two because its validation accuracy was behind the other "
+        "trials' at the same epoch: its compute goes to more promising values instead.",
+        "pruned-trial"),
+    "tpe": Entry(
+        "TPE",
+        "The way the study picks the next values to try: it favours values like those of its best trials so far "
+        "and unlike those of its worst, after a few trials picked at random.",
+        "tpe-tree-structured-parzen-estimator"),
+    "importance": Entry(
+        "importance",
+        "How much of the differences in validation accuracy between the trials each knob explains: a knob near 0 "
+        "barely mattered in the ranges tried.",
+        "parameter-importance"),
 }
 
 FRACTIONS = {0.05: "a twentieth", 0.1: "a tenth", 0.2: "a fifth", 0.25: "a quarter", 0.3: "three tenths",
