@@ -670,12 +670,14 @@ def load_study(name: str, root=None):
     return settings, open_study(folder, settings)
 
 
-def trial_rows(study, root=None) -> list[dict]:
-    """One dict per trial: number, run_id, state (finished | pruned | failed | running), epochs
-    trained, val_acc (the kept weights' validation accuracy: the last reported), params, curve
+def trial_rows(study, root=None, live: bool = True) -> list[dict]:
+    """One dict per trial: number, run_id, state (finished | pruned | failed | running, or for a
+    study no driver runs (`live` False) interrupted: `--resume` goes on with it), epochs trained,
+    val_acc (the kept weights' validation accuracy: the last reported), params, curve
     ({epoch: val_acc}), why."""
     rows = []
-    names = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "running"}
+    going = "running" if live else "interrupted"
+    names = {"COMPLETE": "finished", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": going, "WAITING": going}
     for t in study.get_trials(deepcopy=False):
         curve = dict(sorted(t.intermediate_values.items()))
         value = t.value if t.state.name == "COMPLETE" else (curve[max(curve)] if curve else None)
@@ -689,10 +691,11 @@ def summary(name: str, root=None) -> dict:
     """The `--json` object: study, state, trials (number, run_id, state, epochs, val_acc, params),
     best (run_id, val_acc, params, number) or None, and the epochs spent."""
     settings, study = load_study(name, root)
-    rows = trial_rows(study, root)
+    state = study_state(name, root)
+    rows = trial_rows(study, root, live=state == "running")
     finished = [r for r in rows if r["state"] == "finished" and r["val_acc"] is not None]
     best = max(finished, key=lambda r: (r["val_acc"], -r["number"]), default=None)
-    return {"study": name, "state": study_state(name, root), "arch": settings.base.get("arch"),
+    return {"study": name, "state": state, "arch": settings.base.get("arch"),
             "sampler": settings.sampler, "pruner": settings.pruner, "epochs_spent": sum(r["epochs"] for r in rows),
             "trials": [{k: r[k] for k in ("number", "run_id", "state", "epochs", "val_acc", "params")} for r in rows],
             "best": None if best is None else {k: best[k] for k in ("number", "run_id", "val_acc", "params")}}
