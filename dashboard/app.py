@@ -26,6 +26,7 @@ PAGES = [  # (file, title, url path, icon): the pages after it, each at its own 
     ("views/inside.py", "Inside the network", "inside", ":material/layers:"),
     ("views/data.py", "Data", "data", ":material/dataset:"),
     ("views/sweep.py", "Sweep", "sweep", ":material/grid_view:"),
+    ("views/search.py", "Search", "search", ":material/travel_explore:"),
 ]
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     home = st.Page(HOME[0], title=HOME[1], icon=HOME[3], default=True)  # at "/"
     style.inject()  # the few CSS rules Streamlit's layout lacks (phones, too-wide charts): dashboard/style.py
     pages = [st.Page(path, title=title, url_path=url, icon=icon) for path, title, url, icon in PAGES]
-    page = st.navigation([home, *pages])
+    page = st.navigation([home, *pages], expanded=True)  # every page listed: none folded under "View more"
     with st.sidebar:
         st.caption(":material/draw: **MNIST Lab** · train, compare and probe digit classifiers")
     page.run()

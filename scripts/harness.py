@@ -45,7 +45,7 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touc
 PAGES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
          "label-issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
          "inside": "Inside the network",
-         "data": "Data", "sweep": "Sweep"}
+         "data": "Data", "sweep": "Sweep", "search": "Search"}
 
 # Strokes in canvas fractions (0..1 of width, height): each a polyline drawn with the mouse held.
 DIGIT_STROKES = {

@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 TITLES = {"train": "Train", "compare": "Compare", "evaluate": "Evaluate", "mistakes": "Mistakes",
           "label_issues": "Label issues", "embedding": "Embedding map", "robustness": "Robustness", "sketch": "Sketch",
-          "inside": "Inside the network", "data": "Data", "sweep": "Sweep"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
+          "inside": "Inside the network", "data": "Data", "sweep": "Sweep",
+          "search": "Search"}  # every page of dashboard/app.py (test_every_page_is_covered checks)
 PAGES = tuple(TITLES)
 TIMEOUT = 60  # s per script run: generous, the CI machine shares 2 cores with training jobs
 
@@ -54,6 +55,7 @@ NEXT_STEP = {
     "sketch": "No trained model yet",
     "inside": "No trained model yet",
     "sweep": "No sweep yet",
+    "search": "No study yet",
 }
 
 
@@ -383,7 +385,7 @@ def damaged_runs(lab_env, trained_runs, tmp_path):
 def test_damaged_run_warns_and_page_renders(damaged_runs, page):
     at = open_page(page)
     warnings = "\n".join(w.value for w in at.warning)
-    if page != "data":  # the Data page does not read runs
+    if page not in ("data", "search"):  # the Data page reads no runs; Search reads its studies, not the run list
         assert "20990101-000000-broken" in warnings
     if page in ("evaluate", "mistakes"):
         assert "predictions" in warnings and "unreadable" in warnings

@@ -167,4 +167,5 @@ def test_the_first_page_is_at_the_root_and_every_other_page_keeps_its_path():
     from dashboard.app import HOME, PAGES
     assert (HOME[0], HOME[2]) == ("views/home.py", "")
     assert [url for _, _, url, _ in PAGES] == ["train", "compare", "evaluate", "mistakes", "label-issues",
-                                               "embedding", "robustness", "sketch", "inside", "data", "sweep"]
+                                               "embedding", "robustness", "sketch", "inside", "data", "sweep",
+                                               "search"]
