@@ -111,12 +111,12 @@ def test_resume_refuses_options_that_would_change_the_study_and_an_unknown_study
 
 @pytest.mark.slow  # a second or more
 def test_a_study_trains_its_trials_as_runs_prunes_the_poor_ones_and_names_the_best_on_validation(tmp_path):
-    code, result, err = search(tmp_path, *TINY, *SPACE, "--epochs", "3", "--trials", "8", "--study", "first",
+    code, result, err = search(tmp_path, *TINY, *SPACE, "--epochs", "3", "--trials", "6", "--study", "first",
                                "--seed", "1", "--json")
     assert code == 0, err
-    assert result["study"] == "first" and len(result["trials"]) == 8
+    assert result["study"] == "first" and len(result["trials"]) == 6
     ids = [t["run_id"] for t in result["trials"]]
-    assert len(set(ids)) == 8  # one run per trial
+    assert len(set(ids)) == 6  # one run per trial
     for trial in result["trials"]:
         vals, config, status = by_hand(tmp_path, trial["run_id"])
         assert config["study"] == "first" and config["name"] == f"first #{trial['number']}"
@@ -198,7 +198,7 @@ def test_a_driver_killed_mid_trial_resumes_without_repeating_or_losing_a_trial(t
     run each, the interrupted one resumed from its last finished epoch, not started again."""
     store = tmp_path / "store"
     argv = [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), "search",
-            "--arch", "mlp", "--train-limit", "6000", "--val-size", "500", "--device", "cpu", "--quiet",
+            "--arch", "mlp", "--train-limit", "4000", "--val-size", "500", "--device", "cpu", "--quiet",
             "--param", "lr=0.01:0.3:log", "--epochs", "4", "--trials", "3", "--pruner", "none", "--study", "killed"]
     driver = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
