@@ -154,7 +154,9 @@ def test_a_runs_threshold_accepts_99_percent_of_its_validation_digits_and_is_kep
     assert ood.read_kept(run_id, root)[1] == "ood.safetensors is no whole safetensors file (SafetensorError)"
     again = ood.detector_for(run_id, root, require_mnist())  # fitted again: the default detector
     assert again.name == ood.DEFAULT and ood.read_kept(run_id, root)[0].threshold == again.threshold
-    assert ood.fit(run_id, root, require_mnist()).threshold == again.threshold  # deterministic
+    refitted = ood.fit(run_id, root, require_mnist())  # deterministic: what lets `ship` measure its own fit
+    assert refitted.threshold == again.threshold and refitted.state.keys() == again.state.keys()
+    assert all(torch.equal(refitted.state[key], again.state[key]) for key in again.state)
     weights = root / run_id / WEIGHTS
     weights.write_bytes(weights.read_bytes() + b" ")  # new weights: the kept fit no longer counts
     assert ood.read_kept(run_id, root) == (None, None)
