@@ -41,12 +41,13 @@ def cmd_compare(args) -> int:
 
 def cmd_ood(args) -> int:
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    just_fitted = None  # measured as it is, not fitted again (evaluation.evaluate)
     if args.refit or args.detector != detector.DEFAULT:
-        fitted = detector.fit(args.run, args.checkpoints, args.data, name=args.detector, report=say)
+        fitted = just_fitted = detector.fit(args.run, args.checkpoints, args.data, name=args.detector, report=say)
     else:
         fitted = detector.detector_for(args.run, args.checkpoints, args.data, report=say)
     if args.evaluate:
-        fitted.evaluation = evaluation.evaluate(args.run, args.checkpoints, args.data, report=say)
+        fitted.evaluation = evaluation.evaluate(args.run, args.checkpoints, args.data, report=say, fitted=just_fitted)
         detector.keep(fitted, args.checkpoints)
     summary = {"run_id": fitted.run_id, "detector": fitted.name, "threshold": fitted.threshold,
                "accept": detector.ACCEPT, "fitted_on": fitted.fitted_on, "evaluation": fitted.evaluation}

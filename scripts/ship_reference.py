@@ -36,7 +36,7 @@ def ship(run_id: str, dest: Path, commit: str | None = None, map_method: str = "
     marker = reference.ship(run_id, dest, commit=commit)
     calibrate(run_id, dest)
     fitted = detector.fit(run_id, dest)  # the not-a-digit check, and how well it does
-    fitted.evaluation = evaluation.evaluate(run_id, dest, pad_digits=pad_digits)
+    fitted.evaluation = evaluation.evaluate(run_id, dest, pad_digits=pad_digits, fitted=fitted)  # its own fit reused
     detector.keep(fitted, dest)
     top_images(run_id, dest)  # Inside the network: the test images that excite each unit most
     if not load_run(run_id, dest).config.get("sweep"):

@@ -20,14 +20,29 @@ import pytest
 from tests.helpers import DATA, quick_head_patch
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Tests that share one costly thing stay on one worker (`--dist loadgroup`): the browser tests
     share one dashboard server and one Chromium, and the Ray tests must not start clusters side by
-    side on the same loopback ports."""
+    side on the same loopback ports.
+
+    pytest-xdist 3.8 groups a test by the "@group" suffix it writes to `item._nodeid`, which pytest 9
+    no longer reads (a node's id is `item._id`): every xdist_group mark was ignored, these and a
+    file's own alike, and a group's tests, each worker with its own costly fixture (a Ray cluster,
+    a dashboard and Chromium), were spread over both workers. The suffix is put on here, last
+    among the hooks, where it is not on already."""
     for item in items:
         for mark in ("browser", "ray"):
             if item.get_closest_marker(mark):
                 item.add_marker(pytest.mark.xdist_group(mark))
+    if not getattr(config.option, "loadgroup", False):  # set in pytest-xdist's workers under --dist loadgroup
+        return
+    from _pytest.nodeid import NodeId
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid.rpartition("]")[2]:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")

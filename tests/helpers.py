@@ -171,7 +171,7 @@ def shown(markdown: str) -> str:
 # how well a full fit tells letters from digits is checked where it matters: the head against
 # scikit-learn's own predictions at the full budget (test_ood_exposure), every shipped run's detector
 # (test_reference), and a drawn letter in the real dashboard, which fits in its own process (e2e).
-QUICK_HEAD_EPOCHS = 10
+QUICK_HEAD_EPOCHS = 4
 
 
 def quick_head_patch(patch: pytest.MonkeyPatch) -> None:

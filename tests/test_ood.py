@@ -107,13 +107,15 @@ def test_pad_redrawn_digits_keep_their_place_and_get_solid_strokes(mnist_root):
 
 def test_pad_redrawn_strokes_are_the_medial_axis_dilated_by_the_pens_disk(mnist_root):
     """The oracle: the same strokes by a morphological dilation with the pen's round footprint
-    (what the function did before it measured distances instead), digit for digit, bit for bit."""
+    (what the function did before it measured distances instead, on the whole canvas), digit for digit,
+    bit for bit; inverted digits too, whose ink meets the canvas's edges."""
     from PIL import Image
     from scipy import ndimage
     from core.data.images import to_mnist
     from core.data.mnist import load_mnist
     from core.notadigit.nondigits import CANVAS, PEN
     digits = load_mnist(mnist_root).test_images[:40].numpy() / 255.0
+    digits = np.concatenate([digits, 1.0 - digits[:4]])
     disk = np.hypot(*np.mgrid[-PEN // 2:PEN // 2 + 1, -PEN // 2:PEN // 2 + 1]) <= PEN / 2
     expected = []
     for digit in digits.astype(np.float32):
@@ -154,7 +156,9 @@ def test_a_runs_threshold_accepts_99_percent_of_its_validation_digits_and_is_kep
     assert ood.read_kept(run_id, root)[1] == "ood.safetensors is no whole safetensors file (SafetensorError)"
     again = ood.detector_for(run_id, root, require_mnist())  # fitted again: the default detector
     assert again.name == ood.DEFAULT and ood.read_kept(run_id, root)[0].threshold == again.threshold
-    assert ood.fit(run_id, root, require_mnist()).threshold == again.threshold  # deterministic
+    refitted = ood.fit(run_id, root, require_mnist())  # deterministic: what lets `ship` measure its own fit
+    assert refitted.threshold == again.threshold and refitted.state.keys() == again.state.keys()
+    assert all(torch.equal(refitted.state[key], again.state[key]) for key in again.state)
     weights = root / run_id / WEIGHTS
     weights.write_bytes(weights.read_bytes() + b" ")  # new weights: the kept fit no longer counts
     assert ood.read_kept(run_id, root) == (None, None)

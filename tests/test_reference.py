@@ -237,6 +237,7 @@ def test_ship_compacts_a_run_without_changing_a_predicted_digit_and_verify_catch
     from core.notadigit import detector as ood
     kept, _ = ood.read_kept(run_id, tmp_path)  # and its not-a-digit detector, measured
     assert kept.name == ood.DEFAULT and set(kept.evaluation["detectors"]) == set(ood.DETECTORS)
+    assert kept.evaluation["detectors"][ood.DEFAULT]["threshold"] == kept.threshold  # the kept fit, measured
     from core.analysis import inside
     assert inside.cached_units(run_id, tmp_path)[0] is not None  # and its units' top images (Inside the network)
     assert reference.verify(run_id, tmp_path, require_mnist()).ok
