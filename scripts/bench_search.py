@@ -51,7 +51,8 @@ PROBLEMS = {
                   Param("weight_decay", 0.0, 1e-3), Param("label_smoothing", 0.0, 0.2)],
     },
 }
-METHODS = ("grid", "random", "tpe+asha")
+METHODS = ("grid", "random", "tpe+asha", "tpe+median", "tpe+hyperband")
+DEFAULT_METHODS = ("grid", "random", "tpe+asha")
 
 
 def final_val(run) -> float | None:
@@ -96,28 +97,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", choices=list(PROBLEMS), required=True)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, from {', '.join(METHODS)} (the grid always runs: it is the yardstick)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     problem = PROBLEMS[args.problem]
     seeds = [int(s) for s in args.seeds.split(",")]
+    methods = ["grid", *(m for m in args.methods.split(",") if m != "grid")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s): {', '.join(unknown)}")
     cells = len(list(itertools.product(*problem["grid"].values())))
     budget = cells * problem["base"]["epochs"]
     results = {"problem": args.problem, "budget_epochs": budget, "seeds": seeds, "machine": platform.processor()
                or platform.machine(), "date": time.strftime("%Y-%m-%d"), "runs": {}}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         for seed in seeds:
-            for method in METHODS:
+            for method in methods:
                 store = Path(tmp) / f"{method}-{seed}"
                 started = time.perf_counter()
                 print(f"{args.problem} seed {seed}: {method}", file=sys.stderr, flush=True)
                 if method == "grid":
                     trials = run_grid(problem, seed, store)
                 else:
-                    sampler, pruner = ("random", "none") if method == "random" else ("tpe", "asha")
+                    sampler, pruner = ("random", "none") if method == "random" else method.split("+")
                     trials = run_search(problem, seed, store, sampler, pruner, budget)
                 results["runs"][f"{method}/{seed}"] = {"trials": trials, "seconds": round(time.perf_counter() - started, 1)}
     table = []
-    for method in METHODS:
+    for method in methods:
         bests, to_grid, spent = [], [], []
         for seed in seeds:
             trials = results["runs"][f"{method}/{seed}"]["trials"]
