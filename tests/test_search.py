@@ -233,3 +233,35 @@ def test_a_driver_killed_mid_trial_resumes_without_repeating_or_losing_a_trial(t
     assert len(set(lrs)) == 3  # no trial's values drawn again
     for run_id, epochs in before.items():  # what was trained before the kill is kept
         assert len(by_hand(store, run_id)[0]) >= epochs
+
+
+def _full_disk():
+    # Files may not grow past 64 KiB, as on a full disk: a trial's weights cannot be written.
+    import resource
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+@pytest.mark.slow  # a second or more
+def test_a_full_disk_stops_the_study_with_one_line_and_resume_finishes_it(tmp_path):
+    """The first trial's run cannot save its epoch: the driver stops with the run's one-line error,
+    the study reads failed, nothing is half-written; with room again, --resume finishes the study,
+    that trial in the same run."""
+    argv = [sys.executable, "-m", "core", "--checkpoints", str(tmp_path), "--data", str(require_mnist()), "search",
+            *TINY, "--param", "lr=0.01:0.5:log", "--epochs", "2", "--trials", "2", "--pruner", "none",
+            "--study", "full"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=_full_disk)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not write") and "Traceback" not in done.stderr
+    state = json.loads((tmp_path / ".studies" / "full" / "status.json").read_text())
+    assert state["status"] == "failed" and "could not write" in state["message"]
+    (first,) = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert json.loads((tmp_path / first / "status.json").read_text())["status"] == "failed"
+    code, result, err = search(tmp_path, "--resume", "full", "--json")
+    assert code == 0, err
+    assert [t["state"] for t in result["trials"]] == ["finished", "finished"]
+    assert result["trials"][0]["run_id"] == first  # the same run, resumed, not a second one
+    runs = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert sorted(t["run_id"] for t in result["trials"]) == runs
+    assert [len(by_hand(tmp_path, t["run_id"])[0]) for t in result["trials"]] == [2, 2]

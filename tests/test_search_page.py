@@ -212,8 +212,10 @@ def test_the_best_trial_and_picked_trials_open_in_compare(lab_env, store):
     assert at.multiselect(key="compare_runs").value == [best["run_id"]]
 
     at = open_search(STUDY)
+    finished = [t for t in sorted(trials, key=lambda t: (-t["val_acc"], t["number"])) if t["state"] == "finished"]
+    assert at.multiselect(key=f"search_compare_pick_{STUDY}").value == [t["run_id"] for t in finished[:2]]
     picked = [trials[-1]["run_id"], trials[0]["run_id"]]
-    at.multiselect(key="search_compare_pick").set_value(picked).run()
+    at.multiselect(key=f"search_compare_pick_{STUDY}").set_value(picked).run()
     at.button(key="search_compare").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Compare"

@@ -481,15 +481,18 @@ def importance_section(study, name: str, rows: list[dict], params: list[search.P
                "With few trials it is a rough guide.")
 
 
-def compare_section(rows: list[dict], best: dict | None) -> None:
+def compare_section(rows: list[dict], name: str) -> None:
     with_runs = [r for r in sorted(rows, key=lambda r: (r["val_acc"] is None, -(r["val_acc"] or 0), r["number"]))
                  if r["run_id"]]
     if not with_runs:
         return
     by_id = {r["run_id"]: r for r in with_runs}
-    default = [r["run_id"] for r in with_runs if r["state"] == "finished"][:2]
+    key = f"search_compare_pick_{name}"  # one pick per study: another study's runs are not its options
+    kept = [i for i in st.session_state.get(key) or [] if i in by_id]
+    # the best two finished trials until the user picks: also once the first trials finish while it runs
+    st.session_state[key] = kept or [r["run_id"] for r in with_runs if r["state"] == "finished"][:2]
     picked = st.multiselect(
-        "Open in Compare", list(by_id), default=default, key="search_compare_pick",
+        "Open in Compare", list(by_id), key=key,
         format_func=lambda i: f"#{by_id[i]['number']} · {by_id[i]['state']} · "
                               + (f"{by_id[i]['val_acc']:.2f}%" if by_id[i]["val_acc"] is not None else "–"),
         max_selections=12,
@@ -599,7 +602,7 @@ def study_view(name: str) -> None:
             st.caption("The trials show here once one has finished or been pruned.")
     with right:
         importance_section(study, name, rows, params)
-    compare_section(rows, best)
+    compare_section(rows, name)
     finish_polling(state, name)
 
 
