@@ -113,19 +113,10 @@ def test_a_worker_node_killed_mid_trial_is_retried_elsewhere_and_resumes(cluster
     """Two trials of 3 epochs, one per worker. When one has finished an epoch, its node is
     killed; Ray reruns the trial on the other node, which resumes after the finished epochs."""
     store = tmp_path / "shared-store"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), "sweep",
-         "--lr", "0.05,0.1", "--batch-size", "32", "--arch", "lenet", "--epochs", "3", "--train-limit", "3000",
-         "--device", "cpu", "--quiet", "--ray", cluster.address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        victim, kept_rows = _kill_a_node_after_its_first_epoch(cluster, store)
-        out, err = driver.communicate(timeout=180)
-    finally:
-        driver.kill()
-        if len(cluster.worker_nodes) < 2:
-            cluster.add_node(num_cpus=1)  # two workers again, for the tests after this one
-    assert driver.returncode == 0, err
+    code, out, err, victim, kept_rows = drive_and_kill_a_node(
+        cluster, store, "sweep", "--lr", "0.05,0.1", "--batch-size", "32", "--arch", "lenet", "--epochs", "3",
+        "--train-limit", "3000", "--device", "cpu", "--quiet")
+    assert code == 0, err
     runs = sweep_runs(store)
     assert len(runs) == 2 and list(runs["status"]) == ["finished"] * 2  # none lost, none duplicated
     assert sorted(runs["lr"]) == [0.05, 0.1]
@@ -237,6 +228,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def drive_and_kill_a_node(cluster, store: Path, *args: str) -> tuple[int, str, str, str, pd.DataFrame]:
+    """`python -m core --checkpoints STORE ARGS --ray <the cluster>` as a user runs it; once one of its
+    trials has finished an epoch, that trial's node is killed. Returns the exit code, stdout, stderr,
+    the killed trial's run id and its history rows as they were; two worker nodes are left again."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), *args,
+         "--ray", cluster.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        victim, kept_rows = _kill_a_node_after_its_first_epoch(cluster, store)
+        out, err = driver.communicate(timeout=180)
+    finally:
+        driver.kill()
+        if len(cluster.worker_nodes) < 2:
+            cluster.add_node(num_cpus=1)  # two workers again, for the tests after this one
+    return driver.returncode, out, err, victim, kept_rows
+
+
 def _kill_a_node_after_its_first_epoch(cluster, store: Path) -> tuple[str, pd.DataFrame]:
     """Wait for a trial to finish an epoch, then kill its worker node at once. Return the
     run's id and its history rows as they were."""
@@ -262,19 +270,10 @@ def test_a_study_runs_its_trials_side_by_side_on_the_cluster_and_a_killed_worker
     epoch its node is killed; Ray reruns it on the other node, which adopts its run and resumes
     after the finished epochs. The study ends with two finished trials, one run each."""
     store = tmp_path / "shared-store"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), "search",
-         "--arch", "lenet", "--param", "lr=0.02:0.2:log", "--trials", "2", "--epochs", "3", "--train-limit", "2000",
-         "--pruner", "none", "--device", "cpu", "--quiet", "--study", "onray", "--json", "--ray", cluster.address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        victim, kept_rows = _kill_a_node_after_its_first_epoch(cluster, store)
-        out, err = driver.communicate(timeout=180)
-    finally:
-        driver.kill()
-        if len(cluster.worker_nodes) < 2:
-            cluster.add_node(num_cpus=1)  # two workers again, for the tests after this one
-    assert driver.returncode == 0, err
+    code, out, err, victim, kept_rows = drive_and_kill_a_node(
+        cluster, store, "search", "--arch", "lenet", "--param", "lr=0.02:0.2:log", "--trials", "2", "--epochs", "3",
+        "--train-limit", "2000", "--pruner", "none", "--device", "cpu", "--quiet", "--study", "onray", "--json")
+    assert code == 0, err
     assert "up to 2 trials at once" in err
     import json
     result = json.loads(out)

@@ -19,6 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.helpers import DATA, REPO, run_cli
+from tests.test_app import texts
 
 APP = REPO / "dashboard" / "app.py"
 TIMEOUT = 60  # s per script run: the machine is shared with training jobs
@@ -70,11 +71,6 @@ def open_search(study: str | None = None) -> AppTest:
     return at
 
 
-def texts(at: AppTest) -> str:
-    parts = []
-    for kind in ("title", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
-        parts += [str(element.value) for element in getattr(at, kind)]
-    return "\n".join(parts)
 
 
 def chart(at: AppTest, description: str, column: str | None = None) -> tuple[dict, "pd.DataFrame"]:

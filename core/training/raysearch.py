@@ -16,7 +16,6 @@ trial saves its run, which reads 'cancelled', and stays in the study as running,
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Callable
 from core.data.mnist import data_dir
 from core.errors import LabError
 from core.store.folder import LOG_NAME, checkpoints_dir, run_dir
-from core.training.raysweep import (RETRIES, SweepCancelled, TrialLog, _stoppable, check_shared_store, connect,
+from core.training.raysweep import (RETRIES, SweepCancelled, TrialLog, _stoppable, check_shared_store, join,
                                     task_resources)
 from core.training.rayaddress import check_address
 from core.training.search import Outcome, Settings, run_trial
@@ -61,11 +60,7 @@ class RayTrials:
         address = check_address(address)
         self.store = checkpoints_dir(root).resolve()
         self.data = str(data_dir(data_root).resolve())
-        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-        address = connect(address)
-        for sig, handler in handlers.items():  # ray.init puts its own (fatal) ones in their place
-            if handler is not None:
-                signal.signal(sig, handler)
+        address = join(address)
         import ray  # heavy: Ray loads only for a study on a cluster
         try:
             check_shared_store(self.store, stop)

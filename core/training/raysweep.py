@@ -78,6 +78,17 @@ def connect(address: str) -> str:
     return target
 
 
+def join(address: str) -> str:
+    """`connect`, keeping this process's SIGTERM and Ctrl-C handlers (ray.init puts its own, fatal,
+    ones in their place): a driver's Cancel still cancels its trials."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    address = connect(address)
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+    return address
+
+
 # Telling a Ray GCS from anything else: one unary gRPC call, NodeInfoGcsService.GetClusterId,
 # through grpcio and the stub Ray ships (ray.core.generated), whose reply holds the cluster's
 # id. A web server, a database, a Ray dashboard or client port fails it in one exchange.
@@ -154,11 +165,7 @@ def run_sweep_on_ray(base: TrainConfig, lrs: list[float], batch_sizes: list[int]
     load_source(base, data_root)  # the data is readable (the device is the cluster's to check)
     store = checkpoints_dir(root).resolve()
     store.mkdir(parents=True, exist_ok=True)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    address = connect(address)
-    for sig, handler in handlers.items():  # ray.init puts its own (fatal) ones in their place
-        if handler is not None:
-            signal.signal(sig, handler)
+    address = join(address)
     import ray  # heavy: Ray loads only for a sweep
     try:
         check_shared_store(store, stop)
