@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, require_mnist
+from tests.helpers import REPO, cli_result, require_mnist, run_cli
 
 pytestmark = pytest.mark.ray  # a real Ray cluster, or servers, on loopback
 
@@ -297,7 +297,6 @@ def test_a_study_runs_its_trials_side_by_side_on_the_cluster_and_a_killed_worker
     ("nonsense", "error: 'nonsense' is not a Ray cluster address: give HOST:PORT"),
 ])
 def test_a_study_sent_to_an_address_that_is_not_ray_is_one_line_and_creates_nothing(tmp_path, address, message):
-    from tests.helpers import run_cli
     store = tmp_path / "store"
     code, _, err = run_cli("--checkpoints", str(store), "--data", str(require_mnist()), "search", "--param",
                            "lr=0.01:0.1", "--trials", "2", *TINY, "--ray", address)
@@ -352,7 +351,9 @@ def _wait_for_alive_nodes(address: str, count: int, timeout: float = 30) -> None
 ])
 def test_a_bad_cluster_address_is_one_line_and_creates_nothing(tmp_path, address, message):
     store = tmp_path / "store"
-    done = sweep(store, "--lr", "0.1", "--batch-size", "64", *TINY, "--ray", address, timeout=60)
+    # the CLI's main() in this process: the address is refused before any Ray would start
+    done = cli_result("--checkpoints", str(store), "--data", str(require_mnist()), "sweep", "--lr", "0.1",
+                      "--batch-size", "64", *TINY, "--ray", address)
     assert done.returncode == 1 and message in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not any(p for p in store.glob("*") if not p.name.startswith("."))

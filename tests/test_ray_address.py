@@ -1,7 +1,8 @@
 """`sweep --ray ADDRESS` with an address that is not a Ray cluster (issue 19): every address is
 checked before a driver starts (core.training.rayaddress.check_address), and each refusal is one line,
 within seconds, with nothing created in the store. Real processes: a real `python -m http.server`
-on loopback, the real CLI in its own process, the Sweep page's launch_driver. No Ray cluster is
+on loopback, the Sweep page's launch_driver, a real Ray head with token authentication; the CLI's
+refusals run through its main() in this process. No Ray cluster is
 needed here (tests/test_ray.py has those)."""
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, require_mnist
+from tests.helpers import REPO, cli_result, require_mnist
 from tests.test_ray import TINY, sweep
-
-pytestmark = pytest.mark.ray  # a real Ray cluster, or servers, on loopback
 
 # A hang guard, not a speed claim: far above check_address's own bound (CONNECT_S + PROBE_S = 10 s) plus
 # Python's start on a loaded machine, and below the 200 s that Ray's own retries took before the probe.
 LIMIT_S = 120
+
+pytestmark = [pytest.mark.ray,  # a real Ray cluster, or servers, on loopback
+              pytest.mark.timeout(2 * LIMIT_S)]  # a hang guard for the in-process refusals
+
 
 
 # What grpcio says of a web server (`python -m http.server`) asked for a gRPC call: it answers HTTP/1.
@@ -72,8 +75,14 @@ def a_store(tmp_path: Path) -> Path:
 
 
 def refused(store: Path, address: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The CLI's sweep at `address`; it must end within LIMIT_S (the subprocess timeout, a hang guard)."""
-    return sweep(store, "--lr", "0.1", "--batch-size", "64", *TINY, "--ray", address, env=env, timeout=LIMIT_S)
+    """The CLI's sweep at `address`, through the same main() the entry points call, in this process
+    (the interpreter's start saved: the refusal comes before any driver or Ray would start); `env`
+    set meanwhile. A hang is the module's timeout's to catch (LIMIT_S)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
+        return cli_result("--checkpoints", str(store), "--data", str(require_mnist()), "sweep", "--lr", "0.1",
+                          "--batch-size", "64", *TINY, "--ray", address)
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:
