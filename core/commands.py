@@ -341,6 +341,10 @@ def cmd_search(args) -> int:
         if args.arch is None:
             raise ConfigError(f"--arch is required (one of: {', '.join(list_models())})")
         params = [search.parse_param(text) for text in args.param or []]
+        both = [p.name for p in params if getattr(args, p.name, None) is not None]
+        if both:  # the option would be silently overridden by every trial's own value
+            flag = "--" + both[0].replace("_", "-")
+            raise ConfigError(f"{flag} is searched (--param {both[0]}=...): leave {flag} out, or search another knob")
         base = config_from_args(args, seed=args.seed, **_absolute_csv(args))
         settings = search.Settings(
             study=args.study or search.default_name(base.arch), base=base.to_dict(), params=tuple(params),

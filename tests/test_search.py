@@ -73,6 +73,7 @@ def studies(store: Path) -> list[str]:
     (["--param", "lrate=0.01:0.1"], "'lrate' is not a knob of the recipe; searchable: batch_size, lr,"),
     (["--param", "epochs=1:5"], "epochs is each trial's length, not a knob to search"),
     (["--param", "lr=0.01:0.1", "--param", "lr=0.1:1"], "--param lr is given twice"),
+    (["--param", "lr=0.01:0.1", "--lr", "0.05"], "--lr is searched (--param lr=...): leave --lr out"),
     (["--param", "adv_steps=1:5"], "adv_steps is 5 but adv_eps is 0 (off), so it would change nothing"),
     (["--param", "lr=0.01:0.1", "--budget-epochs", "0"], "--budget-epochs must be a whole number of at least 1, got 0"),
     (["--param", "lr=0.01:0.1"], "give a budget: --trials N, --budget-epochs E, or both"),
@@ -198,7 +199,7 @@ def test_a_driver_killed_mid_trial_resumes_without_repeating_or_losing_a_trial(t
     run each, the interrupted one resumed from its last finished epoch, not started again."""
     store = tmp_path / "store"
     argv = [sys.executable, "-m", "core", "--checkpoints", str(store), "--data", str(require_mnist()), "search",
-            "--arch", "mlp", "--train-limit", "4000", "--val-size", "500", "--device", "cpu", "--quiet",
+            "--arch", "mlp", "--train-limit", "3000", "--val-size", "500", "--device", "cpu", "--quiet",
             "--param", "lr=0.01:0.3:log", "--epochs", "4", "--trials", "3", "--pruner", "none", "--study", "killed"]
     driver = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

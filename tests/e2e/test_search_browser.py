@@ -34,7 +34,7 @@ def root(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search-browser") / "checkpoints"
     code, out, err = run_cli("--checkpoints", str(folder), "--data", str(DATA), "search", "--arch", "mlp",
                              "--param", "lr=0.01:1:log", "--param", "batch_size=32,128,512",
-                             "--param", "momentum=0:0.95", "--trials", "8", "--epochs", "3",
+                             "--param", "momentum=0:0.95", "--trials", "6", "--epochs", "3",
                              "--train-limit", "1000", "--val-size", "500", "--pruner", "median", "--device", "cpu",
                              "--study", STUDY, "--quiet", "--json")
     assert code == 0, out + err
