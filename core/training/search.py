@@ -670,7 +670,7 @@ def load_study(name: str, root=None):
     return settings, open_study(folder, settings)
 
 
-def trial_rows(study, root=None, live: bool = True) -> list[dict]:
+def trial_rows(study, live: bool = True) -> list[dict]:
     """One dict per trial: number, run_id, state (finished | pruned | failed | running, or for a
     study no driver runs (`live` False) interrupted: `--resume` goes on with it), epochs trained,
     val_acc (the kept weights' validation accuracy: the last reported), params, curve
@@ -705,7 +705,7 @@ def summary(name: str, root=None) -> dict:
     best (run_id, val_acc, params, number) or None, and the epochs spent."""
     settings, study = load_study(name, root)
     state = study_state(name, root)
-    rows = trial_rows(study, root, live=state == "running")
+    rows = trial_rows(study, live=state == "running")
     finished = [r for r in rows if r["state"] == "finished" and r["val_acc"] is not None]
     best = max(finished, key=lambda r: (r["val_acc"], -r["number"]), default=None)
     return {"study": name, "state": state, "arch": settings.base.get("arch"),
