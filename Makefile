@@ -16,13 +16,16 @@ DEV_HASH := $(shell { cat requirements.txt requirements-dev.txt pyproject.toml; 
 
 .PHONY: run dev test test-fast install install-dev data browser bench screenshots docs docs-build clean-venv
 
+# Listening beyond this machine (ADDRESS=0.0.0.0) needs an owner password first: `python -m core owner`.
 run: install data
+	@$(PY) -m core owner --check-listen '$(ADDRESS)'
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--browser.gatherUsageStats false
 
 # As `run`, and the app reloads when its source changes (the watcher costs each rerun 10-20 ms:
 # .streamlit/config.toml turns it off for `run`).
 dev: install data
+	@$(PY) -m core owner --check-listen '$(ADDRESS)'
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--browser.gatherUsageStats false --server.fileWatcherType auto --server.runOnSave true
 

@@ -245,6 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-verify", action="store_true",
                         help="skip running the file on MNIST's 10,000 test images against the run's own predictions")
     export.add_argument("--json", action="store_true", help="one JSON object: path, card paths, seconds, bytes, card")
+    own = sub.add_parser("owner", help="the owner's password, which a lab opened to others (make run ADDRESS=0.0.0.0) "
+                                       "asks before anything that spends its compute or changes its runs")
+    what = own.add_mutually_exclusive_group()
+    what.add_argument("--set", action="store_true",
+                      help="keep a new password (asked twice at a terminal; one line from a pipe): only its "
+                           "Argon2id hash is written, to $MNIST_LAB_OWNER_FILE or ~/.config/mnist-lab/owner-password")
+    what.add_argument("--clear", action="store_true", help="forget the kept password")
+    what.add_argument("--check-listen", metavar="ADDRESS", default=None,
+                      help="exit 2, saying why, if the dashboard must not listen on ADDRESS (not this machine's "
+                           "loopback, and no owner password set); `make run` asks this first")
     return parser
 
 

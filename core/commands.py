@@ -25,7 +25,8 @@ from core.config import ConfigError, TrainConfig, field_specs
 from core.data.csvfile import CSVFormatError, read_digits_csv
 from core.data.images import ImageError, preprocess
 from core.data.mnist import data_dir, fetch
-from core.errors import Cancelled, LabError
+from core import owner
+from core.errors import BadInput, Cancelled, LabError
 from core.fsio import strict_json
 from core.models import count_parameters, create_model, get_spec, list_models
 from core.store import tables
@@ -411,5 +412,40 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _read_new_password() -> str:
+    """Twice at a terminal (not echoed); one line from a pipe, for scripts."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    first = getpass.getpass("New owner password: ")
+    if getpass.getpass("Again: ") != first:
+        raise BadInput("the two passwords differ: nothing was changed")
+    return first
+
+
+def cmd_owner(args) -> int:
+    """`owner`: where the owner's password comes from; --set keeps a new one (its hash), --clear
+    forgets it, --check-listen ADDRESS refuses an address beyond this machine with none set."""
+    if args.check_listen is not None:
+        owner.check_listen(args.check_listen)
+        return 0
+    if args.set:
+        path = owner.set_password(_read_new_password())
+        print(f"The owner's password is set: its Argon2id hash is kept in {path} (readable by you alone).",
+              file=sys.stderr)
+        return 0
+    if args.clear:
+        gone = owner.clear()
+        print(f"Forgot the owner's password ({owner.password_file()})." if gone
+              else "No owner password was kept.", file=sys.stderr)
+    where = owner.source()
+    print({"environment": f"Owner password: from {owner.ENV_PASSWORD}, for this start.",
+           "file": f"Owner password: set, kept in {owner.password_file()}.",
+           None: "Owner password: not set. The lab trusts everyone who can reach it: keep it on 127.0.0.1, or "
+                 + owner.HOW_TO_SET + "."}[where])
+    return 0
+
+
 COMMANDS = {"fetch": cmd_fetch, "models": cmd_models, "train": cmd_train, "runs": cmd_runs,
-            "predict": cmd_predict, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench, **REPORTS}
+            "predict": cmd_predict, "sweep": cmd_sweep, "search": cmd_search, "bench": cmd_bench,
+            "owner": cmd_owner, **REPORTS}

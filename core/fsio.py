@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True, mode: int | None = None) -> None:
     """The one way files are written: to a temporary file beside `path`, fsync, then rename
     over it, so a reader sees the old file or the new one, never a torn one. `durable=False`
     skips the fsync (still never torn, but a power cut may lose it): for progress.json,
-    rewritten 20 times an epoch, where the fsync was most of a progress report's cost."""
+    rewritten 20 times an epoch, where the fsync was most of a progress report's cost. `mode`
+    (e.g. 0o600 for the owner's password hash) replaces the umask's permissions before the rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -30,7 +31,7 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: honour the umask, as open() would
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp makes 0600: honour the umask
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import style
+from dashboard import access, style
 
 HOME = ("views/home.py", "Start here", "", ":material/home:")  # the first page, at "/"
 PAGES = [  # (file, title, url path, icon): the pages after it, each at its own path
@@ -34,10 +34,12 @@ def main() -> None:
     st.set_page_config(page_title="MNIST Lab", page_icon=":material/draw:", layout="wide")
     home = st.Page(HOME[0], title=HOME[1], icon=HOME[3], default=True)  # at "/"
     style.inject()  # the few CSS rules Streamlit's layout lacks (phones, too-wide charts): dashboard/style.py
+    access.guard()  # opened beyond this machine with no owner password: every page says how to set one
     pages = [st.Page(path, title=title, url_path=url, icon=icon) for path, title, url, icon in PAGES]
     page = st.navigation([home, *pages], expanded=True)  # every page listed: none folded under "View more"
     with st.sidebar:
         st.caption(":material/draw: **MNIST Lab** · train, compare and probe digit classifiers")
+    access.sidebar()  # the owner's sign-in, before the page: a page may stop its script early
     page.run()
 
 

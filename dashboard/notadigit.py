@@ -9,6 +9,7 @@ import streamlit as st
 from core.data.images import normalize
 from core.errors import LabError
 from core.notadigit.detector import fit
+from dashboard import access
 from dashboard import glossary
 from dashboard.inference import detector, predictor
 from dashboard.notices import report
@@ -79,11 +80,12 @@ def ood_section(models: list) -> None:
         names = ", ".join(md_text(r.name) for r in missing)
         left, right = st.columns([3, 1])
         left.caption(f"Not-a-digit check not fitted yet for {names}: their rows always name a digit.")
-        if right.button("Fit the check", icon=":material/block:", key="sketch_fit_ood",
-                        help="each model's detector learns its training digits' features and the lab's images of "
-                             "what is not a digit, and sets its threshold so that 99% of its validation digits pass: "
-                             "half a minute to a minute per model on a 2-core CPU (the first on a machine also draws "
-                             "the lab's images, some 17 s)"):
+        if right.button("Fit the check", icon=":material/block:", key="sketch_fit_ood", disabled=access.locked(),
+                        help=access.LOCKED_HELP if access.locked() else
+                        "each model's detector learns its training digits' features and the lab's images of "
+                        "what is not a digit, and sets its threshold so that 99% of its validation digits pass: "
+                        "half a minute to a minute per model on a 2-core CPU (the first on a machine also draws "
+                        "the lab's images, some 17 s)") and access.allowed("fit the not-a-digit check"):
             for run in missing:
                 try:
                     with st.spinner(f"Fitting the not-a-digit check of {run.name}…"):

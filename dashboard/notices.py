@@ -14,6 +14,7 @@ from core.data import mnist as data_mod
 from core.errors import LabError
 from core.store.folder import store_problem
 from core.store.runs import Run
+from dashboard import access
 from dashboard.state import cached_mnist
 from dashboard.text import md_text
 
@@ -45,7 +46,9 @@ def require_mnist(purpose: str = "This page") -> bool:
                    f"(expected in `{data_mod.raw_dir(None)}`).", icon=":material/cloud_download:")
         st.caption("Fetching copies the four original files (about 55 MB) and checks their MD5 sums. "
                    "From a terminal: `python -m core fetch`.")
-        if st.button("Fetch MNIST", type="primary", icon=":material/download:", key="fetch_mnist"):
+        if st.button("Fetch MNIST", type="primary", icon=":material/download:", key="fetch_mnist",
+                     disabled=access.locked(), help=access.LOCKED_HELP if access.locked() else None) \
+                and access.allowed("fetch MNIST"):
             with st.status("Fetching MNIST…", expanded=True) as status:
                 try:
                     data_mod.fetch(None, report=status.write)

@@ -24,6 +24,18 @@ from core.store.runs import Run, load_predictions
 from dashboard.text import md_text
 
 
+# --- what one session computed for all -------------------------------------------------------
+
+EXPORTS: dict[tuple, dict] = {}  # Evaluate's checked ONNX zips by (store, run, finished at): a visitor downloads the owner's
+MAX_EXPORTS = 16
+
+
+def keep_export(key: tuple, ready: dict) -> None:
+    EXPORTS[key] = ready
+    while len(EXPORTS) > MAX_EXPORTS:
+        EXPORTS.pop(next(iter(EXPORTS)))  # the oldest
+
+
 # --- cache keys -------------------------------------------------------------------------------
 
 def checkpoints_base() -> str:

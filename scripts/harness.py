@@ -109,12 +109,15 @@ class Server:
 
 def start_server(checkpoints: str | os.PathLike, data: str | os.PathLike | None = None,
                  python: str = sys.executable, timeout: float = 60.0, log: Path | None = None,
-                 stop_jobs: bool = False) -> Server:
+                 stop_jobs: bool = False, owner_password: str | None = None) -> Server:
     """Start the dashboard on a free port of 127.0.0.1 and wait until its health check answers.
 
     `checkpoints` becomes $MNIST_LAB_CHECKPOINTS, `data` (default: the repository's data/)
     $MNIST_LAB_DATA. With `stop_jobs`, stop() also ends training jobs left running in
-    `checkpoints` (for throwaway folders). Raises HarnessError with the server's output if it does not come up.
+    `checkpoints` (for throwaway folders). With `owner_password`, the lab has an owner (it is
+    $MNIST_LAB_OWNER_PASSWORD) and every session starts as a visitor; without, no password from
+    the caller's environment or kept file applies. Raises HarnessError with the server's output if
+    it does not come up.
     """
     checkpoints = Path(checkpoints).resolve()
     data = Path(data).resolve() if data else REPO / "data"
@@ -123,7 +126,10 @@ def start_server(checkpoints: str | os.PathLike, data: str | os.PathLike | None 
         log = Path(tempfile.mkstemp(prefix="mnist-lab-streamlit-", suffix=".log")[1])
     log_file = open(log, "wb")
     env = {**os.environ, "MNIST_LAB_CHECKPOINTS": str(checkpoints), "MNIST_LAB_DATA": str(data),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "MNIST_LAB_OWNER_FILE": str(log) + ".no-owner-file"}
+    env.pop("MNIST_LAB_OWNER_PASSWORD", None)
+    if owner_password is not None:
+        env["MNIST_LAB_OWNER_PASSWORD"] = owner_password
     process = subprocess.Popen(
         [python, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],

@@ -11,6 +11,11 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") != "1":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# No owner password from the developer's shell or ~/.config reaches a test: a test that wants an
+# owner sets one (tests/test_access.py).
+os.environ.pop("MNIST_LAB_OWNER_PASSWORD", None)
+os.environ["MNIST_LAB_OWNER_FILE"] = os.path.join(os.sep, "nonexistent", "mnist-lab-owner-password")
+
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +92,8 @@ def lab_env(monkeypatch, tmp_path, mnist_root):
     checkpoints folder; call the returned function to use another checkpoints folder."""
     monkeypatch.setenv("MNIST_LAB_DATA", str(mnist_root))
     monkeypatch.setenv("MNIST_LAB_HANDWRITING", str(tmp_path / "handwriting"))
+    monkeypatch.delenv("MNIST_LAB_OWNER_PASSWORD", raising=False)  # no owner: the one trusted person, as before
+    monkeypatch.setenv("MNIST_LAB_OWNER_FILE", str(tmp_path / "owner-password"))
     empty = tmp_path / "checkpoints"
     empty.mkdir()
     monkeypatch.setenv("MNIST_LAB_CHECKPOINTS", str(empty))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNIST_LAB_DATA") or REPO / "data").resolve()
 
 
-def run_cli(*argv: str, cwd=None) -> tuple[int, str, str]:
-    """`python -m core ARGV` in this process, from `cwd` if given: (exit code, stdout, stderr).
+def run_cli(*argv: str, cwd=None, input: str | None = None) -> tuple[int, str, str]:
+    """`python -m core ARGV` in this process, from `cwd` if given, `input` on its stdin (a pipe's,
+    not a terminal's): (exit code, stdout, stderr).
     The same main() the entry points call, without the interpreter's two-second start (tests that
     need a real process, for signals, another user or the entry points, start one). The signal
     handlers a command installs are put back afterwards."""
@@ -23,6 +25,9 @@ def run_cli(*argv: str, cwd=None) -> tuple[int, str, str]:
     from core.cli import main
     out, err = io.StringIO(), io.StringIO()
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stdin = sys.stdin
+    if input is not None:
+        sys.stdin = io.StringIO(input)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
                 (contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext()):
@@ -31,15 +36,16 @@ def run_cli(*argv: str, cwd=None) -> tuple[int, str, str]:
             except SystemExit as exc:
                 code = exc.code
     finally:
+        sys.stdin = stdin
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     return code, out.getvalue(), err.getvalue()
 
 
-def cli_result(*argv: str, cwd=None) -> subprocess.CompletedProcess:
+def cli_result(*argv: str, cwd=None, input: str | None = None) -> subprocess.CompletedProcess:
     """run_cli's result as a CompletedProcess (returncode, stdout, stderr), for tests written
     against a real process that need none of its properties."""
-    code, out, err = run_cli(*argv, cwd=cwd)
+    code, out, err = run_cli(*argv, cwd=cwd, input=input)
     return subprocess.CompletedProcess(list(argv), code, out, err)
 
 

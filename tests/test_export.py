@@ -211,7 +211,8 @@ def test_evaluate_offers_the_checked_onnx_file_and_its_card(lab_env, trained_run
     at.selectbox(key="eval_run").set_value(run_id).run()
     at.button(key="eval_export_button").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    ready = at.session_state["eval_export"]
+    from dashboard.state import EXPORTS
+    ready = next(v for k, v in EXPORTS.items() if k[1] == run_id)  # the one zip every session is offered
     with zipfile.ZipFile(BytesIO(ready["data"])) as archive:
         card = json.loads(archive.read(f"{run_id}.onnx.card.json"))
         model = archive.read(f"{run_id}.onnx")
@@ -223,5 +224,5 @@ def test_evaluate_offers_the_checked_onnx_file_and_its_card(lab_env, trained_run
     assert any("10,000 of 10,000 test digits" in c.value for c in at.caption)
     at.run()   # a second visit keeps the file ready: no export again
     assert not [b for b in at.button if b.key == "eval_export_button"]
-    assert at.session_state["eval_export"]["data"] == ready["data"]
+    assert [b.label for b in at.get("download_button")] == ["Download as ONNX (with its model card)"]
     assert not list(root.rglob("*.onnx")) and not list(root.rglob("*.tmp"))   # nothing left in the runs folder

@@ -11,6 +11,7 @@ import streamlit as st
 from core.store import tables
 from core.errors import LabError
 from core.store.runs import delete_run, rename_run
+from dashboard import access
 from dashboard.notices import no_runs_notice, show_run_warnings
 from dashboard.significance import groups_section, pairs_section
 from dashboard.state import accuracy_without_confirmed, load_runs, predictions_problem
@@ -271,7 +272,8 @@ def manage(runs: list) -> None:
     left, right = st.columns(2, gap="large")
     with left, st.form("rename_form", border=False):
         new_name = st.text_input("New name", value=run.name, max_chars=80, key=f"compare_name_{run.run_id}")
-        if st.form_submit_button("Rename", icon=":material/edit:"):
+        if st.form_submit_button("Rename", icon=":material/edit:", disabled=access.locked()) \
+                and access.allowed("rename a run"):
             try:
                 rename_run(run.run_id, new_name)
             except LabError as exc:
@@ -282,15 +284,17 @@ def manage(runs: list) -> None:
     with right:
         pending = st.session_state.get("compare_delete") == run.run_id
         if not pending:
-            if st.button("Delete…", icon=":material/delete:", disabled=run.status in ("running", "queued"),
-                         help="running and queued runs must be cancelled first"):
+            if st.button("Delete…", icon=":material/delete:",
+                         disabled=run.status in ("running", "queued") or access.locked(),
+                         help=access.LOCKED_HELP if access.locked() else "running and queued runs must be cancelled first"):
                 st.session_state["compare_delete"] = run.run_id
                 st.rerun()
         else:
             st.warning(f"Delete **{md_text(run.name)}** (`{run.run_id}`) and all its files? "
                        "This cannot be undone.")
             yes, no = st.columns(2)
-            if yes.button("Yes, delete it", type="primary", icon=":material/delete_forever:"):
+            if yes.button("Yes, delete it", type="primary", icon=":material/delete_forever:",
+                          disabled=access.locked()) and access.allowed("delete a run"):
                 st.session_state.pop("compare_delete", None)
                 try:
                     delete_run(run.run_id)

@@ -10,6 +10,7 @@ from core.config import TrainConfig
 from core.data import view as dataview
 from core.data.csvfile import CSVFormatError, read_digits_csv
 from core.data.mnist import raw_dir
+from dashboard import access
 from dashboard.notices import require_mnist
 from dashboard.state import mnist
 from dashboard.widgets import digit_grid
@@ -87,6 +88,9 @@ def csv_import() -> None:
     st.subheader("Import a CSV", divider="gray")
     st.caption("Kaggle digit-recognizer format: a header, an optional `label` column and 784 columns "
                "`pixel0`…`pixel783` (values 0..255, row by row).")
+    if not access.is_owner():  # no uploader at all: a visitor's session never holds a file
+        st.caption(":material/lock: Importing a CSV is the lab's owner's: sign in under Owner sign-in in the sidebar.")
+        return
     upload = st.file_uploader("CSV file (Kaggle digit-recognizer format)", type=["csv"], key="data_csv")
     if upload is None:
         return

@@ -16,6 +16,7 @@ import streamlit as st
 from core.analysis import embedding as maps
 from core.errors import LabError
 from core.analysis.label_issues import confirmed_indices
+from dashboard import access
 from dashboard.charts import fit_width
 from dashboard.explain import image_picker
 from dashboard.notadigit import ood_marks, ood_toggle
@@ -99,8 +100,9 @@ def page() -> None:
             st.info(f"The {maps.METHODS[method]} map of **{md_text(run.name)}** is not computed yet: "
                     f"{EXPECTED[method]} on a CPU, once; it is kept in the run folder.",
                     icon=":material/scatter_plot:")
-            clicked = st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute")
-        if not clicked:
+            clicked = st.button("Compute the map", icon=":material/play_arrow:", key="emb_compute",
+                                disabled=access.locked(), help=access.LOCKED_HELP if access.locked() else None)
+        if not clicked or not access.allowed("compute an embedding map"):
             st.stop()
         stages = st.empty()
 

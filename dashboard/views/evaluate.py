@@ -12,11 +12,11 @@ from core.analysis.ensemble import combine, create_ensemble
 from core.errors import LabError
 from core.export.graph import bundle
 from core.stats import wilson_percent
-from dashboard import glossary
+from dashboard import access, glossary
 from dashboard.charts import count_scale, fit_width, reliability_chart
 from dashboard.explain import image_picker
 from dashboard.notices import report
-from dashboard.state import calibration_kept, checkpoints_base, test_images
+from dashboard.state import EXPORTS, calibration_kept, checkpoints_base, keep_export, test_images
 from dashboard.text import md_text
 from dashboard.widgets import CLEAN_HELP, digit_grid, finished_run_or_stop, run_label
 
@@ -82,6 +82,8 @@ def cell_images(run, preds, true: int, predicted: int) -> None:
 
 def save_ensemble(members: list[str]) -> None:
     """Button callback: save the chosen runs as an ensemble run and open it on this page."""
+    if not access.allowed("save a run"):
+        return
     name = (st.session_state.get("eval_ens_name") or "").strip() or None
     try:
         new_id = create_ensemble(members, name=name, root=checkpoints_base())
@@ -132,8 +134,9 @@ def ensemble_section(finished: list) -> None:
         st.text_input("Name", key="eval_ens_name", max_chars=80,
                       placeholder="default: ensemble: <the members' names>")
         st.button("Save as a run", icon=":material/save:", key="eval_ens_save", on_click=save_ensemble,
-                  args=(list(chosen),), help="writes a new run folder: its weights are the members', "
-                                              "its predictions the mean of theirs")
+                  args=(list(chosen),), disabled=access.locked(),
+                  help=access.LOCKED_HELP if access.locked() else "writes a new run folder: its weights are the "
+                  "members', its predictions the mean of theirs")
 
 
 INTERVAL_HELP = ("the share of test images the run gets right; the caption below gives its 95% Wilson interval, "
@@ -168,7 +171,9 @@ def calibration_section(run, preds) -> None:
     glossary.captions("ece", "temperature")
     if kept is None:
         if st.button("Fit a temperature on the validation split", icon=":material/thermostat:", key="eval_calibrate",
-                     disabled=run.status != "finished", help="a few seconds: one pass over the validation images"):
+                     disabled=run.status != "finished" or access.locked(),
+                     help=access.LOCKED_HELP if access.locked() else "a few seconds: one pass over the validation "
+                     "images") and access.allowed("fit a temperature"):
             try:
                 with st.spinner("Fitting on the validation split…"):
                     calibration.calibrate(run.run_id, checkpoints_base())
@@ -189,19 +194,23 @@ def export_section(run) -> None:
                "(N, 10) out; it normalises the pixels itself. Its model card (Markdown and JSON) says how it was "
                "trained and how well it does. Before it is offered, the file is run in ONNX Runtime on the 10,000 "
                "test images and checked against this run's own predictions.")
-    key = ("eval_export", run.run_id, run.metrics.get("finished"))
-    ready = st.session_state.get("eval_export")
-    if ready is None or ready["key"] != key:
+    key = (checkpoints_base(), run.run_id, run.metrics.get("finished"))
+    ready = EXPORTS.get(key)  # one export per run for every session: a visitor downloads the owner's
+    if ready is None:
+        if access.locked():
+            st.caption(":material/lock: Not exported yet: exporting is the lab's owner's (it runs the model on "
+                       "the 10,000 test images); once it is done, it can be downloaded here.")
+            return
         if st.button("Export as ONNX", icon=":material/deployed_code:", key="eval_export_button",
-                     disabled=run.status != "finished", help="seconds: the export, then the check in ONNX Runtime"):
+                     disabled=run.status != "finished", help="seconds: the export, then the check in ONNX Runtime") \
+                and access.allowed("export a model"):
             try:
                 with st.spinner("Exporting and checking in ONNX Runtime…"):
                     name, data, done = bundle(run.run_id, checkpoints_base())
             except LabError as exc:
                 report(exc)
             else:
-                st.session_state["eval_export"] = {"key": key, "name": name, "data": data, "card": done.card,
-                                                   "bytes": done.bytes}
+                keep_export(key, {"name": name, "data": data, "card": done.card, "bytes": done.bytes})
                 st.rerun()
         return
     verified = ready["card"].get("verified") or {}

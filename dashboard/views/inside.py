@@ -17,6 +17,7 @@ from PIL import Image
 from core.analysis import inside
 from core.data.images import normalize
 from core.store.folder import ACTIVE, WEIGHTS
+from dashboard import access
 from dashboard import glossary
 from dashboard.inference import one_thread, predictor
 from dashboard.layers import layer_grids, stamp_of
@@ -206,7 +207,9 @@ def neighbours_panel(run, model, x: torch.Tensor, predicted: int) -> None:
     if kept is None and st.session_state.get(f"{KEY}_find") != key[:3]:
         st.caption("The model's penultimate features of every image it trained on are computed once for this run "
                    "(a forward pass over up to 55,000 images: a minute or two on a CPU) and kept in its folder.")
-        if not st.button("Find them", icon=":material/travel_explore:", key=f"{KEY}_find_button"):
+        if not st.button("Find them", icon=":material/travel_explore:", key=f"{KEY}_find_button",
+                         disabled=access.locked(), help=access.LOCKED_HELP if access.locked() else None) \
+                or not access.allowed("compute a run's training features"):
             return
         st.session_state[f"{KEY}_find"] = key[:3]
     found = kept_result(run, _features, "Computing the penultimate features of the training images (once for this "

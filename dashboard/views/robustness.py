@@ -13,6 +13,7 @@ from core.analysis import attacks, robustness
 from core.data.corruptions import CORRUPTIONS, corrupt
 from core.errors import LabError
 from core.store.folder import ROBUSTNESS, WEIGHTS
+from dashboard import access
 from dashboard import glossary
 from dashboard.charts import fit_width, run_colour
 from dashboard.inference import predictor
@@ -157,7 +158,9 @@ def page() -> None:
             st.warning(f"**{md_text(run.name)}**: the kept report cannot be used: {md_text(damage)}. Measure it again.",
                        icon=":material/warning:")
         if st.button(f"Measure {run.name} (about 3-10 minutes on a CPU)", key=f"rob_measure_{run.run_id}",
-                     icon=":material/shield:"):
+                     icon=":material/shield:", disabled=access.locked(),
+                     help=access.LOCKED_HELP if access.locked() else None) \
+                and access.allowed("measure robustness"):
             try:
                 with st.spinner(f"Corrupting and attacking 10,000 test images with {run.name}…", show_time=True):
                     robustness.robustness(run.run_id, checkpoints_base())

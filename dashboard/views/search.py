@@ -18,6 +18,7 @@ from core.models import get_spec, list_models
 from core.recipe import KNOB
 from core.store.folder import read_json
 from core.training import search
+from dashboard import access
 from dashboard import glossary
 from dashboard.charts import fit_width
 from dashboard.knobs import PLAIN, float_step
@@ -214,13 +215,16 @@ def start_form(mnist_ok: bool) -> None:
     st.text_input("Study name", key="search_name", **KEEP,
                   help="Names the study and its runs (\"NAME #3\" is its trial 3): letters, digits, '.', '_' "
                        "and '-'.")
-    if st.button("Start the study", type="primary", icon=":material/travel_explore:", disabled=not mnist_ok,
-                 key="search_start"):
+    if st.button("Start the study", type="primary", icon=":material/travel_explore:",
+                 disabled=not mnist_ok or access.locked(), key="search_start",
+                 help=access.LOCKED_HELP if access.locked() else None):
         start(arch, knobs)
 
 
 def start(arch: str, knobs: list[str]) -> None:
     """Create the study and start its driver; a bad request is one line in red and creates nothing."""
+    if not access.allowed("start a study"):
+        return
     ss = st.session_state
     name = (ss.get("search_name") or "").strip() or search.default_name(arch)
     try:
@@ -503,9 +507,10 @@ def compare_section(rows: list[dict], name: str) -> None:
 
 
 def cancel_button(name: str) -> None:
-    if st.button("Cancel study", icon=":material/stop:", key=f"search_cancel_{name}",
-                 help="Stops the study: the trial training now saves its run and stops; "
-                      "`python -m core search --resume NAME` goes on later."):
+    if st.button("Cancel study", icon=":material/stop:", key=f"search_cancel_{name}", disabled=access.locked(),
+                 help=access.LOCKED_HELP if access.locked() else "Stops the study: the trial training now saves its "
+                      "run and stops; `python -m core search --resume NAME` goes on later.") \
+            and access.allowed("cancel a study"):
         try:
             stopped = search.cancel(name)
         except LabError as exc:

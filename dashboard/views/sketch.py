@@ -28,6 +28,7 @@ from core.analysis import attacks
 from core.data import handwriting
 from core.store import tables
 from core.models import list_models
+from dashboard import access
 from dashboard.explain import saliency_panel
 from dashboard.inference import detector, freeze_heap, handwriting_scores, predictor, probabilities
 from dashboard import glossary
@@ -218,6 +219,8 @@ def change_its_mind(digit: np.ndarray, models: list) -> None:
 
 def save(digit: np.ndarray) -> None:
     """Button callback: store the drawing with its label, then start a fresh canvas."""
+    if not access.allowed("save to the handwriting set"):
+        return
     label = st.session_state.get("sketch_label")
     try:
         new_id = handwriting.add_drawing(digit, int(label))
@@ -234,8 +237,9 @@ def save_section(digit: np.ndarray | None) -> None:
     st.markdown("**Add it to your handwriting set**")
     label = st.selectbox("True label", range(10), index=None, placeholder="which digit did you draw?",
                          key="sketch_label")
-    st.button("Save to my handwriting", icon=":material/save:", disabled=digit is None or label is None,
-              on_click=save, args=(digit,), help="draw a digit and pick its true label first")
+    st.button("Save to my handwriting", icon=":material/save:", disabled=digit is None or label is None
+              or access.locked(), on_click=save, args=(digit,),
+              help=access.LOCKED_HELP if access.locked() else "draw a digit and pick its true label first")
     kind, text = st.session_state.pop("sketch_message", (None, None))
     if kind == "error":
         st.error(text)
@@ -295,7 +299,8 @@ def handwriting_section(models: list) -> None:
         digit_grid(hw.images[newest], [f"#{hw.ids[i]} · {hw.labels[i]}" for i in newest], size=56)
         doomed = st.multiselect("Drawings to delete", [int(i) for i in hw.ids[newest]],
                                 format_func=lambda i: f"#{i}", key="sketch_delete")
-        if st.button("Delete selected", icon=":material/delete:", disabled=not doomed):
+        if st.button("Delete selected", icon=":material/delete:", disabled=not doomed or access.locked()) \
+                and access.allowed("delete drawings"):
             removed = handwriting.delete_drawings(doomed)
             st.toast(f"Deleted {removed} drawing{'s' if removed != 1 else ''}", icon=":material/delete:")
             st.rerun()

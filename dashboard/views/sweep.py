@@ -13,6 +13,7 @@ from core.errors import LabError
 from core.models import list_models
 from core.training.grids import parse_values, prepare_sweep, sweep_cells, sweep_ids, sweep_table
 from core.training.loop import check_trainable
+from dashboard import access
 from dashboard.charts import fit_width, show_history
 from dashboard.notices import no_runs_notice, report, require_mnist, show_run_warnings
 from dashboard.state import load_runs
@@ -42,8 +43,9 @@ def launch_form(mnist_ok: bool) -> None:
         st.caption("Comma-separated values; every pair becomes one run. A training-set limit keeps "
                    "a grid quick.")
         submitted = st.form_submit_button("Launch sweep", type="primary", icon=":material/play_arrow:",
-                                          disabled=not mnist_ok)
-    if submitted:
+                                          disabled=not mnist_ok or access.locked(),
+                                          help=access.LOCKED_HELP if access.locked() else None)
+    if submitted and access.allowed("launch a sweep"):  # before anything reads the Ray address
         launch(arch, epochs, limit, lrs_text, batches_text, device, address.strip())
 
 
@@ -153,7 +155,8 @@ def cluster_controls(sweep_id: str) -> None:
     text.caption(f":material/hub: on the Ray cluster at {md_text(cluster.get('address'))}, driven from "
                  f"{md_text(cluster.get('host'))} (pid {md_text(cluster.get('pid'))})"
                  + ("" if cluster["active"] else " · the driver has ended"))
-    if cluster["active"] and button.button("Cancel sweep", key=f"sweep_cancel_{sweep_id}", icon=":material/stop:"):
+    if cluster["active"] and button.button("Cancel sweep", key=f"sweep_cancel_{sweep_id}", icon=":material/stop:",
+                                           disabled=access.locked()) and access.allowed("cancel a sweep"):
         try:
             stopped = raylaunch.cancel_sweep(sweep_id)
         except LabError as exc:

@@ -24,6 +24,7 @@ from core.models import get_spec, list_models
 from core.store.runs import is_resumable
 from core.training.grids import MAX_SEEDS, parse_seeds, prepare_seeds
 from core.training.loop import check_trainable
+from dashboard import access
 from dashboard.charts import show_history
 from dashboard.inference import resume_device
 from dashboard.notices import no_runs_notice, report, require_mnist, show_run_warnings
@@ -197,7 +198,7 @@ def settings_form(mnist_ok: bool) -> None:
                            f"runs queue one after another, and Compare shows the group's mean ± std", **KEEP)
 
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch",
-                 disabled=not mnist_ok):
+                 disabled=not mnist_ok or access.locked(), help=access.LOCKED_HELP if access.locked() else None):
         start(arch)
     if st.session_state.get("train_started"):
         st.success(f"Started {st.session_state['train_started']}: its card shows how it goes.",
@@ -205,6 +206,8 @@ def settings_form(mnist_ok: bool) -> None:
 
 
 def start(arch: str) -> None:
+    if not access.allowed("start a training"):
+        return
     values = {f.name: f.from_widget(st.session_state[f.key]) for f in FIELDS}
     seeds_text = (st.session_state.get("train_seeds") or "").strip()
     try:
@@ -261,6 +264,8 @@ def polling_wanted(runs: list) -> bool:
 
 
 def cancel(run_id: str) -> None:
+    if not access.allowed("cancel a job"):
+        return
     try:
         stopped = jobs.cancel(run_id)
     except LabError as exc:
@@ -273,6 +278,8 @@ def cancel(run_id: str) -> None:
 
 def resume(run_id: str, device: str | None = None) -> None:
     """Resume the run; `device` (dashboard.inference.resume_device) replaces one this machine lacks."""
+    if not access.allowed("resume a run"):
+        return
     try:
         jobs.resume(run_id, device=device)
     except LabError as exc:
@@ -287,7 +294,7 @@ def resume_button(run, where, key: str) -> None:
     """Resume, or "Resume on CPU" for a run made for a GPU this machine lacks."""
     device = resume_device(run)
     where.button(f"Resume on {device.upper()}" if device else "Resume", key=key, icon=":material/replay:",
-                 on_click=resume, args=(run.run_id, device),
+                 on_click=resume, args=(run.run_id, device), disabled=access.locked(),
                  help=(f"This run was set up for {run.config.get('device')}, which this machine does not have: "
                        f"it continues on the {device.upper()}") if device else None)
 
@@ -356,7 +363,7 @@ def latest_run_card(run) -> None:
         buttons = st.columns(4)
         if run.status in ("running", "queued"):
             buttons[0].button("Cancel", key=f"cancel_latest_{run.run_id}", icon=":material/stop:",
-                              on_click=cancel, args=(run.run_id,))
+                              on_click=cancel, args=(run.run_id,), disabled=access.locked())
         if is_resumable(run):
             resume_button(run, buttons[0], f"resume_latest_{run.run_id}")
 
@@ -373,7 +380,7 @@ def queue_section(active: list) -> None:
             with cols[1]:
                 status_badge(run.status)
             cols[2].button("Cancel", key=f"cancel_{run.run_id}", icon=":material/stop:",
-                           on_click=cancel, args=(run.run_id,))
+                           on_click=cancel, args=(run.run_id,), disabled=access.locked())
             progress_line(run)
 
 
