@@ -28,6 +28,8 @@ LOCKED = "Only the lab's owner can"
 def owned(lab_env, monkeypatch):
     """The lab with an owner (for this start: the environment's password); every session a visitor."""
     monkeypatch.setenv("MNIST_LAB_OWNER_PASSWORD", PASSWORD)
+    # the lab sets it for the jobs it starts (access.leave_a_core): put back whatever was there
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     return lab_env
 
 
@@ -319,8 +321,12 @@ def test_a_visitor_cannot_cancel_the_owners_training_and_the_owner_can(store, tm
     for knob in owner_at.number_input:
         if knob.key and knob.key.endswith("epochs"):
             knob.set_value(50)
+    started = children()
     button(owner_at, "Start training").click().run()
     (new,) = [r for r in list_runs(store) if r.status in ("queued", "running")]
+    (job,) = children() - started
+    environ = dict(item.split("=", 1) for item in Path(f"/proc/{job}/environ").read_text().split("\0") if "=" in item)
+    assert environ["OMP_NUM_THREADS"] == str(max(1, os.cpu_count() - 1))  # a core kept for the visitors
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and next(r for r in list_runs(store) if r.run_id == new.run_id).status != \
             "running":

@@ -23,6 +23,7 @@ it was fitted for: new weights, a new fit; a damaged file is fitted again. Writt
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -111,7 +112,12 @@ def _pooled(out: torch.Tensor, depths: int) -> torch.Tensor:
 def outputs(model: torch.nn.Module, x: torch.Tensor, many: bool = True) -> Outputs:
     """The detectors' inputs for normalised images (N, 1, 28, 28), in batches; `many`: in the
     faster memory layout for a pass over many images (core.models.inference_layout: the model is
-    converted in place), not for one drawing."""
+    converted in place), not for one drawing.
+
+    The convolutions are read through forward hooks, which fire on every pass through the model,
+    whichever thread makes it: on a server that loads each model once for every session, another
+    visitor's stroke passes through the same model at the same time. Each hook keeps only its own
+    thread's activations."""
     if any(m.training for m in model.modules()):  # eval() walks and sets every module: not per stroke
         model.eval()
     if many:
@@ -121,8 +127,12 @@ def outputs(model: torch.nn.Module, x: torch.Tensor, many: bool = True) -> Outpu
     seen: list[list[torch.Tensor]] = [[] for _ in every]
     pooled: list[list[torch.Tensor]] = [[] for _ in every]
 
+    mine = threading.get_ident()
+
     def record(k: int):
         def hook(_module, _input, out):
+            if threading.get_ident() != mine:  # another thread's pass through the shared model
+                return
             pooled[k].append(_pooled(out, len(every)))
             if k >= deep:
                 seen[k].append(out.float().mean((2, 3)))
