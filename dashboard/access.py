@@ -82,8 +82,8 @@ def guard() -> None:
 def leave_a_core() -> None:
     """A lab with visitors keeps a core for them: the jobs it starts (trainings, sweeps, searches)
     compute on the others. Measured with 30 sessions drawing on a 2-core machine: the owner's lenet
-    epochs took 2.1-2.3x as long as alone with torch's two threads, 1.6x with one (docs/teaching.md).
-    An OMP_NUM_THREADS the owner set is kept."""
+    epochs took 2.13x and 2.30x as long as alone on torch's two threads, 1.31x (1.29-1.58) on one
+    (docs/teaching.md). An OMP_NUM_THREADS the owner set is kept."""
     cores = os.cpu_count() or 1
     if cores > 1 and "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(cores - 1)  # read by each job's torch as it starts

@@ -43,8 +43,10 @@ def disk(*folders: Path) -> dict[str, str]:
     return found
 
 
-def children() -> set[int]:
-    """The processes this one has started and that still run (a training job, a study's driver)."""
+def children(parent: int | None = None) -> set[int]:
+    """The processes `parent` (default: this one) has started and that still run (a training job, a
+    study's driver)."""
+    parent = os.getpid() if parent is None else parent
     mine = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -52,7 +54,7 @@ def children() -> set[int]:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            if int(fields[1]) == parent and fields[0] != "Z":
                 mine.add(int(entry.name))
     return mine
 

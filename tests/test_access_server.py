@@ -5,9 +5,6 @@ server answers gets its latest drawing's cards."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from pathlib import Path
 
 import pytest
 
@@ -43,14 +40,14 @@ def test_a_replayed_start_click_trains_only_for_the_owner(lab):
     from core.training import jobs
 
     async def scenario():
-        before, running = disk(lab.checkpoints), children_of(lab.process.pid)
+        before, running = disk(lab.checkpoints), children(lab.process.pid)
         visitor = await start_clicked(lab.url, None)
         assert visitor.widget_named("button", "Start training").proto.disabled  # as drawn for a visitor
         await asyncio.sleep(2)
-        assert disk(lab.checkpoints) == before and children_of(lab.process.pid) == running
+        assert disk(lab.checkpoints) == before and children(lab.process.pid) == running
         wrong = await start_clicked(lab.url, "not the password")
         await asyncio.sleep(1)
-        assert disk(lab.checkpoints) == before and children_of(lab.process.pid) == running
+        assert disk(lab.checkpoints) == before and children(lab.process.pid) == running
         owner = await start_clicked(lab.url, PASSWORD)  # the control: the same click, signed in
         assert not owner.widget_named("button", "Start training").proto.disabled
         for tab in (visitor, wrong, owner):
@@ -59,20 +56,6 @@ def test_a_replayed_start_click_trains_only_for_the_owner(lab):
     started = [r for r in list_runs(lab.checkpoints) if r.status in ("queued", "running")]
     assert len(started) == 1 and started[0].arch == "lenet"
     jobs.cancel(started[0].run_id, lab.checkpoints)
-
-
-def children_of(pid: int) -> set[int]:
-    """Processes whose parent is `pid` (the server): a training job is started as one."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def test_a_tab_drawing_faster_than_the_server_answers_gets_its_latest_drawings_cards(lab):
