@@ -75,7 +75,8 @@ def guard() -> None:
     try:
         owner.check_listen(st.get_option("server.address") or "")
     except LabError as exc:
-        st.error(f"MNIST Lab is closed: {exc}.", icon=":material/lock:")
+        st.error(f"MNIST Lab is closed: {exc}; or keep it to this machine (`make run`, or `streamlit run "
+                 f"dashboard/app.py --server.address 127.0.0.1`).", icon=":material/lock:")
         st.stop()
 
 

@@ -74,10 +74,14 @@ def test_the_dashboard_starts_from_another_directory(tmp_path):
     """`streamlit run /path/to/dashboard/app.py` from elsewhere: the router and the first page
     import `core` and `dashboard` from the install (AppTest in a fresh process, cwd elsewhere)."""
     (tmp_path / "checkpoints").mkdir()
-    code = ("from streamlit.testing.v1 import AppTest\n"
+    code = ("from streamlit import config\n"
+            "config.set_option('server.address', '127.0.0.1')\n"  # as `streamlit run --server.address 127.0.0.1`
+            "from streamlit.testing.v1 import AppTest\n"
             f"at = AppTest.from_file({str(REPO / 'dashboard' / 'app.py')!r}, default_timeout=120).run()\n"
             "assert not at.exception, [e.value for e in at.exception]\n"
             "print(at.title[0].value)")
+    # no .streamlit/config.toml there: the address is given as `--server.address` would (without one
+    # Streamlit listens on every interface, and the lab stays closed with no owner password)
     proc = run([sys.executable, "-c", code], cwd=tmp_path, MNIST_LAB_CHECKPOINTS=str(tmp_path / "checkpoints"),
                MNIST_LAB_DATA=str(DATA), MNIST_LAB_HANDWRITING=str(tmp_path / "handwriting"))
     assert proc.returncode == 0, proc.stderr[-3000:]
