@@ -30,6 +30,7 @@ async def start_clicked(url: str, sign_in: str | None) -> Session:
     if sign_in is not None:
         tab.stage(tab.widget("access_password"), string_value=sign_in)  # typed; sent with the form's button
         await tab.set(tab.widget_named("button", "Sign in"), trigger_value=True)
+    tab.stage(tab.widget("train_limit"), int_value=500)  # a small job: it is cancelled at once anyway
     start = tab.widget_named("button", "Start training")
     await tab.set(start, trigger_value=True)
     return tab
@@ -54,7 +55,7 @@ def test_a_replayed_start_click_trains_only_for_the_owner(lab):
             await tab.close()
     asyncio.run(scenario())
     started = [r for r in list_runs(lab.checkpoints) if r.status in ("queued", "running")]
-    assert len(started) == 1 and started[0].arch == "lenet"
+    assert len(started) == 1 and started[0].arch == "lenet" and started[0].config["train_limit"] == 500
     jobs.cancel(started[0].run_id, lab.checkpoints)
 
 
