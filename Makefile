@@ -14,20 +14,22 @@ PY := $(VENV)/bin/python
 REQ_HASH := $(shell { cat requirements.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 DEV_HASH := $(shell { cat requirements.txt requirements-dev.txt pyproject.toml; echo '$(CURDIR)'; } | sha256sum | cut -c1-12)
 
-.PHONY: run dev test test-fast install install-dev data browser bench screenshots docs docs-build clean-venv
+.PHONY: run dev listen-check test test-fast install install-dev data browser bench screenshots docs docs-build clean-venv
 
-# Listening beyond this machine (ADDRESS=0.0.0.0) needs an owner password first: `python -m core owner`.
-run: install data
-	@$(PY) -m core owner --check-listen '$(ADDRESS)'
+# Listening beyond this machine (ADDRESS=0.0.0.0) needs an owner password first (`python -m core
+# owner`): listen-check refuses, in one line, before anything else is done.
+run: install listen-check data
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--browser.gatherUsageStats false
 
 # As `run`, and the app reloads when its source changes (the watcher costs each rerun 10-20 ms:
 # .streamlit/config.toml turns it off for `run`).
-dev: install data
-	@$(PY) -m core owner --check-listen '$(ADDRESS)'
+dev: install listen-check data
 	$(PY) -m streamlit run dashboard/app.py --server.address $(ADDRESS) --server.port $(PORT) \
 		--browser.gatherUsageStats false --server.fileWatcherType auto --server.runOnSave true
+
+listen-check: install
+	@$(PY) -m core owner --check-listen '$(ADDRESS)'
 
 # JOBS pytest-xdist workers (one per core; JOBS=0 runs in this process, as a debugger wants).
 # Tests that share one dashboard and Chromium, or a Ray cluster, stay on one worker (tests/conftest.py).

@@ -137,7 +137,7 @@ def test_only_loopback_opens_without_a_password(address, listens, monkeypatch):
     assert cli_result("owner", "--check-listen", address).returncode == 0
 
 
-@pytest.mark.slow  # make checks MNIST first (a second)
+@pytest.mark.slow  # make and a Python process (a second or two)
 def test_make_run_on_every_interface_without_a_password_refuses_to_start():
     import subprocess
     import sys
@@ -405,6 +405,7 @@ def test_a_visitors_ray_address_is_never_contacted(owned, tmp_path, monkeypatch)
         assert dialled, "the owner's launch is the control: it does reach the address"
 
 
+@pytest.mark.parametrize("drawing", ["drawn enabled"], indirect=True)  # the actions' own checks
 def test_a_visitors_handwriting_save_and_delete_write_nothing(owned, drawing, trained_runs, drawn, tmp_path):
     import numpy as np
 
@@ -420,8 +421,7 @@ def test_a_visitors_handwriting_save_and_delete_write_nothing(owned, drawing, tr
     at = open_page("sketch")
     at.selectbox(key="sketch_label").set_value(2).run()
     press(button(at, "Save to my handwriting")).run()
-    if drawing == "drawn enabled":
-        refused(at, "save to the handwriting set")
+    refused(at, "save to the handwriting set")
     at.multiselect(key="sketch_delete").set_value([int(handwriting.load_set().ids[0])]).run()
     press(button(at, "Delete selected")).run()
     assert disk(folder) == before and len(handwriting.load_set()) == 1
