@@ -11,6 +11,7 @@ Problems:
 - lenet: a convolutional recipe with four knobs (Adam's learning rate, batch size, weight decay,
   label smoothing), 15,000 training images, 3 epochs a trial; the grid is two values of each
   (16 cells, 48 epochs), the searches get continuous ranges around them and 48 epochs.
+- lenet5: the same with 5 epochs a trial (80 epochs).
 
 Each study seed is both the sampler's seed and every trial's training seed (the grid's too). All
 on the validation split: the figure is the validation accuracy of a trial's kept weights (its
@@ -45,6 +46,13 @@ PROBLEMS = {
     },
     "lenet": {
         "base": {"arch": "lenet", "epochs": 3, "train_limit": 15000, "device": "cpu"},
+        "grid": {"lr": [3e-4, 3e-3], "batch_size": [64, 256], "weight_decay": [0.0, 5e-4],
+                 "label_smoothing": [0.0, 0.1]},
+        "space": [Param("lr", 1e-4, 1e-2, log=True), Param("batch_size", 32, 512, log=True),
+                  Param("weight_decay", 0.0, 1e-3), Param("label_smoothing", 0.0, 0.2)],
+    },
+    "lenet5": {  # the same question with trials of 5 epochs (16 cells, 80 epochs): more for a pruner to judge by
+        "base": {"arch": "lenet", "epochs": 5, "train_limit": 15000, "device": "cpu"},
         "grid": {"lr": [3e-4, 3e-3], "batch_size": [64, 256], "weight_decay": [0.0, 5e-4],
                  "label_smoothing": [0.0, 0.1]},
         "space": [Param("lr", 1e-4, 1e-2, log=True), Param("batch_size", 32, 512, log=True),
