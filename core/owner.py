@@ -59,7 +59,21 @@ def _hash_of_environment(password: str) -> str:
 
 
 def _kept_hash() -> str | None:
+    """The kept hash, checked; read again only when the file changes (the dashboard asks on every
+    button it draws)."""
     path = password_file()
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OwnerError(f"the owner's password file {path} cannot be read ({exc}): set the password again with "
+                         "`python -m core owner --set`") from None
+    return _checked_hash(path, found.st_ino, found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _checked_hash(path: Path, _inode: int, _mtime_ns: int, _size: int) -> str | None:
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:

@@ -68,9 +68,10 @@ def guard() -> None:
     """Stop every page of a lab opened beyond this machine with no owner password (started without
     `make run`, which refuses first). A password file damaged while the lab runs leaves every
     session a visitor (the sidebar says why), never the owner."""
-    if password_source() is not None:
+    where = password_source()
+    if where is not None:
         leave_a_core()
-    if password_source() == "damaged":
+    if where == "damaged":
         return
     try:
         owner.check_listen(st.get_option("server.address") or "")
